@@ -1,0 +1,373 @@
+//! `bootchain`: the command-line face of the bootchain library. Every subcommand is a thin
+//! layer over a public library function.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use bootchain::hash::HashAlg;
+use bootchain::keys::{self, SigningKey};
+use bootchain::sign::{self, SignOptions};
+use bootchain::uki::{self, SectionContent, UkiBuilder};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bootchain", version, about = "Build, sign and measure unified kernel images")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Unified kernel images.
+    #[command(subcommand)]
+    Uki(UkiCmd),
+    /// PE images: Authenticode hash, sign, verify.
+    #[command(subcommand)]
+    Pe(PeCmd),
+}
+
+#[derive(Subcommand)]
+enum UkiCmd {
+    /// Build a UKI from the systemd stub (options named as in `ukify build`).
+    Build(BuildArgs),
+    /// Show the sections, stub version, Authenticode hash and signatures of a UKI.
+    Inspect {
+        /// The UKI.
+        file: PathBuf,
+        /// Print JSON (stable shape, see README).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The kernel image.
+    #[arg(long)]
+    linux: Option<PathBuf>,
+    /// An initrd; repeat to concatenate several in order.
+    #[arg(long)]
+    initrd: Vec<PathBuf>,
+    /// Kernel command line: TEXT or @FILE.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// os-release: TEXT or @FILE (default: the host's /etc/os-release).
+    #[arg(long = "os-release")]
+    os_release: Option<String>,
+    /// `uname -r` of the kernel (default: read from the kernel).
+    #[arg(long)]
+    uname: Option<String>,
+    /// SBAT entries: TEXT or @FILE, merged with the stub's and the kernel's. Repeatable.
+    #[arg(long)]
+    sbat: Vec<String>,
+    /// Boot splash image (BMP).
+    #[arg(long)]
+    splash: Option<PathBuf>,
+    /// Devicetree blob.
+    #[arg(long)]
+    devicetree: Option<PathBuf>,
+    /// PCR signing public key (PEM) for the `.pcrpkey` section: TEXT or @FILE.
+    #[arg(long)]
+    pcrpkey: Option<String>,
+    /// Extra section NAME:TEXT or NAME:@FILE. Repeatable.
+    #[arg(long)]
+    section: Vec<String>,
+    /// The systemd stub.
+    #[arg(long, default_value = uki::DEFAULT_STUB)]
+    stub: PathBuf,
+    /// Secure Boot signing key (PEM or DER).
+    #[arg(long = "secureboot-private-key", requires = "secureboot_certificate")]
+    secureboot_private_key: Option<PathBuf>,
+    /// Secure Boot certificate (PEM or DER).
+    #[arg(long = "secureboot-certificate", requires = "secureboot_private_key")]
+    secureboot_certificate: Option<PathBuf>,
+    /// Add a signingTime attribute (off by default: reproducible signatures).
+    #[arg(long)]
+    signing_time: bool,
+    /// Output file.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Print the build report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PeCmd {
+    /// Print the Authenticode hash of a PE image (what firmware measures into PCR 4).
+    Hash {
+        /// The image.
+        file: PathBuf,
+        /// Digest algorithm.
+        #[arg(long, default_value = "sha256")]
+        alg: HashAlg,
+    },
+    /// Sign a PE image for Secure Boot (sbsign-compatible flags).
+    Sign {
+        /// The image.
+        file: PathBuf,
+        /// Private key (PEM or DER).
+        #[arg(long)]
+        key: PathBuf,
+        /// Certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Output (default: FILE.signed, or FILE.pk7 with --detached).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Write a detached PKCS#7 signature instead of a signed image.
+        #[arg(long)]
+        detached: bool,
+        /// Add a signingTime attribute.
+        #[arg(long)]
+        signing_time: bool,
+    },
+    /// Verify the signatures of a PE image (sbverify-compatible flags).
+    Verify {
+        /// The image.
+        file: PathBuf,
+        /// Trusted certificate: a signature must chain to it.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Verify this detached PKCS#7 signature instead of the embedded ones.
+        #[arg(long)]
+        detached: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bootchain: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn source_date_epoch() -> Result<u32> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a 32-bit Unix time")),
+        _ => Ok(0),
+    }
+}
+
+fn sign_opts(signing_time: bool) -> SignOptions {
+    SignOptions {
+        signing_time: signing_time.then(std::time::SystemTime::now),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Uki(UkiCmd::Build(a)) => uki_build(a),
+        Cmd::Uki(UkiCmd::Inspect { file, json }) => {
+            let info = uki::inspect(&file).with_context(|| format!("inspecting {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_inspect(&info);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pe(PeCmd::Hash { file, alg }) => {
+            let mut f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let d = bootchain::authenticode::image_digests(&mut f, &[alg])
+                .with_context(|| format!("hashing {}", file.display()))?;
+            for d in d {
+                println!("{d}  {}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pe(PeCmd::Sign {
+            file,
+            key,
+            cert,
+            output,
+            detached,
+            signing_time,
+        }) => {
+            let k = SigningKey::from_file(&key)?;
+            let c = keys::load_certificate(&cert)?;
+            k.check_matches(&c)?;
+            let opts = sign_opts(signing_time);
+            if detached {
+                let out = output.unwrap_or_else(|| with_suffix(&file, ".pk7"));
+                let sig = sign::detached_signature(&file, &k, &c, &opts)?;
+                bootchain::fsutil::write_atomic(&out, &sig, 0o644)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!("wrote detached signature {}", out.display());
+            } else {
+                let out = output.unwrap_or_else(|| with_suffix(&file, ".signed"));
+                let d = sign::sign_file(&file, &out, &k, &c, &opts)?;
+                eprintln!("signed {} (Authenticode sha256 {d})", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pe(PeCmd::Verify {
+            file,
+            cert,
+            detached,
+            json,
+        }) => {
+            let anchor = cert.as_deref().map(keys::load_certificate).transpose()?;
+            let det = detached
+                .as_deref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()?;
+            let report = sign::verify_file(&file, det.as_deref(), anchor.as_ref())
+                .with_context(|| format!("verifying {}", file.display()))?;
+            let passed = report.passed(anchor.is_some());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("image sha256: {}", report.image_sha256);
+                for s in &report.signers {
+                    println!(
+                        "signature {}: {} — signer {} (issuer {}, serial {})",
+                        s.index,
+                        if s.ok() {
+                            "OK"
+                        } else if s.image_digest_matches && s.signature_valid {
+                            "valid, but not trusted by --cert"
+                        } else {
+                            "FAILED"
+                        },
+                        s.subject.as_deref().unwrap_or("?"),
+                        s.issuer,
+                        s.serial
+                    );
+                    if let Some(p) = &s.problem {
+                        println!("  {p}");
+                    }
+                }
+                println!("{}", if passed { "Signature verification OK" } else { "Signature verification failed" });
+            }
+            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn uki_build(a: BuildArgs) -> Result<ExitCode> {
+    let mut b = UkiBuilder::new().stub(&a.stub).timestamp(source_date_epoch()?);
+    if !a.stub.exists() {
+        if a.stub.as_os_str() == uki::DEFAULT_STUB {
+            bail!(bootchain::uki::UkiError::StubMissing(a.stub));
+        }
+        bail!("stub {} does not exist", a.stub.display());
+    }
+    if let Some(l) = &a.linux {
+        b = b.linux(l);
+    }
+    for i in &a.initrd {
+        b = b.initrd(i);
+    }
+    if let Some(c) = &a.cmdline {
+        b = b.cmdline(SectionContent::text_or_file(c));
+    }
+    if let Some(c) = &a.os_release {
+        b = b.os_release(SectionContent::text_or_file(c));
+    }
+    if let Some(u) = &a.uname {
+        b = b.uname(u);
+    }
+    for s in &a.sbat {
+        b = b.sbat(SectionContent::text_or_file(s));
+    }
+    if let Some(s) = &a.splash {
+        b = b.splash(s);
+    }
+    if let Some(d) = &a.devicetree {
+        b = b.devicetree(d);
+    }
+    if let Some(p) = &a.pcrpkey {
+        b = b.pcrpkey(SectionContent::text_or_file(p));
+    }
+    for s in &a.section {
+        let Some((name, content)) = s.split_once(':') else {
+            bail!("--section {s:?}: expected NAME:TEXT or NAME:@FILE");
+        };
+        b = b.section(name, SectionContent::text_or_file(content));
+    }
+    if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
+        let key = SigningKey::from_file(k)?;
+        let cert = keys::load_certificate(c)?;
+        key.check_matches(&cert)?;
+        b = b.sign_with(key, cert, sign_opts(a.signing_time));
+    }
+    let report = b.build(&a.output)?;
+    for w in &report.warnings {
+        eprintln!("bootchain: warning: {w}");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "wrote {} {} ({} bytes, Authenticode sha256 {})",
+            if report.signed { "signed" } else { "unsigned" },
+            report.output.display(),
+            report.size,
+            report.authenticode_sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_inspect(info: &uki::UkiInfo) {
+    println!("size:            {} bytes", info.size);
+    println!(
+        "stub version:    {}",
+        info.stub_version.as_deref().unwrap_or("(no .sdmagic)")
+    );
+    println!("authenticode:    sha256:{}", info.authenticode_sha256);
+    println!("sections:");
+    println!(
+        "  {:<9} {:>10} {:>10} {:>10} {:>10}  sha256",
+        "name", "rva", "vsize", "offset", "rawsize"
+    );
+    for s in &info.sections {
+        println!(
+            "  {:<9} {:#10x} {:#10x} {:#10x} {:#10x}  {}",
+            s.name, s.rva, s.virtual_size, s.file_offset, s.raw_size, s.sha256
+        );
+        if let Some(t) = &s.text {
+            for line in t.lines() {
+                println!("            | {line}");
+            }
+        }
+    }
+    if info.signatures.is_empty() {
+        println!("signatures:      none");
+    }
+    for s in &info.signatures {
+        println!("signature {}:", s.index);
+        println!("  subject:       {}", s.subject.as_deref().unwrap_or("?"));
+        println!("  issuer:        {}", s.issuer);
+        println!("  serial:        {}", s.serial);
+        println!("  digest:        {}", s.digest_algorithm);
+        println!("  key:           {}", s.key.as_deref().unwrap_or("?"));
+        println!(
+            "  status:        {}",
+            if s.ok() {
+                "valid signature over this image".to_string()
+            } else {
+                s.problem.clone().unwrap_or_else(|| "invalid".into())
+            }
+        );
+    }
+}

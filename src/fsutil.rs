@@ -1,0 +1,100 @@
+//! Atomic output files: write to a temporary file in the destination directory, fsync, then
+//! rename over the destination. A failure at any point leaves no partial output behind.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An output file that appears at its destination only when [`AtomicFile::commit`] succeeds.
+/// Dropping it uncommitted removes the temporary file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+    mode: u32,
+}
+
+impl AtomicFile {
+    /// Start writing `dest`; the final file gets permission bits `mode` (e.g. 0o644, or 0o600
+    /// for secrets). The temporary file is created 0600, so secrets are never world-readable.
+    pub fn create(dest: &Path, mode: u32) -> io::Result<Self> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            mode,
+        })
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// The destination path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// fsync, set the mode, rename into place, and fsync the directory.
+    pub fn commit(self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        self.tmp.as_file().sync_all()?;
+        std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(self.mode))?;
+        let dest = self.dest.clone();
+        self.tmp.persist(&dest).map_err(|e| e.error)?;
+        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `data` atomically to `dest` with permission bits `mode`.
+pub fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = AtomicFile::create(dest, mode)?;
+    f.file().write_all(data)?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn uncommitted_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.bin");
+        {
+            let mut f = AtomicFile::create(&p, 0o644).unwrap();
+            use std::io::Write;
+            f.file().write_all(b"partial").unwrap();
+        }
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_sets_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("secret");
+        write_atomic(&p, b"x", 0o600).unwrap();
+        let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
+}

@@ -1,0 +1,409 @@
+//! Loading signing keys and X.509 certificates from PEM or DER files, and matching them.
+//!
+//! Supported private keys: RSA (PKCS#1 or PKCS#8) of 2048 to 4096 bits, and ECDSA P-256 or P-384
+//! (SEC1 or PKCS#8). Encrypted keys are refused with a clear error; decrypt them first.
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine as _;
+use der::{Decode, Encode};
+use rsa::traits::PublicKeyParts;
+use x509_cert::Certificate;
+use zeroize::Zeroizing;
+
+/// Errors loading or using keys and certificates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key is encrypted.
+    #[error("{0}: encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out PLAIN)")]
+    Encrypted(String),
+    /// Not a key format we know.
+    #[error("{what} is not a readable private key: {reason}")]
+    BadKey {
+        /// Where it came from.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Not a certificate.
+    #[error("{what} is not a readable X.509 certificate: {reason}")]
+    BadCert {
+        /// Where it came from.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A key type we do not sign with.
+    #[error("unsupported key: {0}")]
+    Unsupported(String),
+    /// The key does not belong to the certificate.
+    #[error("the private key does not match the certificate's public key ({cert_subject})")]
+    Mismatch {
+        /// Subject of the certificate.
+        cert_subject: String,
+    },
+    /// The signature operation failed.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// One PEM block.
+struct PemBlock {
+    label: String,
+    der: Zeroizing<Vec<u8>>,
+}
+
+/// Parse every PEM block in `text` (RFC 7468, lax about whitespace).
+fn pem_blocks(text: &[u8]) -> Vec<PemBlock> {
+    let text = String::from_utf8_lossy(text);
+    let mut out = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(b) = rest.find("-----BEGIN ") {
+        let after = &rest[b + 11..];
+        let Some(le) = after.find("-----") else { break };
+        let label = after[..le].to_string();
+        let body_start = &after[le + 5..];
+        let end_marker = format!("-----END {label}-----");
+        let Some(e) = body_start.find(&end_marker) else {
+            break;
+        };
+        let body: String = body_start[..e]
+            .lines()
+            .filter(|l| !l.contains(':'))
+            .collect::<String>()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {
+            out.push(PemBlock {
+                label,
+                der: Zeroizing::new(der),
+            });
+        }
+        rest = &body_start[e + end_marker.len()..];
+    }
+    out
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// A public key bootchain can verify with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// RSA.
+    Rsa(rsa::RsaPublicKey),
+    /// ECDSA P-256.
+    P256(p256::PublicKey),
+    /// ECDSA P-384.
+    P384(p384::PublicKey),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublicKey::Rsa(k) => write!(f, "RSA-{}", k.size() * 8),
+            PublicKey::P256(_) => f.write_str("ECDSA P-256"),
+            PublicKey::P384(_) => f.write_str("ECDSA P-384"),
+        }
+    }
+}
+
+impl PublicKey {
+    /// From a DER SubjectPublicKeyInfo.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        use pkcs8::DecodePublicKey;
+        let bad = |r: String| KeyError::Unsupported(format!("public key: {r}"));
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(der).map_err(|e| bad(e.to_string()))?;
+        let oid = spki.algorithm.oid;
+        if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
+            return rsa::RsaPublicKey::from_public_key_der(der)
+                .map(PublicKey::Rsa)
+                .map_err(|e| bad(e.to_string()));
+        }
+        if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
+            if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
+                return Ok(PublicKey::P256(k));
+            }
+            if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
+                return Ok(PublicKey::P384(k));
+            }
+            return Err(bad("EC curve is not P-256 or P-384".into()));
+        }
+        Err(bad(format!("algorithm {oid} is not RSA or EC")))
+    }
+
+    /// The public key of a certificate.
+    pub fn from_certificate(cert: &Certificate) -> Result<Self, KeyError> {
+        let der = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| KeyError::Unsupported(e.to_string()))?;
+        PublicKey::from_spki_der(&der)
+    }
+
+    /// Short description: "RSA-2048", "ECDSA P-256".
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// A private key that can make Authenticode and `.pcrsig` signatures.
+pub enum SigningKey {
+    /// RSA, signed with RSASSA-PKCS1-v1_5.
+    Rsa(Box<rsa::RsaPrivateKey>),
+    /// ECDSA P-256.
+    P256(p256::ecdsa::SigningKey),
+    /// ECDSA P-384.
+    P384(p384::ecdsa::SigningKey),
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        write!(f, "SigningKey({:?})", self.public_key())
+    }
+}
+
+impl SigningKey {
+    /// Load from a PEM or DER file.
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?);
+        SigningKey::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Load from PEM or DER bytes; `what` names the source in errors.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self, KeyError> {
+        if is_pem(bytes) {
+            let blocks = pem_blocks(bytes);
+            for b in &blocks {
+                match b.label.as_str() {
+                    "PRIVATE KEY" => return Self::from_pkcs8(&b.der, what),
+                    "RSA PRIVATE KEY" => return Self::from_pkcs1(&b.der, what),
+                    "EC PRIVATE KEY" => return Self::from_sec1(&b.der, what),
+                    "ENCRYPTED PRIVATE KEY" => return Err(KeyError::Encrypted(what.into())),
+                    _ => {}
+                }
+            }
+            return Err(KeyError::BadKey {
+                what: what.into(),
+                reason: "no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block".into(),
+            });
+        }
+        Self::from_pkcs8(bytes, what)
+            .or_else(|_| Self::from_pkcs1(bytes, what))
+            .or_else(|_| Self::from_sec1(bytes, what))
+            .map_err(|_| KeyError::BadKey {
+                what: what.into(),
+                reason: "not PEM, and not a DER PKCS#8, PKCS#1 or SEC1 key".into(),
+            })
+    }
+
+    fn from_pkcs8(der: &[u8], what: &str) -> Result<Self, KeyError> {
+        use pkcs8::DecodePrivateKey;
+        let bad = |r: String| KeyError::BadKey {
+            what: what.into(),
+            reason: r,
+        };
+        let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|e| bad(e.to_string()))?;
+        let oid = info.algorithm.oid;
+        if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
+            let k = rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?;
+            return Self::checked_rsa(k);
+        }
+        if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
+            if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
+                return Ok(SigningKey::P256(k));
+            }
+            if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
+                return Ok(SigningKey::P384(k));
+            }
+            return Err(KeyError::Unsupported(
+                "EC keys must be on P-256 or P-384".into(),
+            ));
+        }
+        Err(KeyError::Unsupported(format!(
+            "private key algorithm {oid} (only RSA and ECDSA P-256/P-384)"
+        )))
+    }
+
+    fn from_pkcs1(der: &[u8], what: &str) -> Result<Self, KeyError> {
+        use pkcs1::DecodeRsaPrivateKey;
+        let k = rsa::RsaPrivateKey::from_pkcs1_der(der).map_err(|e| KeyError::BadKey {
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
+        Self::checked_rsa(k)
+    }
+
+    fn from_sec1(der: &[u8], what: &str) -> Result<Self, KeyError> {
+        if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
+            return Ok(SigningKey::P256(k.into()));
+        }
+        if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+            return Ok(SigningKey::P384(k.into()));
+        }
+        Err(KeyError::BadKey {
+            what: what.into(),
+            reason: "not a SEC1 P-256 or P-384 key".into(),
+        })
+    }
+
+    fn checked_rsa(k: rsa::RsaPrivateKey) -> Result<Self, KeyError> {
+        let bits = k.size() * 8;
+        if !(2048..=8192).contains(&bits) {
+            return Err(KeyError::Unsupported(format!(
+                "RSA-{bits}: use 2048, 3072 or 4096 bits"
+            )));
+        }
+        Ok(SigningKey::Rsa(Box::new(k)))
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            SigningKey::Rsa(k) => PublicKey::Rsa(k.to_public_key()),
+            SigningKey::P256(k) => PublicKey::P256(p256::PublicKey::from(k.verifying_key())),
+            SigningKey::P384(k) => PublicKey::P384(p384::PublicKey::from(k.verifying_key())),
+        }
+    }
+
+    /// Fail unless this key belongs to `cert`.
+    pub fn check_matches(&self, cert: &Certificate) -> Result<(), KeyError> {
+        let cert_key = PublicKey::from_certificate(cert)?;
+        if cert_key != self.public_key() {
+            return Err(KeyError::Mismatch {
+                cert_subject: cert.tbs_certificate.subject.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sign `msg`: RSASSA-PKCS1-v1_5 or ECDSA (DER), with SHA-256 as the message hash.
+    pub fn sign_sha256(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        use signature::hazmat::PrehashSigner;
+        let digest = crate::hash::HashAlg::Sha256.digest(msg);
+        match self {
+            SigningKey::Rsa(k) => k
+                .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest.as_bytes())
+                .map_err(|e| KeyError::Sign(e.to_string())),
+            SigningKey::P256(k) => {
+                let sig: p256::ecdsa::Signature = k
+                    .sign_prehash(digest.as_bytes())
+                    .map_err(|e| KeyError::Sign(e.to_string()))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            SigningKey::P384(k) => {
+                let sig: p384::ecdsa::Signature = k
+                    .sign_prehash(digest.as_bytes())
+                    .map_err(|e| KeyError::Sign(e.to_string()))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+        }
+    }
+
+    /// The signatureAlgorithm OID for CMS SignerInfo: rsaEncryption (as sbsign writes) or
+    /// ecdsa-with-SHA256.
+    pub fn cms_signature_oid(&self) -> const_oid::ObjectIdentifier {
+        match self {
+            SigningKey::Rsa(_) => const_oid::db::rfc5912::RSA_ENCRYPTION,
+            SigningKey::P256(_) | SigningKey::P384(_) => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+        }
+    }
+}
+
+/// Verify `sig` over the prehashed `digest` with `key`.
+pub fn verify_prehashed(
+    key: &PublicKey,
+    hash: crate::hash::HashAlg,
+    digest: &[u8],
+    sig: &[u8],
+) -> bool {
+    use crate::hash::HashAlg;
+    use signature::hazmat::PrehashVerifier;
+    match key {
+        PublicKey::Rsa(k) => {
+            let scheme = match hash {
+                HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+                HashAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+            };
+            k.verify(scheme, digest, sig).is_ok()
+        }
+        PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
+            .ok()
+            .is_some_and(|s| {
+                p256::ecdsa::VerifyingKey::from(k)
+                    .verify_prehash(digest, &s)
+                    .is_ok()
+            }),
+        PublicKey::P384(k) => p384::ecdsa::Signature::from_der(sig)
+            .ok()
+            .is_some_and(|s| {
+                p384::ecdsa::VerifyingKey::from(k)
+                    .verify_prehash(digest, &s)
+                    .is_ok()
+            }),
+    }
+}
+
+/// Load one certificate from a PEM or DER file.
+pub fn load_certificate(path: &Path) -> Result<Certificate, KeyError> {
+    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    certificate_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// Parse one certificate from PEM or DER bytes.
+pub fn certificate_from_bytes(bytes: &[u8], what: &str) -> Result<Certificate, KeyError> {
+    let bad = |r: String| KeyError::BadCert {
+        what: what.into(),
+        reason: r,
+    };
+    if is_pem(bytes) {
+        let blocks = pem_blocks(bytes);
+        let b = blocks
+            .iter()
+            .find(|b| b.label == "CERTIFICATE")
+            .ok_or_else(|| bad("no CERTIFICATE PEM block".into()))?;
+        return Certificate::from_der(&b.der).map_err(|e| bad(e.to_string()));
+    }
+    Certificate::from_der(bytes).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_keys_are_errors() {
+        assert!(SigningKey::from_bytes(b"", "empty").is_err());
+        assert!(SigningKey::from_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "x").is_err());
+        assert!(matches!(
+            SigningKey::from_bytes(
+                b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "x"
+            ),
+            Err(KeyError::Encrypted(_))
+        ));
+        assert!(certificate_from_bytes(b"\x30\x03\x02\x01\x01", "x").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! bootchain: the boot chain of confidential VMs as one Rust library.
+//!
+//! - [`uki`]: build unified kernel images from the systemd stub (like `ukify build`) and
+//!   inspect them;
+//! - [`authenticode`]: the PE image hash that firmware measures and checks;
+//! - [`sign`]: Authenticode PKCS#7 signing and verification (like `sbsign` / `sbverify`);
+//! - [`pe`]: PE/COFF header parsing; [`keys`]: key and certificate loading;
+//! - [`hash`]: hash algorithms and digests shared by all of the above.
+//!
+//! Everything here is pure computation over files: no module needs a TPM.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod authenticode;
+mod der_lite;
+pub mod fsutil;
+pub mod hash;
+pub mod keys;
+pub mod pe;
+pub mod sign;
+pub mod uki;

@@ -1,0 +1,851 @@
+//! Authenticode signatures for UEFI Secure Boot: create, embed and verify PKCS#7 SignedData.
+//!
+//! Structure (Microsoft "Windows Authenticode Portable Executable Signature Format"; sbsigntools
+//! `src/idc.c`): a CMS SignedData (RFC 5652) of **version 1** whose encapsulated content is an
+//! `SpcIndirectDataContent` (OID 1.3.6.1.4.1.311.2.1.4) carrying the image hash. One SignerInfo
+//! (version 1, issuer and serial number) with signed attributes contentType and messageDigest;
+//! messageDigest is the SHA-256 of the SpcIndirectDataContent's DER *contents* (without its
+//! SEQUENCE tag and length). The signature is over the DER `SET OF` signed attributes.
+//! No signingTime is added unless asked for, so signatures are reproducible.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use const_oid::ObjectIdentifier;
+use der::asn1::{OctetString, SetOfVec};
+use der::{Any, Decode, Encode};
+use serde::Serialize;
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::attr::Attribute;
+use x509_cert::Certificate;
+
+use crate::authenticode::{self, AuthenticodeError, WinCertificate};
+use crate::der_lite;
+use crate::fsutil::AtomicFile;
+use crate::hash::{Digest, HashAlg};
+use crate::keys::{self, KeyError, PublicKey, SigningKey};
+use crate::pe::{self, PeHeaders, DIR_SECURITY};
+
+/// SPC_INDIRECT_DATA_OBJID.
+pub const SPC_INDIRECT_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
+/// SPC_PE_IMAGE_DATAOBJ.
+pub const SPC_PE_IMAGE_DATA: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.15");
+/// id-signedData (RFC 5652 §5.1).
+const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+/// id-contentType (RFC 5652 §11.1).
+const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+/// id-messageDigest (RFC 5652 §11.2).
+const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+/// id-signingTime (RFC 5652 §11.3).
+const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
+
+/// Errors signing or verifying.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// I/O failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Reading the PE image failed.
+    #[error(transparent)]
+    Pe(#[from] pe::PeError),
+    /// Hashing the image failed.
+    #[error(transparent)]
+    Authenticode(#[from] AuthenticodeError),
+    /// Key or certificate problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The image has no certificate table directory slot.
+    #[error("the image has only {0} data directories; it needs the certificate table (5th) to be signed")]
+    NoSecurityDirectory(usize),
+    /// Encoding failed.
+    #[error("DER encoding failed: {0}")]
+    Encode(String),
+    /// A signature blob is malformed.
+    #[error("malformed Authenticode signature: {0}")]
+    Malformed(String),
+    /// The image has no signature.
+    #[error("the image is not signed (no certificate table)")]
+    Unsigned,
+}
+
+fn enc_err(e: der::Error) -> SignError {
+    SignError::Encode(e.to_string())
+}
+
+/// Options for making a signature.
+#[derive(Clone, Debug, Default)]
+pub struct SignOptions {
+    /// Add a signingTime attribute with this time. Off by default (reproducible output).
+    pub signing_time: Option<SystemTime>,
+}
+
+/// Encode an SpcIndirectDataContent for a PE image digest, byte-for-byte as sbsign does:
+/// `SpcPeImageData { flags: empty BIT STRING, file: [0] { [2] { [0] "<<<Obsolete>>>" } } }`.
+pub fn spc_indirect_data_content(image_digest: &Digest) -> Vec<u8> {
+    let obsolete: Vec<u8> = "<<<Obsolete>>>"
+        .encode_utf16()
+        .flat_map(|u| u.to_be_bytes())
+        .collect();
+    let link = der_lite::tlv(0xa0, &der_lite::tlv(0xa2, &der_lite::tlv(0x80, &obsolete)));
+    let pe_image_data = der_lite::seq(&[&der_lite::tlv(0x03, &[0x00]), &link]);
+    let attr = der_lite::seq(&[&der_lite::oid(&SPC_PE_IMAGE_DATA), &pe_image_data]);
+    let alg = der_lite::seq(&[&der_lite::oid(&image_digest.alg().oid()), &[0x05, 0x00]]);
+    let digest_info = der_lite::seq(&[&alg, &der_lite::tlv(0x04, image_digest.as_bytes())]);
+    der_lite::seq(&[&attr, &digest_info])
+}
+
+fn alg_id(oid: ObjectIdentifier, null_params: bool) -> AlgorithmIdentifierOwned {
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: null_params.then(|| Any::from(der::asn1::Null)),
+    }
+}
+
+fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, SignError> {
+    let mut values = SetOfVec::new();
+    values.insert(value).map_err(enc_err)?;
+    Ok(Attribute { oid, values })
+}
+
+/// Build the DER PKCS#7 ContentInfo (SignedData) that signs `image_digest`.
+///
+/// ```no_run
+/// use bootchain::{hash::HashAlg, keys, sign};
+/// let key = keys::SigningKey::from_file("db.key".as_ref())?;
+/// let cert = keys::load_certificate("db.crt".as_ref())?;
+/// let digest = HashAlg::Sha256.digest(b"image bytes");
+/// let pkcs7 = sign::authenticode_signature(&digest, &key, &cert, &Default::default())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn authenticode_signature(
+    image_digest: &Digest,
+    key: &SigningKey,
+    cert: &Certificate,
+    opts: &SignOptions,
+) -> Result<Vec<u8>, SignError> {
+    key.check_matches(cert)?;
+    let idc = spc_indirect_data_content(image_digest);
+    let idc_any = Any::from_der(&idc).map_err(enc_err)?;
+    let content_digest = HashAlg::Sha256.digest(idc_any.value());
+
+    let mut attrs = vec![
+        attribute(ID_CONTENT_TYPE, Any::encode_from(&SPC_INDIRECT_DATA).map_err(enc_err)?)?,
+        attribute(
+            ID_MESSAGE_DIGEST,
+            Any::encode_from(&OctetString::new(content_digest.as_bytes()).map_err(enc_err)?)
+                .map_err(enc_err)?,
+        )?,
+    ];
+    if let Some(t) = opts.signing_time {
+        let utc = der::asn1::UtcTime::from_system_time(t).map_err(enc_err)?;
+        attrs.push(attribute(ID_SIGNING_TIME, Any::encode_from(&utc).map_err(enc_err)?)?);
+    }
+    let signed_attrs: SetOfVec<Attribute> = SetOfVec::try_from(attrs).map_err(enc_err)?;
+    let to_sign = signed_attrs.to_der().map_err(enc_err)?;
+    let signature = key.sign_sha256(&to_sign)?;
+
+    let is_rsa = matches!(key, SigningKey::Rsa(_));
+    let signer = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: cert.tbs_certificate.issuer.clone(),
+            serial_number: cert.tbs_certificate.serial_number.clone(),
+        }),
+        digest_alg: alg_id(HashAlg::Sha256.oid(), true),
+        signed_attrs: Some(signed_attrs),
+        signature_algorithm: alg_id(key.cms_signature_oid(), is_rsa),
+        signature: OctetString::new(signature).map_err(enc_err)?,
+        unsigned_attrs: None,
+    };
+    let mut digest_algs = SetOfVec::new();
+    digest_algs
+        .insert(alg_id(HashAlg::Sha256.oid(), true))
+        .map_err(enc_err)?;
+    let mut certs = SetOfVec::new();
+    certs
+        .insert(CertificateChoices::Certificate(cert.clone()))
+        .map_err(enc_err)?;
+    let mut signers = SetOfVec::new();
+    signers.insert(signer).map_err(enc_err)?;
+    let sd = SignedData {
+        // Authenticode requires version 1 (cms' builder would pick 3 for non-data content).
+        version: CmsVersion::V1,
+        digest_algorithms: digest_algs,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: SPC_INDIRECT_DATA,
+            econtent: Some(idc_any),
+        },
+        certificates: Some(CertificateSet(certs)),
+        crls: None,
+        signer_infos: SignerInfos(signers),
+    };
+    let ci = ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&sd).map_err(enc_err)?,
+    };
+    ci.to_der().map_err(enc_err)
+}
+
+/// A reader over the first `data_len` bytes of a file followed by zeros up to `padded_len`:
+/// the image as a signer sees it after padding to 8 bytes.
+struct PaddedImage<'a> {
+    file: &'a mut File,
+    data_len: u64,
+    padded_len: u64,
+    pos: u64,
+}
+
+impl Read for PaddedImage<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.padded_len {
+            return Ok(0);
+        }
+        let n = if self.pos < self.data_len {
+            let want = (buf.len() as u64).min(self.data_len - self.pos) as usize;
+            self.file.seek(SeekFrom::Start(self.pos))?;
+            self.file.read(&mut buf[..want])?
+        } else {
+            let want = (buf.len() as u64).min(self.padded_len - self.pos) as usize;
+            buf[..want].fill(0);
+            want
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PaddedImage<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.padded_len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
+        Ok(self.pos)
+    }
+}
+
+/// The image part of a PE file (everything before the certificate table), padded to 8 bytes,
+/// and its headers with the certificate table removed.
+struct SignableImage {
+    headers: PeHeaders,
+    header_bytes: Vec<u8>,
+    image_len: u64,
+    padded_len: u64,
+    existing: Vec<WinCertificate>,
+}
+
+fn signable_image(f: &mut File) -> Result<SignableImage, SignError> {
+    let (headers, header_bytes) = PeHeaders::read(f)?;
+    if headers.data_directories.len() <= DIR_SECURITY {
+        return Err(SignError::NoSecurityDirectory(
+            headers.data_directories.len(),
+        ));
+    }
+    let existing = authenticode::read_certificates(f, &headers)?;
+    let image_len = if headers.is_signed() {
+        // Validate the layout the same way the hash does.
+        authenticode::hash_ranges(&headers)?;
+        headers
+            .security_directory()
+            .map(|d| u64::from(d.virtual_address))
+            .unwrap_or(headers.file_len)
+    } else {
+        headers.file_len
+    };
+    let padded_len = pe::align_up(image_len, 8);
+    let mut h = headers.clone();
+    h.file_len = padded_len;
+    h.data_directories[DIR_SECURITY] = Default::default();
+    Ok(SignableImage {
+        headers: h,
+        header_bytes,
+        image_len,
+        padded_len,
+        existing,
+    })
+}
+
+fn signable_digest(f: &mut File, img: &SignableImage, alg: HashAlg) -> Result<Digest, SignError> {
+    let mut r = PaddedImage {
+        file: f,
+        data_len: img.image_len,
+        padded_len: img.padded_len,
+        pos: 0,
+    };
+    let d = authenticode::image_digests_with_headers(&mut r, &img.headers, &[alg])?;
+    d.into_iter()
+        .next()
+        .ok_or_else(|| SignError::Encode("no digest".into()))
+}
+
+/// The PE checksum (pecoff "CheckSum"; the algorithm of imagehlp `CheckSumMappedFile`):
+/// 16-bit one's-complement style sum of the file with the CheckSum field taken as zero, plus
+/// the file length.
+#[derive(Debug, Default)]
+pub struct PeChecksum {
+    sum: u64,
+    pos: u64,
+    odd: Option<u8>,
+    checksum_offset: u64,
+}
+
+impl PeChecksum {
+    /// A checksum accumulator for a file whose CheckSum field is at `checksum_offset`.
+    pub fn new(checksum_offset: u64) -> Self {
+        PeChecksum {
+            checksum_offset,
+            ..Default::default()
+        }
+    }
+
+    /// Feed the next bytes of the file.
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            let in_field = self.pos >= self.checksum_offset && self.pos < self.checksum_offset + 4;
+            let b = if in_field { 0 } else { b };
+            match self.odd.take() {
+                None => self.odd = Some(b),
+                Some(lo) => {
+                    self.sum += u64::from(u16::from_le_bytes([lo, b]));
+                    self.sum = (self.sum & 0xffff) + (self.sum >> 16);
+                }
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// The checksum value.
+    pub fn finish(mut self) -> u32 {
+        if let Some(lo) = self.odd.take() {
+            self.sum += u64::from(lo);
+        }
+        let mut s = self.sum;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        (s as u32 & 0xffff).wrapping_add(self.pos as u32)
+    }
+}
+
+/// Sign a PE file, writing the signed image atomically to `output`. A file that is already
+/// signed keeps its signatures and gets one more WIN_CERTIFICATE (key rotation).
+/// Returns the Authenticode SHA-256 that was signed.
+pub fn sign_file(
+    input: &Path,
+    output: &Path,
+    key: &SigningKey,
+    cert: &Certificate,
+    opts: &SignOptions,
+) -> Result<Digest, SignError> {
+    key.check_matches(cert)?;
+    let mut f = File::open(input)?;
+    let img = signable_image(&mut f)?;
+    let digest = signable_digest(&mut f, &img, HashAlg::Sha256)?;
+    let pkcs7 = authenticode_signature(&digest, key, cert, opts)?;
+    let mut table = Vec::new();
+    for c in &img.existing {
+        table.extend_from_slice(&c.to_padded_bytes());
+    }
+    table.extend_from_slice(
+        &WinCertificate {
+            offset: 0,
+            revision: authenticode::WIN_CERT_REVISION_2_0,
+            cert_type: authenticode::WIN_CERT_TYPE_PKCS_SIGNED_DATA,
+            data: pkcs7,
+        }
+        .to_padded_bytes(),
+    );
+
+    // Patched headers: certificate table location and size.
+    let mut header = img.header_bytes.clone();
+    let sd = img.headers.data_directory_offset(DIR_SECURITY);
+    header[sd..sd + 4].copy_from_slice(&(img.padded_len as u32).to_le_bytes());
+    header[sd + 4..sd + 8].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    let cks_off = img.headers.checksum_offset();
+    let keep_zero_checksum = img.headers.checksum == 0;
+
+    let mut out = AtomicFile::create(output, 0o644)?;
+    let mut ck = PeChecksum::new(cks_off as u64);
+    {
+        let w = out.file();
+        w.write_all(&header)?;
+        ck.update(&header);
+        f.seek(SeekFrom::Start(header.len() as u64))?;
+        let mut left = img.image_len.saturating_sub(header.len() as u64);
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..n])?;
+            w.write_all(&buf[..n])?;
+            ck.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let pad = vec![0u8; (img.padded_len - img.image_len) as usize];
+        w.write_all(&pad)?;
+        ck.update(&pad);
+        w.write_all(&table)?;
+        ck.update(&table);
+        if !keep_zero_checksum {
+            w.seek(SeekFrom::Start(cks_off as u64))?;
+            w.write_all(&ck.finish().to_le_bytes())?;
+        }
+    }
+    out.commit()?;
+    Ok(digest)
+}
+
+/// Make a detached PKCS#7 signature (DER) for a PE file, as `sbsign --detached` does.
+pub fn detached_signature(
+    input: &Path,
+    key: &SigningKey,
+    cert: &Certificate,
+    opts: &SignOptions,
+) -> Result<Vec<u8>, SignError> {
+    let mut f = File::open(input)?;
+    let img = signable_image(&mut f)?;
+    let digest = signable_digest(&mut f, &img, HashAlg::Sha256)?;
+    authenticode_signature(&digest, key, cert, opts)
+}
+
+/// What one signature says and whether it holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignerReport {
+    /// Index of the WIN_CERTIFICATE entry (0-based), or 0 for a detached signature.
+    pub index: usize,
+    /// Signer certificate subject (RFC 4514), if the certificate is embedded.
+    pub subject: Option<String>,
+    /// Signer certificate issuer.
+    pub issuer: String,
+    /// Signer certificate serial number, hex.
+    pub serial: String,
+    /// Digest algorithm of the image hash in SpcIndirectDataContent.
+    pub digest_algorithm: String,
+    /// Signature algorithm (e.g. "RSA-2048", "ECDSA P-256").
+    pub key: Option<String>,
+    /// Signer certificate validity, notBefore.
+    pub not_before: Option<String>,
+    /// Signer certificate validity, notAfter.
+    pub not_after: Option<String>,
+    /// The image hash recorded in the signature, hex.
+    pub signed_image_digest: String,
+    /// The recorded hash equals the file's hash.
+    pub image_digest_matches: bool,
+    /// The CMS signature verifies with the signer certificate's key.
+    pub signature_valid: bool,
+    /// Whether the signer chains to the trusted certificate (`None` when none was given).
+    pub trusted: Option<bool>,
+    /// What went wrong, if anything.
+    pub problem: Option<String>,
+}
+
+impl SignerReport {
+    /// Valid (and trusted, if a trust anchor was given).
+    pub fn ok(&self) -> bool {
+        self.image_digest_matches && self.signature_valid && self.trusted != Some(false)
+    }
+}
+
+/// Parsed, not yet verified, Authenticode signature.
+struct ParsedSignature {
+    sd: SignedData,
+    idc: Vec<u8>,
+    image_digest: Digest,
+}
+
+fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
+    let m = |s: &str| SignError::Malformed(s.to_string());
+    // Some signers (osslsigncode) count their zero padding in dwLength: decode the first DER
+    // element and require that only zeros follow it.
+    let first = der_lite::read(pkcs7).ok_or_else(|| m("not a DER structure"))?;
+    let der_len = pkcs7.len() - first.rest.len();
+    if first.rest.iter().any(|&b| b != 0) {
+        return Err(m("non-zero bytes after the PKCS#7 structure"));
+    }
+    let ci = ContentInfo::from_der(&pkcs7[..der_len])
+        .map_err(|e| SignError::Malformed(e.to_string()))?;
+    if ci.content_type != ID_SIGNED_DATA {
+        return Err(m("content type is not signedData"));
+    }
+    let sd: SignedData = ci
+        .content
+        .decode_as()
+        .map_err(|e| SignError::Malformed(e.to_string()))?;
+    if sd.encap_content_info.econtent_type != SPC_INDIRECT_DATA {
+        return Err(m("encapsulated content is not SpcIndirectDataContent"));
+    }
+    let econtent = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or_else(|| m("no encapsulated content"))?;
+    let idc = econtent.to_der().map_err(enc_err)?;
+    // SpcIndirectDataContent ::= SEQUENCE { data SpcAttributeTypeAndOptionalValue,
+    //                                       messageDigest DigestInfo }
+    let outer = der_lite::expect(&idc, 0x30).ok_or_else(|| m("SpcIndirectDataContent"))?;
+    let data = der_lite::expect(outer.content, 0x30).ok_or_else(|| m("SpcAttributeTypeAndOptionalValue"))?;
+    let digest_info = der_lite::expect(data.rest, 0x30).ok_or_else(|| m("DigestInfo"))?;
+    let alg = der_lite::expect(digest_info.content, 0x30).ok_or_else(|| m("digest AlgorithmIdentifier"))?;
+    let oid_tlv = der_lite::expect(alg.content, 0x06).ok_or_else(|| m("digest OID"))?;
+    let oid = ObjectIdentifier::from_bytes(oid_tlv.content).map_err(|_| m("digest OID"))?;
+    let hash = HashAlg::from_oid(&oid)
+        .ok_or_else(|| SignError::Malformed(format!("unsupported image digest algorithm {oid}")))?;
+    let value = der_lite::expect(alg.rest, 0x04).ok_or_else(|| m("digest OCTET STRING"))?;
+    let image_digest = Digest::new(hash, value.content.to_vec())
+        .map_err(|e| SignError::Malformed(e.to_string()))?;
+    Ok(ParsedSignature {
+        sd,
+        idc,
+        image_digest,
+    })
+}
+
+fn sig_hash_for(sig_alg: &ObjectIdentifier, digest_alg: HashAlg) -> Option<HashAlg> {
+    use const_oid::db::rfc5912 as o;
+    Some(match *sig_alg {
+        o::RSA_ENCRYPTION => digest_alg,
+        o::SHA_1_WITH_RSA_ENCRYPTION => HashAlg::Sha1,
+        o::SHA_256_WITH_RSA_ENCRYPTION | o::ECDSA_WITH_SHA_256 => HashAlg::Sha256,
+        o::SHA_384_WITH_RSA_ENCRYPTION | o::ECDSA_WITH_SHA_384 => HashAlg::Sha384,
+        o::SHA_512_WITH_RSA_ENCRYPTION | o::ECDSA_WITH_SHA_512 => HashAlg::Sha512,
+        _ => return None,
+    })
+}
+
+/// True if `cert` is `anchor`, or is signed by `anchor`'s key with `anchor` as its issuer.
+pub fn issued_by_or_equal(cert: &Certificate, anchor: &Certificate) -> bool {
+    if cert == anchor {
+        return true;
+    }
+    if cert.tbs_certificate.issuer != anchor.tbs_certificate.subject {
+        return false;
+    }
+    let Ok(anchor_key) = PublicKey::from_certificate(anchor) else {
+        return false;
+    };
+    let Some(hash) = sig_hash_for(&cert.signature_algorithm.oid, HashAlg::Sha256) else {
+        return false;
+    };
+    let Ok(tbs) = cert.tbs_certificate.to_der() else {
+        return false;
+    };
+    let Some(sig) = cert.signature.as_bytes() else {
+        return false;
+    };
+    keys::verify_prehashed(&anchor_key, hash, hash.digest(&tbs).as_bytes(), sig)
+}
+
+fn verify_parsed(
+    index: usize,
+    p: &ParsedSignature,
+    file_digest: &dyn Fn(HashAlg) -> Result<Digest, SignError>,
+    trusted: Option<&Certificate>,
+) -> Vec<SignerReport> {
+    let mut out = Vec::new();
+    let recomputed = file_digest(p.image_digest.alg());
+    for si in p.sd.signer_infos.0.iter() {
+        let (issuer, serial) = match &si.sid {
+            SignerIdentifier::IssuerAndSerialNumber(isn) => (
+                isn.issuer.to_string(),
+                hex::encode(isn.serial_number.as_bytes()),
+            ),
+            SignerIdentifier::SubjectKeyIdentifier(ski) => {
+                (String::new(), hex::encode(ski.0.as_bytes()))
+            }
+        };
+        let cert = p.sd.certificates.as_ref().and_then(|cs| {
+            cs.0.iter().find_map(|c| match (c, &si.sid) {
+                (CertificateChoices::Certificate(c), SignerIdentifier::IssuerAndSerialNumber(isn))
+                    if c.tbs_certificate.issuer == isn.issuer
+                        && c.tbs_certificate.serial_number == isn.serial_number =>
+                {
+                    Some(c)
+                }
+                _ => None,
+            })
+        });
+        let mut r = SignerReport {
+            index,
+            subject: cert.map(|c| c.tbs_certificate.subject.to_string()),
+            issuer,
+            serial,
+            digest_algorithm: p.image_digest.alg().to_string(),
+            key: None,
+            not_before: cert.map(|c| c.tbs_certificate.validity.not_before.to_string()),
+            not_after: cert.map(|c| c.tbs_certificate.validity.not_after.to_string()),
+            signed_image_digest: p.image_digest.to_hex(),
+            image_digest_matches: false,
+            signature_valid: false,
+            trusted: None,
+            problem: None,
+        };
+        match &recomputed {
+            Ok(d) if *d == p.image_digest => r.image_digest_matches = true,
+            Ok(d) => {
+                r.problem = Some(format!(
+                    "image hash mismatch: signature has {}, file has {}",
+                    p.image_digest, d
+                ))
+            }
+            Err(e) => r.problem = Some(e.to_string()),
+        }
+        match check_signer(si, cert, &p.idc) {
+            Ok(key) => {
+                r.signature_valid = true;
+                r.key = Some(key.describe());
+            }
+            Err(e) => {
+                r.problem.get_or_insert(e);
+            }
+        }
+        if let Some(anchor) = trusted {
+            let t = cert.is_some_and(|c| issued_by_or_equal(c, anchor));
+            r.trusted = Some(t);
+            if !t {
+                r.problem.get_or_insert_with(|| {
+                    "signer does not chain to the given certificate".to_string()
+                });
+            }
+        }
+        out.push(r);
+    }
+    if out.is_empty() {
+        out.push(SignerReport {
+            index,
+            subject: None,
+            issuer: String::new(),
+            serial: String::new(),
+            digest_algorithm: p.image_digest.alg().to_string(),
+            key: None,
+            not_before: None,
+            not_after: None,
+            signed_image_digest: p.image_digest.to_hex(),
+            image_digest_matches: false,
+            signature_valid: false,
+            trusted: trusted.map(|_| false),
+            problem: Some("signature has no SignerInfo".into()),
+        });
+    }
+    out
+}
+
+/// Check one SignerInfo's signed attributes and signature; returns the signer's key.
+fn check_signer(
+    si: &SignerInfo,
+    cert: Option<&Certificate>,
+    idc: &[u8],
+) -> Result<PublicKey, String> {
+    let cert = cert.ok_or("signer certificate is not embedded in the signature")?;
+    let key = PublicKey::from_certificate(cert).map_err(|e| e.to_string())?;
+    let digest_alg = HashAlg::from_oid(&si.digest_alg.oid)
+        .ok_or_else(|| format!("unsupported digest algorithm {}", si.digest_alg.oid))?;
+    let sig_hash = sig_hash_for(&si.signature_algorithm.oid, digest_alg).ok_or_else(|| {
+        format!(
+            "unsupported signature algorithm {}",
+            si.signature_algorithm.oid
+        )
+    })?;
+    let idc_any = Any::from_der(idc).map_err(|e| e.to_string())?;
+    let signed_bytes = match &si.signed_attrs {
+        Some(attrs) => {
+            let find = |oid: ObjectIdentifier| {
+                attrs
+                    .iter()
+                    .find(|a| a.oid == oid)
+                    .and_then(|a| a.values.iter().next())
+            };
+            let ct = find(ID_CONTENT_TYPE).ok_or("no contentType signed attribute")?;
+            let ct: ObjectIdentifier = ct.decode_as().map_err(|e| e.to_string())?;
+            if ct != SPC_INDIRECT_DATA {
+                return Err("contentType attribute is not SpcIndirectDataContent".into());
+            }
+            let md = find(ID_MESSAGE_DIGEST).ok_or("no messageDigest signed attribute")?;
+            let md: OctetString = md.decode_as().map_err(|e| e.to_string())?;
+            if md.as_bytes() != digest_alg.digest(idc_any.value()).as_bytes() {
+                return Err("messageDigest does not match the signed content".into());
+            }
+            attrs.to_der().map_err(|e| e.to_string())?
+        }
+        None => idc_any.value().to_vec(),
+    };
+    let d = sig_hash.digest(&signed_bytes);
+    if keys::verify_prehashed(&key, sig_hash, d.as_bytes(), si.signature.as_bytes()) {
+        Ok(key)
+    } else {
+        Err("the signature does not verify with the signer certificate's key".into())
+    }
+}
+
+/// The result of verifying every signature of an image.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// Authenticode SHA-256 of the file.
+    pub image_sha256: String,
+    /// One report per signer of every signature.
+    pub signers: Vec<SignerReport>,
+}
+
+impl VerifyReport {
+    /// With a trust anchor: at least one signature is valid and trusted. Without: there is at
+    /// least one signature and every one is valid.
+    pub fn passed(&self, with_anchor: bool) -> bool {
+        if with_anchor {
+            self.signers.iter().any(SignerReport::ok)
+        } else {
+            !self.signers.is_empty() && self.signers.iter().all(SignerReport::ok)
+        }
+    }
+}
+
+/// Verify every embedded signature of a PE file (or a detached one, if `detached` is given).
+///
+/// ```no_run
+/// let report = bootchain::sign::verify_file("uki.efi".as_ref(), None, None)?;
+/// assert!(report.passed(false));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn verify_file(
+    path: &Path,
+    detached: Option<&[u8]>,
+    trusted: Option<&Certificate>,
+) -> Result<VerifyReport, SignError> {
+    let mut f = File::open(path)?;
+    let (headers, _) = PeHeaders::read(&mut f)?;
+    let blobs: Vec<Vec<u8>> = match detached {
+        Some(d) => vec![d.to_vec()],
+        None => {
+            let certs = authenticode::read_certificates(&mut f, &headers)?;
+            if certs.is_empty() {
+                return Err(SignError::Unsigned);
+            }
+            certs.into_iter().map(|c| c.data).collect()
+        }
+    };
+    let mut image_digest = |alg: HashAlg| -> Result<Digest, SignError> {
+        // Signed file: hash as the firmware does. Detached: as a signer does (padded to 8).
+        if detached.is_none() {
+            let mut d = authenticode::image_digests_with_headers(&mut f, &headers, &[alg])?;
+            return d.pop().ok_or_else(|| SignError::Encode("no digest".into()));
+        }
+        let img = signable_image(&mut f)?;
+        signable_digest(&mut f, &img, alg)
+    };
+    let sha256 = image_digest(HashAlg::Sha256)?;
+    let mut cache = vec![sha256.clone()];
+    let mut signers = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        match parse_signature(blob) {
+            Ok(p) => {
+                let alg = p.image_digest.alg();
+                if !cache.iter().any(|d| d.alg() == alg) {
+                    cache.push(image_digest(alg)?);
+                }
+                let lookup = |a: HashAlg| {
+                    cache
+                        .iter()
+                        .find(|d| d.alg() == a)
+                        .cloned()
+                        .ok_or_else(|| SignError::Encode("digest".into()))
+                };
+                signers.extend(verify_parsed(i, &p, &lookup, trusted));
+            }
+            Err(e) => signers.push(SignerReport {
+                index: i,
+                subject: None,
+                issuer: String::new(),
+                serial: String::new(),
+                digest_algorithm: String::new(),
+                key: None,
+                not_before: None,
+                not_after: None,
+                signed_image_digest: String::new(),
+                image_digest_matches: false,
+                signature_valid: false,
+                trusted: trusted.map(|_| false),
+                problem: Some(e.to_string()),
+            }),
+        }
+    }
+    Ok(VerifyReport {
+        image_sha256: sha256.to_hex(),
+        signers,
+    })
+}
+
+/// Describe the signatures embedded in an already-open image without judging trust.
+pub fn describe_signatures<R: Read + Seek>(
+    r: &mut R,
+    headers: &PeHeaders,
+    image_sha256: &Digest,
+) -> Result<Vec<SignerReport>, SignError> {
+    let certs = authenticode::read_certificates(r, headers)?;
+    let mut out = Vec::new();
+    for (i, c) in certs.iter().enumerate() {
+        match parse_signature(&c.data) {
+            Ok(p) => {
+                let d = image_sha256.clone();
+                let lookup = move |a: HashAlg| {
+                    if a == d.alg() {
+                        Ok(d.clone())
+                    } else {
+                        Err(SignError::Malformed(format!("{a} image hashes are not checked here")))
+                    }
+                };
+                out.extend(verify_parsed(i, &p, &lookup, None));
+            }
+            Err(e) => out.push(SignerReport {
+                index: i,
+                subject: None,
+                issuer: String::new(),
+                serial: String::new(),
+                digest_algorithm: String::new(),
+                key: None,
+                not_before: None,
+                not_after: None,
+                signed_image_digest: String::new(),
+                image_digest_matches: false,
+                signature_valid: false,
+                trusted: None,
+                problem: Some(e.to_string()),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idc_matches_sbsign_layout() {
+        let d = HashAlg::Sha256.digest(b"x");
+        let idc = spc_indirect_data_content(&d);
+        // sbsign's SpcIndirectDataContent for SHA-256 is 0x68 bytes of content.
+        assert_eq!(&idc[..2], &[0x30, 0x68]);
+        assert_eq!(idc.len(), 0x6a);
+        assert!(idc.ends_with(d.as_bytes()));
+    }
+
+    #[test]
+    fn checksum_of_small_buffer() {
+        let mut c = PeChecksum::new(0x40);
+        c.update(&[1, 0, 2, 0, 3]);
+        assert_eq!(c.finish(), 1 + 2 + 3 + 5);
+    }
+
+    #[test]
+    fn garbage_signatures_are_errors() {
+        assert!(parse_signature(&[]).is_err());
+        assert!(parse_signature(&[0x30, 0x03, 0x06, 0x01, 0x00]).is_err());
+    }
+}

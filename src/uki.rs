@@ -1,0 +1,1097 @@
+//! Unified kernel images: assembly from the systemd stub (like `ukify build`) and inspection.
+//!
+//! Assembly appends to the stub instead of relayouting it (UAPI "Unified Kernel Image"
+//! specification; systemd `ukify.py` `pe_add_sections`):
+//! - the stub's sections keep their RVAs and file offsets, so its `.reloc` stays valid;
+//! - new section headers go into the spare room between the section table and SizeOfHeaders;
+//! - new sections are placed after the stub's image, `.linux` last so the kernel has room to
+//!   grow into its own SizeOfImage above it;
+//! - VirtualSize is the exact content length (the stub measures VirtualSize bytes) and
+//!   SizeOfRawData is rounded up to FileAlignment;
+//! - SizeOfImage, SizeOfInitializedData and SizeOfCode are updated and CheckSum is set to 0;
+//! - a trailing COFF symbol table in the stub is dropped, as ukify does.
+//!
+//! The output is written in one streaming pass; the Authenticode digest is computed from the
+//! bytes as they are written, and the signature (if any) is appended at the end.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use x509_cert::Certificate;
+
+use crate::authenticode;
+use crate::fsutil::AtomicFile;
+use crate::hash::{Digest, HashAlg, MultiHasher};
+use crate::keys::SigningKey;
+use crate::pe::{self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN};
+use crate::sign::{self, SignError, SignOptions, SignerReport};
+
+/// Where Debian's `systemd-boot-efi` package installs the x86-64 stub.
+pub const DEFAULT_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The SBAT header line that must come first (shim `SBAT.md`).
+pub const SBAT_HEADER: &str =
+    "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md";
+/// The entry ukify adds when no `--sbat` is given.
+pub const DEFAULT_UKI_SBAT: &str =
+    "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/";
+/// Largest stub we read into memory.
+const MAX_STUB_LEN: u64 = 64 * 1024 * 1024;
+/// Copy buffer size: bounds peak memory whatever the input sizes.
+const COPY_BUF: usize = 1 << 20;
+
+/// A well-known UKI section (UAPI UKI spec, "UKI Components"; systemd `uki.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum UkiSection {
+    /// The kernel (`.linux`).
+    Linux,
+    /// os-release (`.osrel`).
+    Osrel,
+    /// Kernel command line (`.cmdline`).
+    Cmdline,
+    /// Initrd (`.initrd`).
+    Initrd,
+    /// Microcode initrd (`.ucode`).
+    Ucode,
+    /// Boot splash (`.splash`).
+    Splash,
+    /// Devicetree (`.dtb`).
+    Dtb,
+    /// `uname -r` (`.uname`).
+    Uname,
+    /// SBAT (`.sbat`).
+    Sbat,
+    /// Signed PCR policy JSON (`.pcrsig`).
+    Pcrsig,
+    /// PCR signing public key (`.pcrpkey`).
+    Pcrpkey,
+}
+
+impl UkiSection {
+    /// The PE section name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            UkiSection::Linux => ".linux",
+            UkiSection::Osrel => ".osrel",
+            UkiSection::Cmdline => ".cmdline",
+            UkiSection::Initrd => ".initrd",
+            UkiSection::Ucode => ".ucode",
+            UkiSection::Splash => ".splash",
+            UkiSection::Dtb => ".dtb",
+            UkiSection::Uname => ".uname",
+            UkiSection::Sbat => ".sbat",
+            UkiSection::Pcrsig => ".pcrsig",
+            UkiSection::Pcrpkey => ".pcrpkey",
+        }
+    }
+
+    /// Sections whose content is text (shown by `inspect`).
+    pub fn is_text(name: &str) -> bool {
+        matches!(
+            name,
+            ".cmdline" | ".osrel" | ".uname" | ".sbat" | ".pcrsig" | ".pcrpkey" | ".sdmagic"
+        )
+    }
+}
+
+/// Errors building or inspecting a UKI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UkiError {
+    /// An input could not be read.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        /// The input.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The default stub is not installed.
+    #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi) or pass --stub")]
+    StubMissing(PathBuf),
+    /// The stub is not a usable PE image.
+    #[error("stub {path} is not a usable PE image: {source}")]
+    StubNotPe {
+        /// The stub.
+        path: PathBuf,
+        /// The parse error.
+        source: pe::PeError,
+    },
+    /// The stub is signed.
+    #[error("stub {0} is already signed; refusing (build from an unsigned stub, then sign the UKI)")]
+    StubSigned(PathBuf),
+    /// The stub's layout is not one we can append to safely.
+    #[error("stub {path}: {reason}")]
+    StubLayout {
+        /// The stub.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not enough spare header room for the new section headers.
+    #[error("not enough header space in the stub for {needed} new section headers ({available} bytes free, {per} bytes each): drop optional sections such as --uname or --splash")]
+    NoHeaderRoom {
+        /// Section headers needed.
+        needed: usize,
+        /// Bytes free.
+        available: usize,
+        /// Bytes per section header.
+        per: usize,
+    },
+    /// An invalid section name.
+    #[error(transparent)]
+    SectionName(#[from] pe::SectionNameError),
+    /// The same section twice.
+    #[error("section {0} given twice")]
+    DuplicateSection(String),
+    /// Bad SBAT text.
+    #[error("invalid SBAT: {0}")]
+    Sbat(String),
+    /// A section is too large for PE's 32-bit fields.
+    #[error("section {name} is {len} bytes; PE sections must be under 4 GiB")]
+    TooLarge {
+        /// The section.
+        name: String,
+        /// Its length.
+        len: u64,
+    },
+    /// Writing the output failed.
+    #[error("writing {path}: {source}")]
+    Output {
+        /// The output.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// Parsing a UKI failed.
+    #[error(transparent)]
+    Pe(#[from] pe::PeError),
+    /// Hashing failed.
+    #[error(transparent)]
+    Authenticode(#[from] authenticode::AuthenticodeError),
+    /// Reading a file failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn input_err(path: &Path) -> impl FnOnce(io::Error) -> UkiError + '_ {
+    move |source| UkiError::Input {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Content of a section to add.
+#[derive(Clone, Debug)]
+pub enum SectionContent {
+    /// Literal bytes.
+    Bytes(Vec<u8>),
+    /// A file, streamed.
+    File(PathBuf),
+    /// Several files concatenated, each padded to 4 bytes (ukify's `join_initrds`; a single
+    /// file is taken as is).
+    Concat(Vec<PathBuf>),
+}
+
+impl SectionContent {
+    /// Parse ukify's `TEXT|@FILE` convention.
+    pub fn text_or_file(arg: &str) -> Self {
+        match arg.strip_prefix('@') {
+            Some(p) => SectionContent::File(PathBuf::from(p)),
+            None => SectionContent::Bytes(arg.as_bytes().to_vec()),
+        }
+    }
+
+    fn len(&self) -> Result<u64, UkiError> {
+        match self {
+            SectionContent::Bytes(b) => Ok(b.len() as u64),
+            SectionContent::File(p) => Ok(std::fs::metadata(p).map_err(input_err(p))?.len()),
+            SectionContent::Concat(ps) => {
+                if ps.len() == 1 {
+                    return Ok(std::fs::metadata(&ps[0]).map_err(input_err(&ps[0]))?.len());
+                }
+                let mut total = 0u64;
+                for p in ps {
+                    total += pe::align_up(std::fs::metadata(p).map_err(input_err(p))?.len(), 4);
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Read into memory (for small sections such as SBAT or text).
+    fn read_all(&self) -> Result<Vec<u8>, UkiError> {
+        match self {
+            SectionContent::Bytes(b) => Ok(b.clone()),
+            SectionContent::File(p) => std::fs::read(p).map_err(input_err(p)),
+            SectionContent::Concat(ps) => {
+                let mut v = Vec::new();
+                for p in ps {
+                    v.extend(std::fs::read(p).map_err(input_err(p))?);
+                    if ps.len() > 1 {
+                        v.resize(pe::align_up(v.len() as u64, 4) as usize, 0);
+                    }
+                }
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// Builds a UKI. Inputs are checked and streamed by [`UkiBuilder::build`].
+///
+/// ```no_run
+/// use bootchain::uki::{SectionContent, UkiBuilder};
+/// let report = UkiBuilder::new()
+///     .linux("/boot/vmlinuz")
+///     .initrd("/boot/initrd.img")
+///     .cmdline(SectionContent::Bytes(b"console=ttyS0 root=/dev/vda2".to_vec()))
+///     .build("uki.efi".as_ref())?;
+/// println!("{}", report.authenticode_sha256);
+/// # Ok::<(), bootchain::uki::UkiError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct UkiBuilder {
+    stub: Option<PathBuf>,
+    linux: Option<PathBuf>,
+    initrds: Vec<PathBuf>,
+    cmdline: Option<SectionContent>,
+    os_release: Option<SectionContent>,
+    uname: Option<String>,
+    sbat: Vec<SectionContent>,
+    splash: Option<PathBuf>,
+    devicetree: Option<PathBuf>,
+    pcrpkey: Option<SectionContent>,
+    pcrsig: Option<SectionContent>,
+    extra: Vec<(String, SectionContent)>,
+    timestamp: u32,
+    no_default_os_release: bool,
+    signer: Option<(SigningKey, Certificate, SignOptions)>,
+}
+
+/// What [`UkiBuilder::build`] produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildReport {
+    /// The output file.
+    pub output: PathBuf,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Authenticode SHA-256 of the image (what PCR 4 gets and what was signed).
+    pub authenticode_sha256: String,
+    /// The sections added, in file order.
+    pub added_sections: Vec<String>,
+    /// How `.sbat` was stored: "in-place" (the stub's section rewritten) or "appended".
+    pub sbat_placement: Option<String>,
+    /// Whether the image was signed.
+    pub signed: bool,
+    /// Non-fatal remarks.
+    pub warnings: Vec<String>,
+}
+
+impl UkiBuilder {
+    /// A builder with the default stub and no sections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stub (default: [`DEFAULT_STUB`]).
+    pub fn stub(mut self, p: impl Into<PathBuf>) -> Self {
+        self.stub = Some(p.into());
+        self
+    }
+    /// The kernel.
+    pub fn linux(mut self, p: impl Into<PathBuf>) -> Self {
+        self.linux = Some(p.into());
+        self
+    }
+    /// Add an initrd; several are concatenated in order.
+    pub fn initrd(mut self, p: impl Into<PathBuf>) -> Self {
+        self.initrds.push(p.into());
+        self
+    }
+    /// Kernel command line.
+    pub fn cmdline(mut self, c: SectionContent) -> Self {
+        self.cmdline = Some(c);
+        self
+    }
+    /// os-release (default: the host's `/etc/os-release` when a kernel is given, as ukify).
+    pub fn os_release(mut self, c: SectionContent) -> Self {
+        self.os_release = Some(c);
+        self
+    }
+    /// Do not default `.osrel` to the host's os-release.
+    pub fn no_default_os_release(mut self) -> Self {
+        self.no_default_os_release = true;
+        self
+    }
+    /// `uname -r` of the kernel (default: read from the kernel's x86 boot header).
+    pub fn uname(mut self, u: impl Into<String>) -> Self {
+        self.uname = Some(u.into());
+        self
+    }
+    /// SBAT entries to merge with the stub's and the kernel's.
+    pub fn sbat(mut self, c: SectionContent) -> Self {
+        self.sbat.push(c);
+        self
+    }
+    /// Boot splash (BMP).
+    pub fn splash(mut self, p: impl Into<PathBuf>) -> Self {
+        self.splash = Some(p.into());
+        self
+    }
+    /// Devicetree blob.
+    pub fn devicetree(mut self, p: impl Into<PathBuf>) -> Self {
+        self.devicetree = Some(p.into());
+        self
+    }
+    /// PCR signing public key (PEM), measured.
+    pub fn pcrpkey(mut self, c: SectionContent) -> Self {
+        self.pcrpkey = Some(c);
+        self
+    }
+    /// Signed PCR policy JSON, not measured.
+    pub fn pcrsig(mut self, c: SectionContent) -> Self {
+        self.pcrsig = Some(c);
+        self
+    }
+    /// An extra section (name of at most 8 characters).
+    pub fn section(mut self, name: impl Into<String>, c: SectionContent) -> Self {
+        self.extra.push((name.into(), c));
+        self
+    }
+    /// COFF TimeDateStamp (use `SOURCE_DATE_EPOCH`; default 0).
+    pub fn timestamp(mut self, t: u32) -> Self {
+        self.timestamp = t;
+        self
+    }
+    /// Sign the result for Secure Boot.
+    pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
+        self.signer = Some((key, cert, opts));
+        self
+    }
+
+    /// The sections this builder will add, in canonical file order (without `.sbat`), with
+    /// their contents. Used by `build` and by PCR prediction from loose parts.
+    pub fn planned_sections(&self) -> Result<Vec<(SectionName, SectionContent)>, UkiError> {
+        let mut out: Vec<(SectionName, SectionContent)> = Vec::new();
+        let mut push = |name: &str, c: Option<SectionContent>| -> Result<(), UkiError> {
+            if let Some(c) = c {
+                let n = SectionName::new(name)?;
+                if out.iter().any(|(m, _)| *m == n) {
+                    return Err(UkiError::DuplicateSection(name.into()));
+                }
+                out.push((n, c));
+            }
+            Ok(())
+        };
+        let os_release = match (&self.os_release, &self.linux) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(_)) if !self.no_default_os_release => default_os_release(),
+            _ => None,
+        };
+        let uname = match (&self.uname, &self.linux) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(l)) => scrape_uname(l)?,
+            _ => None,
+        };
+        // File order as ukify writes it; measurement order is fixed by the stub regardless.
+        push(".osrel", os_release)?;
+        push(".cmdline", self.cmdline.clone())?;
+        push(".dtb", self.devicetree.clone().map(SectionContent::File))?;
+        push(".uname", uname.map(|u| SectionContent::Bytes(u.into_bytes())))?;
+        push(".splash", self.splash.clone().map(SectionContent::File))?;
+        push(".pcrpkey", self.pcrpkey.clone())?;
+        push(
+            ".initrd",
+            (!self.initrds.is_empty()).then(|| SectionContent::Concat(self.initrds.clone())),
+        )?;
+        for (name, c) in &self.extra {
+            push(name, Some(c.clone()))?;
+        }
+        push(".pcrsig", self.pcrsig.clone())?;
+        push(".linux", self.linux.clone().map(SectionContent::File))?;
+        Ok(out)
+    }
+
+    /// Assemble (and optionally sign) the UKI, writing `output` atomically.
+    pub fn build(self, output: &Path) -> Result<BuildReport, UkiError> {
+        let stub_path = self
+            .stub
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STUB));
+        if !stub_path.exists() && self.stub.is_none() {
+            return Err(UkiError::StubMissing(stub_path));
+        }
+        let stub = read_stub(&stub_path)?;
+        let mut warnings = Vec::new();
+        let mut planned = self.planned_sections()?;
+        if planned.iter().any(|(n, _)| n.as_str() == ".sbat") {
+            return Err(UkiError::Sbat(
+                "give SBAT entries with --sbat, not as an extra section".into(),
+            ));
+        }
+
+        // SBAT: merge stub + kernel + user entries into one text.
+        let sbat_text = self.merged_sbat(&stub)?;
+        let mut stub_data = stub.data.clone();
+        let mut headers = stub.headers.clone();
+        let mut sbat_placement = None;
+        if let Some(text) = sbat_text {
+            let bytes = text.into_bytes();
+            match stub_sbat_slot(&headers) {
+                Some((idx, room)) if bytes.len() as u64 <= room => {
+                    let s = &mut headers.sections[idx];
+                    let start = s.pointer_to_raw_data as usize;
+                    let end = start + s.size_of_raw_data as usize;
+                    let slot = &mut stub_data[start..end];
+                    slot.fill(0);
+                    slot[..bytes.len()].copy_from_slice(&bytes);
+                    s.virtual_size = bytes.len() as u32;
+                    sbat_placement = Some("in-place".to_string());
+                }
+                Some((idx, room)) => {
+                    // The stub's slot is too small (its next section follows in memory). Keep the
+                    // stub's bytes where they are under another name, so nothing moves, and
+                    // append the merged `.sbat`; shim rejects images with two `.sbat` sections.
+                    headers.sections[idx].name = SectionName::new(".sbatstb")?;
+                    warnings.push(format!(
+                        "merged SBAT ({} bytes) does not fit the stub's .sbat slot ({room} bytes): stub section renamed .sbatstb, merged .sbat appended",
+                        bytes.len()
+                    ));
+                    let pos = planned.len().saturating_sub(usize::from(self.linux.is_some()));
+                    planned.insert(pos, (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)));
+                    sbat_placement = Some("appended".to_string());
+                }
+                None => {
+                    let pos = planned.len().saturating_sub(usize::from(self.linux.is_some()));
+                    planned.insert(pos, (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)));
+                    sbat_placement = Some("appended".to_string());
+                }
+            }
+        }
+
+        // Sizes, dropping empty sections (the stub and systemd-measure skip them too).
+        let mut sized = Vec::new();
+        for (name, c) in planned {
+            let len = c.len()?;
+            if len == 0 {
+                warnings.push(format!("section {name} is empty and was left out"));
+                continue;
+            }
+            if len >= u64::from(u32::MAX) - u64::from(headers.file_alignment) {
+                return Err(UkiError::TooLarge {
+                    name: name.as_str(),
+                    len,
+                });
+            }
+            sized.push((name, c, len));
+        }
+
+        let needed = sized.len();
+        let available = headers.spare_header_room();
+        if needed * SECTION_HEADER_LEN > available {
+            return Err(UkiError::NoHeaderRoom {
+                needed,
+                available,
+                per: SECTION_HEADER_LEN,
+            });
+        }
+
+        // Layout after the stub's image.
+        let fa = u64::from(headers.file_alignment);
+        let sa = u64::from(headers.section_alignment);
+        let mut file_off = pe::align_up(stub_data.len() as u64, fa);
+        let mut rva = pe::align_up(
+            headers.virtual_end().max(u64::from(headers.size_of_image)),
+            sa,
+        );
+        let mut new_headers = Vec::new();
+        let (mut add_code, mut add_data) = (0u64, 0u64);
+        for (name, _, len) in &sized {
+            let raw = pe::align_up(*len, fa);
+            let code = name.as_str() == ".linux";
+            let sh = SectionHeader {
+                name: *name,
+                virtual_size: *len as u32,
+                virtual_address: u32::try_from(rva).map_err(|_| UkiError::TooLarge {
+                    name: name.as_str(),
+                    len: rva,
+                })?,
+                size_of_raw_data: raw as u32,
+                pointer_to_raw_data: u32::try_from(file_off).map_err(|_| UkiError::TooLarge {
+                    name: name.as_str(),
+                    len: file_off,
+                })?,
+                characteristics: scn::MEM_READ
+                    | if code {
+                        scn::CNT_CODE
+                    } else {
+                        scn::CNT_INITIALIZED_DATA
+                    },
+            };
+            if code {
+                add_code += raw;
+            } else {
+                add_data += raw;
+            }
+            new_headers.push(sh);
+            file_off += raw;
+            rva = pe::align_up(rva + len, sa);
+        }
+        let size_of_image = u32::try_from(rva).map_err(|_| UkiError::TooLarge {
+            name: "image".into(),
+            len: rva,
+        })?;
+        let total_len = pe::align_up(file_off, 8);
+
+        // Patch the header region.
+        let mut hdr = stub_data[..headers.size_of_headers as usize].to_vec();
+        let coff = headers.pe_offset + 4;
+        let nsec = (headers.sections.len() + new_headers.len()) as u16;
+        hdr[coff + 2..coff + 4].copy_from_slice(&nsec.to_le_bytes());
+        hdr[coff + 4..coff + 8].copy_from_slice(&self.timestamp.to_le_bytes());
+        if stub.stripped_symbols {
+            hdr[coff + 8..coff + 16].fill(0);
+        }
+        let opt = headers.optional_header_offset;
+        let add32 = |hdr: &mut [u8], off: usize, add: u64| {
+            let old = u32::from_le_bytes([hdr[off], hdr[off + 1], hdr[off + 2], hdr[off + 3]]);
+            let new = (u64::from(old) + add).min(u64::from(u32::MAX)) as u32;
+            hdr[off..off + 4].copy_from_slice(&new.to_le_bytes());
+        };
+        add32(&mut hdr, opt + 4, add_code);
+        add32(&mut hdr, opt + 8, add_data);
+        hdr[opt + 56..opt + 60].copy_from_slice(&size_of_image.to_le_bytes());
+        let cks = headers.checksum_offset();
+        hdr[cks..cks + 4].fill(0);
+        let has_secdir = headers.data_directories.len() > DIR_SECURITY;
+        let sd = headers.data_directory_offset(DIR_SECURITY);
+        if has_secdir {
+            hdr[sd..sd + 8].fill(0);
+        }
+        for (i, s) in headers.sections.iter().enumerate() {
+            let o = headers.section_table_offset + i * SECTION_HEADER_LEN;
+            hdr[o..o + SECTION_HEADER_LEN].copy_from_slice(&s.to_bytes());
+        }
+        for (i, s) in new_headers.iter().enumerate() {
+            let o = headers.section_table_end() + i * SECTION_HEADER_LEN;
+            hdr[o..o + SECTION_HEADER_LEN].copy_from_slice(&s.to_bytes());
+        }
+        if self.signer.is_some() && !has_secdir {
+            return Err(SignError::NoSecurityDirectory(headers.data_directories.len()).into());
+        }
+
+        // Stream the output, hashing every byte once.
+        let out_err = |source: io::Error| UkiError::Output {
+            path: output.to_path_buf(),
+            source,
+        };
+        let mut out = AtomicFile::create(output, 0o644).map_err(out_err)?;
+        let mut w = HashingWriter {
+            inner: out.file(),
+            hasher: MultiHasher::new(&[HashAlg::Sha256]),
+            pos: 0,
+            skip: if has_secdir {
+                vec![(cks as u64, 4), (sd as u64, 8)]
+            } else {
+                vec![(cks as u64, 4)]
+            },
+        };
+        w.write_all(&hdr).map_err(out_err)?;
+        w.write_all(&stub_data[hdr.len()..]).map_err(out_err)?;
+        let mut buf = vec![0u8; COPY_BUF];
+        for ((_, content, len), sh) in sized.iter().zip(&new_headers) {
+            w.pad_to(u64::from(sh.pointer_to_raw_data), &mut buf)
+                .map_err(out_err)?;
+            let written = copy_content(content, &mut w, &mut buf)?;
+            if written != *len {
+                return Err(UkiError::Input {
+                    path: PathBuf::from(sh.name.as_str()),
+                    source: io::Error::other(format!(
+                        "input changed while reading ({written} bytes instead of {len})"
+                    )),
+                });
+            }
+        }
+        w.pad_to(total_len, &mut buf).map_err(out_err)?;
+        let digest = w
+            .hasher
+            .finalize()
+            .pop()
+            .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
+
+        let signed = self.signer.is_some();
+        if let Some((key, cert, opts)) = &self.signer {
+            let pkcs7 = sign::authenticode_signature(&digest, key, cert, opts)?;
+            let entry = authenticode::WinCertificate {
+                offset: total_len,
+                revision: authenticode::WIN_CERT_REVISION_2_0,
+                cert_type: authenticode::WIN_CERT_TYPE_PKCS_SIGNED_DATA,
+                data: pkcs7,
+            }
+            .to_padded_bytes();
+            let f = out.file();
+            f.write_all(&entry).map_err(out_err)?;
+            let mut dir = [0u8; 8];
+            dir[..4].copy_from_slice(&(total_len as u32).to_le_bytes());
+            dir[4..].copy_from_slice(&(entry.len() as u32).to_le_bytes());
+            f.seek(SeekFrom::Start(sd as u64)).map_err(out_err)?;
+            f.write_all(&dir).map_err(out_err)?;
+        }
+        let size = out.file().seek(SeekFrom::End(0)).map_err(out_err)?;
+        out.commit().map_err(out_err)?;
+        Ok(BuildReport {
+            output: output.to_path_buf(),
+            size,
+            authenticode_sha256: digest.to_hex(),
+            added_sections: new_headers.iter().map(|s| s.name.as_str()).collect(),
+            sbat_placement,
+            signed,
+            warnings,
+        })
+    }
+
+    fn merged_sbat(&self, stub: &Stub) -> Result<Option<String>, UkiError> {
+        if self.linux.is_none() && self.sbat.is_empty() {
+            return Ok(None);
+        }
+        let mut entries: Vec<String> = Vec::new();
+        let mut take = |text: &str, what: &str, strict: bool| -> Result<(), UkiError> {
+            let text = text.trim_end_matches('\0');
+            let mut lines = text.lines();
+            match lines.next() {
+                Some(first) if first.starts_with("sbat,") => {}
+                _ if !strict => return Ok(()),
+                _ => {
+                    return Err(UkiError::Sbat(format!(
+                        "{what} must start with an \"sbat,\" header line"
+                    )))
+                }
+            }
+            for l in lines.filter(|l| !l.trim().is_empty()) {
+                if l.split(',').count() < 6 {
+                    return Err(UkiError::Sbat(format!(
+                        "{what}: entry {l:?} needs 6 comma-separated fields"
+                    )));
+                }
+                entries.push(l.to_string());
+            }
+            Ok(())
+        };
+        if let Some(t) = &stub.sbat {
+            take(t, "stub .sbat", false)?;
+        }
+        if let Some(l) = &self.linux {
+            if let Some(t) = pe_section_text(l, ".sbat")? {
+                take(&t, "kernel .sbat", false)?;
+            }
+        }
+        if self.sbat.is_empty() {
+            take(&format!("{SBAT_HEADER}\n{DEFAULT_UKI_SBAT}\n"), "default", true)?;
+        }
+        for c in &self.sbat {
+            let bytes = c.read_all()?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| UkiError::Sbat("--sbat is not UTF-8".into()))?;
+            take(&text, "--sbat", true)?;
+        }
+        Ok(Some(format!("{SBAT_HEADER}\n{}\n\0", entries.join("\n"))))
+    }
+}
+
+/// The stub, read and checked.
+struct Stub {
+    headers: PeHeaders,
+    /// Bytes from 0 to the end of the last section's raw data (symbol table dropped).
+    data: Vec<u8>,
+    stripped_symbols: bool,
+    sbat: Option<String>,
+}
+
+fn read_stub(path: &Path) -> Result<Stub, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let len = f.metadata().map_err(input_err(path))?.len();
+    if len > MAX_STUB_LEN {
+        return Err(UkiError::StubLayout {
+            path: path.into(),
+            reason: format!("{len} bytes is too large for a stub"),
+        });
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut data).map_err(input_err(path))?;
+    let headers = PeHeaders::parse(&data, data.len() as u64).map_err(|source| UkiError::StubNotPe {
+        path: path.into(),
+        source,
+    })?;
+    if headers.is_signed() {
+        return Err(UkiError::StubSigned(path.into()));
+    }
+    let layout = |reason: String| UkiError::StubLayout {
+        path: path.into(),
+        reason,
+    };
+    if headers.section_table_end() > headers.size_of_headers as usize {
+        return Err(layout("section table extends past SizeOfHeaders".into()));
+    }
+    // Section data must be contiguous from SizeOfHeaders, so that the Authenticode hash of
+    // the result is simply "every byte but CheckSum and the certificate directory".
+    let mut secs: Vec<_> = headers
+        .sections
+        .iter()
+        .filter(|s| s.size_of_raw_data != 0)
+        .collect();
+    secs.sort_by_key(|s| s.pointer_to_raw_data);
+    let mut end = u64::from(headers.size_of_headers);
+    for s in &secs {
+        if u64::from(s.pointer_to_raw_data) != end {
+            return Err(layout(format!(
+                "section {} starts at file offset {:#x}, expected {end:#x}: gaps or overlaps between sections are not supported",
+                s.name, s.pointer_to_raw_data
+            )));
+        }
+        end = s.raw_end();
+    }
+    let mut stripped_symbols = false;
+    if (end as usize) < data.len() {
+        let sym = u64::from(headers.pointer_to_symbol_table);
+        let gap_is_zero = |to: u64| data[end as usize..to as usize].iter().all(|&b| b == 0);
+        if sym >= end && sym <= data.len() as u64 && gap_is_zero(sym) {
+            stripped_symbols = true;
+        } else if gap_is_zero(data.len() as u64) {
+            // Zero padding only.
+        } else {
+            return Err(layout(format!(
+                "{} bytes of unknown data after the last section",
+                data.len() as u64 - end
+            )));
+        }
+        data.truncate(end as usize);
+    }
+    let mut cursor = io::Cursor::new(&data);
+    let sbat = match headers.section(".sbat") {
+        Some(s) => {
+            let b = pe::read_section_memory(&mut cursor, s)?;
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        None => None,
+    };
+    Ok(Stub {
+        headers,
+        data,
+        stripped_symbols,
+        sbat,
+    })
+}
+
+/// The stub's `.sbat` section index and the bytes it can hold without overlapping the next
+/// section in memory or growing in the file.
+fn stub_sbat_slot(h: &PeHeaders) -> Option<(usize, u64)> {
+    let idx = h.sections.iter().position(|s| s.name.as_str() == ".sbat")?;
+    let s = &h.sections[idx];
+    let next_rva = h
+        .sections
+        .iter()
+        .map(|t| u64::from(t.virtual_address))
+        .filter(|&va| va > u64::from(s.virtual_address))
+        .min()
+        .unwrap_or(u64::MAX);
+    let room = (next_rva - u64::from(s.virtual_address)).min(u64::from(s.size_of_raw_data));
+    Some((idx, room))
+}
+
+fn default_os_release() -> Option<SectionContent> {
+    ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .map(SectionContent::File)
+}
+
+/// Read a small section of a PE file as text, if the file is a PE with that section.
+fn pe_section_text(path: &Path, name: &str) -> Result<Option<String>, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let Ok((h, _)) = PeHeaders::read(&mut f) else {
+        return Ok(None);
+    };
+    match h.section(name) {
+        Some(s) if s.virtual_size <= 1 << 20 => {
+            let b = pe::read_section_memory(&mut f, s).map_err(input_err(path))?;
+            Ok(Some(String::from_utf8_lossy(&b).into_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The kernel release from an x86 bzImage's setup header (Linux boot protocol, "The Real-Mode
+/// Kernel Header": `HdrS` at 0x202, `kernel_version` pointer at 0x20E, relative to 0x200).
+pub fn scrape_uname(kernel: &Path) -> Result<Option<String>, UkiError> {
+    let mut f = File::open(kernel).map_err(input_err(kernel))?;
+    let mut hdr = [0u8; 0x210];
+    if f.read_exact(&mut hdr).is_err() || &hdr[0x202..0x206] != b"HdrS" {
+        return Ok(None);
+    }
+    let ptr = u16::from_le_bytes([hdr[0x20e], hdr[0x20f]]);
+    if ptr == 0 {
+        return Ok(None);
+    }
+    let mut text = [0u8; 128];
+    f.seek(SeekFrom::Start(0x200 + u64::from(ptr)))
+        .map_err(input_err(kernel))?;
+    let n = f.read(&mut text).map_err(input_err(kernel))?;
+    let s = &text[..n];
+    let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
+    let s = String::from_utf8_lossy(s);
+    Ok(s.split_whitespace()
+        .next()
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+        })
+        .map(str::to_string))
+}
+
+/// A writer that hashes what it writes, except for the byte ranges in `skip`.
+struct HashingWriter<'a> {
+    inner: &'a mut File,
+    hasher: MultiHasher,
+    pos: u64,
+    skip: Vec<(u64, u64)>,
+}
+
+impl HashingWriter<'_> {
+    fn hash(&mut self, data: &[u8]) {
+        let start = self.pos;
+        let end = start + data.len() as u64;
+        let mut cur = start;
+        let mut skips: Vec<_> = self
+            .skip
+            .iter()
+            .filter(|(o, l)| *o < end && o + l > start)
+            .copied()
+            .collect();
+        skips.sort();
+        for (o, l) in skips {
+            let s = o.max(start);
+            if s > cur {
+                self.hasher
+                    .update(&data[(cur - start) as usize..(s - start) as usize]);
+            }
+            cur = cur.max((o + l).min(end));
+        }
+        if cur < end {
+            self.hasher.update(&data[(cur - start) as usize..]);
+        }
+    }
+
+    fn pad_to(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        while self.pos < offset {
+            let n = (offset - self.pos).min(buf.len() as u64) as usize;
+            buf[..n].fill(0);
+            self.write_all(&buf[..n])?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hash(&data[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u64, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let mut total = 0u64;
+    loop {
+        let n = f.read(buf).map_err(input_err(path))?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).map_err(UkiError::Io)?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+fn copy_content(
+    c: &SectionContent,
+    w: &mut HashingWriter<'_>,
+    buf: &mut [u8],
+) -> Result<u64, UkiError> {
+    match c {
+        SectionContent::Bytes(b) => {
+            w.write_all(b)?;
+            Ok(b.len() as u64)
+        }
+        SectionContent::File(p) => copy_file(p, w, buf),
+        SectionContent::Concat(ps) => {
+            let mut total = 0;
+            for p in ps {
+                total += copy_file(p, w, buf)?;
+                if ps.len() > 1 {
+                    let pad = (pe::align_up(total, 4) - total) as usize;
+                    w.write_all(&[0u8; 4][..pad])?;
+                    total += pad as u64;
+                }
+            }
+            Ok(total)
+        }
+    }
+}
+
+/// One section as `inspect` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SectionInfo {
+    /// Section name.
+    pub name: String,
+    /// RVA.
+    pub rva: u32,
+    /// VirtualSize: the number of bytes the stub measures.
+    pub virtual_size: u32,
+    /// File offset of the data.
+    pub file_offset: u32,
+    /// SizeOfRawData.
+    pub raw_size: u32,
+    /// SHA-256 of the VirtualSize bytes the loader maps (and the stub measures), hex.
+    pub sha256: String,
+    /// The content, for text sections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// What `bootchain uki inspect` shows. The JSON form of this struct is the documented,
+/// stable output of `inspect --json` (see README "inspect JSON").
+#[derive(Clone, Debug, Serialize)]
+pub struct UkiInfo {
+    /// File length.
+    pub size: u64,
+    /// Stub version from `.sdmagic` (e.g. "252.39-1~deb12u2").
+    pub stub_version: Option<String>,
+    /// Authenticode SHA-256 of the image, hex.
+    pub authenticode_sha256: String,
+    /// Every section in table order.
+    pub sections: Vec<SectionInfo>,
+    /// Every signature.
+    pub signatures: Vec<SignerReport>,
+}
+
+/// Hash the bytes a loader maps for section `s`: the file bytes up to min(VirtualSize,
+/// SizeOfRawData), then zeros up to VirtualSize. Streams large sections.
+pub fn section_memory_digests<R: Read + Seek>(
+    r: &mut R,
+    s: &SectionHeader,
+    algs: &[HashAlg],
+) -> io::Result<Vec<Digest>> {
+    let mut mh = MultiHasher::new(algs);
+    let file_part = u64::from(s.loaded_file_len());
+    authenticode::hash_file_ranges(
+        r,
+        &[u64::from(s.pointer_to_raw_data)..u64::from(s.pointer_to_raw_data) + file_part],
+        &mut mh,
+    )?;
+    let mut zeros = u64::from(s.virtual_size) - file_part;
+    let z = [0u8; 4096];
+    while zeros > 0 {
+        let n = zeros.min(4096) as usize;
+        mh.update(&z[..n]);
+        zeros -= n as u64;
+    }
+    Ok(mh.finalize())
+}
+
+/// The stub version in a `.sdmagic` text ("#### LoaderInfo: systemd-stub 252.39 ####").
+pub fn parse_sdmagic(text: &str) -> Option<String> {
+    let t = text.trim_end_matches('\0');
+    let rest = t.split("LoaderInfo:").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let first = words.next()?;
+    let version = if first.starts_with("systemd-") {
+        words.next()?
+    } else {
+        first
+    };
+    (version != "####").then(|| version.to_string())
+}
+
+/// Inspect a UKI (or any PE image).
+///
+/// ```no_run
+/// let info = bootchain::uki::inspect("uki.efi".as_ref())?;
+/// for s in &info.sections { println!("{} {}", s.name, s.sha256); }
+/// # Ok::<(), bootchain::uki::UkiError>(())
+/// ```
+pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let (h, _) = PeHeaders::read(&mut f)?;
+    let auth = authenticode::image_digests_with_headers(&mut f, &h, &[HashAlg::Sha256])?
+        .pop()
+        .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
+    let mut sections = Vec::new();
+    let mut stub_version = None;
+    for s in &h.sections {
+        let name = s.name.as_str();
+        let d = section_memory_digests(&mut f, s, &[HashAlg::Sha256])?;
+        let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
+            let b = pe::read_section_memory(&mut f, s)?;
+            Some(String::from_utf8_lossy(&b).trim_end_matches('\0').to_string())
+        } else {
+            None
+        };
+        if name == ".sdmagic" {
+            stub_version = text.as_deref().and_then(parse_sdmagic);
+        }
+        sections.push(SectionInfo {
+            name,
+            rva: s.virtual_address,
+            virtual_size: s.virtual_size,
+            file_offset: s.pointer_to_raw_data,
+            raw_size: s.size_of_raw_data,
+            sha256: d.first().map(Digest::to_hex).unwrap_or_default(),
+            text,
+        });
+    }
+    let signatures = sign::describe_signatures(&mut f, &h, &auth)?;
+    Ok(UkiInfo {
+        size: h.file_len,
+        stub_version,
+        authenticode_sha256: auth.to_hex(),
+        sections,
+        signatures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdmagic() {
+        assert_eq!(
+            parse_sdmagic("#### LoaderInfo: systemd-stub 252.39-1~deb12u2 ####\0").as_deref(),
+            Some("252.39-1~deb12u2")
+        );
+        assert_eq!(parse_sdmagic("garbage"), None);
+    }
+
+    #[test]
+    fn text_or_file() {
+        assert!(matches!(
+            SectionContent::text_or_file("@/x"),
+            SectionContent::File(_)
+        ));
+        assert!(matches!(
+            SectionContent::text_or_file("quiet"),
+            SectionContent::Bytes(_)
+        ));
+    }
+}
