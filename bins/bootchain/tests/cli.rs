@@ -1,0 +1,269 @@
+//! The CLI on bad input: a clear error, a non-zero exit, no panic, and no output file (not even
+//! a temporary one) left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bootchain"))
+}
+
+fn openssl_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let ok = Command::new("openssl")
+        .args(["req", "-new", "-x509", "-nodes", "-days", "3", "-newkey", "rsa:2048"])
+        .arg("-subj")
+        .arg(format!("/CN={name}/"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl req failed");
+    (key, crt)
+}
+
+/// Run, expect failure with `needle` in stderr, and no file in `dir` but the `keep` ones.
+fn expect_failure(cmd: &mut Command, needle: &str, dir: &Path, keep: &[&str]) -> Output {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{cmd:?} succeeded; stderr: {err}");
+    assert!(!err.contains("panicked"), "{cmd:?} panicked: {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "{cmd:?}: stderr lacks {needle:?}: {err}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "{cmd:?} left files behind: {left:?}");
+    out
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    inputs: PathBuf,
+    out: PathBuf,
+}
+
+fn env() -> Env {
+    assert!(
+        Path::new(STUB).exists(),
+        "install systemd-boot-efi (./scripts/test does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("in");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(inputs.join("kernel"), b"MZ not really a kernel").unwrap();
+    std::fs::write(inputs.join("initrd"), vec![7u8; 1000]).unwrap();
+    Env {
+        _tmp: tmp,
+        inputs,
+        out,
+    }
+}
+
+fn build(e: &Env, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["uki", "build", "--os-release", "ID=test"])
+        .arg("--initrd")
+        .arg(e.inputs.join("initrd"))
+        .arg("--output")
+        .arg(e.out.join("uki.efi"))
+        .args(extra);
+    c
+}
+
+#[test]
+fn missing_input_file() {
+    let e = env();
+    expect_failure(
+        &mut build(&e, &["--linux", "/nonexistent/vmlinuz"]),
+        "/nonexistent/vmlinuz",
+        &e.out,
+        &[],
+    );
+}
+
+#[test]
+fn non_pe_stub() {
+    let e = env();
+    let stub = e.inputs.join("stub");
+    std::fs::write(&stub, b"#!/bin/sh\necho not a PE\n").unwrap();
+    expect_failure(
+        &mut build(&e, &["--stub", stub.to_str().unwrap()]),
+        "not a usable PE image",
+        &e.out,
+        &[],
+    );
+}
+
+#[test]
+fn truncated_stub() {
+    let e = env();
+    let full = std::fs::read(STUB).unwrap();
+    for len in [0x30usize, 0x100, 0x300, 0x8000] {
+        let stub = e.inputs.join("stub");
+        std::fs::write(&stub, &full[..len]).unwrap();
+        expect_failure(
+            &mut build(&e, &["--stub", stub.to_str().unwrap()]),
+            "truncated",
+            &e.out,
+            &[],
+        );
+    }
+}
+
+#[test]
+fn no_spare_header_room() {
+    let e = env();
+    // The Debian 252 stub has room for 7 new section headers; ask for 9.
+    let mut args = vec![];
+    for i in 0..8 {
+        args.push("--section".to_string());
+        args.push(format!(".x{i}:data{i}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_failure(&mut build(&e, &args), "not enough header space", &e.out, &[]);
+}
+
+#[test]
+fn section_name_too_long() {
+    let e = env();
+    expect_failure(
+        &mut build(&e, &["--section", ".waytoolong:x"]),
+        "longer than 8",
+        &e.out,
+        &[],
+    );
+}
+
+#[test]
+fn already_signed_stub_is_refused() {
+    let e = env();
+    let (key, crt) = openssl_key(&e.inputs, "db");
+    let signed = e.inputs.join("stub.signed");
+    let ok = bin()
+        .args(["pe", "sign", STUB, "--key"])
+        .arg(&key)
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--output")
+        .arg(&signed)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    expect_failure(
+        &mut build(&e, &["--stub", signed.to_str().unwrap()]),
+        "already signed",
+        &e.out,
+        &[],
+    );
+}
+
+#[test]
+fn key_not_matching_certificate() {
+    let e = env();
+    let (key, _) = openssl_key(&e.inputs, "a");
+    let (_, crt) = openssl_key(&e.inputs, "b");
+    expect_failure(
+        &mut build(
+            &e,
+            &[
+                "--secureboot-private-key",
+                key.to_str().unwrap(),
+                "--secureboot-certificate",
+                crt.to_str().unwrap(),
+            ],
+        ),
+        "does not match the certificate",
+        &e.out,
+        &[],
+    );
+    let mut c = bin();
+    c.args(["pe", "sign", STUB, "--key"])
+        .arg(&key)
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--output")
+        .arg(e.out.join("signed.efi"));
+    expect_failure(&mut c, "does not match the certificate", &e.out, &[]);
+}
+
+#[test]
+fn unreadable_key() {
+    let e = env();
+    let (_, crt) = openssl_key(&e.inputs, "a");
+    let garbage = e.inputs.join("garbage.key");
+    std::fs::write(&garbage, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    for k in [garbage.clone(), e.inputs.join("missing.key")] {
+        let mut c = bin();
+        c.args(["pe", "sign", STUB, "--key"])
+            .arg(&k)
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--output")
+            .arg(e.out.join("signed.efi"));
+        expect_failure(&mut c, k.file_name().unwrap().to_str().unwrap(), &e.out, &[]);
+    }
+}
+
+#[test]
+fn verify_of_unsigned_or_tampered_image_exits_non_zero() {
+    let e = env();
+    expect_failure(bin().args(["pe", "verify", STUB]), "not signed", &e.out, &[]);
+    let (key, crt) = openssl_key(&e.inputs, "db");
+    let signed = e.out.join("stub.signed");
+    assert!(bin()
+        .args(["pe", "sign", STUB, "--key"])
+        .arg(&key)
+        .arg("--cert")
+        .arg(&crt)
+        .arg("-o")
+        .arg(&signed)
+        .status()
+        .unwrap()
+        .success());
+    assert!(bin()
+        .args(["pe", "verify", "--cert"])
+        .arg(&crt)
+        .arg(&signed)
+        .status()
+        .unwrap()
+        .success());
+    let mut b = std::fs::read(&signed).unwrap();
+    b[0x500] ^= 1;
+    std::fs::write(&signed, b).unwrap();
+    let out = bin()
+        .args(["pe", "verify", "--cert"])
+        .arg(&crt)
+        .arg(&signed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("image hash mismatch"));
+}
+
+#[test]
+fn hash_of_non_pe_is_an_error() {
+    let e = env();
+    expect_failure(
+        bin().args(["pe", "hash"]).arg(e.inputs.join("initrd")),
+        "no MZ signature",
+        &e.out,
+        &[],
+    );
+}

@@ -1,0 +1,116 @@
+//! Shared fixtures for the integration tests: the Debian stub, a real Debian kernel, keys made
+//! with openssl, and helpers to run the peer tools (sbsign, sbverify, osslsigncode, pesign).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const STUB: &str = bootchain::uki::DEFAULT_STUB;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fail loudly (not skip) when a peer tool is missing: `./scripts/test` installs them all.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "peer tool `{tool}` is not installed; run ./scripts/test (it installs every test dependency)"
+    );
+}
+
+pub fn require_stub() -> PathBuf {
+    let p = PathBuf::from(STUB);
+    assert!(
+        p.exists(),
+        "{STUB} missing: install systemd-boot-efi (./scripts/test does)"
+    );
+    p
+}
+
+/// A real Debian kernel, fetched once per machine by scripts/fetch-kernel.
+pub fn kernel() -> PathBuf {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/fetch-kernel"))
+            .output()
+            .expect("run scripts/fetch-kernel");
+        assert!(
+            out.status.success(),
+            "scripts/fetch-kernel failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        assert!(p.exists(), "kernel {p:?} missing");
+        p
+    })
+    .clone()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A self-signed certificate and key made by openssl. `alg` is e.g. "rsa:2048" or "ec".
+pub fn make_key(dir: &Path, name: &str, alg: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-x509", "-nodes", "-days", "30", "-subj"])
+        .arg(format!("/CN=bootchain test {name}/"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
+    if alg == "ec" {
+        cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    } else {
+        cmd.args(["-newkey", alg]);
+    }
+    run_ok(&mut cmd);
+    (key, crt)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for initrds.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    bootchain::hash::HashAlg::Sha256.digest(data).to_hex()
+}
+
+pub fn flip_byte(src: &Path, dst: &Path, offset: u64) {
+    let mut b = std::fs::read(src).unwrap();
+    b[offset as usize] ^= 0x01;
+    std::fs::write(dst, b).unwrap();
+}
