@@ -60,7 +60,8 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
             "CheckSum field ends past SizeOfHeaders ({soh:#x})"
         )));
     }
-    let mut ranges = vec![0..cks];
+    let mut ranges = Vec::with_capacity(4 + h.sections.len());
+    ranges.push(0..cks);
     if h.data_directories.len() > DIR_SECURITY {
         let sd = h.data_directory_offset(DIR_SECURITY) as u64;
         if sd + 8 > soh {

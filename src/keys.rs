@@ -346,20 +346,16 @@ pub fn verify_prehashed(
             };
             k.verify(scheme, digest, sig).is_ok()
         }
-        PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
-            .ok()
-            .is_some_and(|s| {
-                p256::ecdsa::VerifyingKey::from(k)
-                    .verify_prehash(digest, &s)
-                    .is_ok()
-            }),
-        PublicKey::P384(k) => p384::ecdsa::Signature::from_der(sig)
-            .ok()
-            .is_some_and(|s| {
-                p384::ecdsa::VerifyingKey::from(k)
-                    .verify_prehash(digest, &s)
-                    .is_ok()
-            }),
+        PublicKey::P256(k) => p256::ecdsa::Signature::from_der(sig).ok().is_some_and(|s| {
+            p256::ecdsa::VerifyingKey::from(k)
+                .verify_prehash(digest, &s)
+                .is_ok()
+        }),
+        PublicKey::P384(k) => p384::ecdsa::Signature::from_der(sig).ok().is_some_and(|s| {
+            p384::ecdsa::VerifyingKey::from(k)
+                .verify_prehash(digest, &s)
+                .is_ok()
+        }),
     }
 }
 
@@ -396,7 +392,11 @@ mod tests {
     #[test]
     fn garbage_keys_are_errors() {
         assert!(SigningKey::from_bytes(b"", "empty").is_err());
-        assert!(SigningKey::from_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "x").is_err());
+        assert!(SigningKey::from_bytes(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "x"
+        )
+        .is_err());
         assert!(matches!(
             SigningKey::from_bytes(
                 b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",

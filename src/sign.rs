@@ -34,7 +34,8 @@ use crate::keys::{self, KeyError, PublicKey, SigningKey};
 use crate::pe::{self, PeHeaders, DIR_SECURITY};
 
 /// SPC_INDIRECT_DATA_OBJID.
-pub const SPC_INDIRECT_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
+pub const SPC_INDIRECT_DATA: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
 /// SPC_PE_IMAGE_DATAOBJ.
 pub const SPC_PE_IMAGE_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.15");
@@ -138,7 +139,10 @@ pub fn authenticode_signature(
     let content_digest = HashAlg::Sha256.digest(idc_any.value());
 
     let mut attrs = vec![
-        attribute(ID_CONTENT_TYPE, Any::encode_from(&SPC_INDIRECT_DATA).map_err(enc_err)?)?,
+        attribute(
+            ID_CONTENT_TYPE,
+            Any::encode_from(&SPC_INDIRECT_DATA).map_err(enc_err)?,
+        )?,
         attribute(
             ID_MESSAGE_DIGEST,
             Any::encode_from(&OctetString::new(content_digest.as_bytes()).map_err(enc_err)?)
@@ -147,7 +151,10 @@ pub fn authenticode_signature(
     ];
     if let Some(t) = opts.signing_time {
         let utc = der::asn1::UtcTime::from_system_time(t).map_err(enc_err)?;
-        attrs.push(attribute(ID_SIGNING_TIME, Any::encode_from(&utc).map_err(enc_err)?)?);
+        attrs.push(attribute(
+            ID_SIGNING_TIME,
+            Any::encode_from(&utc).map_err(enc_err)?,
+        )?);
     }
     let signed_attrs: SetOfVec<Attribute> = SetOfVec::try_from(attrs).map_err(enc_err)?;
     let to_sign = signed_attrs.to_der().map_err(enc_err)?;
@@ -492,9 +499,11 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
     // SpcIndirectDataContent ::= SEQUENCE { data SpcAttributeTypeAndOptionalValue,
     //                                       messageDigest DigestInfo }
     let outer = der_lite::expect(&idc, 0x30).ok_or_else(|| m("SpcIndirectDataContent"))?;
-    let data = der_lite::expect(outer.content, 0x30).ok_or_else(|| m("SpcAttributeTypeAndOptionalValue"))?;
+    let data = der_lite::expect(outer.content, 0x30)
+        .ok_or_else(|| m("SpcAttributeTypeAndOptionalValue"))?;
     let digest_info = der_lite::expect(data.rest, 0x30).ok_or_else(|| m("DigestInfo"))?;
-    let alg = der_lite::expect(digest_info.content, 0x30).ok_or_else(|| m("digest AlgorithmIdentifier"))?;
+    let alg = der_lite::expect(digest_info.content, 0x30)
+        .ok_or_else(|| m("digest AlgorithmIdentifier"))?;
     let oid_tlv = der_lite::expect(alg.content, 0x06).ok_or_else(|| m("digest OID"))?;
     let oid = ObjectIdentifier::from_bytes(oid_tlv.content).map_err(|_| m("digest OID"))?;
     let hash = HashAlg::from_oid(&oid)
@@ -564,9 +573,11 @@ fn verify_parsed(
         };
         let cert = p.sd.certificates.as_ref().and_then(|cs| {
             cs.0.iter().find_map(|c| match (c, &si.sid) {
-                (CertificateChoices::Certificate(c), SignerIdentifier::IssuerAndSerialNumber(isn))
-                    if c.tbs_certificate.issuer == isn.issuer
-                        && c.tbs_certificate.serial_number == isn.serial_number =>
+                (
+                    CertificateChoices::Certificate(c),
+                    SignerIdentifier::IssuerAndSerialNumber(isn),
+                ) if c.tbs_certificate.issuer == isn.issuer
+                    && c.tbs_certificate.serial_number == isn.serial_number =>
                 {
                     Some(c)
                 }
@@ -797,7 +808,9 @@ pub fn describe_signatures<R: Read + Seek>(
                     if a == d.alg() {
                         Ok(d.clone())
                     } else {
-                        Err(SignError::Malformed(format!("{a} image hashes are not checked here")))
+                        Err(SignError::Malformed(format!(
+                            "{a} image hashes are not checked here"
+                        )))
                     }
                 };
                 out.extend(verify_parsed(i, &p, &lookup, None));

@@ -25,7 +25,9 @@ use crate::authenticode;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::keys::SigningKey;
-use crate::pe::{self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN};
+use crate::pe::{
+    self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN,
+};
 use crate::sign::{self, SignError, SignOptions, SignerReport};
 
 /// Where Debian's `systemd-boot-efi` package installs the x86-64 stub.
@@ -39,7 +41,7 @@ pub const DEFAULT_UKI_SBAT: &str =
 /// Largest stub we read into memory.
 const MAX_STUB_LEN: u64 = 64 * 1024 * 1024;
 /// Copy buffer size: bounds peak memory whatever the input sizes.
-const COPY_BUF: usize = 1 << 20;
+const COPY_BUF: usize = 4 << 20;
 
 /// A well-known UKI section (UAPI UKI spec, "UKI Components"; systemd `uki.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -119,7 +121,9 @@ pub enum UkiError {
         source: pe::PeError,
     },
     /// The stub is signed.
-    #[error("stub {0} is already signed; refusing (build from an unsigned stub, then sign the UKI)")]
+    #[error(
+        "stub {0} is already signed; refusing (build from an unsigned stub, then sign the UKI)"
+    )]
     StubSigned(PathBuf),
     /// The stub's layout is not one we can append to safely.
     #[error("stub {path}: {reason}")]
@@ -402,7 +406,10 @@ impl UkiBuilder {
         push(".osrel", os_release)?;
         push(".cmdline", self.cmdline.clone())?;
         push(".dtb", self.devicetree.clone().map(SectionContent::File))?;
-        push(".uname", uname.map(|u| SectionContent::Bytes(u.into_bytes())))?;
+        push(
+            ".uname",
+            uname.map(|u| SectionContent::Bytes(u.into_bytes())),
+        )?;
         push(".splash", self.splash.clone().map(SectionContent::File))?;
         push(".pcrpkey", self.pcrpkey.clone())?;
         push(
@@ -462,13 +469,23 @@ impl UkiBuilder {
                         "merged SBAT ({} bytes) does not fit the stub's .sbat slot ({room} bytes): stub section renamed .sbatstb, merged .sbat appended",
                         bytes.len()
                     ));
-                    let pos = planned.len().saturating_sub(usize::from(self.linux.is_some()));
-                    planned.insert(pos, (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)));
+                    let pos = planned
+                        .len()
+                        .saturating_sub(usize::from(self.linux.is_some()));
+                    planned.insert(
+                        pos,
+                        (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)),
+                    );
                     sbat_placement = Some("appended".to_string());
                 }
                 None => {
-                    let pos = planned.len().saturating_sub(usize::from(self.linux.is_some()));
-                    planned.insert(pos, (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)));
+                    let pos = planned
+                        .len()
+                        .saturating_sub(usize::from(self.linux.is_some()));
+                    planned.insert(
+                        pos,
+                        (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)),
+                    );
                     sbat_placement = Some("appended".to_string());
                 }
             }
@@ -591,10 +608,12 @@ impl UkiBuilder {
             source,
         };
         let mut out = AtomicFile::create(output, 0o644).map_err(out_err)?;
+        let syncer = EarlyWriteback::start(out.file()).map_err(out_err)?;
         let mut w = HashingWriter {
             inner: out.file(),
             hasher: MultiHasher::new(&[HashAlg::Sha256]),
             pos: 0,
+            syncer,
             skip: if has_secdir {
                 vec![(cks as u64, 4), (sd as u64, 8)]
             } else {
@@ -618,8 +637,9 @@ impl UkiBuilder {
             }
         }
         w.pad_to(total_len, &mut buf).map_err(out_err)?;
-        let digest = w
-            .hasher
+        let HashingWriter { hasher, syncer, .. } = w;
+        drop(syncer);
+        let digest = hasher
             .finalize()
             .pop()
             .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
@@ -691,7 +711,11 @@ impl UkiBuilder {
             }
         }
         if self.sbat.is_empty() {
-            take(&format!("{SBAT_HEADER}\n{DEFAULT_UKI_SBAT}\n"), "default", true)?;
+            take(
+                &format!("{SBAT_HEADER}\n{DEFAULT_UKI_SBAT}\n"),
+                "default",
+                true,
+            )?;
         }
         for c in &self.sbat {
             let bytes = c.read_all()?;
@@ -723,10 +747,11 @@ fn read_stub(path: &Path) -> Result<Stub, UkiError> {
     }
     let mut data = Vec::with_capacity(len as usize);
     f.read_to_end(&mut data).map_err(input_err(path))?;
-    let headers = PeHeaders::parse(&data, data.len() as u64).map_err(|source| UkiError::StubNotPe {
-        path: path.into(),
-        source,
-    })?;
+    let headers =
+        PeHeaders::parse(&data, data.len() as u64).map_err(|source| UkiError::StubNotPe {
+            path: path.into(),
+            source,
+        })?;
     if headers.is_signed() {
         return Err(UkiError::StubSigned(path.into()));
     }
@@ -855,38 +880,92 @@ pub fn scrape_uname(kernel: &Path) -> Result<Option<String>, UkiError> {
 }
 
 /// A writer that hashes what it writes, except for the byte ranges in `skip`.
+///
+/// Large writes hash on a second thread while the first writes, so on two cores a build
+/// costs about max(hash, write) rather than their sum.
 struct HashingWriter<'a> {
     inner: &'a mut File,
     hasher: MultiHasher,
     pos: u64,
+    syncer: EarlyWriteback,
     skip: Vec<(u64, u64)>,
 }
 
-impl HashingWriter<'_> {
-    fn hash(&mut self, data: &[u8]) {
-        let start = self.pos;
-        let end = start + data.len() as u64;
-        let mut cur = start;
-        let mut skips: Vec<_> = self
-            .skip
-            .iter()
-            .filter(|(o, l)| *o < end && o + l > start)
-            .copied()
-            .collect();
-        skips.sort();
-        for (o, l) in skips {
-            let s = o.max(start);
-            if s > cur {
-                self.hasher
-                    .update(&data[(cur - start) as usize..(s - start) as usize]);
+/// Starts writeback of a large output while it is still being written (fdatasync on a
+/// helper thread every [`EarlyWriteback::EVERY`] bytes), so the final fsync before the rename
+/// has little left to do.
+struct EarlyWriteback {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    last: u64,
+}
+
+impl EarlyWriteback {
+    const EVERY: u64 = 32 << 20;
+
+    fn start(f: &File) -> io::Result<Self> {
+        let f = f.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                // Best effort: the final sync_all before the rename is what guarantees
+                // durability, and reports errors.
+                let _ = f.sync_data();
             }
-            cur = cur.max((o + l).min(end));
-        }
-        if cur < end {
-            self.hasher.update(&data[(cur - start) as usize..]);
-        }
+        });
+        Ok(EarlyWriteback {
+            tx: Some(tx),
+            thread: Some(thread),
+            last: 0,
+        })
     }
 
+    fn progress(&mut self, pos: u64) {
+        if pos - self.last >= Self::EVERY {
+            if let Some(tx) = &self.tx {
+                // A full channel means a sync is still running: skip this one.
+                let _ = tx.try_send(());
+            }
+            self.last = pos;
+        }
+    }
+}
+
+impl Drop for EarlyWriteback {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Hash `data`, which sits at file offset `start`, leaving out the `skip` ranges.
+fn hash_skipping(hasher: &mut MultiHasher, skip: &[(u64, u64)], start: u64, data: &[u8]) {
+    let end = start + data.len() as u64;
+    let mut cur = start;
+    let mut skips: Vec<_> = skip
+        .iter()
+        .filter(|(o, l)| *o < end && o + l > start)
+        .copied()
+        .collect();
+    skips.sort();
+    for (o, l) in skips {
+        let s = o.max(start);
+        if s > cur {
+            hasher.update(&data[(cur - start) as usize..(s - start) as usize]);
+        }
+        cur = cur.max((o + l).min(end));
+    }
+    if cur < end {
+        hasher.update(&data[(cur - start) as usize..]);
+    }
+}
+
+/// Writes at least this large are hashed on a helper thread.
+const PARALLEL_MIN: usize = 256 * 1024;
+
+impl HashingWriter<'_> {
     fn pad_to(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         while self.pos < offset {
             let n = (offset - self.pos).min(buf.len() as u64) as usize;
@@ -899,10 +978,28 @@ impl HashingWriter<'_> {
 
 impl Write for HashingWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.hash(&data[..n]);
-        self.pos += n as u64;
-        Ok(n)
+        let start = self.pos;
+        let HashingWriter {
+            inner,
+            hasher,
+            skip,
+            ..
+        } = self;
+        if data.len() >= PARALLEL_MIN {
+            std::thread::scope(|s| {
+                let t = s.spawn(|| hash_skipping(hasher, skip, start, data));
+                let r = inner.write_all(data);
+                t.join()
+                    .map_err(|_| io::Error::other("hashing thread panicked"))?;
+                r
+            })?;
+        } else {
+            inner.write_all(data)?;
+            hash_skipping(hasher, skip, start, data);
+        }
+        self.pos += data.len() as u64;
+        self.syncer.progress(self.pos);
+        Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
@@ -996,7 +1093,9 @@ pub fn section_memory_digests<R: Read + Seek>(
     let file_part = u64::from(s.loaded_file_len());
     authenticode::hash_file_ranges(
         r,
-        &[u64::from(s.pointer_to_raw_data)..u64::from(s.pointer_to_raw_data) + file_part],
+        std::slice::from_ref(
+            &(u64::from(s.pointer_to_raw_data)..u64::from(s.pointer_to_raw_data) + file_part),
+        ),
         &mut mh,
     )?;
     let mut zeros = u64::from(s.virtual_size) - file_part;
@@ -1043,7 +1142,11 @@ pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
         let d = section_memory_digests(&mut f, s, &[HashAlg::Sha256])?;
         let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
             let b = pe::read_section_memory(&mut f, s)?;
-            Some(String::from_utf8_lossy(&b).trim_end_matches('\0').to_string())
+            Some(
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            )
         } else {
             None
         };

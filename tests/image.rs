@@ -64,9 +64,7 @@ fn build_unsigned() -> Built {
 fn section_bytes(path: &Path, name: &str) -> Vec<u8> {
     let mut f = File::open(path).unwrap();
     let (h, _) = PeHeaders::read(&mut f).unwrap();
-    let s = h
-        .section(name)
-        .unwrap_or_else(|| panic!("{name} missing"));
+    let s = h.section(name).unwrap_or_else(|| panic!("{name} missing"));
     bootchain::pe::read_section_memory(&mut f, s).unwrap()
 }
 
@@ -139,21 +137,31 @@ fn sections_read_back_equal_inputs_and_objdump_lists_them() {
     );
     let sbat = String::from_utf8(section_bytes(&b.uki, ".sbat")).unwrap();
     assert!(sbat.starts_with(uki::SBAT_HEADER));
-    assert!(sbat.contains("\nsystemd,1,"), "stub SBAT not merged: {sbat}");
+    assert!(
+        sbat.contains("\nsystemd,1,"),
+        "stub SBAT not merged: {sbat}"
+    );
     assert!(sbat.contains(uki::DEFAULT_UKI_SBAT));
     assert!(sbat.ends_with("\n\0"));
     assert_eq!(sbat.matches("sbat,1,SBAT Version").count(), 1);
 
     // An independent reader agrees.
     let listing = run_ok(Command::new("objdump").arg("-h").arg(&b.uki));
-    for name in [".text", ".reloc", ".sdmagic", ".osrel", ".cmdline", ".uname", ".initrd", ".sbat", ".linux"] {
-        assert!(listing.contains(&format!(" {name} ")), "objdump -h lacks {name}:\n{listing}");
+    for name in [
+        ".text", ".reloc", ".sdmagic", ".osrel", ".cmdline", ".uname", ".initrd", ".sbat", ".linux",
+    ] {
+        assert!(
+            listing.contains(&format!(" {name} ")),
+            "objdump -h lacks {name}:\n{listing}"
+        );
     }
     let dumped = b.dir.join("cmdline.bin");
-    run_ok(Command::new("objcopy")
-        .arg(format!("--dump-section=.cmdline={}", dumped.display()))
-        .arg(&b.uki)
-        .arg(b.dir.join("scratch.efi")));
+    run_ok(
+        Command::new("objcopy")
+            .arg(format!("--dump-section=.cmdline={}", dumped.display()))
+            .arg(&b.uki)
+            .arg(b.dir.join("scratch.efi")),
+    );
     assert_eq!(std::fs::read(&dumped).unwrap(), CMDLINE.as_bytes());
 
     // Layout rules: stub sections untouched, output 8-aligned, VirtualSize exact, .linux last.
@@ -214,15 +222,17 @@ fn authenticode_hash_equals_osslsigncode_digest() {
     require_tool("osslsigncode");
     let b = build_unsigned();
     let signed = b.dir.join("ossl.efi");
-    run_ok(Command::new("osslsigncode")
-        .args(["sign", "-certs"])
-        .arg(&b.crt)
-        .arg("-key")
-        .arg(&b.key)
-        .arg("-in")
-        .arg(&b.uki)
-        .arg("-out")
-        .arg(&signed));
+    run_ok(
+        Command::new("osslsigncode")
+            .args(["sign", "-certs"])
+            .arg(&b.crt)
+            .arg("-key")
+            .arg(&b.key)
+            .arg("-in")
+            .arg(&b.uki)
+            .arg("-out")
+            .arg(&signed),
+    );
     let (ok, text) = osslsigncode_verify(&signed, &b.crt);
     assert!(ok, "{text}");
     let calc = text
@@ -258,7 +268,10 @@ fn our_signed_uki_passes_sbverify_and_osslsigncode() {
     // pe sign on the unsigned image gives the same signature bytes (deterministic RSA).
     let signed2 = b.dir.join("signed2.efi");
     sign_ours(&b.uki, &signed2, &b.key, &b.crt);
-    assert_eq!(std::fs::read(&signed).unwrap(), std::fs::read(&signed2).unwrap());
+    assert_eq!(
+        std::fs::read(&signed).unwrap(),
+        std::fs::read(&signed2).unwrap()
+    );
 }
 
 #[test]
@@ -266,14 +279,16 @@ fn sbsign_signed_uki_passes_our_verify() {
     require_tool("sbsign");
     let b = build_unsigned();
     let signed = b.dir.join("sbsign.efi");
-    run_ok(Command::new("sbsign")
-        .arg("--key")
-        .arg(&b.key)
-        .arg("--cert")
-        .arg(&b.crt)
-        .arg("--output")
-        .arg(&signed)
-        .arg(&b.uki));
+    run_ok(
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(&b.key)
+            .arg("--cert")
+            .arg(&b.crt)
+            .arg("--output")
+            .arg(&signed)
+            .arg(&b.uki),
+    );
     assert!(our_verify(&signed, &b.crt));
     // Same image digest before and after signing.
     assert_eq!(our_hash(&signed), our_hash(&b.uki));
@@ -295,7 +310,10 @@ fn flipped_bytes_fail_our_verify_and_sbverify() {
     ];
     for name in [".text", ".osrel", ".cmdline", ".initrd", ".linux", ".sbat"] {
         let s = h.section(name).unwrap();
-        offsets.push((name, u64::from(s.pointer_to_raw_data) + u64::from(s.virtual_size) / 2));
+        offsets.push((
+            name,
+            u64::from(s.pointer_to_raw_data) + u64::from(s.virtual_size) / 2,
+        ));
     }
     let certs = authenticode::read_certificates(&mut f, &h).unwrap();
     let sig_entry_end = certs[0].offset + 8 + certs[0].data.len() as u64;
@@ -311,8 +329,14 @@ fn flipped_bytes_fail_our_verify_and_sbverify() {
     for (what, off) in offsets {
         let bad = b.dir.join("bad.efi");
         flip_byte(&signed, &bad, off);
-        assert!(!our_verify(&bad, &b.crt), "our verify accepted a flipped byte in {what}");
-        assert!(!sbverify(&bad, &b.crt), "sbverify accepted a flipped byte in {what}");
+        assert!(
+            !our_verify(&bad, &b.crt),
+            "our verify accepted a flipped byte in {what}"
+        );
+        assert!(
+            !sbverify(&bad, &b.crt),
+            "sbverify accepted a flipped byte in {what}"
+        );
     }
 }
 
@@ -328,7 +352,10 @@ fn wrong_certificate_fails() {
     // Without a trust anchor the signature itself is still reported valid.
     let r = sign::verify_file(&signed, None, None).unwrap();
     assert!(r.passed(false));
-    assert_eq!(r.signers[0].subject.as_deref(), Some("CN=bootchain test db"));
+    assert_eq!(
+        r.signers[0].subject.as_deref(),
+        Some("CN=bootchain test db")
+    );
 }
 
 #[test]
@@ -389,14 +416,23 @@ fn two_builds_are_byte_identical() {
     let b = build_unsigned();
     let again = b.dir.join("again.efi");
     builder(&b.dir).build(&again).unwrap();
-    assert_eq!(std::fs::read(&b.uki).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&b.uki).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     // Signed builds too (no signing time by default).
     let k = || SigningKey::from_file(&b.key).unwrap();
     let c = || load_certificate(&b.crt).unwrap();
     let s1 = b.dir.join("s1.efi");
     let s2 = b.dir.join("s2.efi");
-    builder(&b.dir).sign_with(k(), c(), SignOptions::default()).build(&s1).unwrap();
-    builder(&b.dir).sign_with(k(), c(), SignOptions::default()).build(&s2).unwrap();
+    builder(&b.dir)
+        .sign_with(k(), c(), SignOptions::default())
+        .build(&s1)
+        .unwrap();
+    builder(&b.dir)
+        .sign_with(k(), c(), SignOptions::default())
+        .build(&s2)
+        .unwrap();
     assert_eq!(std::fs::read(&s1).unwrap(), std::fs::read(&s2).unwrap());
 }
 
@@ -418,7 +454,13 @@ fn inspect_reports_sections_stub_version_and_signer() {
     assert_eq!(s.subject.as_deref(), Some("CN=bootchain test db"));
     assert_eq!(s.digest_algorithm, "sha256");
     let json = serde_json::to_value(&info).unwrap();
-    for key in ["size", "stub_version", "authenticode_sha256", "sections", "signatures"] {
+    for key in [
+        "size",
+        "stub_version",
+        "authenticode_sha256",
+        "sections",
+        "signatures",
+    ] {
         assert!(json.get(key).is_some(), "inspect JSON lacks {key}");
     }
 }
@@ -455,7 +497,8 @@ fn mutated_images_never_panic() {
     let mut targets: Vec<(usize, u8)> = (0..h.section_table_end()).map(|i| (i, 0xff)).collect();
     let rnd = pseudo_random(400, 9);
     for i in 0..200 {
-        let off = cert_start + (rnd[2 * i] as usize * 7 + rnd[2 * i + 1] as usize) % (orig.len() - cert_start);
+        let off = cert_start
+            + (rnd[2 * i] as usize * 7 + rnd[2 * i + 1] as usize) % (orig.len() - cert_start);
         targets.push((off, rnd[i] | 1));
     }
     for (off, x) in targets {
@@ -466,7 +509,18 @@ fn mutated_images_never_panic() {
         let _ = sign::verify_file(&bad, None, None);
     }
     // Truncations.
-    for len in [0usize, 1, 2, 0x3c, 0x40, 0x100, 0x3ff, 0x400, 0x8000, orig.len() - 1] {
+    for len in [
+        0usize,
+        1,
+        2,
+        0x3c,
+        0x40,
+        0x100,
+        0x3ff,
+        0x400,
+        0x8000,
+        orig.len() - 1,
+    ] {
         std::fs::write(&bad, &orig[..len]).unwrap();
         assert!(uki::inspect(&bad).is_err() || len > 0x8000);
         let _ = sign::verify_file(&bad, None, None);

@@ -12,13 +12,18 @@ use bootchain::uki::{self, SectionContent, UkiBuilder};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bootchain", version, about = "Build, sign and measure unified kernel images")]
+#[command(
+    name = "bootchain",
+    version,
+    about = "Build, sign and measure unified kernel images"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Unified kernel images.
     #[command(subcommand)]
@@ -31,7 +36,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum UkiCmd {
     /// Build a UKI from the systemd stub (options named as in `ukify build`).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show the sections, stub version, Authenticode hash and signatures of a UKI.
     Inspect {
         /// The UKI.
@@ -168,9 +173,10 @@ fn sign_opts(signing_time: bool) -> SignOptions {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Uki(UkiCmd::Build(a)) => uki_build(a),
+        Cmd::Uki(UkiCmd::Build(a)) => uki_build(*a),
         Cmd::Uki(UkiCmd::Inspect { file, json }) => {
-            let info = uki::inspect(&file).with_context(|| format!("inspecting {}", file.display()))?;
+            let info =
+                uki::inspect(&file).with_context(|| format!("inspecting {}", file.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
@@ -250,9 +256,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         println!("  {p}");
                     }
                 }
-                println!("{}", if passed { "Signature verification OK" } else { "Signature verification failed" });
+                println!(
+                    "{}",
+                    if passed {
+                        "Signature verification OK"
+                    } else {
+                        "Signature verification failed"
+                    }
+                );
             }
-            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -264,7 +281,9 @@ fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
 }
 
 fn uki_build(a: BuildArgs) -> Result<ExitCode> {
-    let mut b = UkiBuilder::new().stub(&a.stub).timestamp(source_date_epoch()?);
+    let mut b = UkiBuilder::new()
+        .stub(&a.stub)
+        .timestamp(source_date_epoch()?);
     if !a.stub.exists() {
         if a.stub.as_os_str() == uki::DEFAULT_STUB {
             bail!(bootchain::uki::UkiError::StubMissing(a.stub));

@@ -14,7 +14,9 @@ fn openssl_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
     let ok = Command::new("openssl")
-        .args(["req", "-new", "-x509", "-nodes", "-days", "3", "-newkey", "rsa:2048"])
+        .args([
+            "req", "-new", "-x509", "-nodes", "-days", "3", "-newkey", "rsa:2048",
+        ])
         .arg("-subj")
         .arg(format!("/CN={name}/"))
         .arg("-keyout")
@@ -135,7 +137,12 @@ fn no_spare_header_room() {
         args.push(format!(".x{i}:data{i}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    expect_failure(&mut build(&e, &args), "not enough header space", &e.out, &[]);
+    expect_failure(
+        &mut build(&e, &args),
+        "not enough header space",
+        &e.out,
+        &[],
+    );
 }
 
 #[test]
@@ -207,8 +214,11 @@ fn unreadable_key() {
     let e = env();
     let (_, crt) = openssl_key(&e.inputs, "a");
     let garbage = e.inputs.join("garbage.key");
-    std::fs::write(&garbage, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        &garbage,
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     for k in [garbage.clone(), e.inputs.join("missing.key")] {
         let mut c = bin();
         c.args(["pe", "sign", STUB, "--key"])
@@ -217,14 +227,24 @@ fn unreadable_key() {
             .arg(&crt)
             .arg("--output")
             .arg(e.out.join("signed.efi"));
-        expect_failure(&mut c, k.file_name().unwrap().to_str().unwrap(), &e.out, &[]);
+        expect_failure(
+            &mut c,
+            k.file_name().unwrap().to_str().unwrap(),
+            &e.out,
+            &[],
+        );
     }
 }
 
 #[test]
 fn verify_of_unsigned_or_tampered_image_exits_non_zero() {
     let e = env();
-    expect_failure(bin().args(["pe", "verify", STUB]), "not signed", &e.out, &[]);
+    expect_failure(
+        bin().args(["pe", "verify", STUB]),
+        "not signed",
+        &e.out,
+        &[],
+    );
     let (key, crt) = openssl_key(&e.inputs, "db");
     let signed = e.out.join("stub.signed");
     assert!(bin()
