@@ -456,6 +456,25 @@ pub struct SignerReport {
 }
 
 impl SignerReport {
+    /// A report for a signature that could not be parsed or has no signer.
+    fn failed(index: usize, problem: String, trusted: Option<bool>) -> Self {
+        SignerReport {
+            index,
+            subject: None,
+            issuer: String::new(),
+            serial: String::new(),
+            digest_algorithm: String::new(),
+            key: None,
+            not_before: None,
+            not_after: None,
+            signed_image_digest: String::new(),
+            image_digest_matches: false,
+            signature_valid: false,
+            trusted,
+            problem: Some(problem),
+        }
+    }
+
     /// Valid (and trusted, if a trust anchor was given).
     pub fn ok(&self) -> bool {
         self.image_digest_matches && self.signature_valid && self.trusted != Some(false)
@@ -630,21 +649,14 @@ fn verify_parsed(
         out.push(r);
     }
     if out.is_empty() {
-        out.push(SignerReport {
+        let mut r = SignerReport::failed(
             index,
-            subject: None,
-            issuer: String::new(),
-            serial: String::new(),
-            digest_algorithm: p.image_digest.alg().to_string(),
-            key: None,
-            not_before: None,
-            not_after: None,
-            signed_image_digest: p.image_digest.to_hex(),
-            image_digest_matches: false,
-            signature_valid: false,
-            trusted: trusted.map(|_| false),
-            problem: Some("signature has no SignerInfo".into()),
-        });
+            "signature has no SignerInfo".into(),
+            trusted.map(|_| false),
+        );
+        r.digest_algorithm = p.image_digest.alg().to_string();
+        r.signed_image_digest = p.image_digest.to_hex();
+        out.push(r);
     }
     out
 }
@@ -769,21 +781,11 @@ pub fn verify_file(
                 };
                 signers.extend(verify_parsed(i, &p, &lookup, trusted));
             }
-            Err(e) => signers.push(SignerReport {
-                index: i,
-                subject: None,
-                issuer: String::new(),
-                serial: String::new(),
-                digest_algorithm: String::new(),
-                key: None,
-                not_before: None,
-                not_after: None,
-                signed_image_digest: String::new(),
-                image_digest_matches: false,
-                signature_valid: false,
-                trusted: trusted.map(|_| false),
-                problem: Some(e.to_string()),
-            }),
+            Err(e) => signers.push(SignerReport::failed(
+                i,
+                e.to_string(),
+                trusted.map(|_| false),
+            )),
         }
     }
     Ok(VerifyReport {
@@ -815,21 +817,7 @@ pub fn describe_signatures<R: Read + Seek>(
                 };
                 out.extend(verify_parsed(i, &p, &lookup, None));
             }
-            Err(e) => out.push(SignerReport {
-                index: i,
-                subject: None,
-                issuer: String::new(),
-                serial: String::new(),
-                digest_algorithm: String::new(),
-                key: None,
-                not_before: None,
-                not_after: None,
-                signed_image_digest: String::new(),
-                image_digest_matches: false,
-                signature_valid: false,
-                trusted: None,
-                problem: Some(e.to_string()),
-            }),
+            Err(e) => out.push(SignerReport::failed(i, e.to_string(), None)),
         }
     }
     Ok(out)
