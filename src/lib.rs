@@ -13,6 +13,7 @@
 
 pub mod authenticode;
 mod der_lite;
+pub mod eventlog;
 pub mod fsutil;
 pub mod hash;
 pub mod keys;

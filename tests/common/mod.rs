@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 
 pub const STUB: &str = bootchain::uki::DEFAULT_STUB;
 
+pub mod vectors;
+pub mod vm;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

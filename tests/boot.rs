@@ -1,0 +1,189 @@
+//! Boots under QEMU + OVMF + swtpm: the firmware and the real stub judge our UKIs and
+//! signatures. These tests are `#[ignore]`d (slow); `./scripts/test` runs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bootchain::keys::{load_certificate, SigningKey};
+use bootchain::sign::SignOptions;
+use bootchain::uki::{SectionContent, UkiBuilder};
+use common::vm::{self, BootSpec, SbKeys};
+use common::*;
+
+struct Fixture {
+    dir: PathBuf,
+    keys: SbKeys,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("bootchain-boot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = SbKeys::generate(&dir.join("sb"));
+        Fixture { dir, keys }
+    })
+}
+
+fn build_uki(out: &Path, sign: Option<(&Path, &Path)>) {
+    let mut b = UkiBuilder::new()
+        .stub(require_stub())
+        .linux(kernel())
+        .initrd(vm::test_initrd())
+        .cmdline(SectionContent::Bytes(vm::TEST_CMDLINE.as_bytes().to_vec()))
+        .os_release(SectionContent::Bytes(b"ID=bootchain-test\n".to_vec()));
+    if let Some((k, c)) = sign {
+        b = b.sign_with(
+            SigningKey::from_file(k).unwrap(),
+            load_certificate(c).unwrap(),
+            SignOptions::default(),
+        );
+    }
+    b.build(out).unwrap();
+}
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+#[test]
+#[ignore = "boots a VM; run by ./scripts/test"]
+fn secure_boot_runs_our_signed_uki() {
+    if !vm::require_qemu("secure_boot_runs_our_signed_uki") {
+        return;
+    }
+    let f = fixture();
+    let uki = f.dir.join("signed.efi");
+    build_uki(&uki, Some((&f.keys.db_key, &f.keys.db)));
+    let r = vm::boot(&BootSpec {
+        uki: &uki,
+        secure_boot: Some(&f.keys),
+        timeout: TIMEOUT,
+    });
+    assert!(r.reached_initrd, "signed UKI did not reach the initrd");
+    assert!(!r.refused);
+    assert_eq!(r.cmdline, vm::TEST_CMDLINE);
+    assert_eq!(r.pcr("sha256", 4).len(), 32);
+    assert!(!r.event_log.is_empty());
+}
+
+/// The Authenticode SHA-256 of the UKI appears in PCR 4 as an
+/// EV_EFI_BOOT_SERVICES_APPLICATION event, and the log replays to the PCRs the guest read.
+fn check_log_against_pcrs(r: &vm::BootResult, uki: &Path) -> bootchain::eventlog::EventLog {
+    use bootchain::eventlog::{EventLog, EventType};
+    use bootchain::hash::HashAlg;
+    let log = EventLog::parse(&r.event_log).expect("the captured event log parses");
+    let mut f = std::fs::File::open(uki).unwrap();
+    let auth = bootchain::authenticode::image_digests(&mut f, &[HashAlg::Sha256]).unwrap();
+    let apps: Vec<_> = log
+        .events
+        .iter()
+        .filter(|e| e.pcr == 4 && e.event_type == EventType::EfiBootServicesApplication)
+        .collect();
+    assert!(
+        apps.iter()
+            .any(|e| e.digest(HashAlg::Sha256).as_ref() == Some(&auth[0])),
+        "UKI Authenticode digest {} not among PCR 4 application events",
+        auth[0]
+    );
+    let replay = log.replay();
+    for bank in [HashAlg::Sha1, HashAlg::Sha256] {
+        for pcr in 0..16u32 {
+            let read = r.pcr(bank.name(), pcr);
+            // PCRs without firmware log events are untouched, or extended by the kernel
+            // (IMA, PCR 10), whose events are not in this log.
+            if let Some(v) = replay.get(&(bank, pcr)) {
+                assert_eq!(v.as_bytes(), read, "{bank} PCR {pcr} replay");
+            }
+        }
+    }
+    log
+}
+
+#[test]
+#[ignore = "boots a VM; run by ./scripts/test"]
+fn secure_boot_log_has_uki_digest_in_pcr4_and_replays() {
+    if !vm::require_qemu("secure_boot_log_has_uki_digest_in_pcr4_and_replays") {
+        return;
+    }
+    let f = fixture();
+    let uki = f.dir.join("signed-log.efi");
+    build_uki(&uki, Some((&f.keys.db_key, &f.keys.db)));
+    let r = vm::boot(&BootSpec {
+        uki: &uki,
+        secure_boot: Some(&f.keys),
+        timeout: TIMEOUT,
+    });
+    assert!(r.reached_initrd);
+    check_log_against_pcrs(&r, &uki);
+}
+
+#[test]
+#[ignore = "boots a VM; run by ./scripts/test"]
+fn secure_boot_refuses_unsigned_foreign_and_tampered_images() {
+    if !vm::require_qemu("secure_boot_refuses_unsigned_foreign_and_tampered_images") {
+        return;
+    }
+    let f = fixture();
+    let unsigned = f.dir.join("unsigned.efi");
+    build_uki(&unsigned, None);
+    let (ok, oc) = make_key(&f.dir, "not-in-db", "rsa:2048");
+    let foreign = f.dir.join("foreign.efi");
+    build_uki(&foreign, Some((&ok, &oc)));
+    // Sign, then change one byte of .cmdline: the signature no longer covers the image.
+    let signed = f.dir.join("to-tamper.efi");
+    build_uki(&signed, Some((&f.keys.db_key, &f.keys.db)));
+    let mut file = std::fs::File::open(&signed).unwrap();
+    let (h, _) = bootchain::pe::PeHeaders::read(&mut file).unwrap();
+    let cmd = h.section(".cmdline").unwrap();
+    let tampered = f.dir.join("tampered.efi");
+    flip_byte(&signed, &tampered, u64::from(cmd.pointer_to_raw_data) + 2);
+    for img in [&unsigned, &foreign, &tampered] {
+        let r = vm::boot(&BootSpec {
+            uki: img,
+            secure_boot: Some(&f.keys),
+            timeout: TIMEOUT,
+        });
+        assert!(
+            r.refused && !r.reached_initrd,
+            "{} was not refused by Secure Boot (refused={}, initrd={}, timed_out={})",
+            img.display(),
+            r.refused,
+            r.reached_initrd,
+            r.timed_out
+        );
+    }
+}
+
+/// Five boots in a row (Secure Boot on and off), each reaching the initrd, with no child
+/// process left afterwards. The first two boots are the test vectors in test-vectors/boots/;
+/// with BOOTCHAIN_REGEN_VECTORS=1 (scripts/regen-boot-vectors) they are written there.
+#[test]
+#[ignore = "boots a VM; run by ./scripts/test"]
+fn five_boots_in_a_row_leave_no_processes() {
+    if !vm::require_qemu("five_boots_in_a_row_leave_no_processes") {
+        return;
+    }
+    let f = fixture();
+    let uki = f.dir.join("signed-5.efi");
+    build_uki(&uki, Some((&f.keys.db_key, &f.keys.db)));
+    let mut pids = vec![];
+    for i in 0..5 {
+        let sb = i % 2 == 0;
+        let r = vm::boot(&BootSpec {
+            uki: &uki,
+            secure_boot: sb.then_some(&f.keys),
+            timeout: TIMEOUT,
+        });
+        assert!(r.reached_initrd, "boot {i} (secure boot {sb}) failed");
+        let log = check_log_against_pcrs(&r, &uki);
+        pids.extend(r.child_pids.iter().copied());
+        if i < 2 {
+            common::vectors::save_boot(&r, &log, &uki, sb.then_some(&f.keys));
+        }
+    }
+    for pid in pids {
+        assert!(!vm::pid_alive(pid), "child process {pid} survived its boot");
+    }
+}
