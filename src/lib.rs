@@ -17,6 +17,8 @@ pub mod eventlog;
 pub mod fsutil;
 pub mod hash;
 pub mod keys;
+pub mod measure;
 pub mod pe;
+pub mod policy;
 pub mod sign;
 pub mod uki;

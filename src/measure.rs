@@ -1,0 +1,620 @@
+//! PCR 11 as systemd-stub measures a UKI, and signed PCR policies (`.pcrsig`).
+//!
+//! The stub measures, in the fixed order of systemd's `enum UnifiedSection` (`uki.h`), every
+//! present, non-empty section it knows: first the section name with its NUL, then the
+//! VirtualSize bytes of the section, both as EV_IPL events into PCR 11
+//! (`docs/TPM2_PCR_MEASUREMENTS.md`, "PCR 11"). Which sections are measured depends on the stub
+//! version: 252 measures .linux .osrel .cmdline .initrd .splash .dtb .pcrpkey; 254 adds .uname
+//! and .sbat; 256 .ucode; 257 .profile .dtbauto .hwids. `.pcrsig` is never measured.
+//! Afterwards systemd-pcrphase extends the boot phase words (UTF-8, no NUL).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::eventlog::extend;
+use crate::hash::{Digest, HashAlg, MultiHasher};
+use crate::pe::PeHeaders;
+use crate::policy::{self, PcrIndex, PcrSelection};
+
+/// The PCR the stub measures UKI sections into (systemd `TPM2_PCR_KERNEL_BOOT`).
+pub const PCR_KERNEL_BOOT: u32 = 11;
+
+/// Sections in systemd-stub's measurement order (`enum UnifiedSection`, never reordered).
+pub const MEASUREMENT_ORDER: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
+    ".pcrsig", ".pcrpkey", ".profile", ".dtbauto", ".hwids",
+];
+
+/// The boot phases systemd-measure signs by default (`systemd-pcrphase` units).
+pub const DEFAULT_PHASES: &[&str] = &[
+    "enter-initrd",
+    "enter-initrd:leave-initrd",
+    "enter-initrd:leave-initrd:sysinit",
+    "enter-initrd:leave-initrd:sysinit:ready",
+];
+
+/// The newest stub behaviour we know (what systemd-measure assumes).
+pub const NEWEST_STUB: u32 = 257;
+
+/// Errors predicting PCR 11 or signing policies.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeasureError {
+    /// Reading an input failed.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The UKI could not be parsed.
+    #[error(transparent)]
+    Pe(#[from] crate::pe::PeError),
+    /// No stub version could be found.
+    #[error("{0}: no .sdmagic stub version found; pass --stub-version")]
+    NoStubVersion(PathBuf),
+    /// A bad phase path.
+    #[error("invalid boot phase path {0:?}")]
+    Phase(String),
+    /// Policy computation failed.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// Key problem.
+    #[error("PCR signing key: {0}")]
+    Key(String),
+    /// Malformed `.pcrsig` JSON.
+    #[error("malformed PCR signature JSON: {0}")]
+    Json(String),
+}
+
+/// What a systemd-stub version measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StubRules {
+    /// The systemd major version.
+    pub version: u32,
+}
+
+impl StubRules {
+    /// Rules for a version.
+    pub fn new(version: u32) -> Self {
+        StubRules { version }
+    }
+
+    /// Whether this stub measures section `name` into PCR 11.
+    pub fn measures(&self, name: &str) -> bool {
+        match name {
+            ".linux" | ".osrel" | ".cmdline" | ".initrd" | ".splash" | ".dtb" | ".pcrpkey" => true,
+            ".uname" | ".sbat" => self.version >= 254,
+            ".ucode" => self.version >= 256,
+            ".profile" | ".dtbauto" | ".hwids" => self.version >= 257,
+            _ => false,
+        }
+    }
+}
+
+/// The major version from a `.sdmagic` version string ("252.39-1~deb12u2" -> 252).
+pub fn stub_major(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A section's measured bytes, as digests in several banks.
+#[derive(Clone, Debug)]
+pub struct SectionDigests {
+    /// Section name (".linux").
+    pub name: String,
+    /// Byte count.
+    pub size: u64,
+    /// One digest per bank.
+    pub digests: Vec<Digest>,
+}
+
+/// One predicted event.
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictedEvent {
+    /// The PCR.
+    pub pcr: u32,
+    /// The event type as the log records it.
+    pub event_type: String,
+    /// What was measured.
+    pub description: String,
+    /// Digest per bank (bank name -> hex).
+    pub digests: BTreeMap<HashAlg, Digest>,
+}
+
+/// A PCR 11 value after a phase path.
+#[derive(Clone, Debug)]
+pub struct PhaseValue {
+    /// The phase path ("" = right after the stub, before any phase).
+    pub phase: String,
+    /// One value per bank.
+    pub values: Vec<Digest>,
+}
+
+/// A PCR 11 prediction.
+#[derive(Clone, Debug)]
+pub struct Pcr11Prediction {
+    /// Banks, in output order.
+    pub banks: Vec<HashAlg>,
+    /// The stub's events, in order.
+    pub events: Vec<PredictedEvent>,
+    /// The values after each requested phase path.
+    pub phases: Vec<PhaseValue>,
+}
+
+impl Pcr11Prediction {
+    /// The value for a bank and phase.
+    pub fn value(&self, bank: HashAlg, phase: &str) -> Option<&Digest> {
+        self.phases
+            .iter()
+            .find(|p| p.phase == phase)
+            .and_then(|p| p.values.iter().find(|v| v.alg() == bank))
+    }
+}
+
+/// Normalise a phase path: split on ':', drop empty words (systemd-measure does the same).
+pub fn normalize_phase(path: &str) -> Result<String, MeasureError> {
+    let words: Vec<&str> = path.split(':').filter(|w| !w.is_empty()).collect();
+    for w in &words {
+        if !w.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(MeasureError::Phase(path.to_string()));
+        }
+    }
+    Ok(words.join(":"))
+}
+
+/// Normalise, sort and de-duplicate phase paths (the order systemd-measure emits).
+pub fn phase_list(paths: &[String]) -> Result<Vec<String>, MeasureError> {
+    let mut v: Vec<String> = if paths.is_empty() {
+        DEFAULT_PHASES.iter().map(|s| s.to_string()).collect()
+    } else {
+        paths
+            .iter()
+            .map(|p| normalize_phase(p))
+            .collect::<Result<_, _>>()?
+    };
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+fn utf16_description(s: &str) -> String {
+    s.to_string()
+}
+
+/// Predict PCR 11 from section digests: `rules` decides which sections count (`None`: every
+/// section systemd-measure knows, as it does). Sections are taken in measurement order, the
+/// first of each name, skipping empty ones.
+pub fn predict_pcr11(
+    sections: &[SectionDigests],
+    rules: Option<StubRules>,
+    banks: &[HashAlg],
+    phases: &[String],
+) -> Pcr11Prediction {
+    let mut pcr: Vec<Digest> = banks.iter().map(|b| Digest::zero(*b)).collect();
+    let mut events = Vec::new();
+    for name in MEASUREMENT_ORDER {
+        if *name == ".pcrsig" {
+            continue;
+        }
+        if let Some(r) = rules {
+            if !r.measures(name) {
+                continue;
+            }
+        }
+        let Some(s) = sections.iter().find(|s| s.name == *name) else {
+            continue;
+        };
+        if s.size == 0 {
+            continue;
+        }
+        let mut name_nul = name.as_bytes().to_vec();
+        name_nul.push(0);
+        let name_digests: BTreeMap<HashAlg, Digest> =
+            banks.iter().map(|b| (*b, b.digest(&name_nul))).collect();
+        let data_digests: BTreeMap<HashAlg, Digest> = banks
+            .iter()
+            .filter_map(|b| s.digests.iter().find(|d| d.alg() == *b).map(|d| (*b, d.clone())))
+            .collect();
+        for (i, b) in banks.iter().enumerate() {
+            pcr[i] = extend(&pcr[i], &name_digests[b]);
+            if let Some(d) = data_digests.get(b) {
+                pcr[i] = extend(&pcr[i], d);
+            }
+        }
+        events.push(PredictedEvent {
+            pcr: PCR_KERNEL_BOOT,
+            event_type: "EV_IPL".into(),
+            description: utf16_description(name),
+            digests: name_digests,
+        });
+        events.push(PredictedEvent {
+            pcr: PCR_KERNEL_BOOT,
+            event_type: "EV_IPL".into(),
+            description: utf16_description(name),
+            digests: data_digests,
+        });
+    }
+    let phases = phases
+        .iter()
+        .map(|path| {
+            let mut v = pcr.clone();
+            for word in path.split(':').filter(|w| !w.is_empty()) {
+                for (i, b) in banks.iter().enumerate() {
+                    v[i] = extend(&v[i], &b.digest(word.as_bytes()));
+                }
+            }
+            PhaseValue {
+                phase: path.clone(),
+                values: v,
+            }
+        })
+        .collect();
+    Pcr11Prediction {
+        banks: banks.to_vec(),
+        events,
+        phases,
+    }
+}
+
+/// Digests of a file's content in several banks, streamed.
+pub fn file_digests(path: &Path, banks: &[HashAlg]) -> Result<(u64, Vec<Digest>), MeasureError> {
+    let err = |source| MeasureError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(err)?;
+    let mut mh = MultiHasher::new(banks);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        mh.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((n_total, mh.finalize()))
+}
+
+/// Section digests and stub version of a UKI file (first section of each name).
+pub fn uki_sections(
+    path: &Path,
+    banks: &[HashAlg],
+) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
+    let err = |source| MeasureError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(err)?;
+    let (h, _) = PeHeaders::read(&mut f)?;
+    let mut out: Vec<SectionDigests> = Vec::new();
+    let mut version = None;
+    for s in &h.sections {
+        let name = s.name.as_str();
+        if name == ".sdmagic" {
+            let b = crate::pe::read_section_memory(&mut f, s).map_err(err)?;
+            version = crate::uki::parse_sdmagic(&String::from_utf8_lossy(&b));
+        }
+        if out.iter().any(|o| o.name == name) || !MEASUREMENT_ORDER.contains(&name.as_str()) {
+            continue;
+        }
+        let digests = crate::uki::section_memory_digests(&mut f, s, banks).map_err(err)?;
+        out.push(SectionDigests {
+            name,
+            size: u64::from(s.virtual_size),
+            digests,
+        });
+    }
+    Ok((out, version))
+}
+
+/// Predict PCR 11 for a UKI file with the rules of the stub inside it (or `stub_version`).
+///
+/// ```no_run
+/// use bootchain::hash::HashAlg;
+/// let p = bootchain::measure::predict_uki("uki.efi".as_ref(), None, &[HashAlg::Sha256], &["".into()])?;
+/// println!("{}", p.value(HashAlg::Sha256, "").unwrap());
+/// # Ok::<(), bootchain::measure::MeasureError>(())
+/// ```
+pub fn predict_uki(
+    path: &Path,
+    stub_version: Option<u32>,
+    banks: &[HashAlg],
+    phases: &[String],
+) -> Result<Pcr11Prediction, MeasureError> {
+    let (sections, version) = uki_sections(path, banks)?;
+    let major = match stub_version {
+        Some(v) => v,
+        None => version
+            .as_deref()
+            .and_then(stub_major)
+            .ok_or_else(|| MeasureError::NoStubVersion(path.to_path_buf()))?,
+    };
+    Ok(predict_pcr11(
+        &sections,
+        Some(StubRules::new(major)),
+        banks,
+        phases,
+    ))
+}
+
+/// One entry of a `.pcrsig` bank array (UAPI UKI spec, "JSON Format for .pcrsig").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcrSignature {
+    /// The PCRs the policy covers.
+    pub pcrs: Vec<u32>,
+    /// SHA-256 of the public key's DER (PKCS#1 RSAPublicKey for RSA), hex.
+    pub pkfp: String,
+    /// The PolicyPCR digest (SHA-256 session), hex.
+    pub pol: String,
+    /// The signature over `pol`, base64.
+    pub sig: String,
+}
+
+/// A whole `.pcrsig` document: bank name -> entries. Keys keep insertion order.
+pub type PcrSignatures = Vec<(HashAlg, Vec<PcrSignature>)>;
+
+/// `pkfp`: SHA-256 of the PKCS#1 RSAPublicKey DER (OpenSSL `i2d_PublicKey`, as systemd).
+pub fn public_key_fingerprint(key: &rsa::RsaPublicKey) -> Result<Digest, MeasureError> {
+    use pkcs1::EncodeRsaPublicKey;
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|e| MeasureError::Key(e.to_string()))?;
+    Ok(HashAlg::Sha256.digest(der.as_bytes()))
+}
+
+/// Load the RSA key pair for PCR signing: private key PEM/DER; the public key (if given) must
+/// match it.
+pub fn load_pcr_signing_key(
+    private: &Path,
+    public: Option<&Path>,
+) -> Result<rsa::RsaPrivateKey, MeasureError> {
+    let key = crate::keys::SigningKey::from_file(private)
+        .map_err(|e| MeasureError::Key(e.to_string()))?;
+    let crate::keys::SigningKey::Rsa(k) = key else {
+        return Err(MeasureError::Key(
+            "PCR policies are signed with RSA keys (TPM2_VerifySignature with RSASSA)".into(),
+        ));
+    };
+    if let Some(p) = public {
+        let pem = std::fs::read(p).map_err(|source| MeasureError::Input {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let pubkey = rsa_public_key_from_pem(&pem)?;
+        if pubkey != k.to_public_key() {
+            return Err(MeasureError::Key(format!(
+                "{} does not match the private key",
+                p.display()
+            )));
+        }
+    }
+    Ok(*k)
+}
+
+/// Parse an RSA public key from PEM (SubjectPublicKeyInfo or PKCS#1) or a certificate.
+pub fn rsa_public_key_from_pem(pem: &[u8]) -> Result<rsa::RsaPublicKey, MeasureError> {
+    use pkcs1::DecodeRsaPublicKey;
+    use pkcs8::DecodePublicKey;
+    let text = String::from_utf8_lossy(pem);
+    if let Ok(k) = rsa::RsaPublicKey::from_public_key_pem(text.trim()) {
+        return Ok(k);
+    }
+    if let Ok(k) = rsa::RsaPublicKey::from_pkcs1_pem(text.trim()) {
+        return Ok(k);
+    }
+    if let Ok(c) = crate::keys::certificate_from_bytes(pem, "public key") {
+        if let Ok(crate::keys::PublicKey::Rsa(k)) = crate::keys::PublicKey::from_certificate(&c) {
+            return Ok(k);
+        }
+    }
+    Err(MeasureError::Key("not an RSA public key (PEM)".into()))
+}
+
+/// The public key as PEM SubjectPublicKeyInfo (the `.pcrpkey` content ukify writes).
+pub fn public_key_pem(key: &rsa::RsaPublicKey) -> Result<String, MeasureError> {
+    use pkcs8::EncodePublicKey;
+    key.to_public_key_pem(pkcs8::LineEnding::LF)
+        .map_err(|e| MeasureError::Key(e.to_string()))
+}
+
+/// Sign the PCR 11 policy of every bank and phase of `pred`, like `systemd-measure sign`
+/// (252): `pol` is PolicyPCR(PCR 11 = value) from the zero policy; `sig` is RSASSA-PKCS1-v1_5
+/// over `pol` with the bank's hash.
+pub fn sign_policies(
+    pred: &Pcr11Prediction,
+    key: &rsa::RsaPrivateKey,
+) -> Result<PcrSignatures, MeasureError> {
+    let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
+    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT).map_err(|e| MeasureError::Key(e.to_string()))?;
+    let mut out: PcrSignatures = Vec::new();
+    for (bi, bank) in pred.banks.iter().enumerate() {
+        let mut entries = Vec::new();
+        for ph in &pred.phases {
+            let sel = PcrSelection::new(*bank, [pcr11]);
+            let pol = policy::policy_pcr(&policy::zero_policy(), &[sel], &[ph.values[bi].clone()])?;
+            let digest = bank.digest(pol.as_bytes());
+            let scheme = match bank {
+                HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+                HashAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+            };
+            let sig = key
+                .sign(scheme, digest.as_bytes())
+                .map_err(|e| MeasureError::Key(e.to_string()))?;
+            entries.push(PcrSignature {
+                pcrs: vec![PCR_KERNEL_BOOT],
+                pkfp: pkfp.clone(),
+                pol: pol.to_hex(),
+                sig: base64::engine::general_purpose::STANDARD.encode(sig),
+            });
+        }
+        out.push((*bank, entries));
+    }
+    Ok(out)
+}
+
+/// Parse `.pcrsig` JSON (a trailing NUL is tolerated, as the spec writes one).
+pub fn parse_signatures(text: &[u8]) -> Result<PcrSignatures, MeasureError> {
+    let text = String::from_utf8_lossy(text);
+    let v: serde_json::Value = serde_json::from_str(text.trim_end_matches('\0').trim())
+        .map_err(|e| MeasureError::Json(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| MeasureError::Json("top level is not an object".into()))?;
+    let mut out = Vec::new();
+    for (k, arr) in obj {
+        let bank: HashAlg = k
+            .parse()
+            .map_err(|_| MeasureError::Json(format!("unknown bank {k:?}")))?;
+        let entries: Vec<PcrSignature> = serde_json::from_value(arr.clone())
+            .map_err(|e| MeasureError::Json(format!("{k}: {e}")))?;
+        out.push((bank, entries));
+    }
+    Ok(out)
+}
+
+/// Merge `add` into `base` (systemd-measure `--append`, ukify `combine_signatures`):
+/// entries already present are not repeated.
+pub fn merge_signatures(base: &mut PcrSignatures, add: PcrSignatures) {
+    for (bank, entries) in add {
+        let slot = match base.iter_mut().position(|(b, _)| *b == bank) {
+            Some(i) => &mut base[i].1,
+            None => {
+                base.push((bank, Vec::new()));
+                let last = base.len() - 1;
+                &mut base[last].1
+            }
+        };
+        for e in entries {
+            if !slot.contains(&e) {
+                slot.push(e);
+            }
+        }
+    }
+}
+
+/// `.pcrsig` as a JSON value, banks in order.
+pub fn signatures_json(s: &PcrSignatures) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (bank, entries) in s {
+        m.insert(
+            bank.name().to_string(),
+            serde_json::to_value(entries).unwrap_or_default(),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+/// `systemd-measure calculate --json` output as a JSON value.
+pub fn calculate_json(pred: &Pcr11Prediction) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (bi, bank) in pred.banks.iter().enumerate() {
+        let arr: Vec<serde_json::Value> = pred
+            .phases
+            .iter()
+            .map(|p| {
+                let mut o = serde_json::Map::new();
+                if !p.phase.is_empty() {
+                    o.insert("phase".into(), p.phase.clone().into());
+                }
+                o.insert("pcr".into(), PCR_KERNEL_BOOT.into());
+                o.insert("hash".into(), p.values[bi].to_hex().into());
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        m.insert(bank.name().into(), arr.into());
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Format JSON the way systemd's `json_variant_dump(JSON_FORMAT_PRETTY)` does: tab
+/// indentation, `"key" : value`, one array element per line.
+pub fn systemd_pretty_json(v: &serde_json::Value) -> String {
+    fn go(v: &serde_json::Value, depth: usize, out: &mut String) {
+        let ind = |d: usize| "\t".repeat(d);
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                out.push_str("{\n");
+                let n = m.len();
+                for (i, (k, val)) in m.iter().enumerate() {
+                    out.push_str(&ind(depth + 1));
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push_str(" : ");
+                    go(val, depth + 1, out);
+                    out.push_str(if i + 1 < n { ",\n" } else { "\n" });
+                }
+                out.push_str(&ind(depth));
+                out.push('}');
+            }
+            serde_json::Value::Array(a) if !a.is_empty() => {
+                out.push_str("[\n");
+                let n = a.len();
+                for (i, val) in a.iter().enumerate() {
+                    out.push_str(&ind(depth + 1));
+                    go(val, depth + 1, out);
+                    out.push_str(if i + 1 < n { ",\n" } else { "\n" });
+                }
+                out.push_str(&ind(depth));
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    go(v, 0, &mut s);
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// formats.md §1.3: H(".linux\0") etc., matching systemd issue #36502's log.
+    #[test]
+    fn section_name_digests() {
+        let h = |s: &[u8]| HashAlg::Sha256.digest(s).to_hex();
+        assert!(h(b".linux\0").starts_with("0da293e3"));
+        assert!(h(b".osrel\0").starts_with("3fb9e4e3"));
+        assert!(h(b".cmdline\0").starts_with("461203a8"));
+        assert!(h(b"enter-initrd").starts_with("51e6b92f"));
+    }
+
+    #[test]
+    fn rules_by_version() {
+        assert!(!StubRules::new(252).measures(".uname"));
+        assert!(StubRules::new(254).measures(".sbat"));
+        assert!(!StubRules::new(257).measures(".pcrsig"));
+        assert_eq!(stub_major("252.39-1~deb12u2"), Some(252));
+    }
+
+    #[test]
+    fn phases_sorted_and_normalised() {
+        let p = phase_list(&["enter-initrd".into(), "".into(), "::enter-initrd:".into()]).unwrap();
+        assert_eq!(p, vec!["".to_string(), "enter-initrd".to_string()]);
+        assert_eq!(phase_list(&[]).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn empty_sections_are_skipped() {
+        let banks = [HashAlg::Sha256];
+        let s = vec![SectionDigests {
+            name: ".cmdline".into(),
+            size: 0,
+            digests: vec![HashAlg::Sha256.digest(b"")],
+        }];
+        let p = predict_pcr11(&s, None, &banks, &["".into()]);
+        assert!(p.events.is_empty());
+        assert_eq!(p.value(HashAlg::Sha256, "").unwrap(), &Digest::zero(HashAlg::Sha256));
+    }
+}
