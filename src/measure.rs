@@ -220,7 +220,12 @@ pub fn predict_pcr11(
             banks.iter().map(|b| (*b, b.digest(&name_nul))).collect();
         let data_digests: BTreeMap<HashAlg, Digest> = banks
             .iter()
-            .filter_map(|b| s.digests.iter().find(|d| d.alg() == *b).map(|d| (*b, d.clone())))
+            .filter_map(|b| {
+                s.digests
+                    .iter()
+                    .find(|d| d.alg() == *b)
+                    .map(|d| (*b, d.clone()))
+            })
             .collect();
         for (i, b) in banks.iter().enumerate() {
             pcr[i] = extend(&pcr[i], &name_digests[b]);
@@ -615,6 +620,9 @@ mod tests {
         }];
         let p = predict_pcr11(&s, None, &banks, &["".into()]);
         assert!(p.events.is_empty());
-        assert_eq!(p.value(HashAlg::Sha256, "").unwrap(), &Digest::zero(HashAlg::Sha256));
+        assert_eq!(
+            p.value(HashAlg::Sha256, "").unwrap(),
+            &Digest::zero(HashAlg::Sha256)
+        );
     }
 }

@@ -161,7 +161,10 @@ pub fn policy_pcr(
 ) -> Result<Digest, PolicyError> {
     let expected: usize = selections.iter().map(|s| s.pcrs.len()).sum();
     if values.len() != expected {
-        let bank = selections.first().map(|s| s.bank).unwrap_or(HashAlg::Sha256);
+        let bank = selections
+            .first()
+            .map(|s| s.bank)
+            .unwrap_or(HashAlg::Sha256);
         return Err(PolicyError::ValueCount {
             bank,
             expected,

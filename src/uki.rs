@@ -180,6 +180,15 @@ pub enum UkiError {
     /// Reading a file failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// PCR policy signing failed.
+    #[error(transparent)]
+    Measure(crate::measure::MeasureError),
+}
+
+impl From<crate::measure::MeasureError> for UkiError {
+    fn from(e: crate::measure::MeasureError) -> Self {
+        UkiError::Measure(e)
+    }
 }
 
 fn input_err(path: &Path) -> impl FnOnce(io::Error) -> UkiError + '_ {
@@ -223,6 +232,38 @@ impl SectionContent {
                     total += pe::align_up(std::fs::metadata(p).map_err(input_err(p))?.len(), 4);
                 }
                 Ok(total)
+            }
+        }
+    }
+
+    /// Length and digests of the content in several banks, streamed.
+    fn digests(&self, banks: &[HashAlg]) -> Result<(u64, Vec<Digest>), UkiError> {
+        match self {
+            SectionContent::Bytes(b) => {
+                Ok((b.len() as u64, banks.iter().map(|a| a.digest(b)).collect()))
+            }
+            SectionContent::File(p) => Ok(crate::measure::file_digests(p, banks)?),
+            SectionContent::Concat(ps) => {
+                let mut mh = MultiHasher::new(banks);
+                let mut total = 0u64;
+                let mut buf = vec![0u8; COPY_BUF];
+                for p in ps {
+                    let mut f = File::open(p).map_err(input_err(p))?;
+                    loop {
+                        let n = f.read(&mut buf).map_err(input_err(p))?;
+                        if n == 0 {
+                            break;
+                        }
+                        mh.update(&buf[..n]);
+                        total += n as u64;
+                    }
+                    if ps.len() > 1 {
+                        let pad = (pe::align_up(total, 4) - total) as usize;
+                        mh.update(&[0u8; 4][..pad]);
+                        total += pad as u64;
+                    }
+                }
+                Ok((total, mh.finalize()))
             }
         }
     }
@@ -275,6 +316,26 @@ pub struct UkiBuilder {
     timestamp: u32,
     no_default_os_release: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
+    pcr_signer: Option<PcrPolicySigner>,
+}
+
+/// Signing of the PCR 11 policy embedded as `.pcrsig` (ukify `--pcr-private-key`).
+pub struct PcrPolicySigner {
+    /// The RSA key.
+    pub key: rsa::RsaPrivateKey,
+    /// Phase paths to sign for (empty: systemd-measure's four defaults).
+    pub phases: Vec<String>,
+    /// Banks to sign for (ukify's default is sha256).
+    pub banks: Vec<HashAlg>,
+}
+
+impl std::fmt::Debug for PcrPolicySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcrPolicySigner")
+            .field("phases", &self.phases)
+            .field("banks", &self.banks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`UkiBuilder::build`] produced.
@@ -372,6 +433,13 @@ impl UkiBuilder {
         self.timestamp = t;
         self
     }
+    /// Embed `.pcrpkey` (unless given) and a `.pcrsig` signing the PCR 11 values of the final
+    /// image, as measured by the stub in use.
+    pub fn sign_pcr_policy(mut self, signer: PcrPolicySigner) -> Self {
+        self.pcr_signer = Some(signer);
+        self
+    }
+
     /// Sign the result for Secure Boot.
     pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
         self.signer = Some((key, cert, opts));
@@ -444,9 +512,26 @@ impl UkiBuilder {
 
         // SBAT: merge stub + kernel + user entries into one text.
         let sbat_text = self.merged_sbat(&stub)?;
+        if let Some(ps) = &self.pcr_signer {
+            if self.pcrpkey.is_none() {
+                let pem = crate::measure::public_key_pem(&ps.key.to_public_key())?;
+                let pos = planned
+                    .iter()
+                    .position(|(n, _)| n.as_str() == ".initrd" || n.as_str() == ".linux")
+                    .unwrap_or(planned.len());
+                planned.insert(
+                    pos,
+                    (
+                        SectionName::new(".pcrpkey")?,
+                        SectionContent::Bytes(pem.into_bytes()),
+                    ),
+                );
+            }
+        }
         let mut stub_data = stub.data.clone();
         let mut headers = stub.headers.clone();
         let mut sbat_placement = None;
+        let mut sbat_in_place: Option<Vec<u8>> = None;
         if let Some(text) = sbat_text {
             let bytes = text.into_bytes();
             match stub_sbat_slot(&headers) {
@@ -459,6 +544,7 @@ impl UkiBuilder {
                     slot[..bytes.len()].copy_from_slice(&bytes);
                     s.virtual_size = bytes.len() as u32;
                     sbat_placement = Some("in-place".to_string());
+                    sbat_in_place = Some(bytes);
                 }
                 Some((idx, room)) => {
                     // The stub's slot is too small (its next section follows in memory). Keep the
@@ -491,6 +577,20 @@ impl UkiBuilder {
             }
         }
 
+        if let Some(ps) = &self.pcr_signer {
+            let json = self.pcrsig_json(ps, &stub, &planned, sbat_in_place.as_deref())?;
+            let pos = planned
+                .len()
+                .saturating_sub(usize::from(self.linux.is_some()));
+            planned.insert(
+                pos,
+                (
+                    SectionName::new(".pcrsig")?,
+                    SectionContent::Bytes(json.into_bytes()),
+                ),
+            );
+        }
+
         // Sizes, dropping empty sections (the stub and systemd-measure skip them too).
         let mut sized = Vec::new();
         for (name, c) in planned {
@@ -509,6 +609,14 @@ impl UkiBuilder {
         }
 
         let needed = sized.len();
+        if needed * SECTION_HEADER_LEN > headers.spare_header_room() && headers.pe_offset > 0x40 {
+            // Gain room by moving the PE headers down over the MS-DOS stub program (e_lfanew
+            // may be 0x40, right after the MS-DOS header). Section data does not move.
+            compact_headers(&mut stub_data, &mut headers);
+            warnings.push(
+                "moved the PE headers to offset 0x40 (over the MS-DOS stub program) to make room for section headers".into(),
+            );
+        }
         let available = headers.spare_header_room();
         if needed * SECTION_HEADER_LEN > available {
             return Err(UkiError::NoHeaderRoom {
@@ -675,6 +783,57 @@ impl UkiBuilder {
         })
     }
 
+    /// The `.pcrsig` JSON for the sections about to be written.
+    fn pcrsig_json(
+        &self,
+        ps: &PcrPolicySigner,
+        stub: &Stub,
+        planned: &[(SectionName, SectionContent)],
+        sbat_in_place: Option<&[u8]>,
+    ) -> Result<String, UkiError> {
+        use crate::measure;
+        let banks = if ps.banks.is_empty() {
+            vec![HashAlg::Sha256]
+        } else {
+            ps.banks.clone()
+        };
+        let mut sections = Vec::new();
+        for (name, content) in planned {
+            let (size, digests) = content.digests(&banks)?;
+            sections.push(measure::SectionDigests {
+                name: name.as_str(),
+                size,
+                digests,
+            });
+        }
+        if let Some(b) = sbat_in_place {
+            sections.push(measure::SectionDigests {
+                name: ".sbat".into(),
+                size: b.len() as u64,
+                digests: banks.iter().map(|a| a.digest(b)).collect(),
+            });
+        }
+        let version = stub
+            .headers
+            .section(".sdmagic")
+            .and_then(|s| {
+                let mut c = io::Cursor::new(&stub.data);
+                pe::read_section_memory(&mut c, s).ok()
+            })
+            .and_then(|b| parse_sdmagic(&String::from_utf8_lossy(&b)))
+            .and_then(|v| measure::stub_major(&v))
+            .unwrap_or(measure::NEWEST_STUB);
+        let phases = measure::phase_list(&ps.phases).map_err(UkiError::Measure)?;
+        let pred = measure::predict_pcr11(
+            &sections,
+            Some(measure::StubRules::new(version)),
+            &banks,
+            &phases,
+        );
+        let sigs = measure::sign_policies(&pred, &ps.key).map_err(UkiError::Measure)?;
+        Ok(measure::signatures_json(&sigs).to_string())
+    }
+
     fn merged_sbat(&self, stub: &Stub) -> Result<Option<String>, UkiError> {
         if self.linux.is_none() && self.sbat.is_empty() {
             return Ok(None);
@@ -810,6 +969,18 @@ fn read_stub(path: &Path) -> Result<Stub, UkiError> {
         stripped_symbols,
         sbat,
     })
+}
+
+/// Move the PE signature, COFF and optional headers and the section table to offset 0x40.
+fn compact_headers(data: &mut [u8], h: &mut PeHeaders) {
+    let shift = h.pe_offset - 0x40;
+    let end = h.section_table_end();
+    data.copy_within(h.pe_offset..end, 0x40);
+    data[end - shift..end].fill(0);
+    data[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes()); // e_lfanew
+    h.pe_offset -= shift;
+    h.optional_header_offset -= shift;
+    h.section_table_offset -= shift;
 }
 
 /// The stub's `.sbat` section index and the bytes it can hold without overlapping the next

@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -54,8 +55,45 @@ fn secure_boot_runs_our_signed_uki() {
         return;
     }
     let f = fixture();
+    // This UKI also carries .pcrpkey and .pcrsig: 8 new sections, more than the Debian stub's
+    // spare header room, so the PE headers are moved down to 0x40. The firmware must still
+    // verify and run it.
     let uki = f.dir.join("signed.efi");
-    build_uki(&uki, Some((&f.keys.db_key, &f.keys.db)));
+    let pcr_key = f.dir.join("pcr.key");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&pcr_key),
+    );
+    UkiBuilder::new()
+        .stub(require_stub())
+        .linux(kernel())
+        .initrd(vm::test_initrd())
+        .cmdline(SectionContent::Bytes(vm::TEST_CMDLINE.as_bytes().to_vec()))
+        .os_release(SectionContent::Bytes(b"ID=bootchain-test\n".to_vec()))
+        .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
+            key: bootchain::measure::load_pcr_signing_key(&pcr_key, None).unwrap(),
+            phases: vec![],
+            banks: vec![],
+        })
+        .sign_with(
+            SigningKey::from_file(&f.keys.db_key).unwrap(),
+            load_certificate(&f.keys.db).unwrap(),
+            SignOptions::default(),
+        )
+        .build(&uki)
+        .unwrap();
+    let mut file = std::fs::File::open(&uki).unwrap();
+    let (h, _) = bootchain::pe::PeHeaders::read(&mut file).unwrap();
+    assert_eq!(h.pe_offset, 0x40, "expected compacted headers");
+    assert!(h.section(".pcrsig").is_some());
     let r = vm::boot(&BootSpec {
         uki: &uki,
         secure_boot: Some(&f.keys),
@@ -87,6 +125,18 @@ fn check_log_against_pcrs(r: &vm::BootResult, uki: &Path) -> bootchain::eventlog
         "UKI Authenticode digest {} not among PCR 4 application events",
         auth[0]
     );
+    // PCR 11 as predicted for this very UKI (stub 252 rules, no boot phase: the test initrd
+    // is not systemd) equals what the guest read.
+    let pred =
+        bootchain::measure::predict_uki(uki, None, &[HashAlg::Sha1, HashAlg::Sha256], &["".into()])
+            .unwrap();
+    for bank in [HashAlg::Sha1, HashAlg::Sha256] {
+        assert_eq!(
+            pred.value(bank, "").unwrap().as_bytes(),
+            r.pcr(bank.name(), 11),
+            "{bank} PCR 11 prediction"
+        );
+    }
     let replay = log.replay();
     for bank in [HashAlg::Sha1, HashAlg::Sha256] {
         for pcr in 0..16u32 {

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 pub const STUB: &str = bootchain::uki::DEFAULT_STUB;
 
+pub mod swtpm;
 pub mod vectors;
 pub mod vm;
 
@@ -116,4 +117,18 @@ pub fn flip_byte(src: &Path, dst: &Path, offset: u64) {
     let mut b = std::fs::read(src).unwrap();
     b[offset as usize] ^= 0x01;
     std::fs::write(dst, b).unwrap();
+}
+
+/// The `bootchain` CLI binary (built by `cargo test` / `cargo build --workspace` alongside
+/// the tests, in the same target directory).
+pub fn bootchain_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("bootchain");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
 }

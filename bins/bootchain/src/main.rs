@@ -31,6 +31,111 @@ enum Cmd {
     /// PE images: Authenticode hash, sign, verify.
     #[command(subcommand)]
     Pe(PeCmd),
+    /// systemd-measure drop-in: PCR 11 from loose UKI parts; signed PCR policies.
+    #[command(subcommand)]
+    Measure(MeasureCmd),
+    /// PCR prediction for a built UKI.
+    #[command(subcommand)]
+    Pcr(PcrCmd),
+}
+
+/// The UKI parts systemd-measure takes (each a file).
+#[derive(Args)]
+struct PartArgs {
+    /// Kernel image (.linux).
+    #[arg(long)]
+    linux: Option<PathBuf>,
+    /// os-release (.osrel).
+    #[arg(long)]
+    osrel: Option<PathBuf>,
+    /// Command line file (.cmdline).
+    #[arg(long)]
+    cmdline: Option<PathBuf>,
+    /// Initrd (.initrd).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Microcode initrd (.ucode).
+    #[arg(long)]
+    ucode: Option<PathBuf>,
+    /// Splash (.splash).
+    #[arg(long)]
+    splash: Option<PathBuf>,
+    /// Devicetree (.dtb).
+    #[arg(long)]
+    dtb: Option<PathBuf>,
+    /// uname file (.uname).
+    #[arg(long)]
+    uname: Option<PathBuf>,
+    /// SBAT file (.sbat).
+    #[arg(long)]
+    sbat: Option<PathBuf>,
+    /// PCR public key (.pcrpkey).
+    #[arg(long)]
+    pcrpkey: Option<PathBuf>,
+    /// PCR bank (repeatable; default sha1, sha256, sha384, sha512).
+    #[arg(long = "bank")]
+    banks: Vec<HashAlg>,
+    /// Boot phase path such as enter-initrd:leave-initrd (repeatable; "" = none).
+    #[arg(long = "phase")]
+    phases: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum JsonMode {
+    Pretty,
+    Short,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum MeasureCmd {
+    /// Calculate expected PCR 11 values (like `systemd-measure calculate`).
+    Calculate {
+        #[command(flatten)]
+        parts: PartArgs,
+        /// JSON output.
+        #[arg(long, value_enum, default_value = "off", num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+        json: JsonMode,
+    },
+    /// Calculate and sign PCR 11 policies (like `systemd-measure sign`), without a TPM.
+    Sign {
+        #[command(flatten)]
+        parts: PartArgs,
+        /// RSA private key (PEM).
+        #[arg(long = "private-key")]
+        private_key: PathBuf,
+        /// Public key (PEM) to check against the private key.
+        #[arg(long = "public-key")]
+        public_key: Option<PathBuf>,
+        /// Merge into this existing .pcrsig JSON.
+        #[arg(long)]
+        append: Option<PathBuf>,
+        /// JSON output (short unless stdout is a terminal).
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+        json: Option<JsonMode>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PcrCmd {
+    /// Predict PCR 11 for a UKI with the rules of the stub inside it.
+    Predict {
+        /// The UKI.
+        #[arg(long)]
+        uki: PathBuf,
+        /// PCR bank (repeatable; default sha1, sha256, sha384, sha512).
+        #[arg(long = "bank")]
+        banks: Vec<HashAlg>,
+        /// Boot phase path (repeatable; "" = right after the stub; default: systemd-measure's four).
+        #[arg(long = "phase")]
+        phases: Vec<String>,
+        /// Use this stub version's rules instead of the one in .sdmagic.
+        #[arg(long)]
+        stub_version: Option<u32>,
+        /// Print JSON (events and values).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +196,18 @@ struct BuildArgs {
     /// Add a signingTime attribute (off by default: reproducible signatures).
     #[arg(long)]
     signing_time: bool,
+    /// RSA key to sign the PCR 11 policy with (embeds .pcrpkey and .pcrsig).
+    #[arg(long = "pcr-private-key")]
+    pcr_private_key: Option<PathBuf>,
+    /// Public key for .pcrpkey (default: derived from --pcr-private-key).
+    #[arg(long = "pcr-public-key", requires = "pcr_private_key")]
+    pcr_public_key: Option<PathBuf>,
+    /// Phase paths to sign for, comma or space separated (default: systemd-measure's four).
+    #[arg(long)]
+    phases: Option<String>,
+    /// PCR banks to sign for, comma separated (default: sha256).
+    #[arg(long = "pcr-banks")]
+    pcr_banks: Option<String>,
     /// Output file.
     #[arg(long, short)]
     output: PathBuf,
@@ -181,6 +298,110 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 print_inspect(&info);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Measure(MeasureCmd::Calculate { parts, json }) => {
+            let pred = predict_parts(&parts)?;
+            match json {
+                JsonMode::Off => {
+                    for (pi, ph) in pred.phases.iter().enumerate() {
+                        if pred.phases.len() > 1 && !ph.phase.is_empty() {
+                            eprintln!("# PCR[11] Phase <{}>", ph.phase);
+                        }
+                        for (bi, bank) in pred.banks.iter().enumerate() {
+                            println!("11:{bank}={}", pred.phases[pi].values[bi]);
+                        }
+                    }
+                }
+                JsonMode::Short => println!("{}", bootchain::measure::calculate_json(&pred)),
+                JsonMode::Pretty => print!(
+                    "{}",
+                    bootchain::measure::systemd_pretty_json(&bootchain::measure::calculate_json(
+                        &pred
+                    ))
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Measure(MeasureCmd::Sign {
+            parts,
+            private_key,
+            public_key,
+            append,
+            json,
+        }) => {
+            let key =
+                bootchain::measure::load_pcr_signing_key(&private_key, public_key.as_deref())?;
+            let pred = predict_parts(&parts)?;
+            let mut sigs = match &append {
+                Some(p) => bootchain::measure::parse_signatures(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => Vec::new(),
+            };
+            bootchain::measure::merge_signatures(
+                &mut sigs,
+                bootchain::measure::sign_policies(&pred, &key)?,
+            );
+            let v = bootchain::measure::signatures_json(&sigs);
+            use std::io::IsTerminal;
+            let mode = json.unwrap_or(if std::io::stdout().is_terminal() {
+                JsonMode::Pretty
+            } else {
+                JsonMode::Short
+            });
+            match mode {
+                JsonMode::Pretty => print!("{}", bootchain::measure::systemd_pretty_json(&v)),
+                _ => println!("{v}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pcr(PcrCmd::Predict {
+            uki,
+            banks,
+            phases,
+            stub_version,
+            json,
+        }) => {
+            let banks = if banks.is_empty() {
+                HashAlg::ALL.to_vec()
+            } else {
+                banks
+            };
+            let phases = bootchain::measure::phase_list(&phases)?;
+            let pred = bootchain::measure::predict_uki(&uki, stub_version, &banks, &phases)
+                .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
+            if json {
+                let v = serde_json::json!({
+                    "events": pred.events,
+                    "pcr11": bootchain::measure::calculate_json(&pred),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for e in &pred.events {
+                    let d = e
+                        .digests
+                        .iter()
+                        .map(|(b, d)| format!("{b}:{d}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    println!("PCR {} {} {:<9} {d}", e.pcr, e.event_type, e.description);
+                }
+                for ph in &pred.phases {
+                    for v in &ph.values {
+                        println!(
+                            "11:{}={}{}",
+                            v.alg(),
+                            v,
+                            if ph.phase.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  # phase {}", ph.phase)
+                            }
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -323,6 +544,31 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         };
         b = b.section(name, SectionContent::text_or_file(content));
     }
+    if let Some(pk) = &a.pcr_private_key {
+        let key = bootchain::measure::load_pcr_signing_key(pk, a.pcr_public_key.as_deref())?;
+        if let Some(p) = &a.pcr_public_key {
+            b = b.pcrpkey(SectionContent::File(p.clone()));
+        }
+        let split = |s: &str| -> Vec<String> {
+            s.split([',', ' '])
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let banks = a
+            .pcr_banks
+            .as_deref()
+            .map(split)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse::<HashAlg>())
+            .collect::<Result<Vec<_>, _>>()?;
+        b = b.sign_pcr_policy(uki::PcrPolicySigner {
+            key,
+            phases: a.phases.as_deref().map(split).unwrap_or_default(),
+            banks,
+        });
+    }
     if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
         let key = SigningKey::from_file(k)?;
         let cert = keys::load_certificate(c)?;
@@ -389,4 +635,39 @@ fn print_inspect(info: &uki::UkiInfo) {
             }
         );
     }
+}
+
+/// PCR 11 from loose parts, as systemd-measure computes it (every section it knows).
+fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
+    let banks = if p.banks.is_empty() {
+        HashAlg::ALL.to_vec()
+    } else {
+        p.banks.clone()
+    };
+    let mut sections = Vec::new();
+    for (name, path) in [
+        (".linux", &p.linux),
+        (".osrel", &p.osrel),
+        (".cmdline", &p.cmdline),
+        (".initrd", &p.initrd),
+        (".ucode", &p.ucode),
+        (".splash", &p.splash),
+        (".dtb", &p.dtb),
+        (".uname", &p.uname),
+        (".sbat", &p.sbat),
+        (".pcrpkey", &p.pcrpkey),
+    ] {
+        if let Some(path) = path {
+            let (size, digests) = bootchain::measure::file_digests(path, &banks)?;
+            sections.push(bootchain::measure::SectionDigests {
+                name: name.to_string(),
+                size,
+                digests,
+            });
+        }
+    }
+    let phases = bootchain::measure::phase_list(&p.phases)?;
+    Ok(bootchain::measure::predict_pcr11(
+        &sections, None, &banks, &phases,
+    ))
 }

@@ -1,0 +1,107 @@
+//! One swtpm per test on a free TCP port pair (data P, control P+1, as libtss2's swtpm TCTI
+//! expects), killed on drop. TCTI string: `swtpm:host=127.0.0.1,port=P`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::vm::Guard;
+
+pub struct Swtpm {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    pub state: PathBuf,
+    guard: Option<Guard>,
+}
+
+static SPAWN: Mutex<()> = Mutex::new(());
+
+fn free_pair() -> Option<u16> {
+    for _ in 0..50 {
+        let l = TcpListener::bind("127.0.0.1:0").ok()?;
+        let p = l.local_addr().ok()?.port();
+        if p == u16::MAX {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+impl Swtpm {
+    pub fn start() -> Swtpm {
+        super::require_tool("swtpm");
+        let _lock = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_path_buf();
+        for _ in 0..20 {
+            let port = free_pair().expect("no free port pair");
+            let child = Command::new("swtpm")
+                .args(["socket", "--tpm2"])
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start swtpm");
+            let mut g = Guard {
+                child,
+                what: "swtpm",
+            };
+            let start = Instant::now();
+            let mut up = false;
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = g.child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
+                {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if up {
+                return Swtpm {
+                    port,
+                    _dir: dir,
+                    state,
+                    guard: Some(g),
+                };
+            }
+        }
+        panic!("could not start swtpm");
+    }
+
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// A tpm2-tools command aimed at this TPM.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(name);
+        c.env("TPM2TOOLS_TCTI", self.tcti())
+            .env("TSS2_LOG", "all+none");
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.as_ref().map(|g| g.pid()).unwrap_or(0)
+    }
+
+    /// Kill swtpm now (to test interrupted operations).
+    pub fn kill(&mut self) {
+        self.guard = None;
+    }
+}
