@@ -700,3 +700,236 @@ mod tests {
         ));
     }
 }
+
+/// Whether an event's data hashes to its digests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataCheck {
+    /// The spec says the digest is of the data, and it is.
+    Match,
+    /// The spec says the digest is of the data, and it is not: the log lies.
+    Mismatch,
+    /// The digest is of something else (an image, a table in memory): not checkable here.
+    NotApplicable,
+}
+
+/// Check an event's data against its digests where the spec defines the digest as a hash of
+/// the data (PFP §10.4.1): separators, EV_EFI_ACTION/EV_ACTION strings, Secure Boot
+/// variables, GPT, S-CRTM version, EV_IPL strings outside the systemd PCRs, and
+/// EV_EFI_VARIABLE_BOOT (whose digest covers only VariableData).
+pub fn check_data(e: &Event) -> DataCheck {
+    let payload: Vec<Vec<u8>> = match e.event_type {
+        EventType::Separator
+        | EventType::EfiAction
+        | EventType::Action
+        | EventType::EfiVariableDriverConfig
+        | EventType::EfiVariableAuthority
+        | EventType::EfiVariableBoot2
+        | EventType::EfiGptEvent
+        | EventType::SCrtmVersion => vec![e.data.clone()],
+        EventType::EfiVariableBoot => match crate::firmware::VariableData::parse(&e.data) {
+            Ok(v) => vec![v.data],
+            Err(_) => return DataCheck::Mismatch,
+        },
+        // systemd-stub's EV_IPL events carry a description; the digest is of the section.
+        EventType::Ipl if (11..=13).contains(&e.pcr) => return DataCheck::NotApplicable,
+        EventType::Ipl => {
+            let mut v = vec![e.data.clone()];
+            if let Some(stripped) = e.data.strip_suffix(&[0]) {
+                v.push(stripped.to_vec());
+            }
+            v
+        }
+        _ => return DataCheck::NotApplicable,
+    };
+    let mut any = false;
+    for d in &e.digests {
+        let Some(alg) = HashAlg::from_tpm_alg_id(d.alg_id) else {
+            continue;
+        };
+        any = true;
+        if !payload
+            .iter()
+            .any(|p| alg.digest(p).as_bytes() == d.bytes.as_slice())
+        {
+            return DataCheck::Mismatch;
+        }
+    }
+    if any {
+        DataCheck::Match
+    } else {
+        DataCheck::NotApplicable
+    }
+}
+
+fn utf16z(b: &[u8]) -> Option<String> {
+    if b.len() < 2 || b.len() % 2 != 0 {
+        return None;
+    }
+    let u: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let u = u.strip_suffix(&[0]).unwrap_or(&u);
+    let s = String::from_utf16(u).ok()?;
+    s.chars().all(|c| !c.is_control()).then_some(s)
+}
+
+fn printable(b: &[u8]) -> Option<String> {
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    let s = std::str::from_utf8(b).ok()?;
+    (!s.is_empty() && s.chars().all(|c| !c.is_control() || c == '\n')).then(|| s.to_string())
+}
+
+/// A short human description of an event's data.
+pub fn describe(e: &Event) -> String {
+    use crate::firmware::VariableData;
+    match e.event_type {
+        EventType::Separator => format!("separator {}", hex::encode(&e.data)),
+        EventType::EfiVariableDriverConfig
+        | EventType::EfiVariableBoot
+        | EventType::EfiVariableBoot2
+        | EventType::EfiVariableAuthority => match VariableData::parse(&e.data) {
+            Ok(v) => format!("{}-{} ({} bytes)", v.guid, v.name, v.data.len()),
+            Err(err) => format!("malformed variable: {err}"),
+        },
+        EventType::EfiBootServicesApplication
+        | EventType::EfiBootServicesDriver
+        | EventType::EfiRuntimeServicesDriver => {
+            if e.data.len() >= 32 {
+                let u =
+                    |o: usize| u64::from_le_bytes(e.data[o..o + 8].try_into().unwrap_or_default());
+                format!(
+                    "image at {:#x}, {} bytes, device path {} bytes",
+                    u(0),
+                    u(8),
+                    u(24)
+                )
+            } else {
+                "malformed UEFI_IMAGE_LOAD_EVENT".into()
+            }
+        }
+        EventType::EventTag if e.data.len() >= 8 => {
+            let id = u32::from_le_bytes([e.data[0], e.data[1], e.data[2], e.data[3]]);
+            let body = &e.data[8..];
+            let text = printable(body)
+                .or_else(|| utf16z(body))
+                .unwrap_or_else(|| format!("{} bytes", body.len()));
+            format!("tag {id:#010x}: {text}")
+        }
+        EventType::NoAction if e.data.starts_with(b"StartupLocality\0") => {
+            format!("StartupLocality {}", e.data.get(16).copied().unwrap_or(0))
+        }
+        _ => utf16z(&e.data)
+            .or_else(|| printable(&e.data))
+            .unwrap_or_else(|| format!("{} bytes", e.data.len())),
+    }
+}
+
+/// An event as `eventlog show --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventView {
+    /// Byte offset.
+    pub offset: usize,
+    /// PCR.
+    pub pcr: u32,
+    /// Type name.
+    pub event_type: EventType,
+    /// Digest per bank name (unknown algorithms as 0xNNNN).
+    pub digests: BTreeMap<String, String>,
+    /// Description.
+    pub description: String,
+    /// Data check verdict.
+    pub data_check: DataCheck,
+    /// The raw data, hex.
+    pub data: String,
+}
+
+impl EventView {
+    /// View of an event.
+    pub fn of(e: &Event) -> Self {
+        EventView {
+            offset: e.offset,
+            pcr: e.pcr,
+            event_type: e.event_type,
+            digests: e
+                .digests
+                .iter()
+                .map(|d| {
+                    let k = HashAlg::from_tpm_alg_id(d.alg_id)
+                        .map(|a| a.name().to_string())
+                        .unwrap_or_else(|| format!("{:#06x}", d.alg_id));
+                    (k, hex::encode(&d.bytes))
+                })
+                .collect(),
+            description: describe(e),
+            data_check: check_data(e),
+            data: hex::encode(&e.data),
+        }
+    }
+}
+
+/// PCR values keyed by (bank, index): what a TPM reports or a JSON file holds.
+pub type PcrValues = BTreeMap<(HashAlg, u32), Digest>;
+
+/// Parse PCR values from JSON `{"sha256": {"0": "hex", ...}, ...}` (the shape of
+/// test-vectors/boots/*/pcrs.json and of `bootchain eventlog replay --json`).
+pub fn parse_pcr_values_json(text: &str) -> Result<PcrValues, String> {
+    let v: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(text).map_err(|e| format!("PCR values JSON: {e}"))?;
+    let mut out = PcrValues::new();
+    for (bank, m) in v {
+        let alg: HashAlg = bank.parse().map_err(|e| format!("{e}"))?;
+        for (idx, val) in m {
+            let i: u32 = idx
+                .parse()
+                .ok()
+                .filter(|i| *i <= 23)
+                .ok_or_else(|| format!("bad PCR index {idx:?}"))?;
+            let d = Digest::from_hex(alg, &val).map_err(|e| format!("{bank}:{idx}: {e}"))?;
+            out.insert((alg, i), d);
+        }
+    }
+    Ok(out)
+}
+
+/// PCR values as JSON in the same shape.
+pub fn pcr_values_json(v: &PcrValues) -> serde_json::Value {
+    let mut m: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for ((alg, i), d) in v {
+        m.entry(alg.name().into())
+            .or_default()
+            .insert(i.to_string(), d.to_hex());
+    }
+    serde_json::to_value(m).unwrap_or_default()
+}
+
+/// A PCR whose replayed value differs from the reported one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PcrMismatch {
+    /// Bank.
+    pub bank: HashAlg,
+    /// PCR.
+    pub pcr: u32,
+    /// What the log replays to.
+    pub replayed: Digest,
+    /// What the TPM (or file) says.
+    pub actual: Digest,
+}
+
+/// Compare the replay of `log` with `actual` for every PCR the log has events for (in banks
+/// present in both). PCRs the log does not touch are not compared.
+pub fn verify_replay(log: &EventLog, actual: &PcrValues) -> Vec<PcrMismatch> {
+    log.replay()
+        .into_iter()
+        .filter_map(|((bank, pcr), replayed)| {
+            let a = actual.get(&(bank, pcr))?;
+            (a != &replayed).then(|| PcrMismatch {
+                bank,
+                pcr,
+                replayed,
+                actual: a.clone(),
+            })
+        })
+        .collect()
+}

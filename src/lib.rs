@@ -14,6 +14,7 @@
 pub mod authenticode;
 mod der_lite;
 pub mod eventlog;
+pub mod firmware;
 pub mod fsutil;
 pub mod hash;
 pub mod keys;

@@ -108,7 +108,11 @@ fn secure_boot_runs_our_signed_uki() {
 
 /// The Authenticode SHA-256 of the UKI appears in PCR 4 as an
 /// EV_EFI_BOOT_SERVICES_APPLICATION event, and the log replays to the PCRs the guest read.
-fn check_log_against_pcrs(r: &vm::BootResult, uki: &Path) -> bootchain::eventlog::EventLog {
+fn check_log_against_pcrs(
+    r: &vm::BootResult,
+    uki: &Path,
+    keys: Option<&SbKeys>,
+) -> bootchain::eventlog::EventLog {
     use bootchain::eventlog::{EventLog, EventType};
     use bootchain::hash::HashAlg;
     let log = EventLog::parse(&r.event_log).expect("the captured event log parses");
@@ -137,6 +141,39 @@ fn check_log_against_pcrs(r: &vm::BootResult, uki: &Path) -> bootchain::eventlog
             "{bank} PCR 11 prediction"
         );
     }
+    // PCRs 4, 7, 9 and 11 predicted from the files alone equal what the guest read.
+    let state = match keys {
+        Some(k) => {
+            let owner = vm::OWNER_GUID.parse().unwrap();
+            let var = |p: &Path| bootchain::firmware::variable_from_file(p, owner).unwrap();
+            bootchain::firmware::SecureBootState {
+                enabled: true,
+                pk: var(&k.pk),
+                kek: var(&k.kek),
+                db: var(&k.db),
+                // virt-fw-vars' placeholder dbx, read back from the enrolled store (the log).
+                dbx: logged_dbx(&log),
+            }
+        }
+        None => Default::default(),
+    };
+    let preds = bootchain::firmware::predict_uki_boot(
+        uki,
+        &state,
+        &[HashAlg::Sha1, HashAlg::Sha256],
+        &["".into()],
+    )
+    .unwrap();
+    for p in &preds {
+        for (bank, v) in &p.values {
+            assert_eq!(
+                v.as_bytes(),
+                r.pcr(bank.name(), p.pcr),
+                "predicted {bank} PCR {}",
+                p.pcr
+            );
+        }
+    }
     let replay = log.replay();
     for bank in [HashAlg::Sha1, HashAlg::Sha256] {
         for pcr in 0..16u32 {
@@ -149,6 +186,16 @@ fn check_log_against_pcrs(r: &vm::BootResult, uki: &Path) -> bootchain::eventlog
         }
     }
     log
+}
+
+fn logged_dbx(log: &bootchain::eventlog::EventLog) -> Vec<u8> {
+    log.events
+        .iter()
+        .filter(|e| e.pcr == 7)
+        .filter_map(|e| bootchain::firmware::VariableData::parse(&e.data).ok())
+        .find(|v| v.name == "dbx")
+        .map(|v| v.data)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -166,7 +213,69 @@ fn secure_boot_log_has_uki_digest_in_pcr4_and_replays() {
         timeout: TIMEOUT,
     });
     assert!(r.reached_initrd);
-    check_log_against_pcrs(&r, &uki);
+    check_log_against_pcrs(&r, &uki, Some(&f.keys));
+}
+
+/// Boot UKI A, predict from A's event log what UKI B (other command line and initrd) will
+/// measure, boot B, and compare every firmware PCR.
+#[test]
+#[ignore = "boots a VM; run by ./scripts/test"]
+fn next_boot_prediction_equals_the_next_boot() {
+    if !vm::require_qemu("next_boot_prediction_equals_the_next_boot") {
+        return;
+    }
+    let f = fixture();
+    let a = f.dir.join("next-a.efi");
+    build_uki(&a, Some((&f.keys.db_key, &f.keys.db)));
+    let b = f.dir.join("next-b.efi");
+    UkiBuilder::new()
+        .stub(require_stub())
+        .linux(kernel())
+        .initrd(vm::test_initrd())
+        .initrd(vm::test_initrd())
+        .cmdline(SectionContent::Bytes(
+            format!("{} bootchain.next=1", vm::TEST_CMDLINE).into_bytes(),
+        ))
+        .os_release(SectionContent::Bytes(
+            b"ID=bootchain-test\nVERSION_ID=2\n".to_vec(),
+        ))
+        .sign_with(
+            SigningKey::from_file(&f.keys.db_key).unwrap(),
+            load_certificate(&f.keys.db).unwrap(),
+            SignOptions::default(),
+        )
+        .build(&b)
+        .unwrap();
+    let spec = |uki| BootSpec {
+        uki,
+        secure_boot: Some(&f.keys),
+        timeout: TIMEOUT,
+    };
+    let ra = vm::boot(&spec(&a));
+    assert!(ra.reached_initrd);
+    let log_a = bootchain::eventlog::EventLog::parse(&ra.event_log).unwrap();
+    let next = bootchain::firmware::predict_next_boot(&log_a, &b, None, None).unwrap();
+    let rb = vm::boot(&spec(&b));
+    assert!(rb.reached_initrd);
+    use bootchain::hash::HashAlg;
+    let mut compared = 0;
+    for bank in [HashAlg::Sha1, HashAlg::Sha256] {
+        for pcr in (0..16u32).filter(|p| *p != 10) {
+            if let Some(v) = next.values.get(&(bank, pcr)) {
+                assert_eq!(
+                    v.as_bytes(),
+                    rb.pcr(bank.name(), pcr),
+                    "next boot {bank} PCR {pcr}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 20);
+    // And B's PCRs 4, 9, 11 differ from A's, so the check was not vacuous.
+    for pcr in [4u32, 9, 11] {
+        assert_ne!(ra.pcr("sha256", pcr), rb.pcr("sha256", pcr));
+    }
 }
 
 #[test]
@@ -227,7 +336,7 @@ fn five_boots_in_a_row_leave_no_processes() {
             timeout: TIMEOUT,
         });
         assert!(r.reached_initrd, "boot {i} (secure boot {sb}) failed");
-        let log = check_log_against_pcrs(&r, &uki);
+        let log = check_log_against_pcrs(&r, &uki, sb.then_some(&f.keys));
         pids.extend(r.child_pids.iter().copied());
         if i < 2 {
             common::vectors::save_boot(&r, &log, &uki, sb.then_some(&f.keys));

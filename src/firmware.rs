@@ -1,0 +1,885 @@
+//! PCR 4 and PCR 7 as UEFI firmware (EDK2/OVMF) measures them, and the UEFI structures those
+//! measurements are made of: GUIDs, UEFI_VARIABLE_DATA, EFI_SIGNATURE_LIST.
+//!
+//! Sources: TCG PC Client Platform Firmware Profile (PFP) §3.3.4.4 (PCR 4), §3.3.4.8 (PCR 7),
+//! §10.4.4 (UEFI_VARIABLE_DATA); UEFI 2.10 §32.4.1 (EFI_SIGNATURE_LIST). Rules established from
+//! real OVMF 2022.11 boots (test-vectors/boots): PCR 4 gets EV_EFI_ACTION "Calling EFI
+//! Application from Boot Option", EV_SEPARATOR, then one EV_EFI_BOOT_SERVICES_APPLICATION per
+//! image with its Authenticode digest — and with Secure Boot off, the 252 stub's LoadImage of
+//! `.linux` adds the kernel's digest; with Secure Boot on it does not (the stub's security
+//! override bypasses the measurement). PCR 7 gets SecureBoot, PK, KEK, db, dbx as
+//! EV_EFI_VARIABLE_DRIVER_CONFIG, EV_SEPARATOR, then one EV_EFI_VARIABLE_AUTHORITY per distinct
+//! db entry that verified an image.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::eventlog::extend;
+use crate::hash::{Digest, HashAlg};
+use crate::measure::PredictedEvent;
+
+/// An EFI_GUID, stored in its on-disk (mixed-endian) byte order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EfiGuid(pub [u8; 16]);
+
+/// Error parsing a GUID string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid GUID {0:?} (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
+pub struct GuidError(pub String);
+
+impl EfiGuid {
+    /// Parse at compile time; panics only on a malformed literal in our own source.
+    const fn from_fields(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
+        let a = d1.to_le_bytes();
+        let b = d2.to_le_bytes();
+        let c = d3.to_le_bytes();
+        EfiGuid([
+            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4],
+            d4[5], d4[6], d4[7],
+        ])
+    }
+}
+
+impl FromStr for EfiGuid {
+    type Err = GuidError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let e = || GuidError(s.to_string());
+        let parts: Vec<&str> = s.split('-').collect();
+        if parts.len() != 5
+            || [8, 4, 4, 4, 12] != parts.iter().map(|p| p.len()).collect::<Vec<_>>()[..]
+        {
+            return Err(e());
+        }
+        let d1 = u32::from_str_radix(parts[0], 16).map_err(|_| e())?;
+        let d2 = u16::from_str_radix(parts[1], 16).map_err(|_| e())?;
+        let d3 = u16::from_str_radix(parts[2], 16).map_err(|_| e())?;
+        let tail = hex::decode(format!("{}{}", parts[3], parts[4])).map_err(|_| e())?;
+        let mut d4 = [0u8; 8];
+        d4.copy_from_slice(&tail);
+        Ok(EfiGuid::from_fields(d1, d2, d3, d4))
+    }
+}
+
+impl fmt::Display for EfiGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.0;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{}-{}",
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            u16::from_le_bytes([b[4], b[5]]),
+            u16::from_le_bytes([b[6], b[7]]),
+            hex::encode(&b[8..10]),
+            hex::encode(&b[10..16])
+        )
+    }
+}
+
+impl fmt::Debug for EfiGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl Serialize for EfiGuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// EFI_GLOBAL_VARIABLE (SecureBoot, PK, KEK, Boot####): 8be4df61-93ca-11d2-aa0d-00e098032b8c.
+pub const EFI_GLOBAL_VARIABLE: EfiGuid = EfiGuid::from_fields(
+    0x8be4df61,
+    0x93ca,
+    0x11d2,
+    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
+);
+/// EFI_IMAGE_SECURITY_DATABASE_GUID (db, dbx): d719b2cb-3d3a-4596-a3bc-dad00e67656f.
+pub const EFI_IMAGE_SECURITY_DATABASE: EfiGuid = EfiGuid::from_fields(
+    0xd719b2cb,
+    0x3d3a,
+    0x4596,
+    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
+);
+/// EFI_CERT_X509_GUID: a5c059a1-94e4-4aa7-87b5-ab155c2bf072.
+pub const EFI_CERT_X509: EfiGuid = EfiGuid::from_fields(
+    0xa5c059a1,
+    0x94e4,
+    0x4aa7,
+    [0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72],
+);
+/// EFI_CERT_SHA256_GUID: c1c41626-504c-4092-aca9-41f936934328.
+pub const EFI_CERT_SHA256: EfiGuid = EfiGuid::from_fields(
+    0xc1c41626,
+    0x504c,
+    0x4092,
+    [0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28],
+);
+
+/// Errors decoding UEFI structures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FirmwareError {
+    /// Malformed bytes.
+    #[error("malformed {what} at byte {offset}: {reason}")]
+    Malformed {
+        /// The structure.
+        what: &'static str,
+        /// Offset within it.
+        offset: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn malformed(what: &'static str, offset: usize, reason: impl Into<String>) -> FirmwareError {
+    FirmwareError::Malformed {
+        what,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// UEFI_VARIABLE_DATA (PFP §10.4.4): the event data of variable measurements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VariableData {
+    /// VariableName (the vendor GUID).
+    pub guid: EfiGuid,
+    /// UnicodeName.
+    pub name: String,
+    /// VariableData.
+    #[serde(serialize_with = "ser_hex")]
+    pub data: Vec<u8>,
+}
+
+fn ser_hex<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+impl VariableData {
+    /// Encode: GUID, u64 name length in CHAR16 (no NUL), u64 data length, UTF-16LE name, data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let name: Vec<u16> = self.name.encode_utf16().collect();
+        let mut v = Vec::with_capacity(32 + name.len() * 2 + self.data.len());
+        v.extend_from_slice(&self.guid.0);
+        v.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        v.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+        for u in name {
+            v.extend_from_slice(&u.to_le_bytes());
+        }
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    /// Decode, requiring the lengths to account for every byte.
+    pub fn parse(b: &[u8]) -> Result<Self, FirmwareError> {
+        const W: &str = "UEFI_VARIABLE_DATA";
+        if b.len() < 32 {
+            return Err(malformed(W, 0, "shorter than its 32-byte header"));
+        }
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(&b[..16]);
+        let nlen = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+        let dlen = u64::from_le_bytes(b[24..32].try_into().unwrap_or_default());
+        let need = nlen
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(dlen))
+            .and_then(|n| n.checked_add(32));
+        if need != Some(b.len() as u64) {
+            return Err(malformed(
+                W,
+                16,
+                format!(
+                    "name length {nlen} and data length {dlen} do not match {} bytes",
+                    b.len()
+                ),
+            ));
+        }
+        let nend = 32 + nlen as usize * 2;
+        let units: Vec<u16> = b[32..nend]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Ok(VariableData {
+            guid: EfiGuid(guid),
+            name: String::from_utf16_lossy(&units),
+            data: b[nend..].to_vec(),
+        })
+    }
+}
+
+/// One EFI_SIGNATURE_DATA: owner GUID and data (a DER certificate, or a hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignatureData {
+    /// SignatureOwner.
+    pub owner: EfiGuid,
+    /// SignatureData.
+    #[serde(serialize_with = "ser_hex")]
+    pub data: Vec<u8>,
+}
+
+impl SignatureData {
+    /// Owner GUID followed by the data (the EV_EFI_VARIABLE_AUTHORITY payload, PFP §3.3.4.8).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = self.owner.0.to_vec();
+        v.extend_from_slice(&self.data);
+        v
+    }
+}
+
+/// One EFI_SIGNATURE_LIST.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignatureList {
+    /// SignatureType.
+    pub sig_type: EfiGuid,
+    /// SignatureHeader (usually empty).
+    #[serde(serialize_with = "ser_hex")]
+    pub header: Vec<u8>,
+    /// The entries.
+    pub entries: Vec<SignatureData>,
+}
+
+/// Parse a variable's content: a sequence of EFI_SIGNATURE_LISTs.
+pub fn parse_signature_lists(b: &[u8]) -> Result<Vec<SignatureList>, FirmwareError> {
+    const W: &str = "EFI_SIGNATURE_LIST";
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < b.len() {
+        if b.len() - pos < 28 {
+            return Err(malformed(W, pos, "truncated header"));
+        }
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&b[pos..pos + 16]);
+        let u = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as usize;
+        let list_size = u(pos + 16);
+        let header_size = u(pos + 20);
+        let sig_size = u(pos + 24);
+        if list_size < 28 || list_size > b.len() - pos {
+            return Err(malformed(W, pos, format!("SignatureListSize {list_size}")));
+        }
+        if sig_size < 16 || header_size > list_size - 28 {
+            return Err(malformed(
+                W,
+                pos,
+                format!("SignatureSize {sig_size}, header {header_size}"),
+            ));
+        }
+        let body = list_size - 28 - header_size;
+        if body % sig_size != 0 {
+            return Err(malformed(W, pos, "entries do not fill the list"));
+        }
+        let header = b[pos + 28..pos + 28 + header_size].to_vec();
+        let mut entries = Vec::new();
+        let mut e = pos + 28 + header_size;
+        while e < pos + list_size {
+            let mut owner = [0u8; 16];
+            owner.copy_from_slice(&b[e..e + 16]);
+            entries.push(SignatureData {
+                owner: EfiGuid(owner),
+                data: b[e + 16..e + sig_size].to_vec(),
+            });
+            e += sig_size;
+        }
+        out.push(SignatureList {
+            sig_type: EfiGuid(t),
+            header,
+            entries,
+        });
+        pos += list_size;
+    }
+    Ok(out)
+}
+
+/// Encode signature lists.
+pub fn encode_signature_lists(lists: &[SignatureList]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in lists {
+        let sig_size = l.entries.first().map(|e| 16 + e.data.len()).unwrap_or(16);
+        let size = 28 + l.header.len() + sig_size * l.entries.len();
+        v.extend_from_slice(&l.sig_type.0);
+        v.extend_from_slice(&(size as u32).to_le_bytes());
+        v.extend_from_slice(&(l.header.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(sig_size as u32).to_le_bytes());
+        v.extend_from_slice(&l.header);
+        for e in &l.entries {
+            v.extend_from_slice(&e.owner.0);
+            v.extend_from_slice(&e.data);
+        }
+    }
+    v
+}
+
+/// A one-certificate X.509 signature list, as enrolment tools write for each certificate.
+pub fn x509_list(owner: EfiGuid, cert_der: &[u8]) -> SignatureList {
+    SignatureList {
+        sig_type: EFI_CERT_X509,
+        header: Vec::new(),
+        entries: vec![SignatureData {
+            owner,
+            data: cert_der.to_vec(),
+        }],
+    }
+}
+
+/// The Secure Boot variables as the firmware will measure them.
+#[derive(Clone, Debug, Default)]
+pub struct SecureBootState {
+    /// SecureBoot = 1.
+    pub enabled: bool,
+    /// PK content (signature lists), empty if unset.
+    pub pk: Vec<u8>,
+    /// KEK content.
+    pub kek: Vec<u8>,
+    /// db content.
+    pub db: Vec<u8>,
+    /// dbx content.
+    pub dbx: Vec<u8>,
+}
+
+impl SecureBootState {
+    /// The db entries, in order.
+    pub fn db_entries(&self) -> Result<Vec<SignatureData>, FirmwareError> {
+        Ok(parse_signature_lists(&self.db)?
+            .into_iter()
+            .filter(|l| l.sig_type == EFI_CERT_X509)
+            .flat_map(|l| l.entries)
+            .collect())
+    }
+
+    /// The EV_EFI_VARIABLE_DRIVER_CONFIG payloads, in EDK2's order (`mVariableType[]`).
+    pub fn driver_config_variables(&self) -> Vec<VariableData> {
+        vec![
+            VariableData {
+                guid: EFI_GLOBAL_VARIABLE,
+                name: "SecureBoot".into(),
+                data: vec![u8::from(self.enabled)],
+            },
+            VariableData {
+                guid: EFI_GLOBAL_VARIABLE,
+                name: "PK".into(),
+                data: self.pk.clone(),
+            },
+            VariableData {
+                guid: EFI_GLOBAL_VARIABLE,
+                name: "KEK".into(),
+                data: self.kek.clone(),
+            },
+            VariableData {
+                guid: EFI_IMAGE_SECURITY_DATABASE,
+                name: "db".into(),
+                data: self.db.clone(),
+            },
+            VariableData {
+                guid: EFI_IMAGE_SECURITY_DATABASE,
+                name: "dbx".into(),
+                data: self.dbx.clone(),
+            },
+        ]
+    }
+}
+
+/// The db entry whose certificate verifies `image`'s signature (the authority EDK2 logs).
+pub fn authorizing_db_entry(
+    image: &std::path::Path,
+    db: &[SignatureData],
+) -> Option<SignatureData> {
+    use der::Decode;
+    db.iter()
+        .find(|e| {
+            let Ok(cert) = x509_cert::Certificate::from_der(&e.data) else {
+                return false;
+            };
+            crate::sign::verify_file(image, None, Some(&cert))
+                .map(|r| r.passed(true))
+                .unwrap_or(false)
+        })
+        .cloned()
+}
+
+/// A predicted PCR: its events and final value per bank.
+#[derive(Clone, Debug, Serialize)]
+pub struct PcrPrediction {
+    /// PCR index.
+    pub pcr: u32,
+    /// Events in order.
+    pub events: Vec<PredictedEvent>,
+    /// Final values.
+    pub values: BTreeMap<HashAlg, Digest>,
+}
+
+fn event(
+    pcr: u32,
+    ty: &str,
+    desc: String,
+    data_or_digest: EventPayload,
+    banks: &[HashAlg],
+) -> PredictedEvent {
+    let digests = banks
+        .iter()
+        .map(|b| {
+            let d = match &data_or_digest {
+                EventPayload::HashOfData(d) => b.digest(d),
+                EventPayload::Digests(m) => m.get(b).cloned().unwrap_or_else(|| Digest::zero(*b)),
+            };
+            (*b, d)
+        })
+        .collect();
+    PredictedEvent {
+        pcr,
+        event_type: ty.into(),
+        description: desc,
+        digests,
+    }
+}
+
+enum EventPayload {
+    HashOfData(Vec<u8>),
+    Digests(BTreeMap<HashAlg, Digest>),
+}
+
+fn finish(pcr: u32, events: Vec<PredictedEvent>, banks: &[HashAlg]) -> PcrPrediction {
+    let values = banks
+        .iter()
+        .map(|b| {
+            let v = events
+                .iter()
+                .filter_map(|e| e.digests.get(b))
+                .fold(Digest::zero(*b), |acc, d| extend(&acc, d));
+            (*b, v)
+        })
+        .collect();
+    PcrPrediction {
+        pcr,
+        events,
+        values,
+    }
+}
+
+/// The EV_EFI_ACTION string before the first boot option's application (PFP §10.4.4).
+pub const CALLING_EFI_APPLICATION: &str = "Calling EFI Application from Boot Option";
+/// EV_SEPARATOR data (PFP §3.3.2.2: 4 zero bytes in PCRs 0-7).
+pub const SEPARATOR: [u8; 4] = [0; 4];
+
+/// One image the firmware loads, with its Authenticode digest per bank.
+#[derive(Clone, Debug)]
+pub struct BootImage {
+    /// What it is ("UKI", "kernel from .linux", a path).
+    pub description: String,
+    /// Authenticode digests.
+    pub authenticode: BTreeMap<HashAlg, Digest>,
+}
+
+/// PCR 4: the boot-option action, the separator, then each image's Authenticode digest.
+pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
+    let mut ev = vec![
+        event(
+            4,
+            "EV_EFI_ACTION",
+            CALLING_EFI_APPLICATION.into(),
+            EventPayload::HashOfData(CALLING_EFI_APPLICATION.as_bytes().to_vec()),
+            banks,
+        ),
+        event(
+            4,
+            "EV_SEPARATOR",
+            "separator".into(),
+            EventPayload::HashOfData(SEPARATOR.to_vec()),
+            banks,
+        ),
+    ];
+    for img in images {
+        ev.push(event(
+            4,
+            "EV_EFI_BOOT_SERVICES_APPLICATION",
+            img.description.clone(),
+            EventPayload::Digests(img.authenticode.clone()),
+            banks,
+        ));
+    }
+    finish(4, ev, banks)
+}
+
+/// PCR 7: the Secure Boot variables, the separator, then one authority event per distinct db
+/// entry in `authorities` (in first-use order).
+pub fn predict_pcr7(
+    state: &SecureBootState,
+    authorities: &[SignatureData],
+    banks: &[HashAlg],
+) -> PcrPrediction {
+    let mut ev: Vec<PredictedEvent> = state
+        .driver_config_variables()
+        .into_iter()
+        .map(|v| {
+            event(
+                7,
+                "EV_EFI_VARIABLE_DRIVER_CONFIG",
+                v.name.clone(),
+                EventPayload::HashOfData(v.to_bytes()),
+                banks,
+            )
+        })
+        .collect();
+    ev.push(event(
+        7,
+        "EV_SEPARATOR",
+        "separator".into(),
+        EventPayload::HashOfData(SEPARATOR.to_vec()),
+        banks,
+    ));
+    let mut seen: Vec<&SignatureData> = Vec::new();
+    for a in authorities {
+        if seen.contains(&a) {
+            continue;
+        }
+        seen.push(a);
+        let v = VariableData {
+            guid: EFI_IMAGE_SECURITY_DATABASE,
+            name: "db".into(),
+            data: a.to_bytes(),
+        };
+        ev.push(event(
+            7,
+            "EV_EFI_VARIABLE_AUTHORITY",
+            format!("db entry owned by {}", a.owner),
+            EventPayload::HashOfData(v.to_bytes()),
+            banks,
+        ));
+    }
+    finish(7, ev, banks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_round_trip_and_byte_order() {
+        let g: EfiGuid = "8be4df61-93ca-11d2-aa0d-00e098032b8c".parse().unwrap();
+        assert_eq!(g, EFI_GLOBAL_VARIABLE);
+        // PFP example byte order.
+        assert_eq!(hex::encode(g.0), "61dfe48bca93d211aa0d00e098032b8c");
+        assert_eq!(g.to_string(), "8be4df61-93ca-11d2-aa0d-00e098032b8c");
+        assert!("nope".parse::<EfiGuid>().is_err());
+    }
+
+    #[test]
+    fn secure_boot_variable_is_53_bytes() {
+        let s = SecureBootState {
+            enabled: true,
+            ..Default::default()
+        };
+        assert_eq!(s.driver_config_variables()[0].to_bytes().len(), 53);
+        let v = VariableData::parse(&s.driver_config_variables()[0].to_bytes()).unwrap();
+        assert_eq!(v.name, "SecureBoot");
+        assert!(VariableData::parse(&[0u8; 31]).is_err());
+    }
+
+    #[test]
+    fn signature_lists_round_trip_and_reject_garbage() {
+        let l = vec![
+            x509_list(EFI_GLOBAL_VARIABLE, b"certificate"),
+            x509_list(EFI_CERT_SHA256, b"x"),
+        ];
+        let b = encode_signature_lists(&l);
+        assert_eq!(parse_signature_lists(&b).unwrap(), l);
+        for n in 1..b.len() {
+            let _ = parse_signature_lists(&b[..n]);
+        }
+        assert!(parse_signature_lists(&[0u8; 27]).is_err());
+    }
+}
+
+/// Linux EFI stub event tag for the load options (`efistub.h` LOAD_OPTIONS_EVENT_TAG_ID).
+pub const LOAD_OPTIONS_EVENT_TAG_ID: u32 = 0x8F3B_22ED;
+/// Linux EFI stub event tag for the initrd (`efistub.h` INITRD_EVENT_TAG_ID).
+pub const INITRD_EVENT_TAG_ID: u32 = 0x8F3B_22EC;
+
+/// PCR 9 as the Linux EFI stub (6.x) measures it: the load options the systemd stub passes
+/// (the `.cmdline` as UTF-16LE with its NUL), then the initrd bytes, both as EV_EVENT_TAG.
+/// Established from real boots: see test-vectors/boots.
+pub fn predict_pcr9(
+    cmdline: Option<&[u8]>,
+    initrd: Option<&BTreeMap<HashAlg, Digest>>,
+    banks: &[HashAlg],
+) -> PcrPrediction {
+    let mut ev = Vec::new();
+    if let Some(c) = cmdline.filter(|c| !c.is_empty()) {
+        let mut utf16: Vec<u8> = String::from_utf8_lossy(c)
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        utf16.extend_from_slice(&[0, 0]);
+        ev.push(event(
+            9,
+            "EV_EVENT_TAG",
+            "LOADED_IMAGE::LoadOptions".into(),
+            EventPayload::HashOfData(utf16),
+            banks,
+        ));
+    }
+    if let Some(d) = initrd {
+        ev.push(event(
+            9,
+            "EV_EVENT_TAG",
+            "Linux initrd".into(),
+            EventPayload::Digests(d.clone()),
+            banks,
+        ));
+    }
+    finish(9, ev, banks)
+}
+
+/// Read a Secure Boot variable input: an EFI_SIGNATURE_LIST file as is, or a certificate (PEM
+/// or DER) wrapped in a one-entry X.509 list owned by `owner`.
+pub fn variable_from_file(path: &std::path::Path, owner: EfiGuid) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Ok(cert) = crate::keys::certificate_from_bytes(&bytes, &path.display().to_string()) {
+        use der::Encode;
+        let der = cert.to_der().map_err(|e| e.to_string())?;
+        return Ok(encode_signature_lists(&[x509_list(owner, &der)]));
+    }
+    parse_signature_lists(&bytes).map_err(|e| {
+        format!(
+            "{}: neither a certificate nor signature lists: {e}",
+            path.display()
+        )
+    })?;
+    Ok(bytes)
+}
+
+/// Predictions of PCRs 4, 7 and 11 for a UKI booted directly by OVMF with the 252-style stub
+/// rules (see the module documentation), with Secure Boot as in `state`.
+pub fn predict_uki_boot(
+    uki: &std::path::Path,
+    state: &SecureBootState,
+    banks: &[HashAlg],
+    phases: &[String],
+) -> Result<Vec<PcrPrediction>, crate::measure::MeasureError> {
+    use crate::measure::MeasureError;
+    let io = |source| MeasureError::Input {
+        path: uki.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(uki).map_err(io)?;
+    let (h, _) = crate::pe::PeHeaders::read(&mut f)?;
+    let auth = crate::authenticode::image_digests_with_headers(&mut f, &h, banks).map_err(|e| {
+        MeasureError::Input {
+            path: uki.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    let mut images = vec![BootImage {
+        description: format!("UKI {}", uki.display()),
+        authenticode: auth.into_iter().map(|d| (d.alg(), d)).collect(),
+    }];
+    if !state.enabled {
+        // The stub loads .linux with LoadImage; without Secure Boot the firmware measures it.
+        if let Some(s) = h.section(".linux") {
+            let bytes = crate::pe::read_section_memory(&mut f, s).map_err(io)?;
+            let mut c = std::io::Cursor::new(bytes);
+            if let Ok(k) = crate::authenticode::image_digests(&mut c, banks) {
+                images.push(BootImage {
+                    description: "kernel from .linux".into(),
+                    authenticode: k.into_iter().map(|d| (d.alg(), d)).collect(),
+                });
+            }
+        }
+    }
+    let authorities: Vec<SignatureData> = if state.enabled {
+        let db = state
+            .db_entries()
+            .map_err(|e| MeasureError::Key(e.to_string()))?;
+        authorizing_db_entry(uki, &db).into_iter().collect()
+    } else {
+        Vec::new()
+    };
+    let pcr11 = crate::measure::predict_uki(uki, None, banks, phases)?;
+    let mut out = vec![
+        predict_pcr4(&images, banks),
+        predict_pcr7(state, &authorities, banks),
+    ];
+    let cmdline = match h.section(".cmdline") {
+        Some(s) => Some(crate::pe::read_section_memory(&mut f, s).map_err(io)?),
+        None => None,
+    };
+    let initrd = match h.section(".initrd") {
+        Some(s) => Some(
+            crate::uki::section_memory_digests(&mut f, s, banks)
+                .map_err(io)?
+                .into_iter()
+                .map(|d| (d.alg(), d))
+                .collect(),
+        ),
+        None => None,
+    };
+    out.push(predict_pcr9(cmdline.as_deref(), initrd.as_ref(), banks));
+    if let Some(ph) = pcr11.phases.first() {
+        out.push(PcrPrediction {
+            pcr: 11,
+            events: pcr11.events.clone(),
+            values: ph.values.iter().map(|v| (v.alg(), v.clone())).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// What [`predict_next_boot`] produced: the log the next boot should write, and its replay.
+#[derive(Clone, Debug)]
+pub struct NextBoot {
+    /// The predicted log (the current one with the affected events replaced).
+    pub log: crate::eventlog::EventLog,
+    /// Its replay.
+    pub values: crate::eventlog::PcrValues,
+}
+
+fn make_event(
+    pcr: u32,
+    ty: crate::eventlog::EventType,
+    data: Vec<u8>,
+    digests: &BTreeMap<HashAlg, Digest>,
+    banks: &[HashAlg],
+) -> crate::eventlog::Event {
+    crate::eventlog::Event {
+        offset: 0,
+        pcr,
+        event_type: ty,
+        digests: banks
+            .iter()
+            .filter_map(|b| digests.get(b))
+            .map(|d| crate::eventlog::EventDigest {
+                alg_id: d.alg().tpm_alg_id(),
+                bytes: d.as_bytes().to_vec(),
+            })
+            .collect(),
+        data,
+    }
+}
+
+fn hashed(data: &[u8], banks: &[HashAlg]) -> BTreeMap<HashAlg, Digest> {
+    banks.iter().map(|b| (*b, b.digest(data))).collect()
+}
+
+/// Predict the next boot from the current boot's event log and a new UKI (and optionally new
+/// db/dbx contents): PCR 4's application events, PCR 7's db/dbx variables and authority, PCR 9
+/// (kernel load options and initrd) and PCR 11 (stub) are replaced; every other event (PCRs
+/// 0-3, 5, 6, ...) is kept as logged. Models a UKI booted directly by the firmware, as
+/// [`predict_uki_boot`] does.
+pub fn predict_next_boot(
+    current: &crate::eventlog::EventLog,
+    uki: &std::path::Path,
+    new_db: Option<&[u8]>,
+    new_dbx: Option<&[u8]>,
+) -> Result<NextBoot, crate::measure::MeasureError> {
+    use crate::eventlog::EventType as T;
+    use crate::measure::MeasureError;
+    let banks = current.banks();
+    // Current Secure Boot state from the log.
+    let mut state = SecureBootState::default();
+    for e in current
+        .events
+        .iter()
+        .filter(|e| e.pcr == 7 && e.event_type == T::EfiVariableDriverConfig)
+    {
+        if let Ok(v) = VariableData::parse(&e.data) {
+            match v.name.as_str() {
+                "SecureBoot" => state.enabled = v.data.first() == Some(&1),
+                "PK" => state.pk = v.data,
+                "KEK" => state.kek = v.data,
+                "db" => state.db = v.data,
+                "dbx" => state.dbx = v.data,
+                _ => {}
+            }
+        }
+    }
+    if let Some(db) = new_db {
+        state.db = db.to_vec();
+    }
+    if let Some(dbx) = new_dbx {
+        state.dbx = dbx.to_vec();
+    }
+    let preds = predict_uki_boot(uki, &state, &banks, &["".to_string()])?;
+    let pred = |pcr: u32| preds.iter().find(|p| p.pcr == pcr);
+
+    let mut out: Vec<crate::eventlog::Event> = Vec::new();
+    let mut inserted = [false; 24];
+    let mut insert = |pcr: u32, out: &mut Vec<crate::eventlog::Event>, old_data: &[u8]| {
+        if inserted[pcr as usize] {
+            return;
+        }
+        inserted[pcr as usize] = true;
+        let Some(p) = pred(pcr) else { return };
+        let skip = match pcr {
+            4 => 2, // action and separator are kept from the log
+            7 => 6, // variables and separator are handled in place
+            _ => 0,
+        };
+        for ev in p.events.iter().skip(skip) {
+            let ty = match ev.event_type.as_str() {
+                "EV_EFI_BOOT_SERVICES_APPLICATION" => T::EfiBootServicesApplication,
+                "EV_EFI_VARIABLE_AUTHORITY" => T::EfiVariableAuthority,
+                "EV_EVENT_TAG" => T::EventTag,
+                _ => T::Ipl,
+            };
+            let data = match ty {
+                T::EfiBootServicesApplication => old_data.to_vec(),
+                T::Ipl => ev
+                    .description
+                    .encode_utf16()
+                    .chain([0])
+                    .flat_map(|u| u.to_le_bytes())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            out.push(make_event(pcr, ty, data, &ev.digests, &banks));
+        }
+    };
+    for e in &current.events {
+        match (e.pcr, e.event_type) {
+            (4, T::EfiBootServicesApplication) => insert(4, &mut out, &e.data),
+            (7, T::EfiVariableAuthority) => insert(7, &mut out, &e.data),
+            (9, T::EventTag) => insert(9, &mut out, &e.data),
+            (11, T::Ipl) | (11, T::EventTag) => insert(11, &mut out, &e.data),
+            (7, T::EfiVariableDriverConfig) => {
+                let mut e = e.clone();
+                if let Ok(mut v) = VariableData::parse(&e.data) {
+                    let replace = match v.name.as_str() {
+                        "db" => new_db,
+                        "dbx" => new_dbx,
+                        _ => None,
+                    };
+                    if let Some(r) = replace {
+                        v.data = r.to_vec();
+                        e = make_event(
+                            7,
+                            T::EfiVariableDriverConfig,
+                            v.to_bytes(),
+                            &hashed(&v.to_bytes(), &banks),
+                            &banks,
+                        );
+                    }
+                }
+                out.push(e);
+            }
+            _ => out.push(e.clone()),
+        }
+    }
+    // PCRs whose events the old log lacked entirely: append.
+    for pcr in [4u32, 7, 9, 11] {
+        insert(pcr, &mut out, &[]);
+    }
+    let log = crate::eventlog::EventLog {
+        spec_id: current.spec_id.clone(),
+        header_data: current.header_data.clone(),
+        events: out,
+    };
+    let values = log.replay();
+    if values.is_empty() {
+        return Err(MeasureError::Key(
+            "the log has no bank bootchain can compute".into(),
+        ));
+    }
+    Ok(NextBoot { log, values })
+}
