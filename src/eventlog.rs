@@ -820,8 +820,8 @@ pub fn describe(e: &Event) -> String {
         EventType::NoAction if e.data.starts_with(b"StartupLocality\0") => {
             format!("StartupLocality {}", e.data.get(16).copied().unwrap_or(0))
         }
-        _ => utf16z(&e.data)
-            .or_else(|| printable(&e.data))
+        _ => printable(&e.data)
+            .or_else(|| utf16z(&e.data))
             .unwrap_or_else(|| format!("{} bytes", e.data.len())),
     }
 }

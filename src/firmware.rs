@@ -658,6 +658,18 @@ pub fn predict_uki_boot(
     banks: &[HashAlg],
     phases: &[String],
 ) -> Result<Vec<PcrPrediction>, crate::measure::MeasureError> {
+    predict_chain_boot(&[], uki, state, banks, phases)
+}
+
+/// Like [`predict_uki_boot`], with `chain` images (e.g. shim, systemd-boot) loaded by the
+/// firmware before the UKI, each measured into PCR 4 and each adding its db authority.
+pub fn predict_chain_boot(
+    chain: &[std::path::PathBuf],
+    uki: &std::path::Path,
+    state: &SecureBootState,
+    banks: &[HashAlg],
+    phases: &[String],
+) -> Result<Vec<PcrPrediction>, crate::measure::MeasureError> {
     use crate::measure::MeasureError;
     let io = |source| MeasureError::Input {
         path: uki.to_path_buf(),
@@ -671,10 +683,27 @@ pub fn predict_uki_boot(
             source: std::io::Error::other(e.to_string()),
         }
     })?;
-    let mut images = vec![BootImage {
+    let mut images = Vec::new();
+    for p in chain {
+        let mut cf = std::fs::File::open(p).map_err(|source| MeasureError::Input {
+            path: p.clone(),
+            source,
+        })?;
+        let d = crate::authenticode::image_digests(&mut cf, banks).map_err(|e| {
+            MeasureError::Input {
+                path: p.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        images.push(BootImage {
+            description: p.display().to_string(),
+            authenticode: d.into_iter().map(|d| (d.alg(), d)).collect(),
+        });
+    }
+    images.push(BootImage {
         description: format!("UKI {}", uki.display()),
         authenticode: auth.into_iter().map(|d| (d.alg(), d)).collect(),
-    }];
+    });
     if !state.enabled {
         // The stub loads .linux with LoadImage; without Secure Boot the firmware measures it.
         if let Some(s) = h.section(".linux") {

@@ -22,4 +22,5 @@ pub mod measure;
 pub mod pe;
 pub mod policy;
 pub mod sign;
+pub mod tpm;
 pub mod uki;

@@ -37,6 +37,135 @@ enum Cmd {
     /// PCR prediction for a built UKI.
     #[command(subcommand)]
     Pcr(PcrCmd),
+    /// TCG event logs: show, replay, verify, predict the next boot.
+    #[command(subcommand)]
+    Eventlog(EventlogCmd),
+}
+
+/// The Secure Boot state the firmware will measure into PCR 7.
+#[derive(Args, Default)]
+struct SecureBootArgs {
+    /// Secure Boot on or off at the next boot (enables PCR 4/7/9 prediction).
+    #[arg(long, value_parser = ["on", "off"])]
+    secureboot: Option<String>,
+    /// PK: an EFI_SIGNATURE_LIST file or a certificate (PEM/DER).
+    #[arg(long = "secureboot-pk")]
+    pk: Option<PathBuf>,
+    /// KEK: signature lists or a certificate.
+    #[arg(long = "secureboot-kek")]
+    kek: Option<PathBuf>,
+    /// db: signature lists or certificates; repeat to list several in order.
+    #[arg(long = "secureboot-db")]
+    db: Vec<PathBuf>,
+    /// dbx: signature lists.
+    #[arg(long = "secureboot-dbx")]
+    dbx: Option<PathBuf>,
+    /// SignatureOwner GUID for certificates given as PEM/DER (as they were enrolled).
+    #[arg(long = "secureboot-owner")]
+    owner: Option<String>,
+}
+
+impl SecureBootArgs {
+    fn var(&self, p: &std::path::Path) -> Result<Vec<u8>> {
+        let owner: bootchain::firmware::EfiGuid = match &self.owner {
+            Some(o) => o.parse()?,
+            None => bootchain::firmware::EfiGuid([0; 16]),
+        };
+        let is_esl = std::fs::read(p)
+            .map(|b| bootchain::firmware::parse_signature_lists(&b).is_ok())
+            .unwrap_or(false);
+        if !is_esl && self.owner.is_none() {
+            bail!(
+                "{}: certificates need --secureboot-owner GUID (the owner they were enrolled with)",
+                p.display()
+            );
+        }
+        bootchain::firmware::variable_from_file(p, owner).map_err(anyhow::Error::msg)
+    }
+
+    fn db_content(&self) -> Result<Option<Vec<u8>>> {
+        if self.db.is_empty() {
+            return Ok(None);
+        }
+        let mut v = Vec::new();
+        for p in &self.db {
+            v.extend(self.var(p)?);
+        }
+        Ok(Some(v))
+    }
+
+    fn state(&self) -> Result<bootchain::firmware::SecureBootState> {
+        Ok(bootchain::firmware::SecureBootState {
+            enabled: self.secureboot.as_deref() == Some("on"),
+            pk: self
+                .pk
+                .as_deref()
+                .map(|p| self.var(p))
+                .transpose()?
+                .unwrap_or_default(),
+            kek: self
+                .kek
+                .as_deref()
+                .map(|p| self.var(p))
+                .transpose()?
+                .unwrap_or_default(),
+            db: self.db_content()?.unwrap_or_default(),
+            dbx: self
+                .dbx
+                .as_deref()
+                .map(|p| self.var(p))
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum EventlogCmd {
+    /// Print every event: PCR, type, digests, decoded data, data check.
+    Show {
+        /// The binary log (e.g. /sys/kernel/security/tpm0/binary_bios_measurements).
+        log: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the log: the PCR values it produces, per bank.
+    Replay {
+        /// The binary log.
+        log: PathBuf,
+        /// JSON output ({"sha256": {"0": "hex", ...}}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay and compare with PCR values from a JSON file or a TPM; check event data.
+    Verify {
+        /// The binary log.
+        log: PathBuf,
+        /// PCR values as JSON ({"sha256": {"0": "hex", ...}}).
+        #[arg(long, conflicts_with = "tcti")]
+        pcrs: Option<PathBuf>,
+        /// Read PCRs from this TPM (TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321).
+        #[arg(long, env = "BOOTCHAIN_TCTI")]
+        tcti: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the PCRs of the next boot: this log with a new UKI (and optionally new db/dbx).
+    PredictNext {
+        /// The current boot's binary log.
+        log: PathBuf,
+        /// The UKI the next boot will run.
+        #[arg(long)]
+        uki: PathBuf,
+        /// New db/dbx contents (the rest of --secureboot-* is taken from the log).
+        #[command(flatten)]
+        sb: SecureBootArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The UKI parts systemd-measure takes (each a file).
@@ -132,6 +261,12 @@ enum PcrCmd {
         /// Use this stub version's rules instead of the one in .sdmagic.
         #[arg(long)]
         stub_version: Option<u32>,
+        /// Images the firmware loads before the UKI (shim, boot loader), in order (PCR 4).
+        #[arg(long = "boot-chain")]
+        boot_chain: Vec<PathBuf>,
+        /// Secure Boot state: with --secureboot, PCRs 4, 7 and 9 are predicted too.
+        #[command(flatten)]
+        sb: SecureBootArgs,
         /// Print JSON (events and values).
         #[arg(long)]
         json: bool,
@@ -362,6 +497,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             banks,
             phases,
             stub_version,
+            boot_chain,
+            sb,
             json,
         }) => {
             let banks = if banks.is_empty() {
@@ -372,21 +509,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let phases = bootchain::measure::phase_list(&phases)?;
             let pred = bootchain::measure::predict_uki(&uki, stub_version, &banks, &phases)
                 .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
+            let firmware = if sb.secureboot.is_some() {
+                let state = sb.state()?;
+                let mut preds = bootchain::firmware::predict_chain_boot(
+                    &boot_chain,
+                    &uki,
+                    &state,
+                    &banks,
+                    &["".into()],
+                )?;
+                preds.retain(|p| p.pcr != 11);
+                preds
+            } else {
+                if !boot_chain.is_empty() {
+                    bail!("--boot-chain needs --secureboot on|off");
+                }
+                Vec::new()
+            };
             if json {
                 let v = serde_json::json!({
                     "events": pred.events,
                     "pcr11": bootchain::measure::calculate_json(&pred),
+                    "firmware": firmware,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                for e in &pred.events {
-                    let d = e
-                        .digests
-                        .iter()
-                        .map(|(b, d)| format!("{b}:{d}"))
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    println!("PCR {} {} {:<9} {d}", e.pcr, e.event_type, e.description);
+                for p in &firmware {
+                    print_events(&p.events);
+                }
+                print_events(&pred.events);
+                for p in &firmware {
+                    for (bank, v) in &p.values {
+                        println!("{}:{bank}={v}", p.pcr);
+                    }
                 }
                 for ph in &pred.phases {
                     for v in &ph.values {
@@ -405,6 +560,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Eventlog(cmd) => eventlog_cmd(cmd),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
@@ -670,4 +826,161 @@ fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
     Ok(bootchain::measure::predict_pcr11(
         &sections, None, &banks, &phases,
     ))
+}
+
+fn print_events(events: &[bootchain::measure::PredictedEvent]) {
+    for e in events {
+        let d = e
+            .digests
+            .iter()
+            .map(|(b, d)| format!("{b}:{d}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "PCR {:>2} {:<34} {:<42} {d}",
+            e.pcr, e.event_type, e.description
+        );
+    }
+}
+
+fn read_log(p: &std::path::Path) -> Result<bootchain::eventlog::EventLog> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    bootchain::eventlog::EventLog::parse(&bytes).with_context(|| format!("parsing {}", p.display()))
+}
+
+fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
+    use bootchain::eventlog::{self, DataCheck, EventView};
+    match cmd {
+        EventlogCmd::Show { log, json } => {
+            let l = read_log(&log)?;
+            let views: Vec<EventView> = l.events.iter().map(EventView::of).collect();
+            if json {
+                let v = serde_json::json!({ "spec_id": l.spec_id, "events": views });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let banks: Vec<String> = l.banks().iter().map(|b| b.to_string()).collect();
+                println!("banks: {}", banks.join(", "));
+                for v in &views {
+                    let check = match v.data_check {
+                        DataCheck::Match => "data ok",
+                        DataCheck::Mismatch => "DATA DOES NOT MATCH DIGEST",
+                        DataCheck::NotApplicable => "",
+                    };
+                    println!(
+                        "{:>6} PCR {:>2} {:<34} {} {}",
+                        v.offset,
+                        v.pcr,
+                        v.event_type.name(),
+                        v.description,
+                        check
+                    );
+                    for (b, d) in &v.digests {
+                        println!("{:>17} {b}:{d}", "");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EventlogCmd::Replay { log, json } => {
+            let l = read_log(&log)?;
+            let values = l.replay();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&eventlog::pcr_values_json(&values))?
+                );
+            } else {
+                for ((b, i), d) in &values {
+                    println!("{i}:{b}={d}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EventlogCmd::Verify {
+            log,
+            pcrs,
+            tcti,
+            json,
+        } => {
+            let l = read_log(&log)?;
+            let actual = match (pcrs, tcti) {
+                (Some(p), _) => eventlog::parse_pcr_values_json(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .map_err(anyhow::Error::msg)?,
+                (None, Some(t)) => read_tpm_pcrs(&t, &l)?,
+                (None, None) => bail!("give --pcrs FILE or --tcti TCTI (or BOOTCHAIN_TCTI)"),
+            };
+            let mismatches = eventlog::verify_replay(&l, &actual);
+            let lies: Vec<_> = l
+                .events
+                .iter()
+                .filter(|e| eventlog::check_data(e) == DataCheck::Mismatch)
+                .map(EventView::of)
+                .collect();
+            let ok = mismatches.is_empty() && lies.is_empty();
+            if json {
+                let v =
+                    serde_json::json!({ "ok": ok, "mismatches": mismatches, "lying_events": lies });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for m in &mismatches {
+                    println!(
+                        "PCR {} {}: log replays to {}, but the PCR is {}",
+                        m.pcr, m.bank, m.replayed, m.actual
+                    );
+                }
+                for e in &lies {
+                    println!(
+                        "event at offset {} (PCR {}, {}): data does not match its digest",
+                        e.offset,
+                        e.pcr,
+                        e.event_type.name()
+                    );
+                }
+                println!(
+                    "{}",
+                    if ok {
+                        "event log verified"
+                    } else {
+                        "event log verification FAILED"
+                    }
+                );
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        EventlogCmd::PredictNext { log, uki, sb, json } => {
+            let l = read_log(&log)?;
+            let db = sb.db_content()?;
+            let dbx = sb.dbx.as_deref().map(|p| sb.var(p)).transpose()?;
+            let next =
+                bootchain::firmware::predict_next_boot(&l, &uki, db.as_deref(), dbx.as_deref())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&eventlog::pcr_values_json(&next.values))?
+                );
+            } else {
+                for ((b, i), d) in &next.values {
+                    println!("{i}:{b}={d}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// PCR values from a TPM for every (bank, PCR) the log touches.
+fn read_tpm_pcrs(
+    tcti: &str,
+    log: &bootchain::eventlog::EventLog,
+) -> Result<bootchain::eventlog::PcrValues> {
+    let want: Vec<(HashAlg, u32)> = log.replay().keys().copied().collect();
+    let mut tpm = bootchain::tpm::Tpm::open(tcti)?;
+    Ok(tpm.read_pcrs(&want)?)
 }
