@@ -294,24 +294,42 @@ pub fn uki_sections(
     path: &Path,
     banks: &[HashAlg],
 ) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
-    let err = |source| MeasureError::Input {
+    let mut f = File::open(path).map_err(|source| MeasureError::Input {
         path: path.to_path_buf(),
         source,
+    })?;
+    uki_sections_from(&mut f, banks).map_err(|e| match e {
+        MeasureError::Input { source, .. } => MeasureError::Input {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Section digests and stub version of a UKI in memory (`Cursor<&[u8]>`) or any seekable
+/// stream; sections are hashed in streaming fashion.
+pub fn uki_sections_from<R: Read + std::io::Seek>(
+    f: &mut R,
+    banks: &[HashAlg],
+) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
+    let err = |source| MeasureError::Input {
+        path: PathBuf::from("<uki>"),
+        source,
     };
-    let mut f = File::open(path).map_err(err)?;
-    let (h, _) = PeHeaders::read(&mut f)?;
+    let (h, _) = PeHeaders::read(f)?;
     let mut out: Vec<SectionDigests> = Vec::new();
     let mut version = None;
     for s in &h.sections {
         let name = s.name.as_str();
         if name == ".sdmagic" {
-            let b = crate::pe::read_section_memory(&mut f, s).map_err(err)?;
+            let b = crate::pe::read_section_memory(f, s).map_err(err)?;
             version = crate::uki::parse_sdmagic(&String::from_utf8_lossy(&b));
         }
         if out.iter().any(|o| o.name == name) || !MEASUREMENT_ORDER.contains(&name.as_str()) {
             continue;
         }
-        let digests = crate::uki::section_memory_digests(&mut f, s, banks).map_err(err)?;
+        let digests = crate::uki::section_memory_digests(f, s, banks).map_err(err)?;
         out.push(SectionDigests {
             name,
             size: u64::from(s.virtual_size),

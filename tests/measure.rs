@@ -409,3 +409,55 @@ fn boot_vectors_pcr11_equals_prediction() {
         }
     }
 }
+
+/// The PolicyAuthorize digest for a PCR signing key equals the tpm2-policy-hash that
+/// systemd-cryptenroll (252) writes for `--tpm2-public-key`; this pins the TPM Name of the key
+/// (exponent 65537 written explicitly).
+#[test]
+fn policy_authorize_equals_systemd_cryptenroll() {
+    require_tool("systemd-cryptenroll");
+    require_tool("cryptsetup");
+    let p = parts();
+    let (_, public) = pcr_keys(&p.dir);
+    let tpm = Swtpm::start();
+    let img = p.dir.join("luks.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let pass = p.dir.join("pass");
+    std::fs::write(&pass, "passphrase").unwrap();
+    run_ok(
+        Command::new("cryptsetup")
+            .args([
+                "luksFormat",
+                "--type",
+                "luks2",
+                "--batch-mode",
+                "--pbkdf",
+                "pbkdf2",
+            ])
+            .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+            .arg(&pass)
+            .arg(&img),
+    );
+    run_ok(
+        Command::new("systemd-cryptenroll")
+            .arg(format!("--unlock-key-file={}", pass.display()))
+            .arg(format!("--tpm2-device={}", tpm.tcti()))
+            .arg("--tpm2-pcrs=")
+            .arg(format!("--tpm2-public-key={}", public.display()))
+            .arg("--tpm2-public-key-pcrs=11")
+            .arg(&img),
+    );
+    let token: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("cryptsetup")
+            .args(["token", "export", "--token-id", "0"])
+            .arg(&img),
+    ))
+    .unwrap();
+    let key = measure::rsa_public_key_from_pem(&std::fs::read(&public).unwrap()).unwrap();
+    let name = policy::object_name(&policy::rsa_public_area(&key).unwrap());
+    let ours = policy::policy_authorize(&name, b"");
+    assert_eq!(token["tpm2-policy-hash"], ours.to_hex());
+}
