@@ -580,6 +580,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             signing_time,
         }) => {
             let k = SigningKey::from_file(&key)?;
+            warn_if_ecdsa(&k);
             let c = keys::load_certificate(&cert)?;
             k.check_matches(&c)?;
             let opts = sign_opts(signing_time);
@@ -727,6 +728,7 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     }
     if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
         let key = SigningKey::from_file(k)?;
+        warn_if_ecdsa(&key);
         let cert = keys::load_certificate(c)?;
         key.check_matches(&cert)?;
         b = b.sign_with(key, cert, sign_opts(a.signing_time));
@@ -983,4 +985,15 @@ fn read_tpm_pcrs(
     let want: Vec<(HashAlg, u32)> = log.replay().keys().copied().collect();
     let mut tpm = bootchain::tpm::Tpm::open(tcti)?;
     Ok(tpm.read_pcrs(&want)?)
+}
+
+/// ECDSA Authenticode signatures are valid, but most UEFI firmware (EDK2 built with MbedTLS,
+/// many vendor implementations) only verifies RSA.
+fn warn_if_ecdsa(k: &SigningKey) {
+    if !matches!(k, SigningKey::Rsa(_)) {
+        eprintln!(
+            "bootchain: warning: signing with {:?}: most UEFI firmware only accepts RSA signatures in db checks",
+            k.public_key()
+        );
+    }
 }
