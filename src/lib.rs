@@ -21,6 +21,7 @@ pub mod keys;
 pub mod measure;
 pub mod pe;
 pub mod policy;
+pub mod seal;
 pub mod sign;
 pub mod tpm;
 pub mod uki;

@@ -1,0 +1,201 @@
+//! Sealing to PCR values on swtpm (one instance per test): round trip, refusal naming the
+//! changed PCR, tampering, a TPM swap, and sealing to values predicted for a UKI.
+
+mod common;
+
+use bootchain::eventlog::{extend, PcrValues};
+use bootchain::hash::{Digest, HashAlg};
+use bootchain::seal::{self, Envelope, SealError};
+use bootchain::tpm::Tpm;
+use common::swtpm::Swtpm;
+use common::*;
+
+fn current(t: &mut Tpm, pcrs: &[u32]) -> PcrValues {
+    let want: Vec<_> = pcrs.iter().map(|p| (HashAlg::Sha256, *p)).collect();
+    t.read_pcrs(&want).unwrap()
+}
+
+fn fresh_tpm(sw: &Swtpm) -> Tpm {
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    // Guard: a private, fresh swtpm has PCR 11 all zero.
+    let v = current(&mut t, &[11]);
+    assert!(v.values().all(|d| d.as_bytes().iter().all(|&b| b == 0)));
+    t
+}
+
+#[test]
+fn round_trip_then_refused_naming_the_changed_pcr() {
+    let sw = Swtpm::start();
+    let mut t = fresh_tpm(&sw);
+    t.extend(7, &[HashAlg::Sha256.digest(b"secure boot state")])
+        .unwrap();
+    let secret = pseudo_random(5000, 3);
+    let vals = current(&mut t, &[7, 11]);
+    let env = seal::seal(&mut t, HashAlg::Sha256, &[11, 7], &vals, &secret).unwrap();
+    assert_eq!(env.policy.pcrs, vec![7, 11]);
+    // The envelope round-trips through its JSON form.
+    let env = Envelope::from_json(&serde_json::to_string(&env).unwrap()).unwrap();
+    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), &secret[..]);
+    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), &secret[..]);
+    t.extend(11, &[HashAlg::Sha256.digest(b"something else booted")])
+        .unwrap();
+    match seal::unseal(&mut t, &env) {
+        Err(SealError::PcrMismatch(d)) => {
+            assert_eq!(d.len(), 1);
+            assert_eq!((d[0].bank, d[0].pcr), (HashAlg::Sha256, 11));
+            let msg = SealError::PcrMismatch(d).to_string();
+            assert!(msg.contains("PCR 11 (sha256)"), "{msg}");
+        }
+        other => panic!("expected a PCR mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn tampered_envelope_or_blob_is_refused() {
+    let sw = Swtpm::start();
+    let mut t = fresh_tpm(&sw);
+    let vals = current(&mut t, &[11]);
+    let env = seal::seal(&mut t, HashAlg::Sha256, &[11], &vals, b"disk key").unwrap();
+    // Ciphertext.
+    let mut e = env.clone();
+    let mut ct = base64_decode(&e.payload.ciphertext);
+    ct[0] ^= 1;
+    e.payload.ciphertext = base64_encode(&ct);
+    assert!(matches!(seal::unseal(&mut t, &e), Err(SealError::Tampered)));
+    // The parent Name is bound (and checked against the TPM).
+    let mut e = env.clone();
+    e.parent.name = format!("{}00", &e.parent.name[..e.parent.name.len() - 2]);
+    assert!(seal::unseal(&mut t, &e).is_err());
+    // Recorded values edited: refused before touching the TPM.
+    let mut e = env.clone();
+    e.policy.values.insert("11".into(), "11".repeat(32));
+    assert!(matches!(
+        seal::unseal(&mut t, &e),
+        Err(SealError::Envelope(_))
+    ));
+    // The TPM private blob.
+    let mut e = env.clone();
+    let mut p = base64_decode(&e.tpm.private);
+    let n = p.len() - 3;
+    p[n] ^= 0x40;
+    e.tpm.private = base64_encode(&p);
+    assert!(matches!(
+        seal::unseal(&mut t, &e),
+        Err(SealError::Unseal(_) | SealError::Tpm(_))
+    ));
+    // Still fine untouched.
+    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), b"disk key");
+}
+
+#[test]
+fn another_tpm_is_refused_with_the_parent_name_reason() {
+    let a = Swtpm::start();
+    let b = Swtpm::start();
+    let mut ta = fresh_tpm(&a);
+    let mut tb = fresh_tpm(&b);
+    let vals = current(&mut ta, &[11]);
+    let env = seal::seal(&mut ta, HashAlg::Sha256, &[11], &vals, b"k").unwrap();
+    let err = seal::unseal(&mut tb, &env).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not the one the secret was sealed under"),
+        "{msg}"
+    );
+}
+
+/// Seal to the PCR 11 predicted for a UKI, boot nothing, extend the swtpm's PCR 11 with the
+/// events the predictor lists, and unseal: prediction and sealing agree.
+#[test]
+fn sealing_to_a_predicted_uki_unseals_after_replaying_its_events() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("k"), pseudo_random(90_000, 8)).unwrap();
+    std::fs::write(d.path().join("i"), pseudo_random(10_000, 9)).unwrap();
+    let uki = d.path().join("uki.efi");
+    bootchain::uki::UkiBuilder::new()
+        .stub(require_stub())
+        .linux(d.path().join("k"))
+        .initrd(d.path().join("i"))
+        .uname("6.1.0")
+        .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+        .build(&uki)
+        .unwrap();
+    let pred =
+        bootchain::measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["".into()]).unwrap();
+    let mut vals = PcrValues::new();
+    vals.insert(
+        (HashAlg::Sha256, 11),
+        pred.value(HashAlg::Sha256, "").unwrap().clone(),
+    );
+    let sw = Swtpm::start();
+    let mut t = fresh_tpm(&sw);
+    let env = seal::seal(&mut t, HashAlg::Sha256, &[11], &vals, b"root volume key").unwrap();
+    assert!(matches!(
+        seal::unseal(&mut t, &env),
+        Err(SealError::PcrMismatch(_))
+    ));
+    let mut sim = Digest::zero(HashAlg::Sha256);
+    for e in &pred.events {
+        let dg = e.digests[&HashAlg::Sha256].clone();
+        t.extend(11, std::slice::from_ref(&dg)).unwrap();
+        sim = extend(&sim, &dg);
+    }
+    assert_eq!(&sim, pred.value(HashAlg::Sha256, "").unwrap());
+    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), b"root volume key");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn cli_seal_unseal_round_trip_and_refusal() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let sw = Swtpm::start();
+    let d = tempfile::tempdir().unwrap();
+    let env = d.path().join("root.sealed.json");
+    let secret = d.path().join("secret");
+    run_ok(
+        Command::new(bootchain_bin())
+            .args(["seal", "--pcrs", "7+11", "--random", "--tcti"])
+            .arg(sw.tcti())
+            .arg("--secret-output")
+            .arg(&secret)
+            .arg("-o")
+            .arg(&env),
+    );
+    for p in [&env, &secret] {
+        assert_eq!(
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let out = run(Command::new(bootchain_bin())
+        .args(["unseal", "--tcti"])
+        .arg(sw.tcti())
+        .arg(&env));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&secret).unwrap());
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(7, &[HashAlg::Sha256.digest(b"new db")]).unwrap();
+    drop(t);
+    let target = d.path().join("unsealed");
+    let out = run(Command::new(bootchain_bin())
+        .args(["unseal", "--tcti"])
+        .arg(sw.tcti())
+        .arg(&env)
+        .arg("-o")
+        .arg(&target));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("PCR 7 (sha256)"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
