@@ -555,23 +555,11 @@ impl UkiBuilder {
                         "merged SBAT ({} bytes) does not fit the stub's .sbat slot ({room} bytes): stub section renamed .sbatstb, merged .sbat appended",
                         bytes.len()
                     ));
-                    let pos = planned
-                        .len()
-                        .saturating_sub(usize::from(self.linux.is_some()));
-                    planned.insert(
-                        pos,
-                        (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)),
-                    );
+                    insert_before_linux(&mut planned, ".sbat", SectionContent::Bytes(bytes))?;
                     sbat_placement = Some("appended".to_string());
                 }
                 None => {
-                    let pos = planned
-                        .len()
-                        .saturating_sub(usize::from(self.linux.is_some()));
-                    planned.insert(
-                        pos,
-                        (SectionName::new(".sbat")?, SectionContent::Bytes(bytes)),
-                    );
+                    insert_before_linux(&mut planned, ".sbat", SectionContent::Bytes(bytes))?;
                     sbat_placement = Some("appended".to_string());
                 }
             }
@@ -579,16 +567,11 @@ impl UkiBuilder {
 
         if let Some(ps) = &self.pcr_signer {
             let json = self.pcrsig_json(ps, &stub, &planned, sbat_in_place.as_deref())?;
-            let pos = planned
-                .len()
-                .saturating_sub(usize::from(self.linux.is_some()));
-            planned.insert(
-                pos,
-                (
-                    SectionName::new(".pcrsig")?,
-                    SectionContent::Bytes(json.into_bytes()),
-                ),
-            );
+            insert_before_linux(
+                &mut planned,
+                ".pcrsig",
+                SectionContent::Bytes(json.into_bytes()),
+            )?;
         }
 
         // Sizes, dropping empty sections (the stub and systemd-measure skip them too).
@@ -969,6 +952,20 @@ fn read_stub(path: &Path) -> Result<Stub, UkiError> {
         stripped_symbols,
         sbat,
     })
+}
+
+/// Insert a section before `.linux` (which stays last), or at the end.
+fn insert_before_linux(
+    planned: &mut Vec<(SectionName, SectionContent)>,
+    name: &str,
+    content: SectionContent,
+) -> Result<(), UkiError> {
+    let pos = planned
+        .iter()
+        .position(|(n, _)| n.as_str() == ".linux")
+        .unwrap_or(planned.len());
+    planned.insert(pos, (SectionName::new(name)?, content));
+    Ok(())
 }
 
 /// Move the PE signature, COFF and optional headers and the section table to offset 0x40.
