@@ -387,16 +387,14 @@ pub fn authorizing_db_entry(
     db: &[SignatureData],
 ) -> Option<SignatureData> {
     use der::Decode;
-    db.iter()
-        .find(|e| {
-            let Ok(cert) = x509_cert::Certificate::from_der(&e.data) else {
-                return false;
-            };
-            crate::sign::verify_file(image, None, Some(&cert))
-                .map(|r| r.passed(true))
-                .unwrap_or(false)
-        })
-        .cloned()
+    let certs: Vec<(usize, x509_cert::Certificate)> = db
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((i, x509_cert::Certificate::from_der(&e.data).ok()?)))
+        .collect();
+    let anchors: Vec<x509_cert::Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
+    let hit = crate::sign::first_trusting_anchor(image, &anchors).ok()??;
+    certs.get(hit).and_then(|(i, _)| db.get(*i)).cloned()
 }
 
 /// A predicted PCR: its events and final value per bank.
@@ -707,9 +705,8 @@ pub fn predict_chain_boot(
     if !state.enabled {
         // The stub loads .linux with LoadImage; without Secure Boot the firmware measures it.
         if let Some(s) = h.section(".linux") {
-            let bytes = crate::pe::read_section_memory(&mut f, s).map_err(io)?;
-            let mut c = std::io::Cursor::new(bytes);
-            if let Ok(k) = crate::authenticode::image_digests(&mut c, banks) {
+            let mut w = crate::pe::Window::section(&mut f, s);
+            if let Ok(k) = crate::authenticode::image_digests(&mut w, banks) {
                 images.push(BootImage {
                     description: "kernel from .linux".into(),
                     authenticode: k.into_iter().map(|d| (d.alg(), d)).collect(),
@@ -725,7 +722,18 @@ pub fn predict_chain_boot(
     } else {
         Vec::new()
     };
-    let pcr11 = crate::measure::predict_uki(uki, None, banks, phases)?;
+    // One pass over the sections feeds both PCR 11 and PCR 9 (the initrd digest).
+    let (sections, version) = crate::measure::uki_sections(uki, banks)?;
+    let major = version
+        .as_deref()
+        .and_then(crate::measure::stub_major)
+        .ok_or_else(|| MeasureError::NoStubVersion(uki.to_path_buf()))?;
+    let pcr11 = crate::measure::predict_pcr11(
+        &sections,
+        Some(crate::measure::StubRules::new(major)),
+        banks,
+        phases,
+    );
     let mut out = vec![
         predict_pcr4(&images, banks),
         predict_pcr7(state, &authorities, banks),
@@ -734,16 +742,10 @@ pub fn predict_chain_boot(
         Some(s) => Some(crate::pe::read_section_memory(&mut f, s).map_err(io)?),
         None => None,
     };
-    let initrd = match h.section(".initrd") {
-        Some(s) => Some(
-            crate::uki::section_memory_digests(&mut f, s, banks)
-                .map_err(io)?
-                .into_iter()
-                .map(|d| (d.alg(), d))
-                .collect(),
-        ),
-        None => None,
-    };
+    let initrd: Option<BTreeMap<HashAlg, Digest>> = sections
+        .iter()
+        .find(|s| s.name == ".initrd")
+        .map(|s| s.digests.iter().map(|d| (d.alg(), d.clone())).collect());
     out.push(predict_pcr9(cmdline.as_deref(), initrd.as_ref(), banks));
     if let Some(ph) = pcr11.phases.first() {
         out.push(PcrPrediction {

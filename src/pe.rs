@@ -495,6 +495,62 @@ pub fn read_section_memory<R: Read + Seek>(r: &mut R, s: &SectionHeader) -> io::
     Ok(v)
 }
 
+/// A seekable view of `len` bytes at `start` of an inner reader: lets an embedded image (a
+/// UKI's `.linux`) be parsed and hashed in place, without loading it.
+#[derive(Debug)]
+pub struct Window<'a, R> {
+    inner: &'a mut R,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a, R: Read + Seek> Window<'a, R> {
+    /// The view of `len` bytes at `start`.
+    pub fn new(inner: &'a mut R, start: u64, len: u64) -> Self {
+        Window {
+            inner,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+
+    /// The loaded bytes of a section.
+    pub fn section(inner: &'a mut R, s: &SectionHeader) -> Self {
+        Window::new(
+            inner,
+            u64::from(s.pointer_to_raw_data),
+            u64::from(s.loaded_file_len()),
+        )
+    }
+}
+
+impl<R: Read + Seek> Read for Window<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.len - self.pos) as usize;
+        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.inner.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Window<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
+        Ok(self.pos)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

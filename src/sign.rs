@@ -794,6 +794,46 @@ pub fn verify_file(
     })
 }
 
+/// The index of the first certificate in `anchors` that a valid embedded signature of the
+/// image chains to (what firmware does with db), or `None`. The image is hashed once per
+/// digest algorithm, whatever the number of anchors.
+pub fn first_trusting_anchor(
+    path: &Path,
+    anchors: &[Certificate],
+) -> Result<Option<usize>, SignError> {
+    let mut f = File::open(path)?;
+    let (headers, _) = PeHeaders::read(&mut f)?;
+    let parsed: Vec<ParsedSignature> = authenticode::read_certificates(&mut f, &headers)?
+        .iter()
+        .filter_map(|c| parse_signature(&c.data).ok())
+        .collect();
+    let mut digests: Vec<Digest> = Vec::new();
+    for p in &parsed {
+        let alg = p.image_digest.alg();
+        if !digests.iter().any(|d| d.alg() == alg) {
+            digests.extend(authenticode::image_digests_with_headers(
+                &mut f,
+                &headers,
+                &[alg],
+            )?);
+        }
+    }
+    let lookup = |a: HashAlg| {
+        digests
+            .iter()
+            .find(|d| d.alg() == a)
+            .cloned()
+            .ok_or_else(|| SignError::Encode("digest".into()))
+    };
+    Ok(anchors.iter().position(|anchor| {
+        parsed.iter().any(|p| {
+            verify_parsed(0, p, &lookup, Some(anchor))
+                .iter()
+                .any(SignerReport::ok)
+        })
+    }))
+}
+
 /// Describe the signatures embedded in an already-open image without judging trust.
 pub fn describe_signatures<R: Read + Seek>(
     r: &mut R,

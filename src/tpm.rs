@@ -84,6 +84,22 @@ fn slot(pcr: u32) -> Result<PcrSlot, TpmError> {
     PcrSlot::try_from(1u32 << pcr).map_err(|e| TpmError::Data(e.to_string()))
 }
 
+/// The PCR slots and TPML_PCR_SELECTION for `pcrs` of one bank.
+fn selection_list(
+    bank: HashAlg,
+    pcrs: &[u32],
+) -> Result<(Vec<PcrSlot>, tss_esapi::structures::PcrSelectionList), TpmError> {
+    let slots = pcrs
+        .iter()
+        .map(|p| slot(*p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sel = PcrSelectionListBuilder::new()
+        .with_selection(hashing(bank), &slots)
+        .build()
+        .map_err(|e| TpmError::Data(e.to_string()))?;
+    Ok((slots, sel))
+}
+
 /// An open TPM.
 pub struct Tpm {
     ctx: Context,
@@ -130,14 +146,7 @@ impl Tpm {
             if pcrs.is_empty() {
                 continue;
             }
-            let slots = pcrs
-                .iter()
-                .map(|p| slot(*p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let sel = PcrSelectionListBuilder::new()
-                .with_selection(hashing(bank), &slots)
-                .build()
-                .map_err(|e| TpmError::Data(e.to_string()))?;
+            let (slots, sel) = selection_list(bank, &pcrs)?;
             let data = tss_pcr::read_all(&mut self.ctx, sel).map_err(cmd_err("PCR_Read"))?;
             let bank_data = data.pcr_bank(hashing(bank)).ok_or_else(|| {
                 TpmError::Data(format!(
@@ -445,14 +454,7 @@ impl Tpm {
             let r = (|| -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
                 let ps =
                     PolicySession::try_from(session).map_err(|e| TpmError::Data(e.to_string()))?;
-                let slots = pcrs
-                    .iter()
-                    .map(|p| slot(*p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let sel = PcrSelectionListBuilder::new()
-                    .with_selection(hashing(bank), &slots)
-                    .build()
-                    .map_err(|e| TpmError::Data(e.to_string()))?;
+                let (_, sel) = selection_list(bank, pcrs)?;
                 self.ctx
                     .policy_pcr(ps, Default::default(), sel)
                     .map_err(cmd_err("PolicyPCR"))?;

@@ -320,6 +320,10 @@ pub struct UkiBuilder {
 }
 
 /// Signing of the PCR 11 policy embedded as `.pcrsig` (ukify `--pcr-private-key`).
+///
+/// `.pcrsig` sits before `.linux` in the file, so its content must be known before the kernel
+/// is written: with a PCR signer the inputs are read twice (a hashing pass for the PCR banks,
+/// then the writing pass for the Authenticode digest), each digest still computed once.
 pub struct PcrPolicySigner {
     /// The RSA key.
     pub key: rsa::RsaPrivateKey,

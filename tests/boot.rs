@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -59,19 +58,7 @@ fn secure_boot_runs_our_signed_uki() {
     // spare header room, so the PE headers are moved down to 0x40. The firmware must still
     // verify and run it.
     let uki = f.dir.join("signed.efi");
-    let pcr_key = f.dir.join("pcr.key");
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&pcr_key),
-    );
+    let (pcr_key, _) = make_rsa_keypair(&f.dir, "pcr");
     UkiBuilder::new()
         .stub(require_stub())
         .linux(kernel())

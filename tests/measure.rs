@@ -174,28 +174,7 @@ fn cli_calculate_output_is_byte_identical_to_systemd_measure() {
 }
 
 fn pcr_keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let private = dir.join("pcr-priv.pem");
-    let public = dir.join("pcr-pub.pem");
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&private),
-    );
-    run_ok(
-        Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public),
-    );
-    (private, public)
+    make_rsa_keypair(dir, "pcr")
 }
 
 #[test]

@@ -96,6 +96,32 @@ pub fn make_key(dir: &Path, name: &str, alg: &str) -> (PathBuf, PathBuf) {
     (key, crt)
 }
 
+/// A bare RSA-2048 key pair (for PCR policy signing): private PEM and SPKI public PEM.
+pub fn make_rsa_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}-priv.pem"));
+    let public = dir.join(format!("{name}-pub.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&private),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public),
+    );
+    (private, public)
+}
+
 /// Deterministic pseudo-random bytes (xorshift), for initrds.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
