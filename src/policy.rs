@@ -216,6 +216,35 @@ pub fn policy_auth_value(prev: &Digest) -> Digest {
     h.finalize()
 }
 
+/// The literal-PCR part of a sealing policy: a selection and its values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcrBinding {
+    /// The PCRs (one bank).
+    pub selection: PcrSelection,
+    /// Their values, ascending PCR order.
+    pub values: Vec<Digest>,
+}
+
+/// The whole sealing policy in systemd's order (`tpm2_calculate_sealing_policy`):
+/// [PolicyAuthorize(key Name)] then [PolicyPCR over literal values] then [PolicyAuthValue].
+pub fn sealing_policy(
+    authorize_key_name: Option<&[u8]>,
+    pcrs: Option<&PcrBinding>,
+    pin: bool,
+) -> Result<Digest, PolicyError> {
+    let mut d = match authorize_key_name {
+        Some(name) => policy_authorize(name, b""),
+        None => zero_policy(),
+    };
+    if let Some(b) = pcrs.filter(|b| !b.selection.pcrs.is_empty()) {
+        d = policy_pcr(&d, std::slice::from_ref(&b.selection), &b.values)?;
+    }
+    if pin {
+        d = policy_auth_value(&d);
+    }
+    Ok(d)
+}
+
 /// The approved-policy hash a PolicyAuthorize signature covers:
 /// `aHash = H(approvedPolicy || policyRef)` (Part 3 §23.16).
 pub fn authorize_signed_hash(approved: &Digest, policy_ref: &[u8]) -> Digest {

@@ -1,19 +1,25 @@
-//! Sealing a root-volume secret to PCR values: a 32-byte key-encryption key (KEK) sealed in
-//! the TPM under a PolicyPCR policy, and the secret (any size) in an AES-256-GCM envelope whose
-//! associated data binds the envelope header (format version, policy digest, PCR selection,
-//! parent Name).
+//! Sealing a root-volume secret to a TPM policy: a 32-byte key-encryption key (KEK) sealed in
+//! the TPM, and the secret (any size) in an AES-256-GCM envelope whose associated data binds
+//! the envelope header.
 //!
-//! Envelope file format (JSON, version 1):
+//! The policy follows systemd's order: [PolicyAuthorize(RSA key that signs PCR policies,
+//! `.pcrsig`)] then [PolicyPCR over literal values] then [PolicyAuthValue for a PIN].
+//!
+//! Envelope file format (JSON, version 1; optional members omitted when unused):
 //! ```json
 //! { "format": "bootchain-sealed", "version": 1,
-//!   "parent": { "kind": "srk|ecc-p256", "name": "hex TPM Name" },
+//!   "parent": { "kind": "srk|ecc-p256|rsa-2048|legacy-ecc|legacy-rsa", "name": "hex TPM Name" },
 //!   "policy": { "digest": "hex", "bank": "sha256", "pcrs": [7, 11],
-//!               "values": { "7": "hex", "11": "hex" } },
+//!               "values": { "7": "hex", "11": "hex" },
+//!               "authorize": { "public_key": "PEM", "key_name": "hex", "bank": "sha256",
+//!                              "pcrs": [11] },
+//!               "pin": { "salt": "base64 (32 bytes)" } },
 //!   "tpm": { "private": "base64 TPM2B_PRIVATE buffer", "public": "base64 TPMT_PUBLIC" },
 //!   "payload": { "alg": "A256GCM", "nonce": "base64 (12 bytes)", "ciphertext": "base64" } }
 //! ```
 //! AAD = `"bootchain-sealed/1\n" || policy digest hex || "\n" || bank ":" pcrs || "\n" || parent
-//! Name hex || "\n"`.
+//! Name hex || "\n"`, then `"authorize:" key Name hex ":" bank ":" pcrs "\n"` when signed, then
+//! `"pin:" salt "\n"` with a PIN (pcrs joined by `+`).
 
 use std::collections::BTreeMap;
 
@@ -25,8 +31,11 @@ use zeroize::Zeroizing;
 
 use crate::eventlog::PcrValues;
 use crate::hash::{Digest, HashAlg};
-use crate::policy::{self, PcrIndex, PcrSelection};
-use crate::tpm::{SealedObject, Tpm, TpmError, UnsealError};
+use crate::measure::PcrSignatures;
+use crate::policy::{self, PcrBinding, PcrIndex, PcrSelection};
+use crate::tpm::{
+    AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
+};
 
 /// Envelope format name.
 pub const FORMAT: &str = "bootchain-sealed";
@@ -46,6 +55,32 @@ pub enum SealError {
     /// PCRs differ from the sealed values.
     #[error("unseal refused: PCRs changed since sealing: {}", describe_diffs(.0))]
     PcrMismatch(Vec<PcrDiff>),
+    /// The literal PCR policy failed and the sealed values are not recorded (systemd tokens).
+    #[error("unseal refused: the PCRs no longer have the values the secret was sealed to: now {}; the TPM computed policy {actual}, the secret needs {expected}", describe_current(.current))]
+    PcrPolicyMismatch {
+        /// The current values of the literal PCRs.
+        current: Vec<(HashAlg, u32, Digest)>,
+        /// The sealed policy.
+        expected: String,
+        /// The session's policy.
+        actual: String,
+    },
+    /// No signature covers the current values of the signed PCRs.
+    #[error("unseal refused: no PCR policy signature matches this boot: {} (policy {approved}); {signed} signature(s) for this key and PCR set were offered", describe_current(.current))]
+    NotSigned {
+        /// The current values of the signed PCRs.
+        current: Vec<(HashAlg, u32, Digest)>,
+        /// Their PolicyPCR digest, which nobody signed.
+        approved: String,
+        /// How many candidate signatures there were.
+        signed: usize,
+    },
+    /// The secret is sealed to a signed policy but no signatures were given.
+    #[error("this secret is sealed to a signed PCR policy: give the signatures (.pcrsig JSON, or the UKI that carries them)")]
+    SignaturesRequired,
+    /// The secret is sealed with a PIN but none was given.
+    #[error("this secret is sealed with a PIN: give the PIN")]
+    PinRequired,
     /// A value for a selected PCR is missing.
     #[error("no {bank} value given for PCR {pcr}")]
     MissingValue {
@@ -57,6 +92,9 @@ pub enum SealError {
     /// The envelope is malformed.
     #[error("malformed sealed envelope: {0}")]
     Envelope(String),
+    /// A bad argument (an empty policy, a key that cannot sign PCR policies).
+    #[error("{0}")]
+    Request(String),
     /// Decryption failed: the envelope or its sealed key was tampered with.
     #[error("the envelope does not decrypt: it was modified, or belongs to another sealed key")]
     Tampered,
@@ -90,6 +128,13 @@ fn describe_diffs(d: &[PcrDiff]) -> String {
         .join("; ")
 }
 
+fn describe_current(c: &[(HashAlg, u32, Digest)]) -> String {
+    c.iter()
+        .map(|(b, p, d)| format!("PCR {p} ({b}) is {d}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The parent section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParentInfo {
@@ -99,17 +144,43 @@ pub struct ParentInfo {
     pub name: String,
 }
 
+/// The signed-policy part: PolicyAuthorize by this key over PolicyPCR of `pcrs`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizeInfo {
+    /// The RSA public key, PEM (SubjectPublicKeyInfo).
+    pub public_key: String,
+    /// Its TPM Name, hex.
+    pub key_name: String,
+    /// Bank of the signed PolicyPCR.
+    pub bank: HashAlg,
+    /// PCRs of the signed PolicyPCR.
+    pub pcrs: Vec<u32>,
+}
+
+/// The PIN part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinInfo {
+    /// PBKDF2 salt, base64.
+    pub salt: String,
+}
+
 /// The policy section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyInfo {
     /// Policy digest, hex.
     pub digest: String,
-    /// PCR bank.
+    /// PCR bank of the literal values.
     pub bank: HashAlg,
-    /// PCRs.
+    /// PCRs bound to literal values (may be empty with a signed policy).
     pub pcrs: Vec<u32>,
     /// The values sealed to (for diagnosis).
     pub values: BTreeMap<String, String>,
+    /// Signed policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize: Option<AuthorizeInfo>,
+    /// PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinInfo>,
 }
 
 /// The sealed TPM object.
@@ -151,18 +222,32 @@ pub struct Envelope {
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+fn join_pcrs(p: &[u32]) -> String {
+    p.iter().map(u32::to_string).collect::<Vec<_>>().join("+")
+}
+
 impl Envelope {
     fn aad(&self) -> Vec<u8> {
-        let pcrs: Vec<String> = self.policy.pcrs.iter().map(u32::to_string).collect();
-        format!(
+        let mut s = format!(
             "{FORMAT}/{}\n{}\n{}:{}\n{}\n",
             self.version,
             self.policy.digest,
             self.policy.bank,
-            pcrs.join("+"),
+            join_pcrs(&self.policy.pcrs),
             self.parent.name
-        )
-        .into_bytes()
+        );
+        if let Some(a) = &self.policy.authorize {
+            s.push_str(&format!(
+                "authorize:{}:{}:{}\n",
+                a.key_name,
+                a.bank,
+                join_pcrs(&a.pcrs)
+            ));
+        }
+        if let Some(p) = &self.policy.pin {
+            s.push_str(&format!("pin:{}\n", p.salt));
+        }
+        s.into_bytes()
     }
 
     /// Parse and check the header fields.
@@ -184,64 +269,173 @@ impl Envelope {
         Ok(e)
     }
 
-    fn selection(&self) -> Result<PcrSelection, SealError> {
-        let pcrs = self
-            .policy
-            .pcrs
-            .iter()
-            .map(|p| PcrIndex::new(*p).map_err(|e| SealError::Envelope(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(PcrSelection::new(self.policy.bank, pcrs))
+    /// Whether unsealing needs a PIN.
+    pub fn needs_pin(&self) -> bool {
+        self.policy.pin.is_some()
+    }
+
+    /// Whether unsealing needs `.pcrsig` signatures.
+    pub fn needs_signatures(&self) -> bool {
+        self.policy.authorize.is_some()
     }
 }
 
-/// Seal `secret` to `values` of `pcrs` in `bank`.
-pub fn seal(
-    tpm: &mut Tpm,
-    bank: HashAlg,
-    pcrs: &[u32],
-    values: &PcrValues,
-    secret: &[u8],
-) -> Result<Envelope, SealError> {
-    let mut sorted: Vec<u32> = pcrs.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let sel = PcrSelection::new(
-        bank,
-        sorted
-            .iter()
-            .map(|p| PcrIndex::new(*p).map_err(|e| SealError::Envelope(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?,
-    );
-    let vals = sorted
+fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, SealError> {
+    let idx = pcrs
+        .iter()
+        .map(|p| PcrIndex::new(*p).map_err(|e| SealError::Request(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PcrSelection::new(bank, idx))
+}
+
+fn sorted(pcrs: &[u32]) -> Vec<u32> {
+    let mut v = pcrs.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// A signed-policy key (the `.pcrpkey`) and the PCRs its signatures cover.
+#[derive(Clone, Debug)]
+pub struct AuthorizeKey {
+    /// The RSA public key.
+    pub key: rsa::RsaPublicKey,
+    /// Signed PCRs (systemd's default: 11).
+    pub pcrs: Vec<u32>,
+}
+
+impl AuthorizeKey {
+    fn public_area(&self) -> Result<Vec<u8>, SealError> {
+        Ok(policy::rsa_public_area(&self.key)?)
+    }
+}
+
+/// What to seal to.
+#[derive(Clone, Debug)]
+pub struct SealRequest<'a> {
+    /// Parent key.
+    pub parent: ParentChoice,
+    /// Bank for both the literal and the signed PCRs.
+    pub bank: HashAlg,
+    /// PCRs bound to literal values.
+    pub pcrs: &'a [u32],
+    /// Their values (from the TPM, a prediction, or a UKI).
+    pub values: &'a PcrValues,
+    /// Signed policy.
+    pub authorize: Option<&'a AuthorizeKey>,
+    /// PIN.
+    pub pin: Option<&'a [u8]>,
+}
+
+/// The software-computed policy of a request, with what the envelope records.
+struct Computed {
+    digest: Digest,
+    literal: Vec<u32>,
+    values: Vec<Digest>,
+    authorize: Option<AuthorizeInfo>,
+}
+
+fn compute(req: &SealRequest<'_>) -> Result<Computed, SealError> {
+    let literal = sorted(req.pcrs);
+    if literal.is_empty() && req.authorize.is_none() {
+        return Err(SealError::Request(
+            "nothing to seal to: give PCRs, a PCR public key, or both".into(),
+        ));
+    }
+    let values = literal
         .iter()
         .map(|p| {
-            values
-                .get(&(bank, *p))
+            req.values
+                .get(&(req.bank, *p))
                 .cloned()
-                .ok_or(SealError::MissingValue { bank, pcr: *p })
+                .ok_or(SealError::MissingValue {
+                    bank: req.bank,
+                    pcr: *p,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let digest = policy::policy_pcr(&policy::zero_policy(), &[sel], &vals)?;
+    let binding = PcrBinding {
+        selection: selection(req.bank, &literal)?,
+        values: values.clone(),
+    };
+    let authorize = match req.authorize {
+        Some(k) => {
+            let signed = sorted(&k.pcrs);
+            if signed.is_empty() {
+                return Err(SealError::Request(
+                    "a PCR public key needs the PCRs its signatures cover".into(),
+                ));
+            }
+            selection(req.bank, &signed)?;
+            let name = policy::object_name(&k.public_area()?);
+            Some(AuthorizeInfo {
+                public_key: crate::measure::public_key_pem(&k.key)
+                    .map_err(|e| SealError::Request(e.to_string()))?,
+                key_name: hex::encode(name),
+                bank: req.bank,
+                pcrs: signed,
+            })
+        }
+        None => None,
+    };
+    let name = authorize
+        .as_ref()
+        .map(|a| hex::decode(&a.key_name))
+        .transpose()
+        .map_err(|_| SealError::Request("key name".into()))?;
+    let digest = policy::sealing_policy(name.as_deref(), Some(&binding), req.pin.is_some())?;
+    Ok(Computed {
+        digest,
+        literal,
+        values,
+        authorize,
+    })
+}
+
+/// Seal `secret` as `req` says.
+pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envelope, SealError> {
+    let c = compute(req)?;
+    let (pin, auth) = match req.pin {
+        Some(pin) => {
+            let mut salt = [0u8; crate::pin::PIN_SALT_LEN];
+            aes_gcm::aead::rand_core::RngCore::fill_bytes(&mut OsRng, &mut salt);
+            let auth = crate::pin::pin_auth_value(pin, Some(&salt));
+            (
+                Some(PinInfo {
+                    salt: B64.encode(salt),
+                }),
+                Some(auth),
+            )
+        }
+        None => (None, None),
+    };
     let kek = Aes256Gcm::generate_key(&mut OsRng);
     let kek = Zeroizing::new(kek.to_vec());
-    let obj = tpm.seal(&digest, &kek)?;
+    let obj = tpm.seal(
+        req.parent,
+        &c.digest,
+        &kek,
+        auth.as_ref().map(|a| a.as_slice()),
+    )?;
     let mut env = Envelope {
         format: FORMAT.into(),
         version: VERSION,
         parent: ParentInfo {
-            kind: obj.parent.clone(),
+            kind: obj.parent.as_str().to_string(),
             name: hex::encode(&obj.parent_name),
         },
         policy: PolicyInfo {
-            digest: digest.to_hex(),
-            bank,
-            pcrs: sorted.clone(),
-            values: sorted
+            digest: c.digest.to_hex(),
+            bank: req.bank,
+            pcrs: c.literal.clone(),
+            values: c
+                .literal
                 .iter()
-                .zip(&vals)
+                .zip(&c.values)
                 .map(|(p, v)| (p.to_string(), v.to_hex()))
                 .collect(),
+            authorize: c.authorize,
+            pin,
         },
         tpm: TpmBlob {
             private: B64.encode(&obj.private),
@@ -270,9 +464,48 @@ pub fn seal(
     Ok(env)
 }
 
-/// Unseal an envelope. When the PCRs no longer match, the error lists each PCR that differs,
-/// with its current and sealed value.
-pub fn unseal(tpm: &mut Tpm, env: &Envelope) -> Result<Zeroizing<Vec<u8>>, SealError> {
+/// What unsealing may need besides the TPM.
+#[derive(Clone, Debug, Default)]
+pub struct UnsealOptions<'a> {
+    /// `.pcrsig` signatures, for envelopes sealed to a signed policy.
+    pub signatures: Option<&'a PcrSignatures>,
+    /// The PIN, for envelopes sealed with one.
+    pub pin: Option<&'a [u8]>,
+}
+
+/// The (policy digest, signature) candidates of `sigs` for `key` over `pcrs` in `bank`
+/// (systemd's `find_signature`: same PCR set and key fingerprint).
+pub fn signature_candidates(
+    sigs: &PcrSignatures,
+    key: &rsa::RsaPublicKey,
+    bank: HashAlg,
+    pcrs: &[u32],
+) -> Result<Vec<(Digest, Vec<u8>)>, SealError> {
+    let fp = crate::measure::public_key_fingerprint(key)
+        .map_err(|e| SealError::Request(e.to_string()))?
+        .to_hex();
+    let want = sorted(pcrs);
+    Ok(sigs
+        .iter()
+        .filter(|(b, _)| *b == bank)
+        .flat_map(|(_, entries)| entries.iter())
+        .filter(|e| sorted(&e.pcrs) == want && e.pkfp.eq_ignore_ascii_case(&fp))
+        .filter_map(|e| {
+            let pol = Digest::from_hex(HashAlg::Sha256, &e.pol).ok()?;
+            let sig = B64.decode(&e.sig).ok()?;
+            Some((pol, sig))
+        })
+        .collect())
+}
+
+/// Unseal an envelope. When the TPM refuses, the error says why: each literal PCR that
+/// differs (current vs sealed), the signed PCRs whose current values nobody signed, a wrong PIN
+/// with the tries left, or a different TPM.
+pub fn unseal(
+    tpm: &mut Tpm,
+    env: &Envelope,
+    opts: &UnsealOptions<'_>,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let bad = |m: &str| SealError::Envelope(m.to_string());
     let obj = SealedObject {
         private: B64
@@ -280,55 +513,141 @@ pub fn unseal(tpm: &mut Tpm, env: &Envelope) -> Result<Zeroizing<Vec<u8>>, SealE
             .map_err(|_| bad("tpm.private"))?,
         public: B64.decode(&env.tpm.public).map_err(|_| bad("tpm.public"))?,
         parent_name: hex::decode(&env.parent.name).map_err(|_| bad("parent.name"))?,
-        parent: env.parent.kind.clone(),
+        parent: env
+            .parent
+            .kind
+            .parse::<ParentKind>()
+            .map_err(|_| bad("parent.kind"))?,
     };
     let expected =
         Digest::from_hex(HashAlg::Sha256, &env.policy.digest).map_err(|_| bad("policy.digest"))?;
-    let sel = env.selection()?;
-    // The recorded values must produce the recorded policy (else the envelope was edited).
-    let recorded = sel
-        .pcrs
+    let literal = env.policy.pcrs.clone();
+    let sel = selection(env.policy.bank, &literal).map_err(|_| bad("policy.pcrs"))?;
+    // The recorded values and key must produce the recorded policy (else the envelope was
+    // edited).
+    let recorded = literal
         .iter()
         .map(|p| {
             env.policy
                 .values
-                .get(&p.get().to_string())
+                .get(&p.to_string())
                 .and_then(|h| Digest::from_hex(env.policy.bank, h).ok())
                 .ok_or_else(|| bad("policy.values"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if policy::policy_pcr(
-        &policy::zero_policy(),
-        std::slice::from_ref(&sel),
-        &recorded,
-    )? != expected
-    {
-        return Err(bad("policy.values do not produce policy.digest"));
+    let key = env
+        .policy
+        .authorize
+        .as_ref()
+        .map(|a| {
+            crate::measure::rsa_public_key_from_pem(a.public_key.as_bytes())
+                .map_err(|_| bad("policy.authorize.public_key"))
+        })
+        .transpose()?;
+    let key_area = key.as_ref().map(policy::rsa_public_area).transpose()?;
+    if let (Some(a), Some(area)) = (&env.policy.authorize, &key_area) {
+        if hex::encode(policy::object_name(area)) != a.key_name {
+            return Err(bad(
+                "policy.authorize.key_name does not match the public key",
+            ));
+        }
     }
-    let pcrs: Vec<u32> = sel.pcrs.iter().map(|p| p.get()).collect();
-    let kek = match tpm.unseal(&obj, env.policy.bank, &pcrs, &expected) {
+    let name = key_area.as_deref().map(policy::object_name);
+    let binding = PcrBinding {
+        selection: sel,
+        values: recorded.clone(),
+    };
+    if policy::sealing_policy(name.as_deref(), Some(&binding), env.policy.pin.is_some())?
+        != expected
+    {
+        return Err(bad("policy members do not produce policy.digest"));
+    }
+    let auth = match (&env.policy.pin, opts.pin) {
+        (Some(p), Some(pin)) => {
+            let salt = B64.decode(&p.salt).map_err(|_| bad("policy.pin.salt"))?;
+            Some(crate::pin::pin_auth_value(pin, Some(&salt)))
+        }
+        (Some(_), None) => return Err(SealError::PinRequired),
+        (None, _) => None,
+    };
+    let candidates = match (&env.policy.authorize, &key) {
+        (Some(a), Some(k)) => {
+            let sigs = opts.signatures.ok_or(SealError::SignaturesRequired)?;
+            signature_candidates(sigs, k, a.bank, &a.pcrs)?
+        }
+        _ => Vec::new(),
+    };
+    let steps = PolicySteps {
+        authorize: match (&env.policy.authorize, &key_area) {
+            (Some(a), Some(area)) => Some(AuthorizeStep {
+                public_area: area,
+                bank: a.bank,
+                pcrs: &a.pcrs,
+                candidates: &candidates,
+            }),
+            _ => None,
+        },
+        pcrs: Some((env.policy.bank, &literal)),
+        auth_value: auth.as_ref().map(|a| a.as_slice()),
+    };
+    let kek = match tpm.unseal(&obj, Some(&obj.parent_name), &steps, &expected) {
         Ok(k) => k,
         Err(UnsealError::PolicyMismatch { .. }) => {
-            let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (env.policy.bank, *p)).collect();
+            return Err(SealError::PcrMismatch(pcr_diffs(
+                tpm,
+                env.policy.bank,
+                &literal,
+                &recorded,
+            )?))
+        }
+        Err(UnsealError::NoSignature {
+            bank,
+            pcrs,
+            approved,
+        }) => {
+            let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
             let now = tpm.read_pcrs(&want)?;
-            let diffs: Vec<PcrDiff> = want
-                .iter()
-                .zip(&recorded)
-                .filter_map(|(k, exp)| {
-                    let cur = now.get(k)?;
-                    (cur != exp).then(|| PcrDiff {
-                        bank: k.0,
-                        pcr: k.1,
-                        current: cur.clone(),
-                        expected: exp.clone(),
-                    })
-                })
-                .collect();
-            return Err(SealError::PcrMismatch(diffs));
+            return Err(SealError::NotSigned {
+                current: want
+                    .iter()
+                    .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
+                    .collect(),
+                approved,
+                signed: candidates.len(),
+            });
         }
         Err(e) => return Err(SealError::Unseal(e)),
     };
-    let cipher = Aes256Gcm::new_from_slice(&kek).map_err(|_| SealError::Tampered)?;
+    open_payload(env, &kek)
+}
+
+/// The literal PCRs whose current value differs from the recorded one.
+fn pcr_diffs(
+    tpm: &mut Tpm,
+    bank: HashAlg,
+    pcrs: &[u32],
+    recorded: &[Digest],
+) -> Result<Vec<PcrDiff>, SealError> {
+    let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
+    let now = tpm.read_pcrs(&want)?;
+    Ok(want
+        .iter()
+        .zip(recorded)
+        .filter_map(|(k, exp)| {
+            let cur = now.get(k)?;
+            (cur != exp).then(|| PcrDiff {
+                bank: k.0,
+                pcr: k.1,
+                current: cur.clone(),
+                expected: exp.clone(),
+            })
+        })
+        .collect())
+}
+
+fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let bad = |m: &str| SealError::Envelope(m.to_string());
+    let cipher = Aes256Gcm::new_from_slice(kek).map_err(|_| SealError::Tampered)?;
     let nonce = B64
         .decode(&env.payload.nonce)
         .map_err(|_| bad("payload.nonce"))?;

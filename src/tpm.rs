@@ -189,6 +189,66 @@ impl Tpm {
 /// Handles"; systemd `TPM2_SRK_HANDLE`).
 pub const SRK_HANDLE: u32 = 0x8100_0001;
 
+/// The primary key a sealed object lives under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParentKind {
+    /// The persistent SRK at [`SRK_HANDLE`].
+    Srk,
+    /// A transient primary from the TCG ECC P-256 storage template (with noDA).
+    EccP256,
+    /// A transient primary from the TCG RSA-2048 storage template (with noDA), for TPMs
+    /// without ECC.
+    Rsa2048,
+    /// systemd's legacy transient ECC P-256 primary (the TCG template without noDA), which
+    /// systemd 252 uses for every token and later versions for tokens without `tpm2_srk`.
+    LegacyEcc,
+    /// systemd's legacy transient RSA-2048 primary (without noDA).
+    LegacyRsa,
+}
+
+impl ParentKind {
+    /// The name written to envelopes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentKind::Srk => "srk",
+            ParentKind::EccP256 => "ecc-p256",
+            ParentKind::Rsa2048 => "rsa-2048",
+            ParentKind::LegacyEcc => "legacy-ecc",
+            ParentKind::LegacyRsa => "legacy-rsa",
+        }
+    }
+}
+
+impl std::fmt::Display for ParentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ParentKind {
+    type Err = TpmError;
+    fn from_str(s: &str) -> Result<Self, TpmError> {
+        Ok(match s {
+            "srk" => ParentKind::Srk,
+            "ecc-p256" => ParentKind::EccP256,
+            "rsa-2048" => ParentKind::Rsa2048,
+            "legacy-ecc" => ParentKind::LegacyEcc,
+            "legacy-rsa" => ParentKind::LegacyRsa,
+            _ => return Err(TpmError::Data(format!("unknown parent key kind {s:?}"))),
+        })
+    }
+}
+
+/// Which parent to seal under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The SRK if one is persisted at [`SRK_HANDLE`], else a transient ECC P-256 primary,
+    /// else (a TPM without ECC) RSA-2048.
+    Auto,
+    /// Exactly this kind.
+    Kind(ParentKind),
+}
+
 /// A sealed object as the TPM returned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedObject {
@@ -198,8 +258,51 @@ pub struct SealedObject {
     pub public: Vec<u8>,
     /// The Name of the parent it was created under.
     pub parent_name: Vec<u8>,
-    /// "srk" (persistent 0x81000001) or "ecc-p256" / "rsa-2048" (transient primary).
-    pub parent: String,
+    /// The parent.
+    pub parent: ParentKind,
+}
+
+/// The PolicyAuthorize step of a policy: an external RSA key signs PolicyPCR digests
+/// (`.pcrsig` entries), so PCR values can change without resealing.
+#[derive(Clone, Debug)]
+pub struct AuthorizeStep<'a> {
+    /// The key's TPMT_PUBLIC ([`crate::policy::rsa_public_area`]).
+    pub public_area: &'a [u8],
+    /// Bank of the signed PolicyPCR.
+    pub bank: HashAlg,
+    /// PCRs of the signed PolicyPCR.
+    pub pcrs: &'a [u32],
+    /// Candidate (policy digest, RSASSA-SHA256 signature over it) pairs.
+    pub candidates: &'a [(Digest, Vec<u8>)],
+}
+
+/// The policy to replay at unseal, in systemd's order.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySteps<'a> {
+    /// PolicyAuthorize over a signed PolicyPCR.
+    pub authorize: Option<AuthorizeStep<'a>>,
+    /// PolicyPCR over literal values: bank and PCRs (empty: none).
+    pub pcrs: Option<(HashAlg, &'a [u32])>,
+    /// PolicyAuthValue with this authValue (the PIN, derived with [`crate::pin`]).
+    pub auth_value: Option<&'a [u8]>,
+}
+
+/// Dictionary-attack state (TPM 2.0 Part 2 §6.13 TPM_PT_LOCKOUT_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutStatus {
+    /// Failures counted so far.
+    pub counter: u32,
+    /// Failures allowed before lockout.
+    pub max_tries: u32,
+    /// Seconds until one failure is forgiven.
+    pub interval: u32,
+}
+
+impl LockoutStatus {
+    /// Tries left before the TPM locks out.
+    pub fn tries_left(&self) -> u32 {
+        self.max_tries.saturating_sub(self.counter)
+    }
 }
 
 /// Why an unseal was refused.
@@ -214,6 +317,9 @@ pub enum UnsealError {
         /// This TPM's Name.
         actual: String,
     },
+    /// The TPM refused to load the object under this parent.
+    #[error("the TPM refused to load the sealed object ({0}): it was sealed by a different TPM or under a different storage key, or the blob was modified")]
+    WrongTpm(TpmError),
     /// The policy the TPM computed from the current PCRs is not the sealed one.
     #[error("the current PCR values do not satisfy the sealed policy (policy {actual}, sealed {expected})")]
     PolicyMismatch {
@@ -222,16 +328,65 @@ pub enum UnsealError {
         /// The digest of the session.
         actual: String,
     },
+    /// No signature covers the PolicyPCR digest of the current PCR values.
+    #[error(
+        "no signature covers the current {bank} PCR {pcrs:?} values (their policy is {approved})"
+    )]
+    NoSignature {
+        /// Bank.
+        bank: HashAlg,
+        /// PCRs.
+        pcrs: Vec<u32>,
+        /// The PolicyPCR digest of the current values.
+        approved: String,
+    },
+    /// The TPM rejected the signature (wrong key or corrupted signature).
+    #[error("the TPM rejected the PCR policy signature: {0}")]
+    SignatureRejected(TpmError),
+    /// Wrong PIN.
+    #[error("wrong PIN{}", match .tries_left { Some(n) => format!(": {n} tries left before the TPM locks out"), None => String::new() })]
+    BadPin {
+        /// Tries left before lockout, if the TPM said.
+        tries_left: Option<u32>,
+    },
+    /// The TPM is in dictionary-attack lockout.
+    #[error("the TPM is locked out after too many wrong PINs{}", match .interval { Some(s) => format!("; one try is restored every {s} s"), None => String::new() })]
+    LockedOut {
+        /// Seconds per forgiven failure.
+        interval: Option<u32>,
+    },
     /// Any other TPM failure.
     #[error(transparent)]
     Tpm(#[from] TpmError),
+}
+
+/// TPM 2.0 Part 2 §6.6.3 format-one error numbers (bits 0..5 when bit 7 is set).
+const RC_FMT1: u32 = 0x080;
+const RC_AUTH_FAIL: u32 = 0x00E;
+const RC_POLICY_FAIL: u32 = 0x01D;
+const RC_INTEGRITY: u32 = 0x01F;
+/// TPM_RC_LOCKOUT (RC_WARN + 0x021).
+const RC_LOCKOUT: u32 = 0x921;
+
+fn fmt1(e: &TpmError) -> Option<u32> {
+    match e {
+        TpmError::Command { code, .. } if code & RC_FMT1 != 0 => Some(code & 0x3F),
+        _ => None,
+    }
+}
+
+fn command_code(e: &TpmError) -> Option<u32> {
+    match e {
+        TpmError::Command { code, .. } => Some(*code),
+        _ => None,
+    }
 }
 
 struct Parent {
     handle: tss_esapi::handles::KeyHandle,
     name: Vec<u8>,
     transient: bool,
-    kind: &'static str,
+    kind: ParentKind,
 }
 
 fn srk_attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes, TpmError> {
@@ -247,50 +402,75 @@ fn srk_attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes
         .map_err(|e| TpmError::Data(e.to_string()))
 }
 
-/// The TCG ECC P-256 storage key template (EK Credential Profile L-2 shape, as systemd's
-/// `tpm2_get_srk_template`).
-fn srk_template_ecc() -> Result<tss_esapi::structures::Public, TpmError> {
-    use tss_esapi::interface_types::{algorithm::PublicAlgorithm, ecc::EccCurve};
-    use tss_esapi::structures::{
-        EccPoint, PublicBuilder, PublicEccParametersBuilder, SymmetricDefinitionObject,
+/// The TCG storage key templates (EK Credential Profile L-1/L-2 shape, as systemd's
+/// `tpm2_get_srk_template`; the legacy ones lack noDA, as `tpm2_get_legacy_template`).
+fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, TpmError> {
+    use tss_esapi::interface_types::{
+        algorithm::PublicAlgorithm, ecc::EccCurve, key_bits::RsaKeyBits,
     };
-    let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-        SymmetricDefinitionObject::AES_128_CFB,
-        EccCurve::NistP256,
-    )
-    .build()
-    .map_err(|e| TpmError::Data(e.to_string()))?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(srk_attributes(true)?)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .map_err(|e| TpmError::Data(e.to_string()))
+    use tss_esapi::structures::{
+        EccPoint, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
+        PublicRsaParametersBuilder, RsaExponent, SymmetricDefinitionObject,
+    };
+    let d = |e: tss_esapi::Error| TpmError::Data(e.to_string());
+    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256);
+    let public = match kind {
+        ParentKind::EccP256 | ParentKind::LegacyEcc => {
+            let params = PublicEccParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                EccCurve::NistP256,
+            )
+            .build()
+            .map_err(d)?;
+            b.with_public_algorithm(PublicAlgorithm::Ecc)
+                .with_object_attributes(srk_attributes(kind == ParentKind::EccP256)?)
+                .with_ecc_parameters(params)
+                .with_ecc_unique_identifier(EccPoint::default())
+                .build()
+        }
+        ParentKind::Rsa2048 | ParentKind::LegacyRsa => {
+            let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                RsaKeyBits::Rsa2048,
+                RsaExponent::default(),
+            )
+            .build()
+            .map_err(d)?;
+            b.with_public_algorithm(PublicAlgorithm::Rsa)
+                .with_object_attributes(srk_attributes(kind == ParentKind::Rsa2048)?)
+                .with_rsa_parameters(params)
+                .with_rsa_unique_identifier(PublicKeyRsa::default())
+                .build()
+        }
+        ParentKind::Srk => return Err(TpmError::Data("the SRK is persistent".into())),
+    };
+    public.map_err(d)
 }
 
 impl Tpm {
-    fn parent(&mut self) -> Result<Parent, TpmError> {
+    fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
+        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(|e| TpmError::Data(e.to_string()))?;
+        let Ok(obj) = self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) else {
+            return Ok(None);
+        };
+        let name = self
+            .ctx
+            .tr_get_name(obj)
+            .map_err(cmd_err("TR_GetName"))?
+            .value()
+            .to_vec();
+        Ok(Some(Parent {
+            handle: KeyHandle::from(obj),
+            name,
+            transient: false,
+            kind: ParentKind::Srk,
+        }))
+    }
+
+    fn create_primary(&mut self, kind: ParentKind) -> Result<Parent, TpmError> {
         use tss_esapi::interface_types::resource_handles::Hierarchy;
-        if let Ok(h) = PersistentTpmHandle::new(SRK_HANDLE) {
-            if let Ok(obj) = self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
-                let name = self
-                    .ctx
-                    .tr_get_name(obj)
-                    .map_err(cmd_err("TR_GetName"))?
-                    .value()
-                    .to_vec();
-                return Ok(Parent {
-                    handle: KeyHandle::from(obj),
-                    name,
-                    transient: false,
-                    kind: "srk",
-                });
-            }
-        }
-        let template = srk_template_ecc()?;
+        let template = primary_template(kind)?;
         let r = self
             .ctx
             .execute_with_nullauth_session(|ctx| {
@@ -300,15 +480,44 @@ impl Tpm {
         let name = self
             .ctx
             .tr_get_name(r.key_handle.into())
-            .map_err(cmd_err("TR_GetName"))?
-            .value()
-            .to_vec();
+            .map_err(cmd_err("TR_GetName"));
+        let name = match name {
+            Ok(n) => n.value().to_vec(),
+            Err(e) => {
+                let _ = self.ctx.flush_context(r.key_handle.into());
+                return Err(e);
+            }
+        };
         Ok(Parent {
             handle: r.key_handle,
             name,
             transient: true,
-            kind: "ecc-p256",
+            kind,
         })
+    }
+
+    fn parent(&mut self, choice: ParentChoice) -> Result<Parent, TpmError> {
+        match choice {
+            ParentChoice::Kind(ParentKind::Srk) => self.persistent_srk()?.ok_or_else(|| {
+                TpmError::Data(format!(
+                    "no storage key at persistent handle {SRK_HANDLE:#x}"
+                ))
+            }),
+            ParentChoice::Kind(kind) => self.create_primary(kind),
+            ParentChoice::Auto => {
+                if let Some(p) = self.persistent_srk()? {
+                    return Ok(p);
+                }
+                match self.create_primary(ParentKind::EccP256) {
+                    Ok(p) => Ok(p),
+                    // A TPM without ECC P-256 answers with a parameter/curve error; take RSA.
+                    Err(e) if command_code(&e).is_some() => {
+                        self.create_primary(ParentKind::Rsa2048).map_err(|_| e)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
     }
 
     fn release(&mut self, p: Parent) {
@@ -343,9 +552,10 @@ impl Tpm {
             .with_encrypt(true)
             .with_continue_session(true)
             .build();
-        self.ctx
-            .tr_sess_set_attributes(s, attrs, mask)
-            .map_err(cmd_err("TRSess_SetAttributes"))?;
+        if let Err(e) = self.ctx.tr_sess_set_attributes(s, attrs, mask) {
+            self.flush_session(s);
+            return Err(cmd_err("TRSess_SetAttributes")(e));
+        }
         Ok(s)
     }
 
@@ -355,14 +565,103 @@ impl Tpm {
         let _ = self.ctx.flush_context(h.into());
     }
 
-    /// Seal `secret` (at most 128 bytes) under the SRK (or a transient ECC primary) in a
-    /// keyed-hash object that only `policy` can authorize: attributes fixedTPM|fixedParent and
-    /// no userWithAuth, as systemd-cryptenroll seals.
-    pub fn seal(&mut self, policy: &Digest, secret: &[u8]) -> Result<SealedObject, TpmError> {
+    /// The persistent SRK as an ESYS_TR serialization (tpm2-tss `Esys_TR_Serialize`:
+    /// `u32 handle || TPM2B_NAME || u32 IESYSC_KEY_RSRC || TPM2B_PUBLIC`), systemd's `tpm2_srk`.
+    pub fn serialize_srk(&mut self) -> Result<Vec<u8>, TpmError> {
+        use tss_esapi::traits::Marshall;
+        let p = self
+            .persistent_srk()?
+            .ok_or_else(|| TpmError::Data(format!("no storage key at {SRK_HANDLE:#x}")))?;
+        let (public, name, _) = self
+            .ctx
+            .read_public(p.handle)
+            .map_err(cmd_err("ReadPublic"))?;
+        let public = public
+            .marshall()
+            .map_err(|e| TpmError::Data(e.to_string()))?;
+        let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
+            let n = u16::try_from(part.len()).map_err(|_| TpmError::Data("too large".into()))?;
+            v.extend_from_slice(&n.to_be_bytes());
+            v.extend_from_slice(part);
+            Ok(())
+        };
+        let mut v = SRK_HANDLE.to_be_bytes().to_vec();
+        tpm2b(&mut v, name.value())?;
+        v.extend_from_slice(&1u32.to_be_bytes()); // IESYSC_KEY_RSRC
+        tpm2b(&mut v, &public)?;
+        Ok(v)
+    }
+
+    /// Persist a new SRK at [`SRK_HANDLE`] from the TCG ECC template, as systemd ≥ 254 and
+    /// `tpm2_createprimary` + `tpm2_evictcontrol` provisioning do. Returns its Name.
+    pub fn provision_srk(&mut self) -> Result<Vec<u8>, TpmError> {
+        use tss_esapi::handles::PersistentTpmHandle;
+        use tss_esapi::interface_types::{
+            dynamic_handles::Persistent, resource_handles::Provision,
+        };
+        if let Some(p) = self.persistent_srk()? {
+            return Ok(p.name);
+        }
+        let p = self.create_primary(ParentKind::EccP256)?;
+        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(|e| TpmError::Data(e.to_string()))?;
+        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+            ctx.evict_control(Provision::Owner, p.handle.into(), Persistent::Persistent(h))
+        });
+        let name = p.name.clone();
+        self.release(p);
+        r.map_err(cmd_err("EvictControl"))?;
+        Ok(name)
+    }
+
+    /// The dictionary-attack counters. Read with GetCapability each time: tss-esapi's
+    /// `get_tpm_property` caches values, which is wrong for these variable properties.
+    pub fn lockout_status(&mut self) -> Result<LockoutStatus, TpmError> {
+        use tss_esapi::constants::{CapabilityType, PropertyTag};
+        use tss_esapi::structures::CapabilityData;
+        let (data, _) = self
+            .ctx
+            .execute_without_session(|ctx| {
+                ctx.get_capability(
+                    CapabilityType::TpmProperties,
+                    u32::from(PropertyTag::LockoutCounter),
+                    3,
+                )
+            })
+            .map_err(cmd_err("GetCapability"))?;
+        let CapabilityData::TpmProperties(props) = data else {
+            return Err(TpmError::Data(
+                "GetCapability returned no properties".into(),
+            ));
+        };
+        let get = |tag: PropertyTag| {
+            props
+                .iter()
+                .find(|p| p.property() == tag)
+                .map(|p| p.value())
+                .ok_or_else(|| TpmError::Data(format!("the TPM did not report {tag:?}")))
+        };
+        Ok(LockoutStatus {
+            counter: get(PropertyTag::LockoutCounter)?,
+            max_tries: get(PropertyTag::MaxAuthFail)?,
+            interval: get(PropertyTag::LockoutInterval)?,
+        })
+    }
+
+    /// Seal `secret` (at most 128 bytes) in a keyed-hash object that only `policy` can
+    /// authorize: attributes fixedTPM|fixedParent, no userWithAuth and no noDA (so wrong PINs
+    /// count towards lockout), as systemd-cryptenroll seals. `auth_value` is the PIN's
+    /// authValue when the policy includes PolicyAuthValue.
+    pub fn seal(
+        &mut self,
+        parent: ParentChoice,
+        policy: &Digest,
+        secret: &[u8],
+        auth_value: Option<&[u8]>,
+    ) -> Result<SealedObject, TpmError> {
         use tss_esapi::attributes::ObjectAttributesBuilder;
         use tss_esapi::interface_types::algorithm::PublicAlgorithm;
         use tss_esapi::structures::{
-            KeyedHashScheme, PublicBuilder, PublicKeyedHashParameters, SensitiveData,
+            Auth, KeyedHashScheme, PublicBuilder, PublicKeyedHashParameters, SensitiveData,
         };
         use tss_esapi::traits::Marshall;
         let attrs = ObjectAttributesBuilder::new()
@@ -384,7 +683,11 @@ impl Tpm {
             .map_err(|e| TpmError::Data(e.to_string()))?;
         let data = SensitiveData::try_from(secret.to_vec())
             .map_err(|e| TpmError::Data(format!("secret too large to seal: {e}")))?;
-        let parent = self.parent()?;
+        let auth = auth_value
+            .map(|a| Auth::try_from(a.to_vec()))
+            .transpose()
+            .map_err(|e| TpmError::Data(format!("PIN auth value: {e}")))?;
+        let parent = self.parent(parent)?;
         let session = match self.salted_session(&parent, tss_esapi::constants::SessionType::Hmac) {
             Ok(s) => s,
             Err(e) => {
@@ -393,7 +696,7 @@ impl Tpm {
             }
         };
         let r = self.ctx.execute_with_session(Some(session), |ctx| {
-            ctx.create(parent.handle, public, None, Some(data), None, None)
+            ctx.create(parent.handle, public, auth, Some(data), None, None)
         });
         self.flush_session(session);
         let out = r.map_err(cmd_err("Create"));
@@ -405,33 +708,33 @@ impl Tpm {
                     .marshall()
                     .map_err(|e| TpmError::Data(e.to_string()))?,
                 parent_name: parent.name.clone(),
-                parent: parent.kind.to_string(),
+                parent: parent.kind,
             })
         });
         self.release(parent);
         result
     }
 
-    /// Unseal: check the parent, load the object, satisfy its policy with PolicyPCR over
-    /// `pcrs` of `bank` in a salted, encrypting policy session, and unseal.
+    /// Unseal: recreate (or find) the parent, check its Name when one was recorded, load the
+    /// object, replay `steps` in a salted, encrypting policy session, compare the session
+    /// digest with `expected_policy`, and unseal.
     pub fn unseal(
         &mut self,
         obj: &SealedObject,
-        bank: HashAlg,
-        pcrs: &[u32],
+        expected_parent_name: Option<&[u8]>,
+        steps: &PolicySteps<'_>,
         expected_policy: &Digest,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
-        use tss_esapi::interface_types::session_handles::PolicySession;
-        use tss_esapi::structures::Private;
+        use tss_esapi::structures::{Auth, Private};
         use tss_esapi::traits::UnMarshall;
         let public = tss_esapi::structures::Public::unmarshall(&obj.public)
             .map_err(|e| TpmError::Data(format!("sealed public area: {e}")))?;
         let private = Private::try_from(obj.private.clone())
             .map_err(|e| TpmError::Data(format!("sealed private area: {e}")))?;
-        let parent = self.parent()?;
-        if parent.name != obj.parent_name {
+        let parent = self.parent(ParentChoice::Kind(obj.parent))?;
+        if let Some(expected) = expected_parent_name.filter(|n| *n != parent.name.as_slice()) {
             let e = UnsealError::ParentMismatch {
-                expected: hex::encode(&obj.parent_name),
+                expected: hex::encode(expected),
                 actual: hex::encode(&parent.name),
             };
             self.release(parent);
@@ -445,40 +748,147 @@ impl Tpm {
             Ok(h) => h,
             Err(e) => {
                 self.release(parent);
-                return Err(e.into());
+                return Err(match fmt1(&e) {
+                    Some(RC_INTEGRITY) => UnsealError::WrongTpm(e),
+                    _ => e.into(),
+                });
             }
         };
         let result = (|| -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
+            if let Some(a) = steps.auth_value {
+                let auth = Auth::try_from(a.to_vec())
+                    .map_err(|e| TpmError::Data(format!("PIN auth value: {e}")))?;
+                self.ctx
+                    .tr_set_auth(loaded.into(), auth)
+                    .map_err(cmd_err("TR_SetAuth"))?;
+            }
             let session =
                 self.salted_session(&parent, tss_esapi::constants::SessionType::Policy)?;
-            let r = (|| -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
-                let ps =
-                    PolicySession::try_from(session).map_err(|e| TpmError::Data(e.to_string()))?;
-                let (_, sel) = selection_list(bank, pcrs)?;
-                self.ctx
-                    .policy_pcr(ps, Default::default(), sel)
-                    .map_err(cmd_err("PolicyPCR"))?;
-                let got = self
-                    .ctx
-                    .policy_get_digest(ps)
-                    .map_err(cmd_err("PolicyGetDigest"))?;
-                if got.value() != expected_policy.as_bytes() {
-                    return Err(UnsealError::PolicyMismatch {
-                        expected: expected_policy.to_hex(),
-                        actual: hex::encode(got.value()),
-                    });
-                }
-                let data = self
-                    .ctx
-                    .execute_with_session(Some(session), |ctx| ctx.unseal(loaded.into()))
-                    .map_err(cmd_err("Unseal"))?;
-                Ok(zeroize::Zeroizing::new(data.value().to_vec()))
-            })();
+            let r = self.run_policy_and_unseal(session, loaded, steps, expected_policy);
             self.flush_session(session);
             r
         })();
         let _ = self.ctx.flush_context(loaded.into());
         self.release(parent);
         result
+    }
+
+    fn run_policy_and_unseal(
+        &mut self,
+        session: tss_esapi::interface_types::session_handles::AuthSession,
+        loaded: tss_esapi::handles::KeyHandle,
+        steps: &PolicySteps<'_>,
+        expected_policy: &Digest,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
+        use tss_esapi::interface_types::session_handles::PolicySession;
+        let ps = PolicySession::try_from(session).map_err(|e| TpmError::Data(e.to_string()))?;
+        if let Some(a) = &steps.authorize {
+            self.policy_authorize(ps, a)?;
+        }
+        if let Some((bank, pcrs)) = steps.pcrs.filter(|(_, p)| !p.is_empty()) {
+            let (_, sel) = selection_list(bank, pcrs)?;
+            self.ctx
+                .policy_pcr(ps, Default::default(), sel)
+                .map_err(cmd_err("PolicyPCR"))?;
+        }
+        if steps.auth_value.is_some() {
+            self.ctx
+                .policy_auth_value(ps)
+                .map_err(cmd_err("PolicyAuthValue"))?;
+        }
+        let got = self
+            .ctx
+            .policy_get_digest(ps)
+            .map_err(cmd_err("PolicyGetDigest"))?;
+        if got.value() != expected_policy.as_bytes() {
+            return Err(UnsealError::PolicyMismatch {
+                expected: expected_policy.to_hex(),
+                actual: hex::encode(got.value()),
+            });
+        }
+        let data = self
+            .ctx
+            .execute_with_session(Some(session), |ctx| ctx.unseal(loaded.into()))
+            .map_err(cmd_err("Unseal"));
+        match data {
+            Ok(d) => Ok(zeroize::Zeroizing::new(d.value().to_vec())),
+            Err(e) if fmt1(&e) == Some(RC_AUTH_FAIL) => Err(UnsealError::BadPin {
+                tries_left: self.lockout_status().ok().map(|s| s.tries_left()),
+            }),
+            Err(e) if command_code(&e) == Some(RC_LOCKOUT) => Err(UnsealError::LockedOut {
+                interval: self.lockout_status().ok().map(|s| s.interval),
+            }),
+            Err(e) if fmt1(&e) == Some(RC_POLICY_FAIL) => Err(UnsealError::PolicyMismatch {
+                expected: expected_policy.to_hex(),
+                actual: hex::encode(got.value()),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// PolicyPCR over the signed PCRs, find the signature of the resulting digest, have the
+    /// TPM verify it (VerifySignature → ticket), then PolicyAuthorize (Part 3 §23.16).
+    fn policy_authorize(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+        a: &AuthorizeStep<'_>,
+    ) -> Result<(), UnsealError> {
+        use tss_esapi::interface_types::resource_handles::Hierarchy;
+        use tss_esapi::structures::{Nonce, PublicKeyRsa, RsaSignature, Signature};
+        use tss_esapi::traits::UnMarshall;
+        let (_, sel) = selection_list(a.bank, a.pcrs)?;
+        self.ctx
+            .policy_pcr(ps, Default::default(), sel)
+            .map_err(cmd_err("PolicyPCR"))?;
+        let approved = self
+            .ctx
+            .policy_get_digest(ps)
+            .map_err(cmd_err("PolicyGetDigest"))?;
+        let Some((_, sig)) = a
+            .candidates
+            .iter()
+            .find(|(pol, _)| pol.as_bytes() == approved.value())
+        else {
+            return Err(UnsealError::NoSignature {
+                bank: a.bank,
+                pcrs: a.pcrs.to_vec(),
+                approved: hex::encode(approved.value()),
+            });
+        };
+        let key_public = tss_esapi::structures::Public::unmarshall(a.public_area)
+            .map_err(|e| TpmError::Data(format!("PCR public key: {e}")))?;
+        // Owner hierarchy: a key loaded in the Null hierarchy yields a NULL ticket.
+        let key = self
+            .ctx
+            .load_external_public(key_public, Hierarchy::Owner)
+            .map_err(cmd_err("LoadExternal"))?;
+        let r = (|| -> Result<(), UnsealError> {
+            let name = self
+                .ctx
+                .tr_get_name(key.into())
+                .map_err(cmd_err("TR_GetName"))?;
+            let a_hash = crate::policy::authorize_signed_hash(
+                &Digest::new(HashAlg::Sha256, approved.value().to_vec())
+                    .map_err(|e| TpmError::Data(e.to_string()))?,
+                b"",
+            );
+            let sig = RsaSignature::create(
+                HashingAlgorithm::Sha256,
+                PublicKeyRsa::try_from(sig.clone()).map_err(|e| TpmError::Data(e.to_string()))?,
+            )
+            .map_err(|e| TpmError::Data(e.to_string()))?;
+            let digest = tss_esapi::structures::Digest::try_from(a_hash.as_bytes().to_vec())
+                .map_err(|e| TpmError::Data(e.to_string()))?;
+            let ticket = self
+                .ctx
+                .verify_signature(key, digest, Signature::RsaSsa(sig))
+                .map_err(|e| UnsealError::SignatureRejected(cmd_err("VerifySignature")(e)))?;
+            self.ctx
+                .policy_authorize(ps, approved.clone(), Nonce::default(), &name, ticket)
+                .map_err(cmd_err("PolicyAuthorize"))?;
+            Ok(())
+        })();
+        let _ = self.ctx.flush_context(key.into());
+        r
     }
 }

@@ -1294,6 +1294,24 @@ pub fn parse_sdmagic(text: &str) -> Option<String> {
     (version != "####").then(|| version.to_string())
 }
 
+/// The in-memory bytes of section `name` of a UKI (trailing NULs kept), if present. For the
+/// small metadata sections (`.pcrsig`, `.pcrpkey`, `.cmdline` ...); refuses sections over
+/// 16 MiB.
+pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let (h, _) = PeHeaders::read(&mut f)?;
+    let Some(s) = h.sections.iter().find(|s| s.name.as_str() == name) else {
+        return Ok(None);
+    };
+    if s.virtual_size > 16 << 20 {
+        return Err(UkiError::Io(io::Error::other(format!(
+            "section {name} is {} bytes, too large to read",
+            s.virtual_size
+        ))));
+    }
+    Ok(Some(pe::read_section_memory(&mut f, s)?))
+}
+
 /// Inspect a UKI (or any PE image).
 ///
 /// ```no_run

@@ -5,14 +5,35 @@ mod common;
 
 use bootchain::eventlog::{extend, PcrValues};
 use bootchain::hash::{Digest, HashAlg};
-use bootchain::seal::{self, Envelope, SealError};
-use bootchain::tpm::Tpm;
+use bootchain::seal::{self, Envelope, SealError, SealRequest, UnsealOptions};
+use bootchain::tpm::{ParentChoice, Tpm};
 use common::swtpm::Swtpm;
 use common::*;
 
 fn current(t: &mut Tpm, pcrs: &[u32]) -> PcrValues {
     let want: Vec<_> = pcrs.iter().map(|p| (HashAlg::Sha256, *p)).collect();
     t.read_pcrs(&want).unwrap()
+}
+
+fn seal_to(
+    t: &mut Tpm,
+    pcrs: &[u32],
+    values: &PcrValues,
+    secret: &[u8],
+) -> Result<Envelope, SealError> {
+    let req = SealRequest {
+        parent: ParentChoice::Auto,
+        bank: HashAlg::Sha256,
+        pcrs,
+        values,
+        authorize: None,
+        pin: None,
+    };
+    seal::seal(t, &req, secret)
+}
+
+fn unseal_plain(t: &mut Tpm, env: &Envelope) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+    seal::unseal(t, env, &UnsealOptions::default())
 }
 
 fn fresh_tpm(sw: &Swtpm) -> Tpm {
@@ -31,15 +52,15 @@ fn round_trip_then_refused_naming_the_changed_pcr() {
         .unwrap();
     let secret = pseudo_random(5000, 3);
     let vals = current(&mut t, &[7, 11]);
-    let env = seal::seal(&mut t, HashAlg::Sha256, &[11, 7], &vals, &secret).unwrap();
+    let env = seal_to(&mut t, &[11, 7], &vals, &secret).unwrap();
     assert_eq!(env.policy.pcrs, vec![7, 11]);
     // The envelope round-trips through its JSON form.
     let env = Envelope::from_json(&serde_json::to_string(&env).unwrap()).unwrap();
-    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), &secret[..]);
-    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), &secret[..]);
+    assert_eq!(&*unseal_plain(&mut t, &env).unwrap(), &secret[..]);
+    assert_eq!(&*unseal_plain(&mut t, &env).unwrap(), &secret[..]);
     t.extend(11, &[HashAlg::Sha256.digest(b"something else booted")])
         .unwrap();
-    match seal::unseal(&mut t, &env) {
+    match unseal_plain(&mut t, &env) {
         Err(SealError::PcrMismatch(d)) => {
             assert_eq!(d.len(), 1);
             assert_eq!((d[0].bank, d[0].pcr), (HashAlg::Sha256, 11));
@@ -55,22 +76,22 @@ fn tampered_envelope_or_blob_is_refused() {
     let sw = Swtpm::start();
     let mut t = fresh_tpm(&sw);
     let vals = current(&mut t, &[11]);
-    let env = seal::seal(&mut t, HashAlg::Sha256, &[11], &vals, b"disk key").unwrap();
+    let env = seal_to(&mut t, &[11], &vals, b"disk key").unwrap();
     // Ciphertext.
     let mut e = env.clone();
     let mut ct = base64_decode(&e.payload.ciphertext);
     ct[0] ^= 1;
     e.payload.ciphertext = base64_encode(&ct);
-    assert!(matches!(seal::unseal(&mut t, &e), Err(SealError::Tampered)));
+    assert!(matches!(unseal_plain(&mut t, &e), Err(SealError::Tampered)));
     // The parent Name is bound (and checked against the TPM).
     let mut e = env.clone();
     e.parent.name = format!("{}00", &e.parent.name[..e.parent.name.len() - 2]);
-    assert!(seal::unseal(&mut t, &e).is_err());
+    assert!(unseal_plain(&mut t, &e).is_err());
     // Recorded values edited: refused before touching the TPM.
     let mut e = env.clone();
     e.policy.values.insert("11".into(), "11".repeat(32));
     assert!(matches!(
-        seal::unseal(&mut t, &e),
+        unseal_plain(&mut t, &e),
         Err(SealError::Envelope(_))
     ));
     // The TPM private blob.
@@ -80,11 +101,11 @@ fn tampered_envelope_or_blob_is_refused() {
     p[n] ^= 0x40;
     e.tpm.private = base64_encode(&p);
     assert!(matches!(
-        seal::unseal(&mut t, &e),
+        unseal_plain(&mut t, &e),
         Err(SealError::Unseal(_) | SealError::Tpm(_))
     ));
     // Still fine untouched.
-    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), b"disk key");
+    assert_eq!(&*unseal_plain(&mut t, &env).unwrap(), b"disk key");
 }
 
 #[test]
@@ -94,8 +115,8 @@ fn another_tpm_is_refused_with_the_parent_name_reason() {
     let mut ta = fresh_tpm(&a);
     let mut tb = fresh_tpm(&b);
     let vals = current(&mut ta, &[11]);
-    let env = seal::seal(&mut ta, HashAlg::Sha256, &[11], &vals, b"k").unwrap();
-    let err = seal::unseal(&mut tb, &env).unwrap_err();
+    let env = seal_to(&mut ta, &[11], &vals, b"k").unwrap();
+    let err = unseal_plain(&mut tb, &env).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("not the one the secret was sealed under"),
@@ -128,9 +149,9 @@ fn sealing_to_a_predicted_uki_unseals_after_replaying_its_events() {
     );
     let sw = Swtpm::start();
     let mut t = fresh_tpm(&sw);
-    let env = seal::seal(&mut t, HashAlg::Sha256, &[11], &vals, b"root volume key").unwrap();
+    let env = seal_to(&mut t, &[11], &vals, b"root volume key").unwrap();
     assert!(matches!(
-        seal::unseal(&mut t, &env),
+        unseal_plain(&mut t, &env),
         Err(SealError::PcrMismatch(_))
     ));
     let mut sim = Digest::zero(HashAlg::Sha256);
@@ -140,7 +161,7 @@ fn sealing_to_a_predicted_uki_unseals_after_replaying_its_events() {
         sim = extend(&sim, &dg);
     }
     assert_eq!(&sim, pred.value(HashAlg::Sha256, "").unwrap());
-    assert_eq!(&*seal::unseal(&mut t, &env).unwrap(), b"root volume key");
+    assert_eq!(&*unseal_plain(&mut t, &env).unwrap(), b"root volume key");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -219,14 +240,7 @@ fn tpm2_tools_unseal_our_blob_and_the_key_opens_the_envelope() {
     let mut t = fresh_tpm(&sw);
     t.extend(11, &[HashAlg::Sha256.digest(b"booted")]).unwrap();
     let vals = current(&mut t, &[11]);
-    let env = seal::seal(
-        &mut t,
-        HashAlg::Sha256,
-        &[11],
-        &vals,
-        b"the root volume key",
-    )
-    .unwrap();
+    let env = seal_to(&mut t, &[11], &vals, b"the root volume key").unwrap();
     assert_eq!(env.parent.kind, "ecc-p256");
     drop(t);
     let d = tempfile::tempdir().unwrap();

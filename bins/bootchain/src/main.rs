@@ -1,6 +1,8 @@
 //! `bootchain`: the command-line face of the bootchain library. Every subcommand is a thin
 //! layer over a public library function.
 
+mod tpm_cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,53 +42,14 @@ enum Cmd {
     /// TCG event logs: show, replay, verify, predict the next boot.
     #[command(subcommand)]
     Eventlog(EventlogCmd),
-    /// Seal a secret to PCR values in the TPM (AES-256-GCM envelope, JSON).
-    Seal(SealArgs),
+    /// Seal a secret to a TPM policy (PCR values, signed PCR policies, PIN) in an
+    /// AES-256-GCM envelope (JSON).
+    Seal(tpm_cmd::SealArgs),
     /// Unseal an envelope made by `seal`.
-    Unseal {
-        /// The envelope.
-        envelope: PathBuf,
-        /// Write the secret here (mode 0600) instead of stdout.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
-        #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
-        tcti: String,
-    },
-}
-
-#[derive(Args)]
-struct SealArgs {
-    /// PCRs to seal to, e.g. 7+11.
-    #[arg(long)]
-    pcrs: String,
-    /// PCR bank.
-    #[arg(long, default_value = "sha256")]
-    bank: HashAlg,
-    /// Expected PCR values as JSON ({"sha256": {"7": "hex"}}); PCRs not listed are read from the TPM.
-    #[arg(long = "pcr-values")]
-    pcr_values: Option<PathBuf>,
-    /// Seal PCR 11 to the value predicted for this UKI (before it ever boots).
-    #[arg(long)]
-    uki: Option<PathBuf>,
-    /// Boot phase for --uki ("" = right after the stub).
-    #[arg(long, default_value = "")]
-    phase: String,
-    /// The secret to seal (a file; any size).
-    #[arg(long, conflicts_with = "random")]
-    secret: Option<PathBuf>,
-    /// Seal a fresh random 32-byte secret.
-    #[arg(long)]
-    random: bool,
-    /// With --random: also write the secret to this file (mode 0600).
-    #[arg(long, requires = "random")]
-    secret_output: Option<PathBuf>,
-    /// The envelope to write (mode 0600).
-    #[arg(long, short)]
-    output: PathBuf,
-    /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
-    #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
-    tcti: String,
+    Unseal(tpm_cmd::UnsealArgs),
+    /// LUKS2 volumes: enroll, unlock, list and remove systemd-tpm2 TPM keyslots.
+    #[command(subcommand)]
+    Luks(tpm_cmd::LuksCmd),
 }
 
 /// The Secure Boot state the firmware will measure into PCR 7.
@@ -608,27 +571,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Eventlog(cmd) => eventlog_cmd(cmd),
-        Cmd::Seal(a) => seal_cmd(a),
-        Cmd::Unseal {
-            envelope,
-            output,
-            tcti,
-        } => {
-            let text = std::fs::read_to_string(&envelope)
-                .with_context(|| format!("reading {}", envelope.display()))?;
-            let env = bootchain::seal::Envelope::from_json(&text)?;
-            let mut tpm = bootchain::tpm::Tpm::open(&tcti)?;
-            let secret = bootchain::seal::unseal(&mut tpm, &env)?;
-            match output {
-                Some(p) => bootchain::fsutil::write_atomic(&p, &secret, 0o600)
-                    .with_context(|| format!("writing {}", p.display()))?,
-                None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&secret)?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Seal(a) => tpm_cmd::seal(a),
+        Cmd::Unseal(a) => tpm_cmd::unseal(a),
+        Cmd::Luks(c) => tpm_cmd::luks(c),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
@@ -1064,65 +1009,4 @@ fn warn_if_ecdsa(k: &SigningKey) {
             k.public_key()
         );
     }
-}
-
-fn seal_cmd(a: SealArgs) -> Result<ExitCode> {
-    use bootchain::policy::parse_pcr_list;
-    let pcrs: Vec<u32> = parse_pcr_list(&a.pcrs)?
-        .into_iter()
-        .map(u32::from)
-        .collect();
-    if pcrs.is_empty() {
-        bail!("--pcrs must name at least one PCR");
-    }
-    let mut values = match &a.pcr_values {
-        Some(p) => bootchain::eventlog::parse_pcr_values_json(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .map_err(anyhow::Error::msg)?,
-        None => Default::default(),
-    };
-    if let Some(uki) = &a.uki {
-        let phases = vec![bootchain::measure::normalize_phase(&a.phase)?];
-        let pred = bootchain::measure::predict_uki(uki, None, &[a.bank], &phases)?;
-        if let Some(v) = pred.phases.first().and_then(|p| p.values.first()) {
-            values.insert((a.bank, 11), v.clone());
-        }
-    }
-    let secret = match (&a.secret, a.random) {
-        (Some(p), _) => zeroize::Zeroizing::new(
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        ),
-        (None, true) => {
-            let mut k = zeroize::Zeroizing::new(vec![0u8; 32]);
-            getrandom::getrandom(&mut k).map_err(|e| anyhow::anyhow!("random: {e}"))?;
-            k
-        }
-        (None, false) => bail!("give --secret FILE or --random"),
-    };
-    let mut tpm = bootchain::tpm::Tpm::open(&a.tcti)?;
-    let missing: Vec<(HashAlg, u32)> = pcrs
-        .iter()
-        .filter(|p| !values.contains_key(&(a.bank, **p)))
-        .map(|p| (a.bank, *p))
-        .collect();
-    if !missing.is_empty() {
-        values.extend(tpm.read_pcrs(&missing)?);
-    }
-    let env = bootchain::seal::seal(&mut tpm, a.bank, &pcrs, &values, &secret)?;
-    bootchain::fsutil::write_atomic(
-        &a.output,
-        serde_json::to_string_pretty(&env)?.as_bytes(),
-        0o600,
-    )
-    .with_context(|| format!("writing {}", a.output.display()))?;
-    if let Some(p) = &a.secret_output {
-        bootchain::fsutil::write_atomic(p, &secret, 0o600)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    eprintln!(
-        "sealed to {} PCRs {} (policy {})",
-        a.bank, a.pcrs, env.policy.digest
-    );
-    Ok(ExitCode::SUCCESS)
 }

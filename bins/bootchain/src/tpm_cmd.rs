@@ -1,0 +1,511 @@
+//! `seal`, `unseal` and `luks`: the TPM-facing commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use bootchain::eventlog::PcrValues;
+use bootchain::hash::HashAlg;
+use bootchain::measure::PcrSignatures;
+use bootchain::seal::AuthorizeKey;
+use bootchain::tpm::{ParentChoice, ParentKind, Tpm};
+use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
+
+/// Where systemd-stub's signatures appear in the booted system (systemd-stub(7)).
+const DEFAULT_PCRSIG: [&str; 2] = [
+    "/run/systemd/tpm2-pcr-signature.json",
+    "/.extra/tpm2-pcr-signature.json",
+];
+
+/// What a secret is sealed to.
+#[derive(Args)]
+pub struct PolicyArgs {
+    /// PCRs bound to literal values, e.g. 7+11 (may be empty with --pcr-public-key).
+    #[arg(long, default_value = "")]
+    pcrs: String,
+    /// PCR bank.
+    #[arg(long, default_value = "sha256")]
+    bank: HashAlg,
+    /// Expected PCR values as JSON ({"sha256": {"7": "hex"}}); PCRs not listed are read from
+    /// the TPM.
+    #[arg(long = "pcr-values")]
+    pcr_values: Option<PathBuf>,
+    /// Take PCR 11 from the value predicted for this UKI (before it ever boots).
+    #[arg(long)]
+    uki: Option<PathBuf>,
+    /// Boot phase for --uki ("" = right after the stub).
+    #[arg(long, default_value = "")]
+    phase: String,
+    /// RSA public key (PEM) whose signed PCR policies (.pcrsig) unlock: PolicyAuthorize, so
+    /// PCR changes need a new signature, not a reseal.
+    #[arg(long = "pcr-public-key")]
+    pcr_public_key: Option<PathBuf>,
+    /// PCRs the signed policies cover.
+    #[arg(long = "pcr-public-key-pcrs", default_value = "11")]
+    pcr_public_key_pcrs: String,
+    /// Also require a PIN (PolicyAuthValue), read from this file (trailing newline removed).
+    #[arg(long = "pin-file")]
+    pin_file: Option<PathBuf>,
+    /// Also require a PIN, taken from $BOOTCHAIN_PIN.
+    #[arg(long = "with-pin", conflicts_with = "pin_file")]
+    with_pin: bool,
+    /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
+    #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
+    tcti: String,
+}
+
+#[derive(Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Parent key: auto (SRK at 0x81000001, else transient ECC P-256, else RSA-2048), srk,
+    /// ecc-p256, rsa-2048, legacy-ecc, legacy-rsa.
+    #[arg(long, default_value = "auto")]
+    parent: String,
+    /// The secret to seal (a file; any size).
+    #[arg(long, conflicts_with = "random")]
+    secret: Option<PathBuf>,
+    /// Seal a fresh random 32-byte secret.
+    #[arg(long)]
+    random: bool,
+    /// With --random: also write the secret to this file (mode 0600).
+    #[arg(long, requires = "random")]
+    secret_output: Option<PathBuf>,
+    /// The envelope to write (mode 0600).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+/// Where signatures and PINs for unsealing come from.
+#[derive(Args)]
+pub struct UnlockArgs {
+    /// Signed PCR policies (.pcrsig JSON). Default: the UKI's (--pcrsig-uki), else
+    /// /run/systemd/tpm2-pcr-signature.json or /.extra/tpm2-pcr-signature.json.
+    #[arg(long)]
+    pcrsig: Option<PathBuf>,
+    /// Take the signed PCR policies from this UKI's .pcrsig section.
+    #[arg(long = "pcrsig-uki", conflicts_with = "pcrsig")]
+    pcrsig_uki: Option<PathBuf>,
+    /// The PIN, from this file (trailing newline removed); else $BOOTCHAIN_PIN.
+    #[arg(long = "pin-file")]
+    pin_file: Option<PathBuf>,
+    /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
+    #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
+    tcti: String,
+}
+
+#[derive(Args)]
+pub struct UnsealArgs {
+    /// The envelope.
+    envelope: PathBuf,
+    /// Write the secret here (mode 0600) instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+}
+
+#[derive(Subcommand)]
+pub enum LuksCmd {
+    /// Add a TPM2 keyslot and systemd-tpm2 token (like systemd-cryptenroll --tpm2-device).
+    Enroll {
+        /// The LUKS2 device or image.
+        device: PathBuf,
+        /// A file with an existing passphrase or key of the volume.
+        #[arg(long = "unlock-key-file")]
+        unlock_key_file: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Parent key: legacy-ecc (default: the transient primary every systemd ≥ 250 can
+        /// recreate), legacy-rsa, or srk (persistent 0x81000001, recorded as tpm2_srk; systemd
+        /// ≥ 254 only).
+        #[arg(long, default_value = "legacy-ecc")]
+        parent: String,
+        /// Hash the PIN as systemd 252 does (no salt), so 252's unlock accepts it.
+        #[arg(long = "unsalted-pin")]
+        unsalted_pin: bool,
+    },
+    /// Unseal a systemd-tpm2 token's passphrase and test it, write it, or activate the volume.
+    Unlock {
+        /// The LUKS2 device or image.
+        device: PathBuf,
+        /// Only this token.
+        #[arg(long = "token-id")]
+        token_id: Option<u32>,
+        /// Check the passphrase opens its keyslot (cryptsetup --test-passphrase); activate
+        /// nothing.
+        #[arg(long)]
+        test: bool,
+        /// Write the keyslot passphrase here (mode 0600).
+        #[arg(long = "passphrase-output")]
+        passphrase_output: Option<PathBuf>,
+        /// Activate as /dev/mapper/NAME.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// List the TPM2 tokens.
+    List {
+        /// The LUKS2 device or image.
+        device: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a systemd-tpm2 token and its keyslot(s).
+    Remove {
+        /// The LUKS2 device or image.
+        device: PathBuf,
+        /// The token.
+        #[arg(long = "token-id")]
+        token_id: u32,
+    },
+}
+
+fn parse_parent(s: &str) -> Result<ParentChoice> {
+    if s == "auto" {
+        return Ok(ParentChoice::Auto);
+    }
+    Ok(ParentChoice::Kind(s.parse::<ParentKind>()?))
+}
+
+fn read_pin(file: Option<&Path>, from_env: bool) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut pin = match file {
+        Some(p) => Zeroizing::new(
+            std::fs::read(p).with_context(|| format!("reading PIN file {}", p.display()))?,
+        ),
+        None if from_env => match std::env::var_os("BOOTCHAIN_PIN") {
+            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
+            None => bail!("--with-pin needs the PIN in $BOOTCHAIN_PIN"),
+        },
+        None => return Ok(None),
+    };
+    while matches!(pin.last(), Some(b'\n' | b'\r')) {
+        pin.pop();
+    }
+    if pin.is_empty() {
+        bail!("the PIN is empty");
+    }
+    Ok(Some(pin))
+}
+
+/// The PIN for unsealing: the file, else $BOOTCHAIN_PIN, else none.
+fn unlock_pin(a: &UnlockArgs) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    read_pin(
+        a.pin_file.as_deref(),
+        std::env::var_os("BOOTCHAIN_PIN").is_some(),
+    )
+}
+
+/// The signatures for unsealing; `None` if none are given or found.
+fn unlock_signatures(a: &UnlockArgs) -> Result<Option<PcrSignatures>> {
+    let text = if let Some(p) = &a.pcrsig {
+        std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
+    } else if let Some(u) = &a.pcrsig_uki {
+        match bootchain::uki::read_section(u, ".pcrsig")? {
+            Some(b) => b,
+            None => bail!("{} has no .pcrsig section", u.display()),
+        }
+    } else {
+        match DEFAULT_PCRSIG.iter().find(|p| Path::new(p).exists()) {
+            Some(p) => std::fs::read(p).with_context(|| format!("reading {p}"))?,
+            None => return Ok(None),
+        }
+    };
+    Ok(Some(bootchain::measure::parse_signatures(&text)?))
+}
+
+struct Policy {
+    pcrs: Vec<u32>,
+    values: PcrValues,
+    authorize: Option<AuthorizeKey>,
+    pin: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Resolve the policy arguments: PCR values from the JSON, the UKI prediction, then the TPM.
+fn resolve_policy(a: &PolicyArgs, tpm: &mut Tpm) -> Result<Policy> {
+    use bootchain::policy::parse_pcr_list;
+    let pcrs: Vec<u32> = parse_pcr_list(&a.pcrs)?
+        .into_iter()
+        .map(u32::from)
+        .collect();
+    let authorize = match &a.pcr_public_key {
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let key = bootchain::measure::rsa_public_key_from_pem(&pem)
+                .with_context(|| format!("{}", p.display()))?;
+            let signed: Vec<u32> = parse_pcr_list(&a.pcr_public_key_pcrs)?
+                .into_iter()
+                .map(u32::from)
+                .collect();
+            Some(AuthorizeKey { key, pcrs: signed })
+        }
+        None => None,
+    };
+    if pcrs.is_empty() && authorize.is_none() {
+        bail!("give --pcrs, --pcr-public-key, or both");
+    }
+    let mut values = match &a.pcr_values {
+        Some(p) => bootchain::eventlog::parse_pcr_values_json(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    if let Some(uki) = &a.uki {
+        let phases = vec![bootchain::measure::normalize_phase(&a.phase)?];
+        let pred = bootchain::measure::predict_uki(uki, None, &[a.bank], &phases)?;
+        if let Some(v) = pred.phases.first().and_then(|p| p.values.first()) {
+            values.insert((a.bank, 11), v.clone());
+        }
+    }
+    let missing: Vec<(HashAlg, u32)> = pcrs
+        .iter()
+        .filter(|p| !values.contains_key(&(a.bank, **p)))
+        .map(|p| (a.bank, *p))
+        .collect();
+    if !missing.is_empty() {
+        values.extend(tpm.read_pcrs(&missing)?);
+    }
+    let pin = read_pin(a.pin_file.as_deref(), a.with_pin)?;
+    Ok(Policy {
+        pcrs,
+        values,
+        authorize,
+        pin,
+    })
+}
+
+pub fn seal(a: SealArgs) -> Result<ExitCode> {
+    let parent = parse_parent(&a.parent)?;
+    let secret = match (&a.secret, a.random) {
+        (Some(p), _) => {
+            Zeroizing::new(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        (None, true) => {
+            let mut k = Zeroizing::new(vec![0u8; 32]);
+            getrandom::getrandom(&mut k).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+            k
+        }
+        (None, false) => bail!("give --secret FILE or --random"),
+    };
+    let mut tpm = Tpm::open(&a.policy.tcti)?;
+    let p = resolve_policy(&a.policy, &mut tpm)?;
+    let req = bootchain::seal::SealRequest {
+        parent,
+        bank: a.policy.bank,
+        pcrs: &p.pcrs,
+        values: &p.values,
+        authorize: p.authorize.as_ref(),
+        pin: p.pin.as_ref().map(|p| p.as_slice()),
+    };
+    let env = bootchain::seal::seal(&mut tpm, &req, &secret)?;
+    bootchain::fsutil::write_atomic(
+        &a.output,
+        serde_json::to_string_pretty(&env)?.as_bytes(),
+        0o600,
+    )
+    .with_context(|| format!("writing {}", a.output.display()))?;
+    if let Some(o) = &a.secret_output {
+        bootchain::fsutil::write_atomic(o, &secret, 0o600)
+            .with_context(|| format!("writing {}", o.display()))?;
+    }
+    eprintln!(
+        "sealed under {} (policy {})",
+        env.parent.kind, env.policy.digest
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_secret(out: Option<&Path>, secret: &[u8]) -> Result<()> {
+    match out {
+        Some(p) => bootchain::fsutil::write_atomic(p, secret, 0o600)
+            .with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write;
+            let mut o = std::io::stdout().lock();
+            o.write_all(secret)?;
+            o.flush()?;
+            Ok(())
+        }
+    }
+}
+
+pub fn unseal(a: UnsealArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.envelope)
+        .with_context(|| format!("reading {}", a.envelope.display()))?;
+    let env = bootchain::seal::Envelope::from_json(&text)?;
+    let sigs = if env.needs_signatures() {
+        unlock_signatures(&a.unlock)?
+    } else {
+        None
+    };
+    let pin = if env.needs_pin() {
+        unlock_pin(&a.unlock)?
+    } else {
+        None
+    };
+    let mut tpm = Tpm::open(&a.unlock.tcti)?;
+    let opts = bootchain::seal::UnsealOptions {
+        signatures: sigs.as_ref(),
+        pin: pin.as_ref().map(|p| p.as_slice()),
+    };
+    let secret = bootchain::seal::unseal(&mut tpm, &env, &opts)?;
+    write_secret(a.output.as_deref(), &secret)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
+    use bootchain::luks::Luks;
+    use bootchain::token;
+    match cmd {
+        LuksCmd::Enroll {
+            device,
+            unlock_key_file,
+            policy,
+            parent,
+            unsalted_pin,
+        } => {
+            let parent = match parse_parent(&parent)? {
+                ParentChoice::Kind(k) => k,
+                ParentChoice::Auto => bail!("choose a parent: legacy-ecc, legacy-rsa or srk"),
+            };
+            let luks = Luks::new(&device);
+            // Read the header first: a wrong device fails before the TPM is touched.
+            luks.metadata()?;
+            let mut tpm = Tpm::open(&policy.tcti)?;
+            let p = resolve_policy(&policy, &mut tpm)?;
+            let req = token::EnrollRequest {
+                parent,
+                bank: policy.bank,
+                pcrs: &p.pcrs,
+                values: &p.values,
+                authorize: p.authorize.as_ref(),
+                pin: p.pin.as_ref().map(|p| p.as_slice()),
+                unsalted_pin,
+            };
+            let (id, slot) = token::enroll_luks(&mut tpm, &luks, &unlock_key_file, &req)?;
+            eprintln!("enrolled TPM2 token {id} for keyslot {slot}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCmd::Unlock {
+            device,
+            token_id,
+            test,
+            passphrase_output,
+            name,
+            unlock,
+        } => {
+            let luks = Luks::new(&device);
+            let sigs = unlock_signatures(&unlock)?;
+            let pin = unlock_pin(&unlock)?;
+            let mut tpm = Tpm::open(&unlock.tcti)?;
+            let u = token::unlock_luks(
+                &mut tpm,
+                &luks,
+                token_id,
+                sigs.as_ref(),
+                pin.as_ref().map(|p| p.as_slice()),
+            )?;
+            let pass = u.passphrase.as_bytes();
+            if test {
+                luks.test_passphrase(u.keyslot, pass)?;
+                eprintln!(
+                    "token {} unsealed; its passphrase opens keyslot {}",
+                    u.token_id,
+                    u.keyslot.map_or("?".into(), |s| s.to_string())
+                );
+            }
+            if let Some(o) = &passphrase_output {
+                bootchain::fsutil::write_atomic(o, pass, 0o600)
+                    .with_context(|| format!("writing {}", o.display()))?;
+            }
+            if let Some(n) = &name {
+                luks.activate(n, u.keyslot, pass)?;
+                eprintln!("activated /dev/mapper/{n}");
+            }
+            if !test && passphrase_output.is_none() && name.is_none() {
+                bail!("say what to do with the passphrase: --test, --passphrase-output FILE or --name NAME");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCmd::List { device, json } => {
+            let md = Luks::new(&device).metadata()?;
+            let mut rows = Vec::new();
+            for (id, v) in &md.tokens {
+                let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+                let mut row = serde_json::json!({"token": id, "type": kind,
+                    "keyslots": v.get("keyslots").cloned().unwrap_or_default()});
+                if kind == token::TOKEN_TYPE {
+                    match token::SystemdTpm2Token::from_json(v) {
+                        Ok(t) => {
+                            row["pcr_bank"] =
+                                t.bank().map(|b| b.to_string()).unwrap_or_default().into();
+                            row["pcrs"] = serde_json::json!(t.pcrs);
+                            row["pubkey_pcrs"] = serde_json::json!(t.pubkey_pcrs);
+                            row["pin"] = t.pin.into();
+                            row["parent"] = t
+                                .parent()
+                                .map(|(k, _)| k.to_string())
+                                .unwrap_or_else(|e| e.to_string())
+                                .into();
+                            row["policy"] = t.policy_hash.clone().into();
+                        }
+                        Err(e) => row["error"] = e.to_string().into(),
+                    }
+                }
+                rows.push(row);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in &rows {
+                    let mut line = format!(
+                        "token {} {} keyslots {}",
+                        r["token"],
+                        r["type"].as_str().unwrap_or("?"),
+                        r["keyslots"]
+                    );
+                    if r["type"] == token::TOKEN_TYPE {
+                        line.push_str(&format!(
+                            " bank {} pcrs {} signed-pcrs {} pin {} parent {}",
+                            r["pcr_bank"].as_str().unwrap_or("?"),
+                            r["pcrs"],
+                            r["pubkey_pcrs"],
+                            r["pin"],
+                            r["parent"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    println!("{line}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCmd::Remove { device, token_id } => {
+            let luks = Luks::new(&device);
+            let md = luks.metadata()?;
+            let Some(v) = md.tokens.get(&token_id) else {
+                bail!("{} has no token {token_id}", device.display());
+            };
+            let t = token::SystemdTpm2Token::from_json(v)?;
+            let slots: Vec<u32> = t
+                .keyslots
+                .iter()
+                .map(|s| s.parse::<u32>().with_context(|| format!("keyslot {s:?}")))
+                .collect::<Result<_>>()?;
+            // Check first that removing the slots leaves a way in.
+            let remaining = md.keyslots.keys().filter(|k| !slots.contains(k)).count();
+            if remaining == 0 {
+                bail!("refusing: removing token {token_id} would remove the last keyslot");
+            }
+            luks.remove_token(token_id)?;
+            for s in slots {
+                luks.kill_keyslot(s)?;
+            }
+            eprintln!("removed token {token_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

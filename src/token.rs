@@ -1,0 +1,593 @@
+//! systemd's `systemd-tpm2` LUKS2 token (formats.md §3): the JSON fields systemd 252+ read and
+//! write, the `tpm2-blob` marshalling, and sealing/unsealing a token's secret.
+//!
+//! The keyslot passphrase is `base64(secret)` (systemd `enroll_tpm2`). The secret is 32 random
+//! bytes sealed directly in the TPM (no envelope), so systemd can unseal what we enroll and we
+//! can unseal what systemd-cryptenroll enrolls.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::eventlog::PcrValues;
+use crate::hash::{Digest, HashAlg};
+use crate::measure::PcrSignatures;
+use crate::policy::{self, PcrBinding};
+use crate::seal::{signature_candidates, AuthorizeKey, SealError};
+use crate::tpm::{
+    AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
+    SRK_HANDLE,
+};
+
+/// The token type systemd-cryptenroll writes.
+pub const TOKEN_TYPE: &str = "systemd-tpm2";
+/// Size of the secret systemd seals (and the LUKS passphrase is the base64 of).
+pub const SECRET_LEN: usize = 32;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Errors with tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The JSON is not a systemd-tpm2 token.
+    #[error("malformed systemd-tpm2 token: {0}")]
+    Malformed(String),
+    /// Sealing or unsealing failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+impl From<TpmError> for TokenError {
+    fn from(e: TpmError) -> Self {
+        TokenError::Seal(SealError::Tpm(e))
+    }
+}
+
+/// A `systemd-tpm2` token. Field names are systemd's (mixed `-` and `_`, as in 252+).
+/// Unknown members are kept, so a token read and written back loses nothing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SystemdTpm2Token {
+    /// "systemd-tpm2".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Keyslots, as strings.
+    pub keyslots: Vec<String>,
+    /// base64(TPM2B_PRIVATE || TPM2B_PUBLIC).
+    #[serde(rename = "tpm2-blob")]
+    pub blob: String,
+    /// Literal PCRs.
+    #[serde(rename = "tpm2-pcrs")]
+    pub pcrs: Vec<u32>,
+    /// Bank.
+    #[serde(
+        rename = "tpm2-pcr-bank",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pcr_bank: Option<String>,
+    /// "ecc" / "rsa": a transient legacy primary (absent with `tpm2_srk`).
+    #[serde(
+        rename = "tpm2-primary-alg",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub primary_alg: Option<String>,
+    /// The policy digest, hex.
+    #[serde(rename = "tpm2-policy-hash")]
+    pub policy_hash: String,
+    /// PIN (PolicyAuthValue).
+    #[serde(rename = "tpm2-pin", default)]
+    pub pin: bool,
+    /// base64 of the PCR public key PEM file.
+    #[serde(
+        rename = "tpm2_pubkey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pubkey: Option<String>,
+    /// Signed PCRs.
+    #[serde(
+        rename = "tpm2_pubkey_pcrs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pubkey_pcrs: Option<Vec<u32>>,
+    /// PIN salt, base64 (systemd ≥ 253).
+    #[serde(rename = "tpm2_salt", default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Serialized ESYS_TR of the SRK, base64 (systemd ≥ 254).
+    #[serde(rename = "tpm2_srk", default, skip_serializing_if = "Option::is_none")]
+    pub srk: Option<String>,
+    /// Members we do not interpret.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Marshal `tpm2-blob`: TPM2B_PRIVATE || TPM2B_PUBLIC (systemd `tpm2_marshal_blob`).
+pub fn marshal_blob(obj: &SealedObject) -> Result<Vec<u8>, TokenError> {
+    let mut v = Vec::with_capacity(4 + obj.private.len() + obj.public.len());
+    for part in [&obj.private, &obj.public] {
+        let n = u16::try_from(part.len())
+            .map_err(|_| TokenError::Malformed("TPM object too large".into()))?;
+        v.extend_from_slice(&n.to_be_bytes());
+        v.extend_from_slice(part);
+    }
+    Ok(v)
+}
+
+/// Split `tpm2-blob` into TPM2B_PRIVATE and TPMT_PUBLIC buffers. A trailing encrypted seed
+/// (offline-sealed objects, systemd ≥ 255) is refused: those need TPM2_Import.
+pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
+    let mut rest = b;
+    let mut take = |what: &str| -> Result<Vec<u8>, TokenError> {
+        if rest.len() < 2 {
+            return Err(TokenError::Malformed(format!(
+                "tpm2-blob: {what} truncated"
+            )));
+        }
+        let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        if rest.len() < 2 + n {
+            return Err(TokenError::Malformed(format!(
+                "tpm2-blob: {what} truncated"
+            )));
+        }
+        let part = rest[2..2 + n].to_vec();
+        rest = &rest[2 + n..];
+        Ok(part)
+    };
+    let private = take("TPM2B_PRIVATE")?;
+    let public = take("TPM2B_PUBLIC")?;
+    if !rest.is_empty() {
+        return Err(TokenError::Malformed(
+            "tpm2-blob has trailing data (an offline-sealed object with a seed is not supported)"
+                .into(),
+        ));
+    }
+    Ok((private, public))
+}
+
+/// ESYS_TR serialization of a persistent key (tpm2-tss `iesys_MU_IESYS_RESOURCE`):
+/// `u32 handle || TPM2B_NAME || u32 IESYSC_KEY_RSRC(1) || TPM2B_PUBLIC`. We read the handle and
+/// the Name.
+fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
+    let bad = || TokenError::Malformed("tpm2_srk is not a serialized ESYS_TR".into());
+    let handle = u32::from_be_bytes(b.get(0..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let n = usize::from(u16::from_be_bytes(
+        b.get(4..6).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+    ));
+    let name = b.get(6..6 + n).ok_or_else(bad)?.to_vec();
+    Ok((handle, name))
+}
+
+impl SystemdTpm2Token {
+    /// Parse a token's JSON.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
+        let t: SystemdTpm2Token =
+            serde_json::from_value(v.clone()).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if t.kind != TOKEN_TYPE {
+            return Err(TokenError::Malformed(format!(
+                "type {:?} is not {TOKEN_TYPE}",
+                t.kind
+            )));
+        }
+        if t.blob.is_empty() {
+            return Err(TokenError::Malformed("empty tpm2-blob".into()));
+        }
+        Ok(t)
+    }
+
+    /// The bank (systemd's default before `tpm2-pcr-bank` existed: SHA-256).
+    pub fn bank(&self) -> Result<HashAlg, TokenError> {
+        match &self.pcr_bank {
+            None => Ok(HashAlg::Sha256),
+            Some(b) => b
+                .parse()
+                .map_err(|_| TokenError::Malformed(format!("tpm2-pcr-bank {b:?}"))),
+        }
+    }
+
+    /// The parent this token's object lives under.
+    pub fn parent(&self) -> Result<(ParentKind, Option<Vec<u8>>), TokenError> {
+        if let Some(srk) = &self.srk {
+            let raw = B64
+                .decode(srk)
+                .map_err(|_| TokenError::Malformed("tpm2_srk is not base64".into()))?;
+            let (handle, name) = parse_srk_tr(&raw)?;
+            if handle != SRK_HANDLE {
+                return Err(TokenError::Malformed(format!(
+                    "tpm2_srk names handle {handle:#x}, only {SRK_HANDLE:#x} is supported"
+                )));
+            }
+            return Ok((ParentKind::Srk, Some(name)));
+        }
+        match self.primary_alg.as_deref() {
+            None | Some("ecc") => Ok((ParentKind::LegacyEcc, None)),
+            Some("rsa") => Ok((ParentKind::LegacyRsa, None)),
+            Some(other) => Err(TokenError::Malformed(format!("tpm2-primary-alg {other:?}"))),
+        }
+    }
+
+    /// The PCR public key, if the token uses a signed policy.
+    pub fn public_key(&self) -> Result<Option<rsa::RsaPublicKey>, TokenError> {
+        let Some(p) = &self.pubkey else {
+            return Ok(None);
+        };
+        let pem = B64
+            .decode(p)
+            .map_err(|_| TokenError::Malformed("tpm2_pubkey is not base64".into()))?;
+        crate::measure::rsa_public_key_from_pem(&pem)
+            .map(Some)
+            .map_err(|e| TokenError::Malformed(format!("tpm2_pubkey: {e}")))
+    }
+}
+
+/// What to enroll.
+#[derive(Clone, Debug)]
+pub struct EnrollRequest<'a> {
+    /// Parent key (systemd 252 can only use [`ParentKind::LegacyEcc`]/`LegacyRsa`).
+    pub parent: ParentKind,
+    /// Bank.
+    pub bank: HashAlg,
+    /// Literal PCRs.
+    pub pcrs: &'a [u32],
+    /// Their values.
+    pub values: &'a PcrValues,
+    /// Signed policy.
+    pub authorize: Option<&'a AuthorizeKey>,
+    /// PIN; salted as systemd ≥ 253 unless `unsalted_pin` (systemd 252 compatibility).
+    pub pin: Option<&'a [u8]>,
+    /// Use systemd 252's unsalted PIN hash.
+    pub unsalted_pin: bool,
+}
+
+/// Seal a fresh 32-byte secret for a token. Returns the token (keyslot still to fill in) and
+/// the secret; the LUKS passphrase is [`passphrase`] of it.
+pub fn enroll(
+    tpm: &mut Tpm,
+    req: &EnrollRequest<'_>,
+) -> Result<(SystemdTpm2Token, Zeroizing<Vec<u8>>), TokenError> {
+    let mut literal = req.pcrs.to_vec();
+    literal.sort_unstable();
+    literal.dedup();
+    let values = literal
+        .iter()
+        .map(|p| {
+            req.values
+                .get(&(req.bank, *p))
+                .cloned()
+                .ok_or(SealError::MissingValue {
+                    bank: req.bank,
+                    pcr: *p,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sel = crate::policy::PcrSelection::new(
+        req.bank,
+        literal
+            .iter()
+            .map(|p| {
+                crate::policy::PcrIndex::new(*p).map_err(|e| SealError::Request(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    let (pubkey, name, pubkey_pcrs) = match req.authorize {
+        Some(k) => {
+            let pem = crate::measure::public_key_pem(&k.key)
+                .map_err(|e| SealError::Request(e.to_string()))?;
+            let area = policy::rsa_public_area(&k.key).map_err(SealError::from)?;
+            let mut p = k.pcrs.clone();
+            p.sort_unstable();
+            p.dedup();
+            (
+                Some(B64.encode(pem.as_bytes())),
+                Some(policy::object_name(&area)),
+                Some(p),
+            )
+        }
+        None => (None, None, None),
+    };
+    if literal.is_empty() && name.is_none() {
+        return Err(SealError::Request(
+            "nothing to seal to: give PCRs, a PCR public key, or both".into(),
+        )
+        .into());
+    }
+    let digest = policy::sealing_policy(
+        name.as_deref(),
+        Some(&PcrBinding {
+            selection: sel,
+            values,
+        }),
+        req.pin.is_some(),
+    )
+    .map_err(SealError::from)?;
+    let (salt, auth) = match req.pin {
+        Some(pin) if req.unsalted_pin => (None, Some(crate::pin::pin_auth_value(pin, None))),
+        Some(pin) => {
+            let mut salt = [0u8; crate::pin::PIN_SALT_LEN];
+            getrandom_fill(&mut salt)?;
+            (
+                Some(B64.encode(salt)),
+                Some(crate::pin::pin_auth_value(pin, Some(&salt))),
+            )
+        }
+        None => (None, None),
+    };
+    let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
+    getrandom_fill(&mut secret)?;
+    let obj = tpm.seal(
+        ParentChoice::Kind(req.parent),
+        &digest,
+        &secret,
+        auth.as_ref().map(|a| a.as_slice()),
+    )?;
+    let (primary_alg, srk) = match req.parent {
+        ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
+        ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
+        ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
+        other => {
+            return Err(TokenError::Malformed(format!(
+                "systemd tokens cannot record a {other} parent (use legacy-ecc, legacy-rsa or srk)"
+            )))
+        }
+    };
+    let token = SystemdTpm2Token {
+        kind: TOKEN_TYPE.into(),
+        keyslots: Vec::new(),
+        blob: B64.encode(marshal_blob(&obj)?),
+        pcrs: literal,
+        pcr_bank: Some(req.bank.to_string()),
+        primary_alg,
+        policy_hash: digest.to_hex(),
+        pin: req.pin.is_some(),
+        pubkey,
+        pubkey_pcrs,
+        salt,
+        srk,
+        other: Default::default(),
+    };
+    Ok((token, secret))
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), TokenError> {
+    use aes_gcm::aead::rand_core::RngCore;
+    aes_gcm::aead::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|e| SealError::Request(format!("system random generator: {e}")).into())
+}
+
+/// The LUKS passphrase for a token secret: base64, standard alphabet, padded.
+pub fn passphrase(secret: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(B64.encode(secret))
+}
+
+/// Unseal a token's secret. Errors say which PCRs differ, which signed PCRs have no signature,
+/// or how many PIN tries are left.
+pub fn unseal(
+    tpm: &mut Tpm,
+    t: &SystemdTpm2Token,
+    signatures: Option<&PcrSignatures>,
+    pin: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let raw = B64
+        .decode(&t.blob)
+        .map_err(|_| TokenError::Malformed("tpm2-blob is not base64".into()))?;
+    let (private, public) = unmarshal_blob(&raw)?;
+    let (parent, parent_name) = t.parent()?;
+    let bank = t.bank()?;
+    let expected = Digest::from_hex(HashAlg::Sha256, &t.policy_hash)
+        .map_err(|_| TokenError::Malformed("tpm2-policy-hash".into()))?;
+    let key = t.public_key()?;
+    let area = key
+        .as_ref()
+        .map(policy::rsa_public_area)
+        .transpose()
+        .map_err(SealError::from)?;
+    let signed_pcrs = t.pubkey_pcrs.clone().unwrap_or_default();
+    let candidates = match &key {
+        Some(k) => {
+            let sigs = signatures.ok_or(SealError::SignaturesRequired)?;
+            signature_candidates(sigs, k, bank, &signed_pcrs)?
+        }
+        None => Vec::new(),
+    };
+    let auth = match (t.pin, pin) {
+        (true, Some(pin)) => {
+            let salt = t
+                .salt
+                .as_ref()
+                .map(|s| B64.decode(s))
+                .transpose()
+                .map_err(|_| TokenError::Malformed("tpm2_salt is not base64".into()))?;
+            Some(crate::pin::pin_auth_value(pin, salt.as_deref()))
+        }
+        (true, None) => return Err(SealError::PinRequired.into()),
+        (false, _) => None,
+    };
+    let steps = PolicySteps {
+        authorize: area.as_ref().map(|a| AuthorizeStep {
+            public_area: a,
+            bank,
+            pcrs: &signed_pcrs,
+            candidates: &candidates,
+        }),
+        pcrs: Some((bank, &t.pcrs)),
+        auth_value: auth.as_ref().map(|a| a.as_slice()),
+    };
+    let obj = SealedObject {
+        private,
+        public,
+        parent_name: parent_name.clone().unwrap_or_default(),
+        parent,
+    };
+    match tpm.unseal(&obj, parent_name.as_deref(), &steps, &expected) {
+        Ok(s) => Ok(s),
+        Err(UnsealError::PolicyMismatch { expected, actual }) => {
+            // The token does not record the values sealed to; name the PCRs and their values
+            // now so the user can compare with a prediction.
+            let want: Vec<(HashAlg, u32)> = t.pcrs.iter().map(|p| (bank, *p)).collect();
+            let now = tpm.read_pcrs(&want)?;
+            let current = want
+                .iter()
+                .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
+                .collect();
+            Err(SealError::PcrPolicyMismatch {
+                current,
+                expected,
+                actual,
+            }
+            .into())
+        }
+        Err(UnsealError::NoSignature {
+            bank,
+            pcrs,
+            approved,
+        }) => {
+            let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
+            let now = tpm.read_pcrs(&want)?;
+            Err(SealError::NotSigned {
+                current: want
+                    .iter()
+                    .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
+                    .collect(),
+                approved,
+                signed: candidates.len(),
+            }
+            .into())
+        }
+        Err(e) => Err(SealError::Unseal(e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_round_trip_and_truncation() {
+        let obj = SealedObject {
+            private: vec![1, 2, 3],
+            public: vec![4, 5],
+            parent_name: vec![],
+            parent: ParentKind::LegacyEcc,
+        };
+        let b = marshal_blob(&obj).unwrap();
+        assert_eq!(b, [0, 3, 1, 2, 3, 0, 2, 4, 5]);
+        assert_eq!(unmarshal_blob(&b).unwrap(), (vec![1, 2, 3], vec![4, 5]));
+        for n in 0..b.len() {
+            assert!(unmarshal_blob(&b[..n]).is_err(), "{n}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(unmarshal_blob(&long).is_err());
+    }
+}
+
+/// Errors enrolling into or unlocking a LUKS2 volume.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LuksTokenError {
+    /// The header operation failed.
+    #[error(transparent)]
+    Luks(#[from] crate::luks::LuksError),
+    /// Sealing or unsealing failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No systemd-tpm2 token (or not the requested one).
+    #[error("{device} has no systemd-tpm2 token{}", .id.map(|i| format!(" with id {i}")).unwrap_or_default())]
+    NoToken {
+        /// The device.
+        device: String,
+        /// The requested id.
+        id: Option<u32>,
+    },
+    /// Every token failed; each reason is listed.
+    #[error("no systemd-tpm2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {e}")).collect::<Vec<_>>().join("; "))]
+    AllFailed {
+        /// The device.
+        device: String,
+        /// Token id and why it failed.
+        reasons: Vec<(u32, TokenError)>,
+    },
+}
+
+/// Enroll a TPM2 keyslot and its `systemd-tpm2` token, as `systemd-cryptenroll --tpm2-device`:
+/// seal a fresh secret (nothing touches the header if the TPM fails), add a keyslot for
+/// `base64(secret)` authorized by `unlock_key_file`, then store the token. If storing the token
+/// fails the new keyslot is removed again. Returns (token id, keyslot).
+pub fn enroll_luks(
+    tpm: &mut Tpm,
+    luks: &crate::luks::Luks,
+    unlock_key_file: &std::path::Path,
+    req: &EnrollRequest<'_>,
+) -> Result<(u32, u32), LuksTokenError> {
+    luks.metadata()?;
+    let (mut token, secret) = enroll(tpm, req)?;
+    let pass = passphrase(&secret);
+    let slot = luks.add_keyslot(unlock_key_file, pass.as_bytes())?;
+    token.keyslots = vec![slot.to_string()];
+    let json = serde_json::to_value(&token)
+        .map_err(|e| TokenError::Malformed(format!("serializing the token: {e}")))?;
+    match luks.import_token(&json) {
+        Ok(id) => Ok((id, slot)),
+        Err(e) => {
+            let _ = luks.kill_keyslot(slot);
+            Err(e.into())
+        }
+    }
+}
+
+/// A token that unsealed.
+#[derive(Debug)]
+pub struct Unlocked {
+    /// Token id.
+    pub token_id: u32,
+    /// The keyslot it opens (the first listed).
+    pub keyslot: Option<u32>,
+    /// The LUKS passphrase, `base64(secret)`.
+    pub passphrase: Zeroizing<String>,
+}
+
+/// Unseal the passphrase of a `systemd-tpm2` token of `luks` (the given id, or each in turn
+/// until one works). Nothing is written to the header.
+pub fn unlock_luks(
+    tpm: &mut Tpm,
+    luks: &crate::luks::Luks,
+    token_id: Option<u32>,
+    signatures: Option<&PcrSignatures>,
+    pin: Option<&[u8]>,
+) -> Result<Unlocked, LuksTokenError> {
+    let md = luks.metadata()?;
+    let tokens: Vec<(u32, &serde_json::Value)> = md
+        .tokens_of_type(TOKEN_TYPE)
+        .filter(|(i, _)| token_id.is_none_or(|want| want == *i))
+        .collect();
+    if tokens.is_empty() {
+        return Err(LuksTokenError::NoToken {
+            device: luks.device().display().to_string(),
+            id: token_id,
+        });
+    }
+    let mut reasons = Vec::new();
+    for (id, v) in tokens {
+        let r = SystemdTpm2Token::from_json(v).and_then(|t| {
+            let secret = unseal(tpm, &t, signatures, pin)?;
+            Ok((t, secret))
+        });
+        match r {
+            Ok((t, secret)) => {
+                return Ok(Unlocked {
+                    token_id: id,
+                    keyslot: t.keyslots.first().and_then(|k| k.parse().ok()),
+                    passphrase: passphrase(&secret),
+                })
+            }
+            Err(e) => reasons.push((id, e)),
+        }
+    }
+    Err(LuksTokenError::AllFailed {
+        device: luks.device().display().to_string(),
+        reasons,
+    })
+}
