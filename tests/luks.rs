@@ -1,0 +1,485 @@
+//! LUKS2 `systemd-tpm2` tokens against the real tools: tokens enrolled by systemd-cryptenroll
+//! 252 (literal PCRs, signed policy, PIN) unlocked by `bootchain luks unlock`; tokens enrolled
+//! by bootchain unsealed by tpm2-tools; keyslots checked with `cryptsetup open
+//! --test-passphrase` (device-mapper activation is not available on the test machines).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bootchain::hash::HashAlg;
+use bootchain::tpm::Tpm;
+use common::swtpm::Swtpm;
+use common::*;
+
+const PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+/// A 32 MiB LUKS2 image with one passphrase keyslot (slot 0; cheap PBKDF for tests).
+fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
+    require_tool("cryptsetup");
+    let img = dir.join("disk.img");
+    let key = dir.join("pass");
+    std::fs::write(&key, PASSPHRASE).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&img),
+    );
+    (img, key)
+}
+
+fn token_json(img: &Path, id: u32) -> serde_json::Value {
+    let out = run_ok(
+        Command::new("cryptsetup")
+            .args(["token", "export", "--token-id", &id.to_string()])
+            .arg(img),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `cryptsetup open --test-passphrase --key-slot N` with the passphrase in `file`.
+fn opens_slot(img: &Path, slot: u32, file: &Path) -> bool {
+    Command::new("cryptsetup")
+        .args(["open", "--test-passphrase", "--key-slot", &slot.to_string()])
+        .arg("--key-file")
+        .arg(file)
+        .arg(img)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn bootchain(sw: &Swtpm, args: &[&str], img: &Path) -> Output {
+    run(Command::new(bootchain_bin())
+        .args(args)
+        .arg("--tcti")
+        .arg(sw.tcti())
+        .arg(img)
+        .env_remove("BOOTCHAIN_PIN"))
+}
+
+fn cryptenroll(sw: &Swtpm, key: &Path, img: &Path, args: &[&str], env: &[(&str, &str)]) {
+    require_tool("systemd-cryptenroll");
+    run_ok(
+        Command::new("systemd-cryptenroll")
+            .arg(format!("--unlock-key-file={}", key.display()))
+            .arg(format!(
+                "--tpm2-device=swtpm:host=127.0.0.1,port={}",
+                sw.port
+            ))
+            .args(args)
+            .arg(img)
+            .envs(env.iter().copied()),
+    );
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// systemd-cryptenroll 252 `--tpm2-pcrs=7+11` → `bootchain luks unlock` recovers the keyslot
+/// passphrase (base64 of the sealed secret) and cryptsetup accepts it; after PCR 7 changes the
+/// unlock is refused naming the PCRs and their current values, and nothing is written.
+#[test]
+fn systemd_cryptenroll_token_unlocked_by_bootchain() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(7, &[HashAlg::Sha256.digest(b"db")]).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki")]).unwrap();
+    drop(t);
+    cryptenroll(&sw, &key, &img, &["--tpm2-pcrs=7+11"], &[]);
+    let tok = token_json(&img, 0);
+    assert_eq!(tok["type"], "systemd-tpm2");
+    assert_eq!(tok["keyslots"], serde_json::json!(["1"]));
+
+    let pass = d.path().join("recovered");
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "unlock",
+            "--test",
+            "--passphrase-output",
+            pass.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("opens keyslot 1"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&pass).unwrap().len(), 44, "base64 of 32 bytes");
+    assert!(opens_slot(&img, 1, &pass));
+    assert!(!opens_slot(&img, 0, &pass));
+
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(7, &[HashAlg::Sha256.digest(b"another db")])
+        .unwrap();
+    drop(t);
+    let pass2 = d.path().join("recovered2");
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "unlock",
+            "--passphrase-output",
+            pass2.to_str().unwrap(),
+        ],
+        &img,
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("PCR 7 (sha256) is") && err.contains("no longer have the values"),
+        "{err}"
+    );
+    assert!(!pass2.exists());
+}
+
+/// systemd-cryptenroll 252 `--tpm2-public-key` (signed PCR 11 policy, no literal PCRs): the
+/// `.pcrsig` comes from a UKI built and signed by bootchain; after PCR 11 holds that UKI's
+/// predicted value, `bootchain luks unlock --pcrsig-uki` opens the keyslot. Before, it is
+/// refused with the unsigned PCR 11 value.
+#[test]
+fn systemd_cryptenroll_signed_policy_unlocked_with_a_ukis_pcrsig() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let (private, public) = make_rsa_keypair(d.path(), "pcr");
+    let sw = Swtpm::start();
+    cryptenroll(
+        &sw,
+        &key,
+        &img,
+        &[
+            "--tpm2-pcrs=",
+            &format!("--tpm2-public-key={}", public.display()),
+            "--tpm2-public-key-pcrs=11",
+        ],
+        &[],
+    );
+    let tok = token_json(&img, 0);
+    assert_eq!(tok["tpm2_pubkey_pcrs"], serde_json::json!([11]));
+
+    std::fs::write(d.path().join("k"), pseudo_random(90_000, 21)).unwrap();
+    let uki = d.path().join("uki.efi");
+    bootchain::uki::UkiBuilder::new()
+        .stub(require_stub())
+        .linux(d.path().join("k"))
+        .uname("6.1.0")
+        .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+        .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
+            key: bootchain::measure::load_pcr_signing_key(&private, None).unwrap(),
+            phases: vec![],
+            banks: vec![HashAlg::Sha256],
+        })
+        .build(&uki)
+        .unwrap();
+    let pass = d.path().join("recovered");
+    let args = [
+        "luks",
+        "unlock",
+        "--pcrsig-uki",
+        uki.to_str().unwrap(),
+        "--passphrase-output",
+        pass.to_str().unwrap(),
+    ];
+    let out = bootchain(&sw, &args, &img);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no PCR policy signature matches this boot"),
+        "{}",
+        stderr(&out)
+    );
+    // "Boot" the UKI: extend PCR 11 with the events the predictor lists, then the
+    // "enter-initrd" phase systemd-pcrphase measures before cryptsetup runs (the stub-only
+    // value is not among systemd-measure's default signed phases).
+    let pred = bootchain::measure::predict_uki(
+        &uki,
+        None,
+        &[HashAlg::Sha256],
+        &["enter-initrd".into()],
+    )
+    .unwrap();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    for e in &pred.events {
+        t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
+            .unwrap();
+    }
+    t.extend(11, &[HashAlg::Sha256.digest(b"enter-initrd")])
+        .unwrap();
+    let now = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap();
+    assert_eq!(
+        Some(&now[&(HashAlg::Sha256, 11)]),
+        pred.value(HashAlg::Sha256, "enter-initrd")
+    );
+    drop(t);
+    let out = bootchain(&sw, &args, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 1, &pass));
+}
+
+/// systemd-cryptenroll 252 `--tpm2-with-pin` (unsalted PIN hash in 252): the right PIN
+/// unlocks, a wrong one is refused with the tries left.
+#[test]
+fn systemd_cryptenroll_pin_token() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    cryptenroll(
+        &sw,
+        &key,
+        &img,
+        &["--tpm2-pcrs=7", "--tpm2-with-pin=yes"],
+        &[("NEWPIN", "2468")],
+    );
+    assert_eq!(token_json(&img, 0)["tpm2-pin"], true);
+    let pass = d.path().join("recovered");
+    let args = [
+        "luks",
+        "unlock",
+        "--passphrase-output",
+        pass.to_str().unwrap(),
+    ];
+    let out = run(Command::new(bootchain_bin())
+        .args(args)
+        .arg("--tcti")
+        .arg(sw.tcti())
+        .arg(&img)
+        .env("BOOTCHAIN_PIN", "1357"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("wrong PIN: 2 tries left"),
+        "{}",
+        stderr(&out)
+    );
+    let out = bootchain(&sw, &args, &img);
+    assert!(
+        stderr(&out).contains("sealed with a PIN"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(Command::new(bootchain_bin())
+        .args(args)
+        .arg("--tcti")
+        .arg(sw.tcti())
+        .arg(&img)
+        .env("BOOTCHAIN_PIN", "2468"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 1, &pass));
+}
+
+/// A token enrolled by `bootchain luks enroll` is standard: tpm2-tools recreate systemd's
+/// legacy ECC primary, load the blob, satisfy PolicyPCR and unseal the secret whose base64
+/// opens the keyslot. `list` shows it; `remove` removes token and keyslot but never the last
+/// keyslot.
+#[test]
+fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
+    for tool in [
+        "tpm2_createprimary",
+        "tpm2_load",
+        "tpm2_policypcr",
+        "tpm2_unseal",
+    ] {
+        require_tool(tool);
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki")]).unwrap();
+    drop(t);
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--pcrs",
+            "7+11",
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tok = token_json(&img, 0);
+    assert_eq!(tok["type"], "systemd-tpm2");
+    assert_eq!(tok["tpm2-pcrs"], serde_json::json!([7, 11]));
+    assert_eq!(tok["tpm2-primary-alg"], "ecc");
+    assert_eq!(tok["keyslots"], serde_json::json!(["1"]));
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let blob = b64.decode(tok["tpm2-blob"].as_str().unwrap()).unwrap();
+    let priv_len = usize::from(u16::from_be_bytes([blob[0], blob[1]])) + 2;
+    let f = |n: &str| d.path().join(n);
+    std::fs::write(f("obj.priv"), &blob[..priv_len]).unwrap();
+    std::fs::write(f("obj.pub"), &blob[priv_len..]).unwrap();
+    run_ok(
+        sw.tool("tpm2_createprimary")
+            .args(["-C", "o", "-g", "sha256", "-G", "ecc256:null:aes128cfb", "-a"])
+            .arg("restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth")
+            .arg("-c")
+            .arg(f("prim.ctx")),
+    );
+    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+    run_ok(
+        sw.tool("tpm2_load")
+            .arg("-C")
+            .arg(f("prim.ctx"))
+            .arg("-u")
+            .arg(f("obj.pub"))
+            .arg("-r")
+            .arg(f("obj.priv"))
+            .arg("-c")
+            .arg(f("obj.ctx")),
+    );
+    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+    run_ok(
+        sw.tool("tpm2_startauthsession")
+            .arg("--policy-session")
+            .arg("-S")
+            .arg(f("s.ctx")),
+    );
+    run_ok(
+        sw.tool("tpm2_policypcr")
+            .arg("-S")
+            .arg(f("s.ctx"))
+            .args(["-l", "sha256:7,11"]),
+    );
+    run_ok(
+        sw.tool("tpm2_unseal")
+            .arg("-c")
+            .arg(f("obj.ctx"))
+            .arg("-p")
+            .arg(format!("session:{}", f("s.ctx").display()))
+            .arg("-o")
+            .arg(f("secret")),
+    );
+    run_ok(sw.tool("tpm2_flushcontext").arg(f("s.ctx")));
+    let secret = std::fs::read(f("secret")).unwrap();
+    assert_eq!(secret.len(), 32);
+    std::fs::write(f("pass.b64"), b64.encode(&secret)).unwrap();
+    assert!(opens_slot(&img, 1, &f("pass.b64")));
+
+    // Our own unlock agrees.
+    let out = bootchain(&sw, &["luks", "unlock", "--test"], &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(Command::new(bootchain_bin())
+        .args(["luks", "list", "--json"])
+        .arg(&img));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["pcrs"], serde_json::json!([7, 11]));
+    assert_eq!(list[0]["parent"], "legacy-ecc");
+
+    let out = run(Command::new(bootchain_bin())
+        .args(["luks", "remove", "--token-id", "0"])
+        .arg(&img));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!opens_slot(&img, 1, &f("pass.b64")));
+    assert!(opens_slot(&img, 0, &key));
+    let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
+    assert!(md.tokens.is_empty());
+    assert_eq!(md.keyslots.keys().copied().collect::<Vec<_>>(), vec![0]);
+}
+
+/// Enrolling with a PIN and a signed policy through the CLI, then unlocking: our salted PIN
+/// (tpm2_salt) and PolicyAuthorize tokens round-trip; a wrong unlock key leaves the header as it
+/// was.
+#[test]
+fn bootchain_enroll_signed_and_pin_round_trip_and_wrong_unlock_key() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let (private, public) = make_rsa_keypair(d.path(), "pcr");
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki")]).unwrap();
+    let v11 = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
+    drop(t);
+    let header = std::fs::read(&img).unwrap()[..16 << 20].to_vec();
+    let wrong = d.path().join("wrong");
+    std::fs::write(&wrong, b"not the passphrase").unwrap();
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--pcrs",
+            "7",
+            "--unlock-key-file",
+            wrong.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not open"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&img).unwrap()[..16 << 20], header[..]);
+
+    let pin = d.path().join("pin");
+    std::fs::write(&pin, "9999\n").unwrap();
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--pcrs",
+            "7",
+            "--pcr-public-key",
+            public.to_str().unwrap(),
+            "--pin-file",
+            pin.to_str().unwrap(),
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tok = token_json(&img, 0);
+    assert_eq!(tok["tpm2-pin"], true);
+    assert!(tok["tpm2_salt"].is_string());
+    assert_eq!(tok["tpm2_pubkey_pcrs"], serde_json::json!([11]));
+
+    // Sign the current PCR 11 the way systemd-measure does and write the .pcrsig JSON.
+    let key_rsa = bootchain::measure::load_pcr_signing_key(&private, None).unwrap();
+    let pred = bootchain::measure::Pcr11Prediction {
+        banks: vec![HashAlg::Sha256],
+        events: vec![],
+        phases: vec![bootchain::measure::PhaseValue {
+            phase: String::new(),
+            values: vec![v11],
+        }],
+    };
+    let sigs = bootchain::measure::sign_policies(&pred, &key_rsa).unwrap();
+    let sigfile = d.path().join("tpm2-pcr-signature.json");
+    std::fs::write(
+        &sigfile,
+        bootchain::measure::signatures_json(&sigs).to_string(),
+    )
+    .unwrap();
+    let pass = d.path().join("recovered");
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "unlock",
+            "--pcrsig",
+            sigfile.to_str().unwrap(),
+            "--pin-file",
+            pin.to_str().unwrap(),
+            "--passphrase-output",
+            pass.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 1, &pass));
+}
