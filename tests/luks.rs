@@ -117,7 +117,11 @@ fn systemd_cryptenroll_token_unlocked_by_bootchain() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("opens keyslot 1"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&pass).unwrap().len(), 44, "base64 of 32 bytes");
+    assert_eq!(
+        std::fs::read(&pass).unwrap().len(),
+        44,
+        "base64 of 32 bytes"
+    );
     assert!(opens_slot(&img, 1, &pass));
     assert!(!opens_slot(&img, 0, &pass));
 
@@ -202,13 +206,9 @@ fn systemd_cryptenroll_signed_policy_unlocked_with_a_ukis_pcrsig() {
     // "Boot" the UKI: extend PCR 11 with the events the predictor lists, then the
     // "enter-initrd" phase systemd-pcrphase measures before cryptsetup runs (the stub-only
     // value is not among systemd-measure's default signed phases).
-    let pred = bootchain::measure::predict_uki(
-        &uki,
-        None,
-        &[HashAlg::Sha256],
-        &["enter-initrd".into()],
-    )
-    .unwrap();
+    let pred =
+        bootchain::measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["enter-initrd".into()])
+            .unwrap();
     let mut t = Tpm::open(&sw.tcti()).unwrap();
     for e in &pred.events {
         t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
@@ -325,7 +325,15 @@ fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
     std::fs::write(f("obj.pub"), &blob[priv_len..]).unwrap();
     run_ok(
         sw.tool("tpm2_createprimary")
-            .args(["-C", "o", "-g", "sha256", "-G", "ecc256:null:aes128cfb", "-a"])
+            .args([
+                "-C",
+                "o",
+                "-g",
+                "sha256",
+                "-G",
+                "ecc256:null:aes128cfb",
+                "-a",
+            ])
             .arg("restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth")
             .arg("-c")
             .arg(f("prim.ctx")),
@@ -482,4 +490,87 @@ fn bootchain_enroll_signed_and_pin_round_trip_and_wrong_unlock_key() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(opens_slot(&img, 1, &pass));
+}
+
+/// `--parent srk`: the token records the persistent SRK as `tpm2_srk`, byte-identical to the
+/// ESYS_TR serialization tpm2-tools writes (`tpm2_readpublic -t`), and no `tpm2-primary-alg`
+/// (systemd ≥ 254's shape). Unlock works; another TPM's SRK is refused by Name.
+#[test]
+fn enroll_under_the_persistent_srk_records_tpm2_srk() {
+    require_tool("tpm2_evictcontrol");
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let provision = |sw: &Swtpm| {
+        let ctx = d.path().join(format!("srk-{}.ctx", sw.port));
+        run_ok(
+            sw.tool("tpm2_createprimary")
+                .args([
+                    "-C",
+                    "o",
+                    "-g",
+                    "sha256",
+                    "-G",
+                    "ecc256:null:aes128cfb",
+                    "-a",
+                ])
+                .arg(
+                    "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
+                )
+                .arg("-c")
+                .arg(&ctx),
+        );
+        run_ok(
+            sw.tool("tpm2_evictcontrol")
+                .args(["-C", "o", "-c"])
+                .arg(&ctx)
+                .arg("0x81000001"),
+        );
+        run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+    };
+    let sw = Swtpm::start();
+    provision(&sw);
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--pcrs",
+            "7",
+            "--parent",
+            "srk",
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tok = token_json(&img, 0);
+    assert!(tok.get("tpm2-primary-alg").is_none());
+    use base64::Engine as _;
+    let srk = base64::engine::general_purpose::STANDARD
+        .decode(tok["tpm2_srk"].as_str().unwrap())
+        .unwrap();
+    let tr = d.path().join("srk.tr");
+    run_ok(
+        sw.tool("tpm2_readpublic")
+            .args(["-c", "0x81000001", "-t"])
+            .arg(&tr),
+    );
+    assert_eq!(
+        srk,
+        std::fs::read(&tr).unwrap(),
+        "tpm2_srk == ESYS_TR serialization"
+    );
+    let out = bootchain(&sw, &["luks", "unlock", "--test"], &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let other = Swtpm::start();
+    provision(&other);
+    let out = bootchain(&other, &["luks", "unlock", "--test"], &img);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not the one the secret was sealed under"),
+        "{}",
+        stderr(&out)
+    );
 }

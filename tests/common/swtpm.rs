@@ -18,7 +18,7 @@ pub struct Swtpm {
 
 static SPAWN: Mutex<()> = Mutex::new(());
 
-fn free_pair() -> Option<u16> {
+pub fn free_pair() -> Option<u16> {
     for _ in 0..50 {
         let l = TcpListener::bind("127.0.0.1:0").ok()?;
         let p = l.local_addr().ok()?.port();

@@ -1,0 +1,164 @@
+//! The TPM vanishing in the middle of an operation: a proxy kills swtpm at the N-th TPM
+//! command, for every N the operation sends. Each time the command fails with an error, leaves
+//! no output file (nor temporary file) behind, and leaves the LUKS2 header byte-identical.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use common::swtpm::Swtpm;
+use common::tpm_proxy::KillingProxy;
+use common::*;
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// TPM2_CC_FlushContext (Part 2 §6.5.2).
+const CC_FLUSH_CONTEXT: u32 = 0x165;
+
+/// The TPM command codes `args` sends, in order (through a proxy that never kills).
+fn commands(args: &dyn Fn(&str) -> Command) -> Vec<u32> {
+    let proxy = KillingProxy::start(Swtpm::start(), 0);
+    let out = run(&mut args(&proxy.tcti()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        proxy.codes.lock().unwrap().len(),
+        proxy.seen.load(Ordering::SeqCst)
+    );
+    let codes = proxy.codes.lock().unwrap().clone();
+    eprintln!("TPM commands: {codes:x?}");
+    codes
+}
+
+/// Once the work is done only transient objects and sessions are flushed; losing the TPM
+/// there cannot spoil the result (the TPM frees them when it restarts), so those commands
+/// are allowed to be lost. Any other lost command must fail the operation.
+fn must_fail(codes: &[u32], kill_at: usize) -> bool {
+    codes[kill_at - 1..].iter().any(|c| *c != CC_FLUSH_CONTEXT)
+}
+
+#[test]
+fn swtpm_killed_at_every_step_of_a_seal_leaves_no_output() {
+    let d = tempfile::tempdir().unwrap();
+    let out_dir = d.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let seal = |tcti: &str| {
+        let mut c = Command::new(bootchain_bin());
+        c.args(["seal", "--pcrs", "7+11", "--random", "--tcti", tcti])
+            .arg("--secret-output")
+            .arg(out_dir.join("secret"))
+            .arg("-o")
+            .arg(out_dir.join("root.sealed.json"));
+        c
+    };
+    let codes = commands(&seal);
+    let n = codes.len();
+    assert!(n >= 5, "a seal takes more than {n} TPM commands");
+    for f in listing(&out_dir) {
+        std::fs::remove_file(out_dir.join(f)).unwrap();
+    }
+    for kill_at in 1..=n {
+        let proxy = KillingProxy::start(Swtpm::start(), kill_at);
+        let out = run(&mut seal(&proxy.tcti()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        if must_fail(&codes, kill_at) {
+            assert!(
+                !out.status.success(),
+                "seal survived losing command {kill_at}"
+            );
+            assert!(err.contains("bootchain: error:"), "{err}");
+            assert_eq!(
+                listing(&out_dir),
+                Vec::<String>::new(),
+                "after command {kill_at}"
+            );
+        } else if out.status.success() {
+            // Complete output only.
+            let text = std::fs::read_to_string(out_dir.join("root.sealed.json")).unwrap();
+            bootchain::seal::Envelope::from_json(&text).unwrap();
+            assert_eq!(std::fs::read(out_dir.join("secret")).unwrap().len(), 32);
+            for f in listing(&out_dir) {
+                std::fs::remove_file(out_dir.join(f)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn swtpm_killed_at_every_step_of_an_enroll_leaves_the_header_intact() {
+    require_tool("cryptsetup");
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("disk.img");
+    let key = d.path().join("pass");
+    std::fs::write(&key, b"passphrase").unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(24 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&img),
+    );
+    let pristine = std::fs::read(&img).unwrap();
+    let work = d.path().join("work.img");
+    let enroll = |tcti: &str| {
+        let mut c = Command::new(bootchain_bin());
+        c.args(["luks", "enroll", "--pcrs", "7+11", "--tcti", tcti])
+            .arg("--unlock-key-file")
+            .arg(&key)
+            .arg(&work);
+        c
+    };
+    std::fs::write(&work, &pristine).unwrap();
+    let codes = commands(&enroll);
+    let n = codes.len();
+    assert!(n >= 5, "an enroll takes more than {n} TPM commands");
+    assert_ne!(std::fs::read(&work).unwrap(), pristine, "the enroll wrote");
+    std::fs::write(&work, &pristine).unwrap();
+    for kill_at in 1..=n {
+        let proxy = KillingProxy::start(Swtpm::start(), kill_at);
+        let out = run(&mut enroll(&proxy.tcti()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        if must_fail(&codes, kill_at) || !out.status.success() {
+            assert!(
+                !out.status.success(),
+                "enroll survived losing command {kill_at}"
+            );
+            assert!(
+                std::fs::read(&work).unwrap() == pristine,
+                "header changed after losing command {kill_at}: {err}"
+            );
+        } else {
+            // Sealing was complete: the keyslot and token are whole.
+            let md = bootchain::luks::Luks::new(&work).metadata().unwrap();
+            assert_eq!(md.tokens.len(), 1);
+            assert_eq!(md.keyslots.len(), 2);
+            std::fs::write(&work, &pristine).unwrap();
+        }
+    }
+    // Still a valid header that opens with the original key.
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file"])
+            .arg(&key)
+            .arg(&work),
+    );
+}
