@@ -118,6 +118,15 @@ impl Tpm {
         if std::env::var_os("TSS2_LOG").is_none() {
             std::env::set_var("TSS2_LOG", "all+none");
         }
+        if let Some(dev) = tcti.strip_prefix("device:") {
+            let path = if dev.is_empty() { "/dev/tpm0" } else { dev };
+            if !std::path::Path::new(path).exists() {
+                return Err(TpmError::Open {
+                    tcti: tcti.into(),
+                    reason: format!("{path} does not exist"),
+                });
+            }
+        }
         let conf = TctiNameConf::from_str(tcti).map_err(|e| TpmError::Tcti {
             tcti: tcti.into(),
             reason: e.to_string(),

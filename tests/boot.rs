@@ -85,6 +85,7 @@ fn secure_boot_runs_our_signed_uki() {
         uki: &uki,
         secure_boot: Some(&f.keys),
         timeout: TIMEOUT,
+        tpm_state: None,
     });
     assert!(r.reached_initrd, "signed UKI did not reach the initrd");
     assert!(!r.refused);
@@ -198,6 +199,7 @@ fn secure_boot_log_has_uki_digest_in_pcr4_and_replays() {
         uki: &uki,
         secure_boot: Some(&f.keys),
         timeout: TIMEOUT,
+        tpm_state: None,
     });
     assert!(r.reached_initrd);
     check_log_against_pcrs(&r, &uki, Some(&f.keys));
@@ -237,6 +239,7 @@ fn next_boot_prediction_equals_the_next_boot() {
         uki,
         secure_boot: Some(&f.keys),
         timeout: TIMEOUT,
+        tpm_state: None,
     };
     let ra = vm::boot(&spec(&a));
     assert!(ra.reached_initrd);
@@ -290,6 +293,7 @@ fn secure_boot_refuses_unsigned_foreign_and_tampered_images() {
             uki: img,
             secure_boot: Some(&f.keys),
             timeout: TIMEOUT,
+            tpm_state: None,
         });
         assert!(
             r.refused && !r.reached_initrd,
@@ -321,6 +325,7 @@ fn five_boots_in_a_row_leave_no_processes() {
             uki: &uki,
             secure_boot: sb.then_some(&f.keys),
             timeout: TIMEOUT,
+            tpm_state: None,
         });
         assert!(r.reached_initrd, "boot {i} (secure boot {sb}) failed");
         let log = check_log_against_pcrs(&r, &uki, sb.then_some(&f.keys));

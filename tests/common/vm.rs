@@ -296,6 +296,9 @@ pub struct BootSpec<'a> {
     /// Secure Boot enforcing with these keys enrolled; `None` boots the non-SB firmware.
     pub secure_boot: Option<&'a SbKeys>,
     pub timeout: Duration,
+    /// Start the vTPM from a copy of this swtpm state directory (e.g. one a secret was
+    /// sealed under); `None` manufactures a fresh TPM.
+    pub tpm_state: Option<&'a Path>,
 }
 
 /// What the boot showed.
@@ -382,6 +385,15 @@ pub fn boot(spec: &BootSpec<'_>) -> BootResult {
     // swtpm with its state directory as an absolute path; QEMU drives its control channel.
     let tpm_dir = dir.path().join("tpm");
     std::fs::create_dir_all(&tpm_dir).unwrap();
+    if let Some(state) = spec.tpm_state {
+        for e in std::fs::read_dir(state).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with(".permall") {
+                std::fs::copy(e.path(), tpm_dir.join(name)).unwrap();
+            }
+        }
+    }
     let sock = tpm_dir.join("swtpm.sock");
     let swtpm = Command::new("swtpm")
         .args(["socket", "--tpm2"])
