@@ -327,15 +327,40 @@ pub struct SealRequest<'a> {
     pub pin: Option<&'a [u8]>,
 }
 
-/// The software-computed policy of a request, with what the envelope records.
-struct Computed {
-    digest: Digest,
-    literal: Vec<u32>,
-    values: Vec<Digest>,
-    authorize: Option<AuthorizeInfo>,
+/// A sealing policy computed in software, with what an envelope or token records of it.
+#[derive(Clone, Debug)]
+pub struct ComputedPolicy {
+    /// The policy digest (systemd's order: PolicyAuthorize, PolicyPCR, PolicyAuthValue).
+    pub digest: Digest,
+    /// The literal PCRs, ascending.
+    pub literal: Vec<u32>,
+    /// Their values.
+    pub values: Vec<Digest>,
+    /// The signed-policy part.
+    pub authorize: Option<AuthorizeInfo>,
 }
 
-fn compute(req: &SealRequest<'_>) -> Result<Computed, SealError> {
+/// Compute the sealing policy for literal `pcrs` (values from `values`), an optional signed
+/// policy key, and an optional PIN.
+pub fn compute_policy(
+    bank: HashAlg,
+    pcrs: &[u32],
+    values: &PcrValues,
+    authorize: Option<&AuthorizeKey>,
+    pin: bool,
+) -> Result<ComputedPolicy, SealError> {
+    let req = SealRequest {
+        parent: ParentChoice::Auto,
+        bank,
+        pcrs,
+        values,
+        authorize,
+        pin: pin.then_some(&[][..]),
+    };
+    compute(&req)
+}
+
+fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
     let literal = sorted(req.pcrs);
     if literal.is_empty() && req.authorize.is_none() {
         return Err(SealError::Request(
@@ -384,7 +409,7 @@ fn compute(req: &SealRequest<'_>) -> Result<Computed, SealError> {
         .transpose()
         .map_err(|_| SealError::Request("key name".into()))?;
     let digest = policy::sealing_policy(name.as_deref(), Some(&binding), req.pin.is_some())?;
-    Ok(Computed {
+    Ok(ComputedPolicy {
         digest,
         literal,
         values,
@@ -604,21 +629,42 @@ pub fn unseal(
             bank,
             pcrs,
             approved,
-        }) => {
-            let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
-            let now = tpm.read_pcrs(&want)?;
-            return Err(SealError::NotSigned {
-                current: want
-                    .iter()
-                    .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
-                    .collect(),
-                approved,
-                signed: candidates.len(),
-            });
-        }
+        }) => return Err(not_signed(tpm, bank, &pcrs, approved, candidates.len())),
         Err(e) => return Err(SealError::Unseal(e)),
     };
     open_payload(env, &kek)
+}
+
+/// The current values of `pcrs`, for error messages.
+pub(crate) fn current_values(
+    tpm: &mut Tpm,
+    bank: HashAlg,
+    pcrs: &[u32],
+) -> Result<Vec<(HashAlg, u32, Digest)>, SealError> {
+    let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
+    let now = tpm.read_pcrs(&want)?;
+    Ok(want
+        .iter()
+        .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
+        .collect())
+}
+
+/// [`SealError::NotSigned`] with the current values of the signed PCRs.
+pub(crate) fn not_signed(
+    tpm: &mut Tpm,
+    bank: HashAlg,
+    pcrs: &[u32],
+    approved: String,
+    offered: usize,
+) -> SealError {
+    match current_values(tpm, bank, pcrs) {
+        Ok(current) => SealError::NotSigned {
+            current,
+            approved,
+            signed: offered,
+        },
+        Err(e) => e,
+    }
 }
 
 /// The literal PCRs whose current value differs from the recorded one.

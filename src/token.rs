@@ -9,11 +9,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::eventlog::PcrValues;
 use crate::hash::{Digest, HashAlg};
 use crate::measure::PcrSignatures;
-use crate::policy::{self, PcrBinding};
-use crate::seal::{signature_candidates, AuthorizeKey, SealError};
+use crate::policy;
+use crate::seal::{signature_candidates, SealError, SealRequest};
 use crate::tpm::{
     AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
     SRK_HANDLE,
@@ -222,22 +221,14 @@ impl SystemdTpm2Token {
     }
 }
 
-/// What to enroll.
+/// What to enroll: the policy and parent as for an envelope ([`ParentChoice::Auto`] means
+/// systemd's legacy ECC primary, which every systemd ≥ 250 can recreate), and how to hash a PIN.
 #[derive(Clone, Debug)]
 pub struct EnrollRequest<'a> {
-    /// Parent key (systemd 252 can only use [`ParentKind::LegacyEcc`]/`LegacyRsa`).
-    pub parent: ParentKind,
-    /// Bank.
-    pub bank: HashAlg,
-    /// Literal PCRs.
-    pub pcrs: &'a [u32],
-    /// Their values.
-    pub values: &'a PcrValues,
-    /// Signed policy.
-    pub authorize: Option<&'a AuthorizeKey>,
-    /// PIN; salted as systemd ≥ 253 unless `unsalted_pin` (systemd 252 compatibility).
-    pub pin: Option<&'a [u8]>,
-    /// Use systemd 252's unsalted PIN hash.
+    /// Policy, parent and PIN.
+    pub seal: SealRequest<'a>,
+    /// Hash the PIN as systemd 252 (unsalted SHA-256), so 252's unlock accepts it; else salted
+    /// as systemd ≥ 253 (`tpm2_salt`).
     pub unsalted_pin: bool,
 }
 
@@ -247,62 +238,23 @@ pub fn enroll(
     tpm: &mut Tpm,
     req: &EnrollRequest<'_>,
 ) -> Result<(SystemdTpm2Token, Zeroizing<Vec<u8>>), TokenError> {
-    let mut literal = req.pcrs.to_vec();
-    literal.sort_unstable();
-    literal.dedup();
-    let values = literal
-        .iter()
-        .map(|p| {
-            req.values
-                .get(&(req.bank, *p))
-                .cloned()
-                .ok_or(SealError::MissingValue {
-                    bank: req.bank,
-                    pcr: *p,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let sel = crate::policy::PcrSelection::new(
-        req.bank,
-        literal
-            .iter()
-            .map(|p| {
-                crate::policy::PcrIndex::new(*p).map_err(|e| SealError::Request(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    );
-    let (pubkey, name, pubkey_pcrs) = match req.authorize {
-        Some(k) => {
-            let pem = crate::measure::public_key_pem(&k.key)
-                .map_err(|e| SealError::Request(e.to_string()))?;
-            let area = policy::rsa_public_area(&k.key).map_err(SealError::from)?;
-            let mut p = k.pcrs.clone();
-            p.sort_unstable();
-            p.dedup();
-            (
-                Some(B64.encode(pem.as_bytes())),
-                Some(policy::object_name(&area)),
-                Some(p),
-            )
-        }
-        None => (None, None, None),
+    let r = &req.seal;
+    let parent = match r.parent {
+        ParentChoice::Auto => ParentKind::LegacyEcc,
+        ParentChoice::Kind(k) => k,
     };
-    if literal.is_empty() && name.is_none() {
-        return Err(SealError::Request(
-            "nothing to seal to: give PCRs, a PCR public key, or both".into(),
-        )
-        .into());
-    }
-    let digest = policy::sealing_policy(
-        name.as_deref(),
-        Some(&PcrBinding {
-            selection: sel,
-            values,
-        }),
-        req.pin.is_some(),
-    )
-    .map_err(SealError::from)?;
-    let (salt, auth) = match req.pin {
+    let policy =
+        crate::seal::compute_policy(r.bank, r.pcrs, r.values, r.authorize, r.pin.is_some())?;
+    let (pubkey, pubkey_pcrs) = match &policy.authorize {
+        Some(a) => (
+            Some(B64.encode(a.public_key.as_bytes())),
+            Some(a.pcrs.clone()),
+        ),
+        None => (None, None),
+    };
+    let digest = policy.digest;
+    let literal = policy.literal;
+    let (salt, auth) = match r.pin {
         Some(pin) if req.unsalted_pin => (None, Some(crate::pin::pin_auth_value(pin, None))),
         Some(pin) => {
             let mut salt = [0u8; crate::pin::PIN_SALT_LEN];
@@ -317,12 +269,12 @@ pub fn enroll(
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
     getrandom_fill(&mut secret)?;
     let obj = tpm.seal(
-        ParentChoice::Kind(req.parent),
+        ParentChoice::Kind(parent),
         &digest,
         &secret,
         auth.as_ref().map(|a| a.as_slice()),
     )?;
-    let (primary_alg, srk) = match req.parent {
+    let (primary_alg, srk) = match parent {
         ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
         ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
         ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
@@ -337,10 +289,10 @@ pub fn enroll(
         keyslots: Vec::new(),
         blob: B64.encode(marshal_blob(&obj)?),
         pcrs: literal,
-        pcr_bank: Some(req.bank.to_string()),
+        pcr_bank: Some(r.bank.to_string()),
         primary_alg,
         policy_hash: digest.to_hex(),
-        pin: req.pin.is_some(),
+        pin: r.pin.is_some(),
         pubkey,
         pubkey_pcrs,
         salt,
@@ -426,14 +378,8 @@ pub fn unseal(
         Err(UnsealError::PolicyMismatch { expected, actual }) => {
             // The token does not record the values sealed to; name the PCRs and their values
             // now so the user can compare with a prediction.
-            let want: Vec<(HashAlg, u32)> = t.pcrs.iter().map(|p| (bank, *p)).collect();
-            let now = tpm.read_pcrs(&want)?;
-            let current = want
-                .iter()
-                .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
-                .collect();
             Err(SealError::PcrPolicyMismatch {
-                current,
+                current: crate::seal::current_values(tpm, bank, &t.pcrs)?,
                 expected,
                 actual,
             }
@@ -443,19 +389,7 @@ pub fn unseal(
             bank,
             pcrs,
             approved,
-        }) => {
-            let want: Vec<(HashAlg, u32)> = pcrs.iter().map(|p| (bank, *p)).collect();
-            let now = tpm.read_pcrs(&want)?;
-            Err(SealError::NotSigned {
-                current: want
-                    .iter()
-                    .filter_map(|k| now.get(k).map(|d| (k.0, k.1, d.clone())))
-                    .collect(),
-                approved,
-                signed: candidates.len(),
-            }
-            .into())
-        }
+        }) => Err(crate::seal::not_signed(tpm, bank, &pcrs, approved, candidates.len()).into()),
         Err(e) => Err(SealError::Unseal(e).into()),
     }
 }

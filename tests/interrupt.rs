@@ -99,23 +99,8 @@ fn swtpm_killed_at_every_step_of_a_seal_leaves_no_output() {
 
 #[test]
 fn swtpm_killed_at_every_step_of_an_enroll_leaves_the_header_intact() {
-    require_tool("cryptsetup");
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("disk.img");
-    let key = d.path().join("pass");
-    std::fs::write(&key, b"passphrase").unwrap();
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(24 << 20)
-        .unwrap();
-    run_ok(
-        Command::new("cryptsetup")
-            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
-            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-            .arg("--key-file")
-            .arg(&key)
-            .arg(&img),
-    );
+    let (img, key) = luks_image(d.path());
     let pristine = std::fs::read(&img).unwrap();
     let work = d.path().join("work.img");
     let enroll = |tcti: &str| {

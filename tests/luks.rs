@@ -5,36 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use bootchain::hash::HashAlg;
 use bootchain::tpm::Tpm;
 use common::swtpm::Swtpm;
 use common::*;
-
-const PASSPHRASE: &[u8] = b"correct horse battery staple";
-
-/// A 32 MiB LUKS2 image with one passphrase keyslot (slot 0; cheap PBKDF for tests).
-fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
-    require_tool("cryptsetup");
-    let img = dir.join("disk.img");
-    let key = dir.join("pass");
-    std::fs::write(&key, PASSPHRASE).unwrap();
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    run_ok(
-        Command::new("cryptsetup")
-            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
-            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-            .arg("--key-file")
-            .arg(&key)
-            .arg(&img),
-    );
-    (img, key)
-}
 
 fn token_json(img: &Path, id: u32) -> serde_json::Value {
     let out = run_ok(
@@ -321,59 +298,14 @@ fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
     let blob = b64.decode(tok["tpm2-blob"].as_str().unwrap()).unwrap();
     let priv_len = usize::from(u16::from_be_bytes([blob[0], blob[1]])) + 2;
     let f = |n: &str| d.path().join(n);
-    std::fs::write(f("obj.priv"), &blob[..priv_len]).unwrap();
-    std::fs::write(f("obj.pub"), &blob[priv_len..]).unwrap();
-    run_ok(
-        sw.tool("tpm2_createprimary")
-            .args([
-                "-C",
-                "o",
-                "-g",
-                "sha256",
-                "-G",
-                "ecc256:null:aes128cfb",
-                "-a",
-            ])
-            .arg("restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth")
-            .arg("-c")
-            .arg(f("prim.ctx")),
+    let (_, secret) = sw.tpm2_tools_unseal(
+        d.path(),
+        "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth",
+        &blob[priv_len..],
+        &blob[..priv_len],
+        "sha256:7,11",
     );
-    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
-    run_ok(
-        sw.tool("tpm2_load")
-            .arg("-C")
-            .arg(f("prim.ctx"))
-            .arg("-u")
-            .arg(f("obj.pub"))
-            .arg("-r")
-            .arg(f("obj.priv"))
-            .arg("-c")
-            .arg(f("obj.ctx")),
-    );
-    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
-    run_ok(
-        sw.tool("tpm2_startauthsession")
-            .arg("--policy-session")
-            .arg("-S")
-            .arg(f("s.ctx")),
-    );
-    run_ok(
-        sw.tool("tpm2_policypcr")
-            .arg("-S")
-            .arg(f("s.ctx"))
-            .args(["-l", "sha256:7,11"]),
-    );
-    run_ok(
-        sw.tool("tpm2_unseal")
-            .arg("-c")
-            .arg(f("obj.ctx"))
-            .arg("-p")
-            .arg(format!("session:{}", f("s.ctx").display()))
-            .arg("-o")
-            .arg(f("secret")),
-    );
-    run_ok(sw.tool("tpm2_flushcontext").arg(f("s.ctx")));
-    let secret = std::fs::read(f("secret")).unwrap();
+
     assert_eq!(secret.len(), 32);
     std::fs::write(f("pass.b64"), b64.encode(&secret)).unwrap();
     assert!(opens_slot(&img, 1, &f("pass.b64")));

@@ -244,77 +244,25 @@ fn tpm2_tools_unseal_our_blob_and_the_key_opens_the_envelope() {
     assert_eq!(env.parent.kind, "ecc-p256");
     drop(t);
     let d = tempfile::tempdir().unwrap();
-    let f = |n: &str| d.path().join(n);
     let b64 = base64::engine::general_purpose::STANDARD;
     let tpm2b = |b: Vec<u8>| {
         let mut v = (b.len() as u16).to_be_bytes().to_vec();
         v.extend(b);
         v
     };
-    std::fs::write(f("obj.pub"), tpm2b(b64.decode(&env.tpm.public).unwrap())).unwrap();
-    std::fs::write(f("obj.priv"), tpm2b(b64.decode(&env.tpm.private).unwrap())).unwrap();
-    run_ok(
-        sw.tool("tpm2_createprimary")
-            .args([
-                "-C",
-                "o",
-                "-g",
-                "sha256",
-                "-G",
-                "ecc256:null:aes128cfb",
-                "-a",
-            ])
-            .arg("restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda")
-            .arg("-c")
-            .arg(f("prim.ctx")),
-    );
-    run_ok(
-        sw.tool("tpm2_readpublic")
-            .arg("-c")
-            .arg(f("prim.ctx"))
-            .arg("-n")
-            .arg(f("prim.name")),
+    let (name, kek) = sw.tpm2_tools_unseal(
+        d.path(),
+        "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
+        &tpm2b(b64.decode(&env.tpm.public).unwrap()),
+        &tpm2b(b64.decode(&env.tpm.private).unwrap()),
+        "sha256:11",
     );
     assert_eq!(
-        hex::encode(std::fs::read(f("prim.name")).unwrap()),
+        hex::encode(name),
         env.parent.name,
         "tpm2-tools' TCG ECC primary has the Name recorded in the envelope"
     );
-    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
-    run_ok(
-        sw.tool("tpm2_load")
-            .arg("-C")
-            .arg(f("prim.ctx"))
-            .arg("-u")
-            .arg(f("obj.pub"))
-            .arg("-r")
-            .arg(f("obj.priv"))
-            .arg("-c")
-            .arg(f("obj.ctx")),
-    );
-    run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
-    run_ok(
-        sw.tool("tpm2_startauthsession")
-            .arg("--policy-session")
-            .arg("-S")
-            .arg(f("s.ctx")),
-    );
-    run_ok(
-        sw.tool("tpm2_policypcr")
-            .arg("-S")
-            .arg(f("s.ctx"))
-            .args(["-l", "sha256:11"]),
-    );
-    run_ok(
-        sw.tool("tpm2_unseal")
-            .arg("-c")
-            .arg(f("obj.ctx"))
-            .arg("-p")
-            .arg(format!("session:{}", f("s.ctx").display()))
-            .arg("-o")
-            .arg(f("kek")),
-    );
-    let kek = std::fs::read(f("kek")).unwrap();
+
     assert_eq!(kek.len(), 32);
     let aad = format!(
         "bootchain-sealed/1\n{}\nsha256:11\n{}\n",

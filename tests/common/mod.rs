@@ -159,3 +159,25 @@ pub fn bootchain_bin() -> PathBuf {
     );
     bin
 }
+
+/// A 32 MiB LUKS2 image with one passphrase keyslot (slot 0; cheap PBKDF for tests), and the
+/// file holding its passphrase.
+pub fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
+    require_tool("cryptsetup");
+    let img = dir.join("disk.img");
+    let key = dir.join("pass");
+    std::fs::write(&key, b"correct horse battery staple").unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&img),
+    );
+    (img, key)
+}

@@ -96,6 +96,85 @@ impl Swtpm {
         c
     }
 
+    /// With tpm2-tools alone: create an ECC P-256 primary with `attrs` (the TCG template's
+    /// shape), load the object from its TPM2B_PUBLIC / TPM2B_PRIVATE bytes, satisfy PolicyPCR
+    /// over `pcrs` (e.g. "sha256:7,11") in a policy session and unseal. Returns the primary's
+    /// Name and the unsealed data.
+    pub fn tpm2_tools_unseal(
+        &self,
+        dir: &std::path::Path,
+        attrs: &str,
+        public: &[u8],
+        private: &[u8],
+        pcrs: &str,
+    ) -> (Vec<u8>, Vec<u8>) {
+        use super::run_ok;
+        let f = |n: &str| dir.join(n);
+        std::fs::write(f("obj.pub"), public).unwrap();
+        std::fs::write(f("obj.priv"), private).unwrap();
+        run_ok(
+            self.tool("tpm2_createprimary")
+                .args([
+                    "-C",
+                    "o",
+                    "-g",
+                    "sha256",
+                    "-G",
+                    "ecc256:null:aes128cfb",
+                    "-a",
+                ])
+                .arg(attrs)
+                .arg("-c")
+                .arg(f("prim.ctx")),
+        );
+        run_ok(
+            self.tool("tpm2_readpublic")
+                .arg("-c")
+                .arg(f("prim.ctx"))
+                .arg("-n")
+                .arg(f("prim.name")),
+        );
+        run_ok(self.tool("tpm2_flushcontext").arg("--transient-object"));
+        run_ok(
+            self.tool("tpm2_load")
+                .arg("-C")
+                .arg(f("prim.ctx"))
+                .arg("-u")
+                .arg(f("obj.pub"))
+                .arg("-r")
+                .arg(f("obj.priv"))
+                .arg("-c")
+                .arg(f("obj.ctx")),
+        );
+        run_ok(self.tool("tpm2_flushcontext").arg("--transient-object"));
+        run_ok(
+            self.tool("tpm2_startauthsession")
+                .arg("--policy-session")
+                .arg("-S")
+                .arg(f("s.ctx")),
+        );
+        run_ok(
+            self.tool("tpm2_policypcr")
+                .arg("-S")
+                .arg(f("s.ctx"))
+                .args(["-l", pcrs]),
+        );
+        run_ok(
+            self.tool("tpm2_unseal")
+                .arg("-c")
+                .arg(f("obj.ctx"))
+                .arg("-p")
+                .arg(format!("session:{}", f("s.ctx").display()))
+                .arg("-o")
+                .arg(f("unsealed")),
+        );
+        run_ok(self.tool("tpm2_flushcontext").arg(f("s.ctx")));
+        (
+            std::fs::read(f("prim.name")).unwrap(),
+            std::fs::read(f("unsealed")).unwrap(),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.guard.as_ref().map(|g| g.pid()).unwrap_or(0)
     }

@@ -378,12 +378,14 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             let mut tpm = Tpm::open(&policy.tcti)?;
             let p = resolve_policy(&policy, &mut tpm)?;
             let req = token::EnrollRequest {
-                parent,
-                bank: policy.bank,
-                pcrs: &p.pcrs,
-                values: &p.values,
-                authorize: p.authorize.as_ref(),
-                pin: p.pin.as_ref().map(|p| p.as_slice()),
+                seal: bootchain::seal::SealRequest {
+                    parent: ParentChoice::Kind(parent),
+                    bank: policy.bank,
+                    pcrs: &p.pcrs,
+                    values: &p.values,
+                    authorize: p.authorize.as_ref(),
+                    pin: p.pin.as_ref().map(|p| p.as_slice()),
+                },
                 unsalted_pin,
             };
             let (id, slot) = token::enroll_luks(&mut tpm, &luks, &unlock_key_file, &req)?;
