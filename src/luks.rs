@@ -220,9 +220,14 @@ impl Luks {
     }
 
     /// Add a keyslot for `passphrase` (minimal PBKDF: it is a high-entropy secret), authorized
-    /// by the key in `unlock_key_file`. Returns the new keyslot.
-    pub fn add_keyslot(&self, unlock_key_file: &Path, passphrase: &[u8]) -> Result<u32, LuksError> {
-        let md = self.metadata()?;
+    /// by the key in `unlock_key_file`, in the first slot free in `md` (the header as read just
+    /// before). Returns the new keyslot.
+    pub fn add_keyslot(
+        &self,
+        md: &Metadata,
+        unlock_key_file: &Path,
+        passphrase: &[u8],
+    ) -> Result<u32, LuksError> {
         let slot = md.free_keyslot().ok_or(LuksError::Full {
             device: self.dev(),
             what: "keyslot",
@@ -252,9 +257,9 @@ impl Luks {
         }
     }
 
-    /// Store a token (its JSON names its keyslots). Returns the token id.
-    pub fn import_token(&self, token: &serde_json::Value) -> Result<u32, LuksError> {
-        let md = self.metadata()?;
+    /// Store a token (its JSON names its keyslots) under the first id free in `md`. Returns
+    /// the token id.
+    pub fn import_token(&self, md: &Metadata, token: &serde_json::Value) -> Result<u32, LuksError> {
         let id = md.free_token().ok_or(LuksError::Full {
             device: self.dev(),
             what: "token",

@@ -456,14 +456,16 @@ pub fn enroll_luks(
     unlock_key_file: &std::path::Path,
     req: &EnrollRequest<'_>,
 ) -> Result<(u32, u32), LuksTokenError> {
-    luks.metadata()?;
+    // One header read, before the TPM is touched; the new keyslot and token id come from it
+    // (cryptsetup refuses a slot or id taken meanwhile rather than overwrite it).
+    let md = luks.metadata()?;
     let (mut token, secret) = enroll(tpm, req)?;
     let pass = passphrase(&secret);
-    let slot = luks.add_keyslot(unlock_key_file, pass.as_bytes())?;
+    let slot = luks.add_keyslot(&md, unlock_key_file, pass.as_bytes())?;
     token.keyslots = vec![slot.to_string()];
     let json = serde_json::to_value(&token)
         .map_err(|e| TokenError::Malformed(format!("serializing the token: {e}")))?;
-    match luks.import_token(&json) {
+    match luks.import_token(&md, &json) {
         Ok(id) => Ok((id, slot)),
         Err(e) => {
             let _ = luks.kill_keyslot(slot);

@@ -203,6 +203,23 @@ fn cli_seal_unseal_round_trip_and_refusal() {
         .arg(&env));
     assert!(out.status.success());
     assert_eq!(out.stdout, std::fs::read(&secret).unwrap());
+    // A tampered envelope: refused, nothing written.
+    let mut e = Envelope::from_json(&std::fs::read_to_string(&env).unwrap()).unwrap();
+    let mut ct = base64_decode(&e.payload.ciphertext);
+    ct[3] ^= 0x80;
+    e.payload.ciphertext = base64_encode(&ct);
+    let bad = d.path().join("tampered.json");
+    std::fs::write(&bad, serde_json::to_string(&e).unwrap()).unwrap();
+    let target = d.path().join("unsealed");
+    let out = run(Command::new(bootchain_bin())
+        .args(["unseal", "--tcti"])
+        .arg(sw.tcti())
+        .arg(&bad)
+        .arg("-o")
+        .arg(&target));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not decrypt"));
+    assert!(!target.exists());
     let mut t = Tpm::open(&sw.tcti()).unwrap();
     t.extend(7, &[HashAlg::Sha256.digest(b"new db")]).unwrap();
     drop(t);

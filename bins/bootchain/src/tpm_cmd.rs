@@ -373,8 +373,6 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                 ParentChoice::Auto => bail!("choose a parent: legacy-ecc, legacy-rsa or srk"),
             };
             let luks = Luks::new(&device);
-            // Read the header first: a wrong device fails before the TPM is touched.
-            luks.metadata()?;
             let mut tpm = Tpm::open(&policy.tcti)?;
             let p = resolve_policy(&policy, &mut tpm)?;
             let req = token::EnrollRequest {
