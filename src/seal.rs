@@ -715,3 +715,72 @@ fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealEr
         .map_err(|_| SealError::Tampered)?;
     Ok(Zeroizing::new(pt))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            format: FORMAT.into(),
+            version: VERSION,
+            parent: ParentInfo {
+                kind: "ecc-p256".into(),
+                name: "000b".into(),
+            },
+            policy: PolicyInfo {
+                digest: "00".repeat(32),
+                bank: HashAlg::Sha256,
+                pcrs: vec![7],
+                values: [("7".to_string(), "00".repeat(32))].into_iter().collect(),
+                authorize: None,
+                pin: Some(PinInfo {
+                    salt: B64.encode([1u8; 32]),
+                }),
+            },
+            tpm: TpmBlob {
+                private: B64.encode([1, 2]),
+                public: B64.encode([3, 4]),
+            },
+            payload: PayloadInfo {
+                alg: "A256GCM".into(),
+                nonce: B64.encode([0u8; 12]),
+                ciphertext: B64.encode([9u8; 20]),
+            },
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_a_typed_error() {
+        let text = serde_json::to_string_pretty(&sample()).unwrap();
+        assert_eq!(Envelope::from_json(&text).unwrap(), sample());
+        for n in 0..text.len() {
+            assert!(
+                matches!(Envelope::from_json(&text[..n]), Err(SealError::Envelope(_))),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn aad_binds_every_header_member() {
+        let base = sample().aad();
+        let mut e = sample();
+        e.policy.pin = None;
+        assert_ne!(e.aad(), base);
+        let mut e = sample();
+        e.policy.pcrs = vec![7, 11];
+        assert_ne!(e.aad(), base);
+        let mut e = sample();
+        e.parent.name = "000c".into();
+        assert_ne!(e.aad(), base);
+        let mut e = sample();
+        e.policy.authorize = Some(AuthorizeInfo {
+            public_key: String::new(),
+            key_name: "00".into(),
+            bank: HashAlg::Sha256,
+            pcrs: vec![11],
+        });
+        assert_ne!(e.aad(), base);
+    }
+}

@@ -224,8 +224,9 @@ struct Policy {
     pin: Option<Zeroizing<Vec<u8>>>,
 }
 
-/// Resolve the policy arguments: PCR values from the JSON, the UKI prediction, then the TPM.
-fn resolve_policy(a: &PolicyArgs, tpm: &mut Tpm) -> Result<Policy> {
+/// Resolve the policy arguments from files (PCR values from the JSON and the UKI prediction);
+/// checked before any TPM is opened. [`Policy::fill_from_tpm`] adds the rest.
+fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
     use bootchain::policy::parse_pcr_list;
     let pcrs: Vec<u32> = parse_pcr_list(&a.pcrs)?
         .into_iter()
@@ -261,14 +262,6 @@ fn resolve_policy(a: &PolicyArgs, tpm: &mut Tpm) -> Result<Policy> {
             values.insert((a.bank, 11), v.clone());
         }
     }
-    let missing: Vec<(HashAlg, u32)> = pcrs
-        .iter()
-        .filter(|p| !values.contains_key(&(a.bank, **p)))
-        .map(|p| (a.bank, *p))
-        .collect();
-    if !missing.is_empty() {
-        values.extend(tpm.read_pcrs(&missing)?);
-    }
     let pin = read_pin(a.pin_file.as_deref(), a.with_pin)?;
     Ok(Policy {
         pcrs,
@@ -276,6 +269,22 @@ fn resolve_policy(a: &PolicyArgs, tpm: &mut Tpm) -> Result<Policy> {
         authorize,
         pin,
     })
+}
+
+impl Policy {
+    /// Literal PCRs without a given value take the TPM's current value.
+    fn fill_from_tpm(&mut self, bank: HashAlg, tpm: &mut Tpm) -> Result<()> {
+        let missing: Vec<(HashAlg, u32)> = self
+            .pcrs
+            .iter()
+            .filter(|p| !self.values.contains_key(&(bank, **p)))
+            .map(|p| (bank, *p))
+            .collect();
+        if !missing.is_empty() {
+            self.values.extend(tpm.read_pcrs(&missing)?);
+        }
+        Ok(())
+    }
 }
 
 pub fn seal(a: SealArgs) -> Result<ExitCode> {
@@ -291,8 +300,9 @@ pub fn seal(a: SealArgs) -> Result<ExitCode> {
         }
         (None, false) => bail!("give --secret FILE or --random"),
     };
+    let mut p = resolve_policy(&a.policy)?;
     let mut tpm = Tpm::open(&a.policy.tcti)?;
-    let p = resolve_policy(&a.policy, &mut tpm)?;
+    p.fill_from_tpm(a.policy.bank, &mut tpm)?;
     let req = bootchain::seal::SealRequest {
         parent,
         bank: a.policy.bank,
@@ -373,8 +383,9 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                 ParentChoice::Auto => bail!("choose a parent: legacy-ecc, legacy-rsa or srk"),
             };
             let luks = Luks::new(&device);
+            let mut p = resolve_policy(&policy)?;
             let mut tpm = Tpm::open(&policy.tcti)?;
-            let p = resolve_policy(&policy, &mut tpm)?;
+            p.fill_from_tpm(policy.bank, &mut tpm)?;
             let req = token::EnrollRequest {
                 seal: bootchain::seal::SealRequest {
                     parent: ParentChoice::Kind(parent),

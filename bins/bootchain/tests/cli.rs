@@ -287,3 +287,92 @@ fn hash_of_non_pe_is_an_error() {
         &[],
     );
 }
+
+/// TPM and LUKS commands on bad input: a missing TPM device, malformed envelopes, a file that
+/// is not LUKS2, a PIN or signatures that are needed but absent. Each fails with the reason and
+/// writes nothing.
+#[test]
+fn seal_and_luks_bad_input() {
+    let e = env();
+    let missing_tpm = "device:/dev/bootchain-no-such-tpm";
+    expect_failure(
+        bin()
+            .args(["seal", "--pcrs", "7", "--random", "--tcti", missing_tpm])
+            .arg("-o")
+            .arg(e.out.join("root.sealed")),
+        "/dev/bootchain-no-such-tpm does not exist",
+        &e.out,
+        &[],
+    );
+    expect_failure(
+        bin()
+            .args(["seal", "--random", "--tcti", missing_tpm])
+            .arg("-o")
+            .arg(e.out.join("root.sealed")),
+        "give --pcrs, --pcr-public-key, or both",
+        &e.out,
+        &[],
+    );
+    expect_failure(
+        bin()
+            .args(["seal", "--pcrs", "7+24", "--random", "--tcti", missing_tpm])
+            .arg("-o")
+            .arg(e.out.join("root.sealed")),
+        "out of range",
+        &e.out,
+        &[],
+    );
+    // Malformed envelopes are refused before the TPM is opened.
+    for (text, needle) in [
+        ("not json", "malformed sealed envelope"),
+        ("{\"format\": \"other\"}", "malformed sealed envelope"),
+        (
+            r#"{"format":"bootchain-sealed","version":9,"parent":{"kind":"srk","name":""},
+               "policy":{"digest":"","bank":"sha256","pcrs":[],"values":{}},
+               "tpm":{"private":"","public":""},
+               "payload":{"alg":"A256GCM","nonce":"","ciphertext":""}}"#,
+            "version 9",
+        ),
+    ] {
+        let env_file = e.inputs.join("bad.sealed");
+        std::fs::write(&env_file, text).unwrap();
+        expect_failure(
+            bin()
+                .args(["unseal", "--tcti", missing_tpm])
+                .arg(&env_file)
+                .arg("-o")
+                .arg(e.out.join("secret")),
+            needle,
+            &e.out,
+            &[],
+        );
+    }
+    // Not a LUKS2 header.
+    let not_luks = e.inputs.join("plain.img");
+    std::fs::write(&not_luks, vec![0u8; 1 << 20]).unwrap();
+    expect_failure(
+        bin().args(["luks", "list"]).arg(&not_luks),
+        "cryptsetup luksDump",
+        &e.out,
+        &[],
+    );
+    expect_failure(
+        bin()
+            .args(["luks", "unlock", "--test", "--tcti", missing_tpm])
+            .arg(&not_luks),
+        "does not exist",
+        &e.out,
+        &[],
+    );
+    expect_failure(
+        bin()
+            .args(["luks", "enroll", "--pcrs", "7", "--tcti", missing_tpm])
+            .arg("--unlock-key-file")
+            .arg(e.inputs.join("initrd"))
+            .arg(&not_luks),
+        "does not exist",
+        &e.out,
+        &[],
+    );
+    assert_eq!(std::fs::read(&not_luks).unwrap(), vec![0u8; 1 << 20]);
+}

@@ -1,0 +1,141 @@
+//! Tokens written by systemd-cryptenroll 252 (test-vectors/tokens/, made by
+//! scripts/regen-token-vectors with PCR 7 = extend(0, SHA-256("db")) and PCR 11 =
+//! extend(0, SHA-256("uki"))): parsed losslessly, and each `tpm2-policy-hash` recomputed
+//! offline, which is also the `authPolicy` of the sealed object inside `tpm2-blob`.
+
+mod common;
+
+use bootchain::eventlog::extend;
+use bootchain::hash::{Digest, HashAlg};
+use bootchain::policy::{self, PcrBinding, PcrIndex, PcrSelection};
+use bootchain::token::{unmarshal_blob, SystemdTpm2Token};
+use bootchain::tpm::ParentKind;
+use common::repo_root;
+
+fn vector(name: &str) -> (serde_json::Value, SystemdTpm2Token) {
+    let p = repo_root().join("test-vectors/tokens").join(name);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let t = SystemdTpm2Token::from_json(&v).unwrap();
+    // Lossless: serializing gives back the same JSON.
+    assert_eq!(serde_json::to_value(&t).unwrap(), v, "{name}");
+    (v, t)
+}
+
+fn pcr(input: &[u8]) -> Digest {
+    extend(
+        &Digest::zero(HashAlg::Sha256),
+        &HashAlg::Sha256.digest(input),
+    )
+}
+
+fn binding(pcrs: &[(u32, Digest)]) -> PcrBinding {
+    PcrBinding {
+        selection: PcrSelection::new(
+            HashAlg::Sha256,
+            pcrs.iter().map(|(i, _)| PcrIndex::new(*i).unwrap()),
+        ),
+        values: pcrs.iter().map(|(_, v)| v.clone()).collect(),
+    }
+}
+
+/// The TPMT_PUBLIC inside `tpm2-blob`: keyed-hash, SHA-256 name, fixedTPM|fixedParent only,
+/// authPolicy = the token's policy hash.
+fn check_blob(t: &SystemdTpm2Token) {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&t.blob)
+        .unwrap();
+    let (_, public) = unmarshal_blob(&raw).unwrap();
+    assert_eq!(&public[0..2], &[0x00, 0x08], "TPM_ALG_KEYEDHASH");
+    assert_eq!(&public[2..4], &[0x00, 0x0b], "nameAlg SHA-256");
+    assert_eq!(&public[4..8], &[0, 0, 0, 0x12], "fixedTPM|fixedParent only");
+    assert_eq!(&public[8..10], &[0x00, 0x20]);
+    assert_eq!(hex::encode(&public[10..42]), t.policy_hash);
+}
+
+#[test]
+fn literal_pcrs_7_11() {
+    let (_, t) = vector("systemd-252-pcrs-7-11.json");
+    assert_eq!(t.pcrs, vec![7, 11]);
+    assert_eq!(t.parent().unwrap(), (ParentKind::LegacyEcc, None));
+    let d = policy::sealing_policy(
+        None,
+        Some(&binding(&[(7, pcr(b"db")), (11, pcr(b"uki"))])),
+        false,
+    )
+    .unwrap();
+    assert_eq!(d.to_hex(), t.policy_hash);
+    check_blob(&t);
+}
+
+#[test]
+fn signed_policy_pcr_11() {
+    let (v, t) = vector("systemd-252-pubkey-11.json");
+    assert!(t.pcrs.is_empty());
+    assert_eq!(t.pubkey_pcrs, Some(vec![11]));
+    // 252 spells these with underscores.
+    assert!(v.get("tpm2_pubkey").is_some() && v.get("tpm2_pubkey_pcrs").is_some());
+    let key = t.public_key().unwrap().unwrap();
+    let name = policy::object_name(&policy::rsa_public_area(&key).unwrap());
+    let d = policy::sealing_policy(Some(&name), Some(&binding(&[])), false).unwrap();
+    assert_eq!(d.to_hex(), t.policy_hash);
+    check_blob(&t);
+}
+
+#[test]
+fn pin_with_literal_pcr_7() {
+    let (_, t) = vector("systemd-252-pin-7.json");
+    assert!(t.pin);
+    assert!(t.salt.is_none(), "systemd 252 does not salt the PIN");
+    let d = policy::sealing_policy(None, Some(&binding(&[(7, pcr(b"db"))])), true).unwrap();
+    assert_eq!(d.to_hex(), t.policy_hash);
+    check_blob(&t);
+}
+
+#[test]
+fn malformed_tokens_are_typed_errors() {
+    let (v, _) = vector("systemd-252-pcrs-7-11.json");
+    let mut cases: Vec<serde_json::Value> = Vec::new();
+    for key in [
+        "type",
+        "tpm2-blob",
+        "tpm2-pcrs",
+        "tpm2-policy-hash",
+        "keyslots",
+    ] {
+        let mut c = v.clone();
+        c.as_object_mut().unwrap().remove(key);
+        cases.push(c);
+    }
+    let mut c = v.clone();
+    c["type"] = "clevis".into();
+    cases.push(c);
+    let mut c = v.clone();
+    c["tpm2-pcrs"] = serde_json::json!(["seven"]);
+    cases.push(c);
+    for c in &cases {
+        assert!(SystemdTpm2Token::from_json(c).is_err(), "{c}");
+    }
+    // Fields that parse but are wrong inside.
+    for (key, val) in [
+        ("tpm2-pcr-bank", "md5"),
+        ("tpm2-primary-alg", "dsa"),
+        ("tpm2-blob", "%%%"),
+    ] {
+        let mut c = v.clone();
+        c[key] = val.into();
+        let t = SystemdTpm2Token::from_json(&c).unwrap();
+        let r = match key {
+            "tpm2-pcr-bank" => t.bank().map(|_| ()),
+            "tpm2-primary-alg" => t.parent().map(|_| ()),
+            _ => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(&t.blob)
+                    .map(|_| ())
+                    .map_err(|e| bootchain::token::TokenError::Malformed(e.to_string()))
+            }
+        };
+        assert!(r.is_err(), "{key}={val}");
+    }
+}
