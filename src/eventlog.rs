@@ -873,10 +873,16 @@ impl EventView {
 pub type PcrValues = BTreeMap<(HashAlg, u32), Digest>;
 
 /// Parse PCR values from JSON `{"sha256": {"0": "hex", ...}, ...}` (the shape of
-/// test-vectors/boots/*/pcrs.json and of `bootchain eventlog replay --json`).
+/// test-vectors/boots/*/pcrs.json and of `bootchain eventlog replay --json`), or from an
+/// object carrying that shape as `"values"` (`bootchain pcr predict --json`).
 pub fn parse_pcr_values_json(text: &str) -> Result<PcrValues, String> {
-    let v: BTreeMap<String, BTreeMap<String, String>> =
+    let mut top: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("PCR values JSON: {e}"))?;
+    if let Some(inner) = top.get_mut("values") {
+        top = inner.take();
+    }
+    let v: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_value(top).map_err(|e| format!("PCR values JSON: {e}"))?;
     let mut out = PcrValues::new();
     for (bank, m) in v {
         let alg: HashAlg = bank.parse().map_err(|e| format!("{e}"))?;

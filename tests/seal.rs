@@ -298,3 +298,76 @@ fn tpm2_tools_unseal_our_blob_and_the_key_opens_the_envelope() {
         .unwrap();
     assert_eq!(pt, b"the root volume key");
 }
+
+/// `pcr predict --json` → `seal --pcr-values`: seal to the PCR 4 and PCR 11 values predicted for
+/// a UKI booting without Secure Boot; nothing booted, so unsealing is refused naming both
+/// PCRs; after the swtpm is extended with exactly the events the prediction lists, it unseals.
+#[test]
+fn cli_seal_to_predicted_firmware_and_uki_pcrs() {
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let uki = d.path().join("uki.efi");
+    bootchain::uki::UkiBuilder::new()
+        .stub(require_stub())
+        .linux(kernel())
+        .uname("6.1.0")
+        .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+        .build(&uki)
+        .unwrap();
+    let out = run_ok(
+        Command::new(bootchain_bin())
+            .args(["pcr", "predict", "--secureboot", "off", "--bank", "sha256"])
+            .args(["--phase", "", "--json", "--uki"])
+            .arg(&uki),
+    );
+    let pred = d.path().join("predicted.json");
+    std::fs::write(&pred, &out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let sw = Swtpm::start();
+    let env = d.path().join("root.sealed");
+    let secret = d.path().join("secret");
+    run_ok(
+        Command::new(bootchain_bin())
+            .args(["seal", "--pcrs", "4+11", "--random", "--tcti"])
+            .arg(sw.tcti())
+            .arg("--pcr-values")
+            .arg(&pred)
+            .arg("--secret-output")
+            .arg(&secret)
+            .arg("-o")
+            .arg(&env),
+    );
+    let unseal = || {
+        run(Command::new(bootchain_bin())
+            .args(["unseal", "--tcti"])
+            .arg(sw.tcti())
+            .arg(&env))
+    };
+    let o = unseal();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("PCR 4 (sha256)") && err.contains("PCR 11 (sha256)"),
+        "{err}"
+    );
+    // "Boot": every predicted event, firmware first, then the stub's.
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    let mut events: Vec<&serde_json::Value> = v["firmware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pcr"] == 4)
+        .flat_map(|p| p["events"].as_array().unwrap())
+        .collect();
+    events.extend(v["events"].as_array().unwrap());
+    assert!(events.len() >= 4, "{events:?}");
+    for e in events {
+        let pcr = e["pcr"].as_u64().unwrap() as u32;
+        let dg = Digest::from_hex(HashAlg::Sha256, e["digests"]["sha256"].as_str().unwrap())
+            .unwrap();
+        t.extend(pcr, &[dg]).unwrap();
+    }
+    drop(t);
+    let o = unseal();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, std::fs::read(&secret).unwrap());
+}

@@ -277,7 +277,8 @@ enum PcrCmd {
         /// Secure Boot state: with --secureboot, PCRs 4, 7 and 9 are predicted too.
         #[command(flatten)]
         sb: SecureBootArgs,
-        /// Print JSON (events and values).
+        /// Print JSON: events, PCR 11 per phase, firmware PCRs, and "values" ({"bank":
+        /// {"pcr": "hex"}}, what `seal --pcr-values` reads; PCR 11 only with one --phase).
         #[arg(long)]
         json: bool,
     },
@@ -537,10 +538,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Vec::new()
             };
             if json {
+                // "values" is what `seal --pcr-values` reads: the firmware PCRs, and PCR 11 when
+                // exactly one phase was asked for (otherwise which one to seal to is ambiguous).
+                let mut values = bootchain::eventlog::PcrValues::new();
+                for p in &firmware {
+                    for (bank, v) in &p.values {
+                        values.insert((*bank, p.pcr), v.clone());
+                    }
+                }
+                if let [only] = pred.phases.as_slice() {
+                    for v in &only.values {
+                        values.insert((v.alg(), 11), v.clone());
+                    }
+                }
                 let v = serde_json::json!({
                     "events": pred.events,
                     "pcr11": bootchain::measure::calculate_json(&pred),
                     "firmware": firmware,
+                    "values": bootchain::eventlog::pcr_values_json(&values),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
