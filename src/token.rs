@@ -20,6 +20,25 @@ use crate::tpm::{
 
 /// The token type systemd-cryptenroll writes.
 pub const TOKEN_TYPE: &str = "systemd-tpm2";
+/// Our own token type: a bootchain envelope (src/seal.rs) in the LUKS2 header, for what
+/// systemd's token cannot say or do: the sealed PCR values (so a failed unlock names each PCR
+/// with its current and sealed value), the parent's Name for every parent (a swapped TPM is
+/// named as such), a salted PIN on systemd 252, and the persistent SRK on 252. systemd ignores
+/// it; the keyslot passphrase convention is the same (`base64(secret)`).
+pub const BOOTCHAIN_TOKEN_TYPE: &str = "bootchain-tpm2";
+/// The member of a `bootchain-tpm2` token holding the envelope.
+pub const ENVELOPE_MEMBER: &str = "bootchain_envelope";
+
+/// Which token to write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `systemd-tpm2`, readable by systemd-cryptsetup.
+    #[default]
+    Systemd,
+    /// `bootchain-tpm2`, readable by bootchain only.
+    Bootchain,
+}
+
 /// Size of the secret systemd seals (and the LUKS passphrase is the base64 of).
 pub const SECRET_LEN: usize = 32;
 
@@ -228,8 +247,39 @@ pub struct EnrollRequest<'a> {
     /// Policy, parent and PIN.
     pub seal: SealRequest<'a>,
     /// Hash the PIN as systemd 252 (unsalted SHA-256), so 252's unlock accepts it; else salted
-    /// as systemd ≥ 253 (`tpm2_salt`).
+    /// as systemd ≥ 253 (`tpm2_salt`). `systemd-tpm2` tokens only.
     pub unsalted_pin: bool,
+    /// The token type to write.
+    pub kind: TokenKind,
+}
+
+/// Seal a fresh 32-byte secret in a `bootchain-tpm2` token (keyslots still to fill in).
+pub fn enroll_envelope(
+    tpm: &mut Tpm,
+    req: &EnrollRequest<'_>,
+) -> Result<(serde_json::Value, Zeroizing<Vec<u8>>), TokenError> {
+    let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
+    getrandom_fill(&mut secret)?;
+    let env = crate::seal::seal(tpm, &req.seal, &secret)?;
+    let env = serde_json::to_value(&env)
+        .map_err(|e| TokenError::Malformed(format!("serializing the envelope: {e}")))?;
+    Ok((
+        serde_json::json!({ "type": BOOTCHAIN_TOKEN_TYPE, "keyslots": [], ENVELOPE_MEMBER: env }),
+        secret,
+    ))
+}
+
+/// Unseal the secret of a `bootchain-tpm2` token.
+pub fn unseal_envelope(
+    tpm: &mut Tpm,
+    token: &serde_json::Value,
+    opts: &crate::seal::UnsealOptions<'_>,
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let env = token
+        .get(ENVELOPE_MEMBER)
+        .ok_or_else(|| TokenError::Malformed(format!("no {ENVELOPE_MEMBER} member")))?;
+    let env = crate::seal::Envelope::from_json(&env.to_string())?;
+    Ok(crate::seal::unseal(tpm, &env, opts)?)
 }
 
 /// Seal a fresh 32-byte secret for a token. Returns the token (keyslot still to fill in) and
@@ -428,8 +478,8 @@ pub enum LuksTokenError {
     /// Sealing or unsealing failed.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// No systemd-tpm2 token (or not the requested one).
-    #[error("{device} has no systemd-tpm2 token{}", .id.map(|i| format!(" with id {i}")).unwrap_or_default())]
+    /// No TPM2 token (or not the requested one).
+    #[error("{device} has no systemd-tpm2 or bootchain-tpm2 token{}", .id.map(|i| format!(" with id {i}")).unwrap_or_default())]
     NoToken {
         /// The device.
         device: String,
@@ -437,7 +487,7 @@ pub enum LuksTokenError {
         id: Option<u32>,
     },
     /// Every token failed; each reason is listed.
-    #[error("no systemd-tpm2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {e}")).collect::<Vec<_>>().join("; "))]
+    #[error("no TPM2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {e}")).collect::<Vec<_>>().join("; "))]
     AllFailed {
         /// The device.
         device: String,
@@ -459,12 +509,18 @@ pub fn enroll_luks(
     // One header read, before the TPM is touched; the new keyslot and token id come from it
     // (cryptsetup refuses a slot or id taken meanwhile rather than overwrite it).
     let md = luks.metadata()?;
-    let (mut token, secret) = enroll(tpm, req)?;
+    let (mut json, secret) = match req.kind {
+        TokenKind::Systemd => {
+            let (token, secret) = enroll(tpm, req)?;
+            let json = serde_json::to_value(&token)
+                .map_err(|e| TokenError::Malformed(format!("serializing the token: {e}")))?;
+            (json, secret)
+        }
+        TokenKind::Bootchain => enroll_envelope(tpm, req)?,
+    };
     let pass = passphrase(&secret);
     let slot = luks.add_keyslot(&md, unlock_key_file, pass.as_bytes())?;
-    token.keyslots = vec![slot.to_string()];
-    let json = serde_json::to_value(&token)
-        .map_err(|e| TokenError::Malformed(format!("serializing the token: {e}")))?;
+    json["keyslots"] = serde_json::json!([slot.to_string()]);
     match luks.import_token(&md, &json) {
         Ok(id) => Ok((id, slot)),
         Err(e) => {
@@ -485,8 +541,8 @@ pub struct Unlocked {
     pub passphrase: Zeroizing<String>,
 }
 
-/// Unseal the passphrase of a `systemd-tpm2` token of `luks` (the given id, or each in turn
-/// until one works). Nothing is written to the header.
+/// Unseal the passphrase of a `systemd-tpm2` or `bootchain-tpm2` token of `luks` (the given
+/// id, or each in turn until one works). Nothing is written to the header.
 pub fn unlock_luks(
     tpm: &mut Tpm,
     luks: &crate::luks::Luks,
@@ -496,8 +552,16 @@ pub fn unlock_luks(
 ) -> Result<Unlocked, LuksTokenError> {
     let md = luks.metadata()?;
     let tokens: Vec<(u32, &serde_json::Value)> = md
-        .tokens_of_type(TOKEN_TYPE)
-        .filter(|(i, _)| token_id.is_none_or(|want| want == *i))
+        .tokens
+        .iter()
+        .filter(|(_, v)| {
+            matches!(
+                v.get("type").and_then(|t| t.as_str()),
+                Some(TOKEN_TYPE | BOOTCHAIN_TOKEN_TYPE)
+            )
+        })
+        .filter(|(i, _)| token_id.is_none_or(|want| want == **i))
+        .map(|(i, v)| (*i, v))
         .collect();
     if tokens.is_empty() {
         return Err(LuksTokenError::NoToken {
@@ -507,15 +571,21 @@ pub fn unlock_luks(
     }
     let mut reasons = Vec::new();
     for (id, v) in tokens {
-        let r = SystemdTpm2Token::from_json(v).and_then(|t| {
-            let secret = unseal(tpm, &t, signatures, pin)?;
-            Ok((t, secret))
-        });
+        let r = if v.get("type").and_then(|t| t.as_str()) == Some(BOOTCHAIN_TOKEN_TYPE) {
+            let opts = crate::seal::UnsealOptions { signatures, pin };
+            unseal_envelope(tpm, v, &opts)
+        } else {
+            SystemdTpm2Token::from_json(v).and_then(|t| unseal(tpm, &t, signatures, pin))
+        };
         match r {
-            Ok((t, secret)) => {
+            Ok(secret) => {
                 return Ok(Unlocked {
                     token_id: id,
-                    keyslot: t.keyslots.first().and_then(|k| k.parse().ok()),
+                    keyslot: v
+                        .get("keyslots")
+                        .and_then(|k| k.get(0))
+                        .and_then(|k| k.as_str())
+                        .and_then(|k| k.parse().ok()),
                     passphrase: passphrase(&secret),
                 })
             }

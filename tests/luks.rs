@@ -506,3 +506,98 @@ fn enroll_under_the_persistent_srk_records_tpm2_srk() {
         stderr(&out)
     );
 }
+
+/// A `bootchain-tpm2` token (our envelope in the header) next to a systemd-cryptenroll token:
+/// both unlock; after PCR 11 changes ours names PCR 11 with its current and sealed value while
+/// systemd's (PCR 7 only) still opens; another TPM is refused by the parent Name; `remove`
+/// takes our token and its keyslot.
+#[test]
+fn bootchain_token_type_next_to_a_systemd_token() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(7, &[HashAlg::Sha256.digest(b"db")]).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki")]).unwrap();
+    let sealed11 = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
+    drop(t);
+    cryptenroll(&sw, &key, &img, &["--tpm2-pcrs=7"], &[]);
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--token-type",
+            "bootchain",
+            "--pcrs",
+            "7+11",
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tok = token_json(&img, 1);
+    assert_eq!(tok["type"], "bootchain-tpm2");
+    assert_eq!(tok["keyslots"], serde_json::json!(["2"]));
+    assert_eq!(tok["bootchain_envelope"]["parent"]["kind"], "ecc-p256");
+    let out = run(Command::new(bootchain_bin())
+        .args(["luks", "list", "--json"])
+        .arg(&img));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[1]["pcrs"], serde_json::json!([7, 11]));
+
+    let pass = d.path().join("recovered");
+    let ours = [
+        "luks",
+        "unlock",
+        "--token-id",
+        "1",
+        "--passphrase-output",
+        pass.to_str().unwrap(),
+    ];
+    let out = bootchain(&sw, &ours, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 2, &pass));
+    std::fs::remove_file(&pass).unwrap();
+
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"other uki")])
+        .unwrap();
+    let now11 = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
+    drop(t);
+    let out = bootchain(&sw, &ours, &img);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "PCR 11 (sha256) is {now11} but the secret was sealed to {sealed11}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!pass.exists());
+    // Without --token-id the systemd token (PCR 7 only) still opens the volume.
+    let out = bootchain(&sw, &["luks", "unlock", "--test"], &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("token 0"), "{}", stderr(&out));
+
+    let other = Swtpm::start();
+    let out = bootchain(
+        &other,
+        &["luks", "unlock", "--test", "--token-id", "1"],
+        &img,
+    );
+    assert!(
+        stderr(&out).contains("not the one the secret was sealed under"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(Command::new(bootchain_bin())
+        .args(["luks", "remove", "--token-id", "1"])
+        .arg(&img));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
+    assert_eq!(md.tokens.keys().copied().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(md.keyslots.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+}

@@ -362,8 +362,8 @@ fn cli_seal_to_predicted_firmware_and_uki_pcrs() {
     assert!(events.len() >= 4, "{events:?}");
     for e in events {
         let pcr = e["pcr"].as_u64().unwrap() as u32;
-        let dg = Digest::from_hex(HashAlg::Sha256, e["digests"]["sha256"].as_str().unwrap())
-            .unwrap();
+        let dg =
+            Digest::from_hex(HashAlg::Sha256, e["digests"]["sha256"].as_str().unwrap()).unwrap();
         t.extend(pcr, &[dg]).unwrap();
     }
     drop(t);

@@ -117,11 +117,16 @@ pub enum LuksCmd {
         unlock_key_file: PathBuf,
         #[command(flatten)]
         policy: PolicyArgs,
-        /// Parent key: legacy-ecc (default: the transient primary every systemd ≥ 250 can
-        /// recreate), legacy-rsa, or srk (persistent 0x81000001, recorded as tpm2_srk; systemd
-        /// ≥ 254 only).
-        #[arg(long, default_value = "legacy-ecc")]
-        parent: String,
+        /// Token type: systemd (systemd-tpm2, readable by systemd-cryptsetup) or bootchain
+        /// (bootchain-tpm2: an envelope recording the sealed PCR values and the parent Name, so
+        /// failures name each changed PCR and a swapped TPM; only bootchain reads it).
+        #[arg(long = "token-type", default_value = "systemd")]
+        token_type: String,
+        /// Parent key. systemd tokens: legacy-ecc (default: the transient primary every systemd
+        /// ≥ 250 can recreate), legacy-rsa, or srk (persistent 0x81000001, recorded as
+        /// tpm2_srk; systemd ≥ 254 only). bootchain tokens: as `seal --parent` (default auto).
+        #[arg(long)]
+        parent: Option<String>,
         /// Hash the PIN as systemd 252 does (no salt), so 252's unlock accepts it.
         #[arg(long = "unsalted-pin")]
         unsalted_pin: bool,
@@ -375,20 +380,30 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             device,
             unlock_key_file,
             policy,
+            token_type,
             parent,
             unsalted_pin,
         } => {
-            let parent = match parse_parent(&parent)? {
-                ParentChoice::Kind(k) => k,
-                ParentChoice::Auto => bail!("choose a parent: legacy-ecc, legacy-rsa or srk"),
+            let kind = match token_type.as_str() {
+                "systemd" => token::TokenKind::Systemd,
+                "bootchain" => token::TokenKind::Bootchain,
+                other => bail!("--token-type {other:?}: systemd or bootchain"),
             };
+            let parent = match (kind, parent.as_deref()) {
+                (token::TokenKind::Systemd, None) => ParentChoice::Kind(ParentKind::LegacyEcc),
+                (token::TokenKind::Bootchain, None) => ParentChoice::Auto,
+                (_, Some(p)) => parse_parent(p)?,
+            };
+            if kind == token::TokenKind::Systemd && parent == ParentChoice::Auto {
+                bail!("systemd tokens need an explicit parent: legacy-ecc, legacy-rsa or srk");
+            }
             let luks = Luks::new(&device);
             let mut p = resolve_policy(&policy)?;
             let mut tpm = Tpm::open(&policy.tcti)?;
             p.fill_from_tpm(policy.bank, &mut tpm)?;
             let req = token::EnrollRequest {
                 seal: bootchain::seal::SealRequest {
-                    parent: ParentChoice::Kind(parent),
+                    parent,
                     bank: policy.bank,
                     pcrs: &p.pcrs,
                     values: &p.values,
@@ -396,6 +411,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                     pin: p.pin.as_ref().map(|p| p.as_slice()),
                 },
                 unsalted_pin,
+                kind,
             };
             let (id, slot) = token::enroll_luks(&mut tpm, &luks, &unlock_key_file, &req)?;
             eprintln!("enrolled TPM2 token {id} for keyslot {slot}");
@@ -449,6 +465,24 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                 let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
                 let mut row = serde_json::json!({"token": id, "type": kind,
                     "keyslots": v.get("keyslots").cloned().unwrap_or_default()});
+                if kind == token::BOOTCHAIN_TOKEN_TYPE {
+                    match v
+                        .get(token::ENVELOPE_MEMBER)
+                        .map(|e| bootchain::seal::Envelope::from_json(&e.to_string()))
+                    {
+                        Some(Ok(env)) => {
+                            row["pcr_bank"] = env.policy.bank.to_string().into();
+                            row["pcrs"] = serde_json::json!(env.policy.pcrs);
+                            row["pubkey_pcrs"] =
+                                serde_json::json!(env.policy.authorize.map(|a| a.pcrs));
+                            row["pin"] = env.policy.pin.is_some().into();
+                            row["parent"] = env.parent.kind.into();
+                            row["policy"] = env.policy.digest.into();
+                        }
+                        Some(Err(e)) => row["error"] = e.to_string().into(),
+                        None => row["error"] = "no envelope".into(),
+                    }
+                }
                 if kind == token::TOKEN_TYPE {
                     match token::SystemdTpm2Token::from_json(v) {
                         Ok(t) => {
@@ -479,7 +513,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                         r["type"].as_str().unwrap_or("?"),
                         r["keyslots"]
                     );
-                    if r["type"] == token::TOKEN_TYPE {
+                    if r.get("policy").is_some() {
                         line.push_str(&format!(
                             " bank {} pcrs {} signed-pcrs {} pin {} parent {}",
                             r["pcr_bank"].as_str().unwrap_or("?"),
@@ -500,11 +534,23 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             let Some(v) = md.tokens.get(&token_id) else {
                 bail!("{} has no token {token_id}", device.display());
             };
-            let t = token::SystemdTpm2Token::from_json(v)?;
-            let slots: Vec<u32> = t
-                .keyslots
+            let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+            if kind != token::TOKEN_TYPE && kind != token::BOOTCHAIN_TOKEN_TYPE {
+                bail!(
+                    "token {token_id} is a {kind:?} token, not a TPM2 token of ours or systemd's"
+                );
+            }
+            let slots: Vec<u32> = v
+                .get("keyslots")
+                .and_then(|k| k.as_array())
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .map(|s| s.parse::<u32>().with_context(|| format!("keyslot {s:?}")))
+                .map(|s| {
+                    s.as_str()
+                        .and_then(|s| s.parse::<u32>().ok())
+                        .with_context(|| format!("keyslot {s}"))
+                })
                 .collect::<Result<_>>()?;
             // Check first that removing the slots leaves a way in.
             let remaining = md.keyslots.keys().filter(|k| !slots.contains(k)).count();
