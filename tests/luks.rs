@@ -101,6 +101,14 @@ fn systemd_cryptenroll_token_unlocked_by_bootchain() {
     );
     assert!(opens_slot(&img, 1, &pass));
     assert!(!opens_slot(&img, 0, &pass));
+    // The initramfs binary gives the same passphrase on stdout (a crypttab keyscript's job).
+    let out = run(
+        Command::new(bootchain_bin().with_file_name("bootchain-unseal"))
+            .args(["--tcti", &sw.tcti(), "--luks"])
+            .arg(&img),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, std::fs::read(&pass).unwrap());
 
     let mut t = Tpm::open(&sw.tcti()).unwrap();
     t.extend(7, &[HashAlg::Sha256.digest(b"another db")])

@@ -253,3 +253,62 @@ fn parents_rsa_legacy_and_persistent_srk() {
         "{err}"
     );
 }
+
+/// The ukify-style flow with the CLI only: a UKI carrying `.pcrpkey` and `.pcrsig` (signed for
+/// systemd-measure's default phases); `seal --pcr-public-key uki.efi` takes the key from the
+/// UKI; after PCR 11 holds the UKI's "enter-initrd" value, `unseal --pcrsig-uki` opens it.
+#[test]
+fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let (private, _) = make_rsa_keypair(d.path(), "pcr");
+    std::fs::write(d.path().join("k"), pseudo_random(50_000, 5)).unwrap();
+    let uki = d.path().join("uki.efi");
+    bootchain::uki::UkiBuilder::new()
+        .stub(require_stub())
+        .linux(d.path().join("k"))
+        .uname("6.1.0")
+        .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+        .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
+            key: measure::load_pcr_signing_key(&private, None).unwrap(),
+            phases: vec![],
+            banks: vec![HashAlg::Sha256],
+        })
+        .build(&uki)
+        .unwrap();
+    let sw = Swtpm::start();
+    let env = d.path().join("root.sealed");
+    run_ok(
+        Command::new(bootchain_bin())
+            .args(["seal", "--random", "--tcti", &sw.tcti(), "--pcr-public-key"])
+            .arg(&uki)
+            .arg("-o")
+            .arg(&env),
+    );
+    let text = std::fs::read_to_string(&env).unwrap();
+    assert!(Envelope::from_json(&text).unwrap().needs_signatures());
+    let unseal = || {
+        run(Command::new(bootchain_bin())
+            .args(["unseal", "--tcti", &sw.tcti(), "--pcrsig-uki"])
+            .arg(&uki)
+            .arg(&env))
+    };
+    assert!(!unseal().status.success());
+    let pred =
+        measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["enter-initrd".into()]).unwrap();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    for e in &pred.events {
+        t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
+            .unwrap();
+    }
+    t.extend(11, &[HashAlg::Sha256.digest(b"enter-initrd")])
+        .unwrap();
+    drop(t);
+    let out = unseal();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 32);
+}

@@ -37,8 +37,8 @@ pub struct PolicyArgs {
     /// Boot phase for --uki ("" = right after the stub).
     #[arg(long, default_value = "")]
     phase: String,
-    /// RSA public key (PEM) whose signed PCR policies (.pcrsig) unlock: PolicyAuthorize, so
-    /// PCR changes need a new signature, not a reseal.
+    /// RSA public key (PEM, or a UKI whose .pcrpkey to use) whose signed PCR policies
+    /// (.pcrsig) unlock: PolicyAuthorize, so PCR changes need a new signature, not a reseal.
     #[arg(long = "pcr-public-key")]
     pcr_public_key: Option<PathBuf>,
     /// PCRs the signed policies cover.
@@ -239,7 +239,15 @@ fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
         .collect();
     let authorize = match &a.pcr_public_key {
         Some(p) => {
-            let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let mut pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            if pem.starts_with(b"MZ") {
+                // A UKI: its .pcrpkey section (what ukify embeds from --pcr-public-key).
+                pem = bootchain::uki::read_section(p, ".pcrpkey")?
+                    .with_context(|| format!("{} has no .pcrpkey section", p.display()))?;
+                while pem.last() == Some(&0) {
+                    pem.pop();
+                }
+            }
             let key = bootchain::measure::rsa_public_key_from_pem(&pem)
                 .with_context(|| format!("{}", p.display()))?;
             let signed: Vec<u32> = parse_pcr_list(&a.pcr_public_key_pcrs)?
