@@ -226,7 +226,8 @@ pub struct PcrBinding {
 }
 
 /// The whole sealing policy in systemd's order (`tpm2_calculate_sealing_policy`):
-/// [PolicyAuthorize(key Name)] then [PolicyPCR over literal values] then [PolicyAuthValue].
+/// PolicyAuthorize(key Name), then PolicyPCR over literal values, then PolicyAuthValue (each
+/// optional).
 pub fn sealing_policy(
     authorize_key_name: Option<&[u8]>,
     pcrs: Option<&PcrBinding>,

@@ -376,6 +376,10 @@ const RC_POLICY_FAIL: u32 = 0x01D;
 const RC_INTEGRITY: u32 = 0x01F;
 /// TPM_RC_LOCKOUT (RC_WARN + 0x021).
 const RC_LOCKOUT: u32 = 0x921;
+/// TPM_RC_PCR_CHANGED (RC_VER1 + 0x028): a PCR changed after PolicyPCR in this session.
+const RC_PCR_CHANGED: u32 = 0x128;
+/// How often an unseal is tried when PCRs keep changing under it.
+const PCR_CHANGED_ATTEMPTS: u32 = 10;
 
 fn fmt1(e: &TpmError) -> Option<u32> {
     match e {
@@ -771,11 +775,25 @@ impl Tpm {
                     .tr_set_auth(loaded.into(), auth)
                     .map_err(cmd_err("TR_SetAuth"))?;
             }
-            let session =
-                self.salted_session(&parent, tss_esapi::constants::SessionType::Policy)?;
-            let r = self.run_policy_and_unseal(session, loaded, steps, expected_policy);
-            self.flush_session(session);
-            r
+            // A PCR extended between PolicyPCR and Unseal (systemd-pcrphase running at the
+            // same time, say) fails the Unseal with TPM_RC_PCR_CHANGED: replay the policy in a
+            // fresh session, as systemd does.
+            let mut attempt = 1;
+            loop {
+                let session =
+                    self.salted_session(&parent, tss_esapi::constants::SessionType::Policy)?;
+                let r = self.run_policy_and_unseal(session, loaded, steps, expected_policy);
+                self.flush_session(session);
+                match r {
+                    Err(UnsealError::Tpm(ref e))
+                        if command_code(e) == Some(RC_PCR_CHANGED)
+                            && attempt < PCR_CHANGED_ATTEMPTS =>
+                    {
+                        attempt += 1;
+                    }
+                    r => return r,
+                }
+            }
         })();
         let _ = self.ctx.flush_context(loaded.into());
         self.release(parent);

@@ -147,3 +147,63 @@ fn swtpm_killed_at_every_step_of_an_enroll_leaves_the_header_intact() {
             .arg(&work),
     );
 }
+
+/// TPM2_PCR_Extend of PCR `pcr` (sha256) with a password session (TPM 2.0 Part 3 §22.2).
+fn pcr_extend_command(pcr: u32, digest: &[u8; 32]) -> Vec<u8> {
+    let mut c = Vec::new();
+    c.extend_from_slice(&0x8002u16.to_be_bytes()); // TPM_ST_SESSIONS
+    c.extend_from_slice(&0u32.to_be_bytes()); // size, below
+    c.extend_from_slice(&0x182u32.to_be_bytes()); // TPM_CC_PCR_Extend
+    c.extend_from_slice(&pcr.to_be_bytes());
+    c.extend_from_slice(&9u32.to_be_bytes()); // authorization area
+    c.extend_from_slice(&0x4000_0009u32.to_be_bytes()); // TPM_RS_PW
+    c.extend_from_slice(&[0, 0, 0, 0, 0]); // nonce, attributes, hmac
+    c.extend_from_slice(&1u32.to_be_bytes());
+    c.extend_from_slice(&0x000bu16.to_be_bytes());
+    c.extend_from_slice(digest);
+    let n = c.len() as u32;
+    c[2..6].copy_from_slice(&n.to_be_bytes());
+    c
+}
+
+/// A PCR outside the policy is extended between PolicyPCR and Unseal (as systemd-pcrphase may
+/// do at the same moment in an initramfs): the TPM answers TPM_RC_PCR_CHANGED, and unseal
+/// replays the policy and succeeds.
+#[test]
+fn pcr_changed_between_policy_and_unseal_is_retried() {
+    const CC_UNSEAL: u32 = 0x15e;
+    let d = tempfile::tempdir().unwrap();
+    let env = d.path().join("root.sealed");
+    let secret = d.path().join("secret");
+    let sw = Swtpm::start();
+    run_ok(
+        Command::new(bootchain_bin())
+            .args(["seal", "--pcrs", "7+11", "--random", "--tcti", &sw.tcti()])
+            .arg("--secret-output")
+            .arg(&secret)
+            .arg("-o")
+            .arg(&env),
+    );
+    let proxy =
+        KillingProxy::start_with(sw, 0, Some((CC_UNSEAL, pcr_extend_command(12, &[7; 32]))));
+    let out = run(Command::new(bootchain_bin())
+        .args(["unseal", "--tcti", &proxy.tcti()])
+        .arg(&env));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(&secret).unwrap());
+    let unseals = proxy
+        .codes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| **c == CC_UNSEAL)
+        .count();
+    assert_eq!(
+        unseals, 2,
+        "the first Unseal met TPM_RC_PCR_CHANGED and was retried"
+    );
+}

@@ -35,6 +35,13 @@ impl KillingProxy {
     /// Proxy to `tpm`; the command numbered `kill_at` (1-based) kills swtpm instead of being
     /// forwarded. `kill_at = 0` never kills (to count an operation's commands).
     pub fn start(tpm: Swtpm, kill_at: usize) -> KillingProxy {
+        Self::start_with(tpm, kill_at, None)
+    }
+
+    /// Like [`Self::start`]; with `inject = Some((code, command))`, the first time a command
+    /// with that code arrives, `command` is sent to swtpm first (its response dropped).
+    pub fn start_with(tpm: Swtpm, kill_at: usize, inject: Option<(u32, Vec<u8>)>) -> KillingProxy {
+        let inject = Arc::new(Mutex::new(inject));
         let port = free_pair().expect("free port pair");
         let data = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let ctrl = TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
@@ -57,6 +64,7 @@ impl KillingProxy {
         });
         let counter = seen.clone();
         let (tpm2, stop2, codes2) = (tpm.clone(), stop.clone(), codes.clone());
+        let inject2 = inject.clone();
         std::thread::spawn(move || {
             for c in data.incoming().flatten() {
                 if stop2.load(Ordering::SeqCst) {
@@ -65,7 +73,10 @@ impl KillingProxy {
                 let tpm = tpm2.clone();
                 let counter = counter.clone();
                 let codes = codes2.clone();
-                std::thread::spawn(move || serve(c, target, kill_at, &tpm, &counter, &codes));
+                let inject = inject2.clone();
+                std::thread::spawn(move || {
+                    serve(c, target, kill_at, &tpm, &counter, &codes, &inject)
+                });
             }
         });
         KillingProxy {
@@ -110,6 +121,7 @@ fn serve(
     tpm: &Mutex<Swtpm>,
     counter: &AtomicUsize,
     codes: &Mutex<Vec<u32>>,
+    inject: &Mutex<Option<(u32, Vec<u8>)>>,
 ) {
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", target)) else {
         return;
@@ -123,6 +135,19 @@ fn serve(
         if kill_at != 0 && n >= kill_at {
             tpm.lock().unwrap_or_else(|e| e.into_inner()).kill();
             return;
+        }
+        let code = u32::from_be_bytes([cmd[6], cmd[7], cmd[8], cmd[9]]);
+        let extra = {
+            let mut g = inject.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_ref() {
+                Some((c, _)) if *c == code => g.take().map(|(_, bytes)| bytes),
+                _ => None,
+            }
+        };
+        if let Some(extra) = extra {
+            if up.write_all(&extra).is_err() || read_msg(&mut up).is_none() {
+                return;
+            }
         }
         if up.write_all(&cmd).is_err() {
             return;
