@@ -293,6 +293,17 @@ pub fn enroll(
         ParentChoice::Auto => ParentKind::LegacyEcc,
         ParentChoice::Kind(k) => k,
     };
+    let (primary_alg, srk) = match parent {
+        ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
+        ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
+        ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
+        other => {
+            return Err(SealError::Request(format!(
+                "systemd tokens cannot record a {other} parent (use legacy-ecc, legacy-rsa or srk)"
+            ))
+            .into())
+        }
+    };
     let policy =
         crate::seal::compute_policy(r.bank, r.pcrs, r.values, r.authorize, r.pin.is_some())?;
     let (pubkey, pubkey_pcrs) = match &policy.authorize {
@@ -324,16 +335,6 @@ pub fn enroll(
         &secret,
         auth.as_ref().map(|a| a.as_slice()),
     )?;
-    let (primary_alg, srk) = match parent {
-        ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
-        ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
-        ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
-        other => {
-            return Err(TokenError::Malformed(format!(
-                "systemd tokens cannot record a {other} parent (use legacy-ecc, legacy-rsa or srk)"
-            )))
-        }
-    };
     let token = SystemdTpm2Token {
         kind: TOKEN_TYPE.into(),
         keyslots: Vec::new(),
