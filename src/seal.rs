@@ -101,6 +101,9 @@ pub enum SealError {
     /// Policy computation failed.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    /// The PIN could not be derived.
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
 }
 
 /// A PCR whose current value differs from the sealed one.
@@ -424,7 +427,7 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
         Some(pin) => {
             let mut salt = [0u8; crate::pin::PIN_SALT_LEN];
             aes_gcm::aead::rand_core::RngCore::fill_bytes(&mut OsRng, &mut salt);
-            let auth = crate::pin::pin_auth_value(pin, Some(&salt));
+            let auth = crate::pin::pin_auth_value(pin, Some(&salt))?;
             (
                 Some(PinInfo {
                     salt: B64.encode(salt),
@@ -570,14 +573,14 @@ pub fn unseal(
         })
         .transpose()?;
     let key_area = key.as_ref().map(policy::rsa_public_area).transpose()?;
-    if let (Some(a), Some(area)) = (&env.policy.authorize, &key_area) {
-        if hex::encode(policy::object_name(area)) != a.key_name {
+    let name = key_area.as_deref().map(policy::object_name);
+    if let (Some(a), Some(n)) = (&env.policy.authorize, &name) {
+        if hex::encode(n) != a.key_name {
             return Err(bad(
                 "policy.authorize.key_name does not match the public key",
             ));
         }
     }
-    let name = key_area.as_deref().map(policy::object_name);
     let binding = PcrBinding {
         selection: sel,
         values: recorded.clone(),
@@ -590,7 +593,7 @@ pub fn unseal(
     let auth = match (&env.policy.pin, opts.pin) {
         (Some(p), Some(pin)) => {
             let salt = B64.decode(&p.salt).map_err(|_| bad("policy.pin.salt"))?;
-            Some(crate::pin::pin_auth_value(pin, Some(&salt)))
+            Some(crate::pin::pin_auth_value(pin, Some(&salt))?)
         }
         (Some(_), None) => return Err(SealError::PinRequired),
         (None, _) => None,

@@ -56,6 +56,12 @@ pub enum TokenError {
     Seal(#[from] SealError),
 }
 
+impl From<crate::pin::PinError> for TokenError {
+    fn from(e: crate::pin::PinError) -> Self {
+        TokenError::Seal(SealError::Pin(e))
+    }
+}
+
 impl From<TpmError> for TokenError {
     fn from(e: TpmError) -> Self {
         TokenError::Seal(SealError::Tpm(e))
@@ -316,13 +322,13 @@ pub fn enroll(
     let digest = policy.digest;
     let literal = policy.literal;
     let (salt, auth) = match r.pin {
-        Some(pin) if req.unsalted_pin => (None, Some(crate::pin::pin_auth_value(pin, None))),
+        Some(pin) if req.unsalted_pin => (None, Some(crate::pin::pin_auth_value(pin, None)?)),
         Some(pin) => {
             let mut salt = [0u8; crate::pin::PIN_SALT_LEN];
             getrandom_fill(&mut salt)?;
             (
                 Some(B64.encode(salt)),
-                Some(crate::pin::pin_auth_value(pin, Some(&salt))),
+                Some(crate::pin::pin_auth_value(pin, Some(&salt))?),
             )
         }
         None => (None, None),
@@ -403,7 +409,7 @@ pub fn unseal(
                 .map(|s| B64.decode(s))
                 .transpose()
                 .map_err(|_| TokenError::Malformed("tpm2_salt is not base64".into()))?;
-            Some(crate::pin::pin_auth_value(pin, salt.as_deref()))
+            Some(crate::pin::pin_auth_value(pin, salt.as_deref())?)
         }
         (true, None) => return Err(SealError::PinRequired.into()),
         (false, _) => None,
@@ -590,7 +596,20 @@ pub fn unlock_luks(
                     passphrase: passphrase(&secret),
                 })
             }
-            Err(e) => reasons.push((id, e)),
+            Err(e) => {
+                // A wrong PIN counts against the TPM's lockout: do not spend another try on the
+                // next PIN-protected token.
+                let stop = matches!(
+                    e,
+                    TokenError::Seal(SealError::Unseal(
+                        UnsealError::BadPin { .. } | UnsealError::LockedOut { .. }
+                    ))
+                );
+                reasons.push((id, e));
+                if stop {
+                    break;
+                }
+            }
         }
     }
     Err(LuksTokenError::AllFailed {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bootchain::hash::HashAlg;
 use bootchain::seal::{AuthorizeKey, SealRequest};
-use bootchain::tpm::{ParentChoice, Tpm};
+use bootchain::tpm::Tpm;
 use bootchain::uki::{PcrPolicySigner, SectionContent, UkiBuilder};
 use common::swtpm::Swtpm;
 use common::vm::{self, BootSpec};
@@ -186,12 +186,8 @@ fn initramfs_unseals_with_the_ukis_signed_pcr_policy() {
     let env = bootchain::seal::seal(
         &mut t,
         &SealRequest {
-            parent: ParentChoice::Auto,
-            bank: HashAlg::Sha256,
-            pcrs: &[],
-            values: &Default::default(),
             authorize: Some(&ak),
-            pin: None,
+            ..seal_request(&[], &Default::default())
         },
         &secret,
     )

@@ -36,12 +36,18 @@ fn opens_slot(img: &Path, slot: u32, file: &Path) -> bool {
 }
 
 fn bootchain(sw: &Swtpm, args: &[&str], img: &Path) -> Output {
-    run(Command::new(bootchain_bin())
-        .args(args)
-        .arg("--tcti")
-        .arg(sw.tcti())
-        .arg(img)
-        .env_remove("BOOTCHAIN_PIN"))
+    bootchain_pin(sw, args, img, None)
+}
+
+/// `bootchain ARGS --tcti SWTPM IMG`, with `$BOOTCHAIN_PIN` set to `pin` (or unset).
+fn bootchain_pin(sw: &Swtpm, args: &[&str], img: &Path, pin: Option<&str>) -> Output {
+    let mut c = Command::new(bootchain_bin());
+    c.args(args).arg("--tcti").arg(sw.tcti()).arg(img);
+    match pin {
+        Some(p) => c.env("BOOTCHAIN_PIN", p),
+        None => c.env_remove("BOOTCHAIN_PIN"),
+    };
+    run(&mut c)
 }
 
 fn cryptenroll(sw: &Swtpm, key: &Path, img: &Path, args: &[&str], env: &[(&str, &str)]) {
@@ -188,25 +194,9 @@ fn systemd_cryptenroll_signed_policy_unlocked_with_a_ukis_pcrsig() {
         "{}",
         stderr(&out)
     );
-    // "Boot" the UKI: extend PCR 11 with the events the predictor lists, then the
-    // "enter-initrd" phase systemd-pcrphase measures before cryptsetup runs (the stub-only
-    // value is not among systemd-measure's default signed phases).
-    let pred =
-        bootchain::measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["enter-initrd".into()])
-            .unwrap();
-    let mut t = Tpm::open(&sw.tcti()).unwrap();
-    for e in &pred.events {
-        t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
-            .unwrap();
-    }
-    t.extend(11, &[HashAlg::Sha256.digest(b"enter-initrd")])
-        .unwrap();
-    let now = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap();
-    assert_eq!(
-        Some(&now[&(HashAlg::Sha256, 11)]),
-        pred.value(HashAlg::Sha256, "enter-initrd")
-    );
-    drop(t);
+    // "Boot" the UKI, up to the "enter-initrd" phase systemd-pcrphase measures before
+    // cryptsetup runs (the stub-only value is not among systemd-measure's default phases).
+    sw.boot_uki(&uki, "enter-initrd");
     let out = bootchain(&sw, &args, &img);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(opens_slot(&img, 1, &pass));
@@ -227,6 +217,22 @@ fn systemd_cryptenroll_pin_token() {
         &[("NEWPIN", "2468")],
     );
     assert_eq!(token_json(&img, 0)["tpm2-pin"], true);
+    // A second PIN token (ours, salted PIN) behind it.
+    let out = bootchain_pin(
+        &sw,
+        &[
+            "luks",
+            "enroll",
+            "--pcrs",
+            "7",
+            "--with-pin",
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+        ],
+        &img,
+        Some("2468"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let pass = d.path().join("recovered");
     let args = [
         "luks",
@@ -234,32 +240,42 @@ fn systemd_cryptenroll_pin_token() {
         "--passphrase-output",
         pass.to_str().unwrap(),
     ];
-    let out = run(Command::new(bootchain_bin())
-        .args(args)
-        .arg("--tcti")
-        .arg(sw.tcti())
-        .arg(&img)
-        .env("BOOTCHAIN_PIN", "1357"));
+    // A wrong PIN costs one try, not one per PIN-protected token.
+    let out = bootchain_pin(&sw, &args, &img, Some("1357"));
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("wrong PIN: 2 tries left"),
+        stderr(&out).contains("wrong PIN: 2 tries left") && !stderr(&out).contains("token 1"),
         "{}",
         stderr(&out)
     );
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    assert_eq!(t.lockout_status().unwrap().counter, 1);
+    drop(t);
     let out = bootchain(&sw, &args, &img);
     assert!(
         stderr(&out).contains("sealed with a PIN"),
         "{}",
         stderr(&out)
     );
-    let out = run(Command::new(bootchain_bin())
-        .args(args)
-        .arg("--tcti")
-        .arg(sw.tcti())
-        .arg(&img)
-        .env("BOOTCHAIN_PIN", "2468"));
+    let out = bootchain_pin(&sw, &args, &img, Some("2468"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(opens_slot(&img, 1, &pass));
+    // Our salted-PIN token opens its own keyslot with the same PIN.
+    let out = bootchain_pin(
+        &sw,
+        &[
+            "luks",
+            "unlock",
+            "--token-id",
+            "1",
+            "--passphrase-output",
+            pass.to_str().unwrap(),
+        ],
+        &img,
+        Some("2468"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 2, &pass));
 }
 
 /// A token enrolled by `bootchain luks enroll` is standard: tpm2-tools recreate systemd's
@@ -442,22 +458,9 @@ fn enroll_under_the_persistent_srk_records_tpm2_srk() {
     let (img, key) = luks_image(d.path());
     let provision = |sw: &Swtpm| {
         let ctx = d.path().join(format!("srk-{}.ctx", sw.port));
-        run_ok(
-            sw.tool("tpm2_createprimary")
-                .args([
-                    "-C",
-                    "o",
-                    "-g",
-                    "sha256",
-                    "-G",
-                    "ecc256:null:aes128cfb",
-                    "-a",
-                ])
-                .arg(
-                    "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
-                )
-                .arg("-c")
-                .arg(&ctx),
+        sw.tools_primary(
+            &ctx,
+            "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
         );
         run_ok(
             sw.tool("tpm2_evictcontrol")

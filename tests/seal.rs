@@ -3,10 +3,10 @@
 
 mod common;
 
-use bootchain::eventlog::{extend, PcrValues};
+use bootchain::eventlog::PcrValues;
 use bootchain::hash::{Digest, HashAlg};
-use bootchain::seal::{self, Envelope, SealError, SealRequest, UnsealOptions};
-use bootchain::tpm::{ParentChoice, Tpm};
+use bootchain::seal::{self, Envelope, SealError, UnsealOptions};
+use bootchain::tpm::Tpm;
 use common::swtpm::Swtpm;
 use common::*;
 
@@ -21,15 +21,7 @@ fn seal_to(
     values: &PcrValues,
     secret: &[u8],
 ) -> Result<Envelope, SealError> {
-    let req = SealRequest {
-        parent: ParentChoice::Auto,
-        bank: HashAlg::Sha256,
-        pcrs,
-        values,
-        authorize: None,
-        pin: None,
-    };
-    seal::seal(t, &req, secret)
+    seal::seal(t, &seal_request(pcrs, values), secret)
 }
 
 fn unseal_plain(t: &mut Tpm, env: &Envelope) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
@@ -154,13 +146,7 @@ fn sealing_to_a_predicted_uki_unseals_after_replaying_its_events() {
         unseal_plain(&mut t, &env),
         Err(SealError::PcrMismatch(_))
     ));
-    let mut sim = Digest::zero(HashAlg::Sha256);
-    for e in &pred.events {
-        let dg = e.digests[&HashAlg::Sha256].clone();
-        t.extend(11, std::slice::from_ref(&dg)).unwrap();
-        sim = extend(&sim, &dg);
-    }
-    assert_eq!(&sim, pred.value(HashAlg::Sha256, "").unwrap());
+    sw.boot_uki(&uki, "");
     assert_eq!(&*unseal_plain(&mut t, &env).unwrap(), b"root volume key");
 }
 
@@ -197,6 +183,23 @@ fn cli_seal_unseal_round_trip_and_refusal() {
             0o600
         );
     }
+    // The secret's file cannot be written: no envelope appears either (its random secret
+    // would be lost), and no temporary file is left.
+    let env2 = d.path().join("second.sealed.json");
+    let out = run(Command::new(bootchain_bin())
+        .args(["seal", "--pcrs", "7", "--random", "--tcti"])
+        .arg(sw.tcti())
+        .arg("--secret-output")
+        .arg(d.path().join("no-such-dir/secret"))
+        .arg("-o")
+        .arg(&env2));
+    assert!(!out.status.success());
+    let mut left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["root.sealed.json", "secret"]);
     let out = run(Command::new(bootchain_bin())
         .args(["unseal", "--tcti"])
         .arg(sw.tcti())

@@ -73,12 +73,8 @@ fn signed_policy_needs_a_new_signature_not_a_reseal() {
     };
     let vals = values(&mut t, &[7]);
     let req = SealRequest {
-        parent: ParentChoice::Auto,
-        bank: HashAlg::Sha256,
-        pcrs: &[7],
-        values: &vals,
         authorize: Some(&ak),
-        pin: None,
+        ..seal_request(&[7], &vals)
     };
     let env = seal::seal(&mut t, &req, b"root key").unwrap();
     let env = Envelope::from_json(&serde_json::to_string(&env).unwrap()).unwrap();
@@ -157,12 +153,8 @@ fn wrong_pin_reports_tries_left_then_lockout() {
     assert_eq!(before.counter, 0);
     let vals = values(&mut t, &[11]);
     let req = SealRequest {
-        parent: ParentChoice::Auto,
-        bank: HashAlg::Sha256,
-        pcrs: &[11],
-        values: &vals,
-        authorize: None,
         pin: Some(b"1234"),
+        ..seal_request(&[11], &vals)
     };
     let env = seal::seal(&mut t, &req, b"pinned").unwrap();
     assert!(env.policy.pin.is_some());
@@ -214,11 +206,7 @@ fn parents_rsa_legacy_and_persistent_srk() {
     ] {
         let req = SealRequest {
             parent: choice,
-            bank: HashAlg::Sha256,
-            pcrs: &[11],
-            values: &vals,
-            authorize: None,
-            pin: None,
+            ..seal_request(&[11], &vals)
         };
         let env = seal::seal(&mut t, &req, kind.as_bytes()).unwrap();
         assert_eq!(env.parent.kind, kind);
@@ -228,15 +216,7 @@ fn parents_rsa_legacy_and_persistent_srk() {
         );
     }
     let name = t.provision_srk().unwrap();
-    let req = SealRequest {
-        parent: ParentChoice::Auto,
-        bank: HashAlg::Sha256,
-        pcrs: &[11],
-        values: &vals,
-        authorize: None,
-        pin: None,
-    };
-    let env = seal::seal(&mut t, &req, b"under srk").unwrap();
+    let env = seal::seal(&mut t, &seal_request(&[11], &vals), b"under srk").unwrap();
     assert_eq!(env.parent.kind, "srk");
     assert_eq!(env.parent.name, hex::encode(&name));
     assert_eq!(
@@ -294,16 +274,7 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
             .arg(&env))
     };
     assert!(!unseal().status.success());
-    let pred =
-        measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["enter-initrd".into()]).unwrap();
-    let mut t = Tpm::open(&sw.tcti()).unwrap();
-    for e in &pred.events {
-        t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
-            .unwrap();
-    }
-    t.extend(11, &[HashAlg::Sha256.digest(b"enter-initrd")])
-        .unwrap();
-    drop(t);
+    sw.boot_uki(&uki, "enter-initrd");
     let out = unseal();
     assert!(
         out.status.success(),

@@ -181,3 +181,19 @@ pub fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
     );
     (img, key)
 }
+
+/// A sealing request with the defaults the tests share (auto parent, sha256, no signed
+/// policy, no PIN); override members with struct update syntax.
+pub fn seal_request<'a>(
+    pcrs: &'a [u32],
+    values: &'a bootchain::eventlog::PcrValues,
+) -> bootchain::seal::SealRequest<'a> {
+    bootchain::seal::SealRequest {
+        parent: bootchain::tpm::ParentChoice::Auto,
+        bank: bootchain::hash::HashAlg::Sha256,
+        pcrs,
+        values,
+        authorize: None,
+        pin: None,
+    }
+}

@@ -96,6 +96,26 @@ impl Swtpm {
         c
     }
 
+    /// `tpm2_createprimary` in the owner hierarchy: ECC P-256, AES-128-CFB, with `attrs` (the
+    /// TCG storage template's shape); its context goes to `ctx`.
+    pub fn tools_primary(&self, ctx: &std::path::Path, attrs: &str) {
+        super::run_ok(
+            self.tool("tpm2_createprimary")
+                .args([
+                    "-C",
+                    "o",
+                    "-g",
+                    "sha256",
+                    "-G",
+                    "ecc256:null:aes128cfb",
+                    "-a",
+                ])
+                .arg(attrs)
+                .arg("-c")
+                .arg(ctx),
+        );
+    }
+
     /// With tpm2-tools alone: create an ECC P-256 primary with `attrs` (the TCG template's
     /// shape), load the object from its TPM2B_PUBLIC / TPM2B_PRIVATE bytes, satisfy PolicyPCR
     /// over `pcrs` (e.g. "sha256:7,11") in a policy session and unseal. Returns the primary's
@@ -112,21 +132,7 @@ impl Swtpm {
         let f = |n: &str| dir.join(n);
         std::fs::write(f("obj.pub"), public).unwrap();
         std::fs::write(f("obj.priv"), private).unwrap();
-        run_ok(
-            self.tool("tpm2_createprimary")
-                .args([
-                    "-C",
-                    "o",
-                    "-g",
-                    "sha256",
-                    "-G",
-                    "ecc256:null:aes128cfb",
-                    "-a",
-                ])
-                .arg(attrs)
-                .arg("-c")
-                .arg(f("prim.ctx")),
-        );
+        self.tools_primary(&f("prim.ctx"), attrs);
         run_ok(
             self.tool("tpm2_readpublic")
                 .arg("-c")
@@ -173,6 +179,31 @@ impl Swtpm {
             std::fs::read(f("prim.name")).unwrap(),
             std::fs::read(f("unsealed")).unwrap(),
         )
+    }
+
+    /// "Boot" `uki` on this TPM: extend sha256 PCR 11 with the events predicted for it, then
+    /// each word of the phase path (as systemd-pcrphase does). Asserts the TPM now holds the
+    /// predicted value, and returns it.
+    pub fn boot_uki(&self, uki: &std::path::Path, phase: &str) -> bootchain::hash::Digest {
+        use bootchain::hash::HashAlg;
+        let pred = bootchain::measure::predict_uki(uki, None, &[HashAlg::Sha256], &[phase.into()])
+            .unwrap();
+        let mut t = bootchain::tpm::Tpm::open(&self.tcti()).unwrap();
+        for e in &pred.events {
+            t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
+                .unwrap();
+        }
+        for word in phase.split(':').filter(|w| !w.is_empty()) {
+            t.extend(11, &[HashAlg::Sha256.digest(word.as_bytes())])
+                .unwrap();
+        }
+        let now = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
+        assert_eq!(
+            Some(&now),
+            pred.value(HashAlg::Sha256, phase),
+            "PCR 11 after booting"
+        );
+        now
     }
 
     pub fn pid(&self) -> u32 {

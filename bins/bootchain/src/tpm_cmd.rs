@@ -1,5 +1,6 @@
 //! `seal`, `unseal` and `luks`: the TPM-facing commands.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -325,15 +326,38 @@ pub fn seal(a: SealArgs) -> Result<ExitCode> {
         pin: p.pin.as_ref().map(|p| p.as_slice()),
     };
     let env = bootchain::seal::seal(&mut tpm, &req, &secret)?;
-    bootchain::fsutil::write_atomic(
-        &a.output,
-        serde_json::to_string_pretty(&env)?.as_bytes(),
-        0o600,
-    )
-    .with_context(|| format!("writing {}", a.output.display()))?;
-    if let Some(o) = &a.secret_output {
-        bootchain::fsutil::write_atomic(o, &secret, 0o600)
-            .with_context(|| format!("writing {}", o.display()))?;
+    // Both files are written before either appears, so a failure leaves neither (an envelope
+    // whose random secret was lost, or a secret without its envelope).
+    let mut out = bootchain::fsutil::AtomicFile::create(&a.output, 0o600)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    out.file()
+        .write_all(serde_json::to_string_pretty(&env)?.as_bytes())
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    let secret_out = match &a.secret_output {
+        Some(o) => {
+            let mut f = bootchain::fsutil::AtomicFile::create(o, 0o600)
+                .with_context(|| format!("writing {}", o.display()))?;
+            f.file()
+                .write_all(&secret)
+                .with_context(|| format!("writing {}", o.display()))?;
+            Some(f)
+        }
+        None => None,
+    };
+    let committed = match secret_out {
+        Some(f) => {
+            let p = f.dest().to_path_buf();
+            f.commit()
+                .with_context(|| format!("writing {}", p.display()))?;
+            Some(p)
+        }
+        None => None,
+    };
+    if let Err(e) = out.commit() {
+        if let Some(p) = committed {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e).with_context(|| format!("writing {}", a.output.display()));
     }
     eprintln!(
         "sealed under {} (policy {})",
@@ -347,7 +371,6 @@ fn write_secret(out: Option<&Path>, secret: &[u8]) -> Result<()> {
         Some(p) => bootchain::fsutil::write_atomic(p, secret, 0o600)
             .with_context(|| format!("writing {}", p.display())),
         None => {
-            use std::io::Write;
             let mut o = std::io::stdout().lock();
             o.write_all(secret)?;
             o.flush()?;
