@@ -38,6 +38,11 @@ pub const DEFAULT_PHASES: &[&str] = &[
     "enter-initrd:leave-initrd:sysinit:ready",
 ];
 
+/// The phases `uki build` signs by default: the initrd ones only, where disk keys are
+/// released — right after the stub ("", an initrd without systemd-pcrphase) and systemd's
+/// `enter-initrd`. Signing later phases would let the booted system unseal disk keys again.
+pub const INITRD_PHASES: &[&str] = &["", "enter-initrd"];
+
 /// The newest stub behaviour we know (what systemd-measure assumes).
 pub const NEWEST_STUB: u32 = 257;
 

@@ -42,6 +42,48 @@ pub const FORMAT: &str = "bootchain-sealed";
 /// Envelope version.
 pub const VERSION: u32 = 1;
 
+/// The PCR that bootchain seals to its boot value and extends once this boot has had its
+/// chance to unseal ("locks" the boot): PCR 15, which firmware and systemd-stub never extend
+/// (PCRs 8–15 belong to the OS, TCG PC Client PFP §3.3.4.1) and which systemd's
+/// `tpm2-measure-pcr=` uses the same way. Sealed with value zero (PCRs 0–15 reset to zero),
+/// an envelope or token unseals only before the first lock of a boot.
+pub const LOCK_PCR: u32 = 15;
+
+/// The event data extended into the lock PCRs (hashed per bank).
+pub const LOCK_EVENT: &[u8] = b"bootchain-unseal: unlock attempt done, locked for this boot";
+
+/// Add [`LOCK_PCR`] at its boot value (zero) to a literal PCR list, unless it is there; a
+/// value the caller already has for it (say, from a prediction) is kept. Never read it from
+/// the TPM: on a running system PCR 15 may already carry this boot's measurements.
+pub fn add_lock_pcr(bank: HashAlg, pcrs: &mut Vec<u32>, values: &mut PcrValues) {
+    if !pcrs.contains(&LOCK_PCR) {
+        pcrs.push(LOCK_PCR);
+    }
+    values
+        .entry((bank, LOCK_PCR))
+        .or_insert_with(|| Digest::zero(bank));
+}
+
+/// The PCRs to extend after an unlock attempt so that nothing later in this boot can unseal
+/// again. After a success with a policy that covers [`LOCK_PCR`], that PCR; otherwise also
+/// PCR 11 (the UKI PCR that systemd-cryptenroll's signed policies cover), because after a
+/// failure we do not know what the real volume's policy covers — a host that swapped the disk
+/// must not get a second chance at the real one.
+pub fn lock_pcrs(policy_pcrs: Option<&[u32]>) -> Vec<u32> {
+    match policy_pcrs {
+        Some(p) if p.contains(&LOCK_PCR) => vec![LOCK_PCR],
+        _ => vec![crate::measure::PCR_KERNEL_BOOT, LOCK_PCR],
+    }
+}
+
+/// Extend `pcrs` with [`LOCK_EVENT`] in every allocated bank (see [`lock_pcrs`]).
+pub fn lock(tpm: &mut Tpm, pcrs: &[u32]) -> Result<(), TpmError> {
+    for p in pcrs {
+        tpm.extend_event(*p, LOCK_EVENT)?;
+    }
+    Ok(())
+}
+
 /// Errors sealing or unsealing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -280,6 +322,15 @@ impl Envelope {
     /// Whether unsealing needs `.pcrsig` signatures.
     pub fn needs_signatures(&self) -> bool {
         self.policy.authorize.is_some()
+    }
+
+    /// Every PCR the policy covers, literal or signed.
+    pub fn policy_pcrs(&self) -> Vec<u32> {
+        let mut v = self.policy.pcrs.clone();
+        if let Some(a) = &self.policy.authorize {
+            v.extend_from_slice(&a.pcrs);
+        }
+        sorted(&v)
     }
 }
 

@@ -546,6 +546,38 @@ pub struct Unlocked {
     pub keyslot: Option<u32>,
     /// The LUKS passphrase, `base64(secret)`.
     pub passphrase: Zeroizing<String>,
+    /// Every PCR the token's policy covers (to choose what to lock, [`crate::seal::lock_pcrs`]).
+    pub policy_pcrs: Vec<u32>,
+}
+
+/// Every PCR a `systemd-tpm2` or `bootchain-tpm2` token's policy covers, literal or signed;
+/// empty when the token does not say.
+pub fn token_policy_pcrs(v: &serde_json::Value) -> Vec<u32> {
+    let list = |x: Option<&serde_json::Value>| -> Vec<u32> {
+        x.and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_u64().and_then(|n| u32::try_from(n).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = if v.get("type").and_then(|t| t.as_str()) == Some(BOOTCHAIN_TOKEN_TYPE) {
+        let p = v.get(ENVELOPE_MEMBER).and_then(|e| e.get("policy"));
+        let mut o = list(p.and_then(|p| p.get("pcrs")));
+        o.extend(list(
+            p.and_then(|p| p.get("authorize"))
+                .and_then(|a| a.get("pcrs")),
+        ));
+        o
+    } else {
+        let mut o = list(v.get("tpm2-pcrs"));
+        o.extend(list(v.get("tpm2_pubkey_pcrs")));
+        o
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Unseal the passphrase of a `systemd-tpm2` or `bootchain-tpm2` token of `luks` (the given
@@ -594,6 +626,7 @@ pub fn unlock_luks(
                         .and_then(|k| k.as_str())
                         .and_then(|k| k.parse().ok()),
                     passphrase: passphrase(&secret),
+                    policy_pcrs: token_policy_pcrs(v),
                 })
             }
             Err(e) => {

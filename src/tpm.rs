@@ -174,6 +174,42 @@ impl Tpm {
         Ok(out)
     }
 
+    /// The hash banks that have `pcr` allocated (TPM2_GetCapability(TPM_CAP_PCRS), TPM 2.0
+    /// Part 2 §10.9.7 TPML_PCR_SELECTION).
+    pub fn allocated_banks(&mut self, pcr: u32) -> Result<Vec<HashAlg>, TpmError> {
+        use tss_esapi::constants::CapabilityType;
+        use tss_esapi::structures::CapabilityData;
+        let want = slot(pcr)?;
+        let (data, _) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.get_capability(CapabilityType::AssignedPcr, 0, 1))
+            .map_err(cmd_err("GetCapability"))?;
+        let CapabilityData::AssignedPcr(list) = data else {
+            return Err(TpmError::Data("GetCapability returned no PCR banks".into()));
+        };
+        Ok(list
+            .get_selections()
+            .iter()
+            .filter(|s| s.is_selected(want))
+            .filter_map(|s| {
+                HashAlg::ALL
+                    .into_iter()
+                    .find(|a| hashing(*a) == s.hashing_algorithm())
+            })
+            .collect())
+    }
+
+    /// Extend `pcr` in every allocated bank with the hash of `data` (what TPM2_PCR_Event does,
+    /// done as PCR_Extend because tss-esapi 7.7 has no PCR_Event).
+    pub fn extend_event(&mut self, pcr: u32, data: &[u8]) -> Result<(), TpmError> {
+        let banks = self.allocated_banks(pcr)?;
+        if banks.is_empty() {
+            return Err(TpmError::Data(format!("PCR {pcr} is allocated in no bank")));
+        }
+        let digests: Vec<Digest> = banks.iter().map(|b| b.digest(data)).collect();
+        self.extend(pcr, &digests)
+    }
+
     /// Extend a PCR with digests (one per bank given).
     pub fn extend(&mut self, pcr: u32, digests: &[Digest]) -> Result<(), TpmError> {
         use tss_esapi::handles::PcrHandle;

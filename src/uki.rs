@@ -152,6 +152,11 @@ pub enum UkiError {
     /// Bad SBAT text.
     #[error("invalid SBAT: {0}")]
     Sbat(String),
+    /// A PCR policy signature was asked for a UKI without `.cmdline`: the stub would then take
+    /// the boot loader's command line, which PCR 11 does not cover, so the signed policy would
+    /// approve any command line the host chooses.
+    #[error("refusing to sign a PCR policy for a UKI without a command line (.cmdline): the stub would accept an unmeasured command line from the boot loader; give one, or allow it explicitly")]
+    UnmeasuredCmdline,
     /// A section is too large for PE's 32-bit fields.
     #[error("section {name} is {len} bytes; PE sections must be under 4 GiB")]
     TooLarge {
@@ -315,6 +320,7 @@ pub struct UkiBuilder {
     extra: Vec<(String, SectionContent)>,
     timestamp: u32,
     no_default_os_release: bool,
+    allow_unmeasured_cmdline: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
     pcr_signer: Option<PcrPolicySigner>,
 }
@@ -327,7 +333,7 @@ pub struct UkiBuilder {
 pub struct PcrPolicySigner {
     /// The RSA key.
     pub key: rsa::RsaPrivateKey,
-    /// Phase paths to sign for (empty: systemd-measure's four defaults).
+    /// Phase paths to sign for (empty: the initrd phases, [`measure::INITRD_PHASES`]).
     pub phases: Vec<String>,
     /// Banks to sign for (ukify's default is sha256).
     pub banks: Vec<HashAlg>,
@@ -444,6 +450,13 @@ impl UkiBuilder {
         self
     }
 
+    /// Sign a PCR policy even without `.cmdline` (see [`UkiError::UnmeasuredCmdline`]): only
+    /// for stubs that ignore the loader's command line under Secure Boot.
+    pub fn allow_unmeasured_cmdline(mut self, allow: bool) -> Self {
+        self.allow_unmeasured_cmdline = allow;
+        self
+    }
+
     /// Sign the result for Secure Boot.
     pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
         self.signer = Some((key, cert, opts));
@@ -516,6 +529,13 @@ impl UkiBuilder {
 
         // SBAT: merge stub + kernel + user entries into one text.
         let sbat_text = self.merged_sbat(&stub)?;
+        if self.pcr_signer.is_some()
+            && !self.allow_unmeasured_cmdline
+            && self.cmdline.is_none()
+            && !planned.iter().any(|(n, _)| n.as_str() == ".cmdline")
+        {
+            return Err(UkiError::UnmeasuredCmdline);
+        }
         if let Some(ps) = &self.pcr_signer {
             if self.pcrpkey.is_none() {
                 let pem = crate::measure::public_key_pem(&ps.key.to_public_key())?;
@@ -810,7 +830,15 @@ impl UkiBuilder {
             .and_then(|b| parse_sdmagic(&String::from_utf8_lossy(&b)))
             .and_then(|v| measure::stub_major(&v))
             .unwrap_or(measure::NEWEST_STUB);
-        let phases = measure::phase_list(&ps.phases).map_err(UkiError::Measure)?;
+        // Disk keys are released in the initrd: sign only the initrd phases unless told.
+        let phases = if ps.phases.is_empty() {
+            measure::INITRD_PHASES
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        } else {
+            measure::phase_list(&ps.phases).map_err(UkiError::Measure)?
+        };
         let pred = measure::predict_pcr11(
             &sections,
             Some(measure::StubRules::new(version)),

@@ -171,6 +171,7 @@ fn systemd_cryptenroll_signed_policy_unlocked_with_a_ukis_pcrsig() {
         .linux(d.path().join("k"))
         .uname("6.1.0")
         .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+        .cmdline(bootchain::uki::SectionContent::Bytes(b"quiet".to_vec()))
         .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
             key: bootchain::measure::load_pcr_signing_key(&private, None).unwrap(),
             phases: vec![],
@@ -313,7 +314,8 @@ fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
     assert!(out.status.success(), "{}", stderr(&out));
     let tok = token_json(&img, 0);
     assert_eq!(tok["type"], "systemd-tpm2");
-    assert_eq!(tok["tpm2-pcrs"], serde_json::json!([7, 11]));
+    // 15: the lock PCR at its boot value, added by default (bootchain-unseal extends it).
+    assert_eq!(tok["tpm2-pcrs"], serde_json::json!([7, 11, 15]));
     assert_eq!(tok["tpm2-primary-alg"], "ecc");
     assert_eq!(tok["keyslots"], serde_json::json!(["1"]));
 
@@ -327,7 +329,7 @@ fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
         "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth",
         &blob[priv_len..],
         &blob[..priv_len],
-        "sha256:7,11",
+        "sha256:7,11,15",
     );
 
     assert_eq!(secret.len(), 32);
@@ -342,7 +344,7 @@ fn bootchain_token_unsealed_by_tpm2_tools_then_listed_and_removed() {
         .args(["luks", "list", "--json"])
         .arg(&img));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list[0]["pcrs"], serde_json::json!([7, 11]));
+    assert_eq!(list[0]["pcrs"], serde_json::json!([7, 11, 15]));
     assert_eq!(list[0]["parent"], "legacy-ecc");
 
     let out = run(Command::new(bootchain_bin())
@@ -556,7 +558,7 @@ fn bootchain_token_type_next_to_a_systemd_token() {
         .args(["luks", "list", "--json"])
         .arg(&img));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list[1]["pcrs"], serde_json::json!([7, 11]));
+    assert_eq!(list[1]["pcrs"], serde_json::json!([7, 11, 15]));
 
     let pass = d.path().join("recovered");
     let ours = [

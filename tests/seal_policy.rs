@@ -244,18 +244,36 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
     let (private, _) = make_rsa_keypair(d.path(), "pcr");
     std::fs::write(d.path().join("k"), pseudo_random(50_000, 5)).unwrap();
     let uki = d.path().join("uki.efi");
-    bootchain::uki::UkiBuilder::new()
-        .stub(require_stub())
-        .linux(d.path().join("k"))
-        .uname("6.1.0")
-        .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
-        .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
-            key: measure::load_pcr_signing_key(&private, None).unwrap(),
-            phases: vec![],
-            banks: vec![HashAlg::Sha256],
-        })
+    let builder = || {
+        bootchain::uki::UkiBuilder::new()
+            .stub(require_stub())
+            .linux(d.path().join("k"))
+            .uname("6.1.0")
+            .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
+            .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
+                key: measure::load_pcr_signing_key(&private, None).unwrap(),
+                phases: vec![],
+                banks: vec![HashAlg::Sha256],
+            })
+    };
+    // Without .cmdline the stub would take the loader's command line, unmeasured: refused.
+    assert!(matches!(
+        builder().build(&uki),
+        Err(bootchain::uki::UkiError::UnmeasuredCmdline)
+    ));
+    assert!(!uki.exists());
+    builder()
+        .cmdline(bootchain::uki::SectionContent::Bytes(b"quiet".to_vec()))
         .build(&uki)
         .unwrap();
+    let sigs = measure::parse_signatures(
+        &bootchain::uki::read_section(&uki, ".pcrsig")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    // Default phases: the initrd ones only ("" and enter-initrd), two signatures.
+    assert_eq!(sigs.iter().map(|(_, e)| e.len()).sum::<usize>(), 2);
     let sw = Swtpm::start();
     let env = d.path().join("root.sealed");
     run_ok(
@@ -266,7 +284,11 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
             .arg(&env),
     );
     let text = std::fs::read_to_string(&env).unwrap();
-    assert!(Envelope::from_json(&text).unwrap().needs_signatures());
+    let parsed = Envelope::from_json(&text).unwrap();
+    assert!(parsed.needs_signatures());
+    // A signed PCR 11 policy also binds literal PCR 7 and the lock PCR 15 by default.
+    assert_eq!(parsed.policy.pcrs, vec![7, 15]);
+    assert_eq!(parsed.policy.values["15"], "00".repeat(32));
     let unseal = || {
         run(Command::new(bootchain_bin())
             .args(["unseal", "--tcti", &sw.tcti(), "--pcrsig-uki"])

@@ -1,23 +1,36 @@
 //! `bootchain-unseal`: the initramfs side. Unseals a bootchain envelope, or the passphrase of a
-//! LUKS2 volume's `systemd-tpm2` token, and writes it to stdout (for a crypttab keyscript) or
-//! to a file (mode 0600). Nothing else is printed on stdout; errors go to stderr with the
-//! reason (which PCRs differ, unsigned PCR values, PIN tries left).
+//! LUKS2 volume's `systemd-tpm2` / `bootchain-tpm2` token, and writes it to stdout (for a
+//! crypttab keyscript) or to a file (mode 0600). Nothing else is printed on stdout; errors go
+//! to stderr with the reason (which PCRs differ, unsigned PCR values, PIN tries left).
+//!
+//! After every attempt — success or not — it **locks** this boot: it extends the lock PCRs
+//! (`bootchain::seal::lock_pcrs`: PCR 15, and PCR 11 when the policy does not cover 15) so
+//! that nothing later in this boot (the real root, a rescue shell, an `init` the host put on
+//! a swapped disk) can unseal again. If the lock cannot be made, the secret is withheld.
 //!
 //! ```text
 //! bootchain-unseal [OPTIONS] ENVELOPE
 //! bootchain-unseal [OPTIONS] --luks DEVICE
-//!   --tcti T        TPM (default $BOOTCHAIN_TCTI, else device:/dev/tpmrm0)
-//!   --pcrsig FILE   signed PCR policies (default /run/systemd/tpm2-pcr-signature.json,
-//!                   then /.extra/tpm2-pcr-signature.json, where systemd-stub puts .pcrsig)
-//!   --pin-file FILE PIN (else $BOOTCHAIN_PIN)
-//!   --token-id N    only this LUKS2 token
-//!   -o FILE         write here instead of stdout
+//! bootchain-unseal [--tcti T] --lock
+//!   --tcti T           TPM (default $BOOTCHAIN_TCTI, else device:/dev/tpmrm0)
+//!   --pcrsig FILE      signed PCR policies (default /run/systemd/tpm2-pcr-signature.json,
+//!                      then /.extra/tpm2-pcr-signature.json, where systemd-stub puts .pcrsig)
+//!   --pin-file FILE    PIN (else $BOOTCHAIN_PIN, else --ask-pin)
+//!   --ask-pin PROGRAM  ask for a PIN when one is needed: PROGRAM PROMPT prints it on stdout
+//!                      (/lib/cryptsetup/askpass, systemd-ask-password)
+//!   --token-id N       only this LUKS2 token
+//!   --tpm-wait SECS    wait up to SECS for a device TPM to appear (default 10)
+//!   --no-lock          do not lock the boot afterwards (only for several volumes in one boot:
+//!                      run --lock after the last)
+//!   --lock             only lock this boot (before a passphrase prompt, say)
+//!   -o FILE            write here instead of stdout
 //! ```
-//! Exit status: 0 unsealed, 1 refused or failed, 2 usage.
+//! Exit status: 0 unsealed (or locked), 1 refused or failed, 2 usage.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use bootchain::measure::PcrSignatures;
 use bootchain::tpm::Tpm;
@@ -28,18 +41,43 @@ const SIGNATURE_PATHS: [&str; 2] = [
     "/.extra/tpm2-pcr-signature.json",
 ];
 
-#[derive(Default)]
+/// How long to wait for `/dev/tpmrm0` by default: TPM drivers may probe after the initramfs
+/// starts (tpm_crb/tpm_tis as modules).
+const DEFAULT_TPM_WAIT: Duration = Duration::from_secs(10);
+
 struct Opts {
     target: Option<PathBuf>,
     luks: bool,
     tcti: Option<String>,
     pcrsig: Option<PathBuf>,
     pin_file: Option<PathBuf>,
+    ask_pin: Option<PathBuf>,
     token_id: Option<u32>,
     output: Option<PathBuf>,
+    tpm_wait: Duration,
+    lock: bool,
+    lock_only: bool,
 }
 
-const USAGE: &str = "usage: bootchain-unseal [--tcti T] [--pcrsig FILE] [--pin-file FILE] [-o FILE] (ENVELOPE | --luks DEVICE [--token-id N])";
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            target: None,
+            luks: false,
+            tcti: None,
+            pcrsig: None,
+            pin_file: None,
+            ask_pin: None,
+            token_id: None,
+            output: None,
+            tpm_wait: DEFAULT_TPM_WAIT,
+            lock: true,
+            lock_only: false,
+        }
+    }
+}
+
+const USAGE: &str = "usage: bootchain-unseal [--tcti T] [--pcrsig FILE] [--pin-file FILE] [--ask-pin PROGRAM] [--tpm-wait SECS] [--no-lock] [-o FILE] (ENVELOPE | --luks DEVICE [--token-id N]) | --lock";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let mut o = Opts::default();
@@ -53,10 +91,18 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--tcti" => o.tcti = Some(value("--tcti")?),
             "--pcrsig" => o.pcrsig = Some(PathBuf::from(value("--pcrsig")?)),
             "--pin-file" => o.pin_file = Some(PathBuf::from(value("--pin-file")?)),
+            "--ask-pin" => o.ask_pin = Some(PathBuf::from(value("--ask-pin")?)),
             "--token-id" => {
                 let v = value("--token-id")?;
                 o.token_id = Some(v.parse().map_err(|_| format!("--token-id {v:?}"))?);
             }
+            "--tpm-wait" => {
+                let v = value("--tpm-wait")?;
+                let secs: u64 = v.parse().map_err(|_| format!("--tpm-wait {v:?}"))?;
+                o.tpm_wait = Duration::from_secs(secs.min(600));
+            }
+            "--no-lock" => o.lock = false,
+            "--lock" => o.lock_only = true,
             "-o" | "--output" => o.output = Some(PathBuf::from(value("-o")?)),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
@@ -64,8 +110,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             _ => return Err(format!("unexpected argument {a}")),
         }
     }
+    if o.lock_only {
+        if o.target.is_some() {
+            return Err("--lock takes no envelope or device".into());
+        }
+        return Ok(o);
+    }
     if o.target.is_none() {
-        return Err("give an envelope or --luks DEVICE".into());
+        return Err("give an envelope, --luks DEVICE, or --lock".into());
     }
     Ok(o)
 }
@@ -84,8 +136,15 @@ fn signatures(o: &Opts) -> Result<Option<PcrSignatures>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+fn trim_newlines(mut p: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    while matches!(p.last(), Some(b'\n' | b'\r')) {
+        p.pop();
+    }
+    p
+}
+
 fn pin(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    let mut p = match &o.pin_file {
+    let p = match &o.pin_file {
         Some(f) => {
             Zeroizing::new(std::fs::read(f).map_err(|e| format!("reading {}: {e}", f.display()))?)
         }
@@ -94,46 +153,175 @@ fn pin(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
             None => return Ok(None),
         },
     };
-    while matches!(p.last(), Some(b'\n' | b'\r')) {
-        p.pop();
-    }
-    Ok(Some(p))
+    Ok(Some(trim_newlines(p)))
 }
 
-fn run(o: &Opts) -> Result<Zeroizing<Vec<u8>>, String> {
-    let target = o.target.as_deref().ok_or("no target")?;
-    // Parse what we were given before touching the TPM.
+/// Ask for the PIN with the initramfs' password program (its prompt on the console, the
+/// answer on its stdout). Its environment has no PIN in it.
+fn ask_pin(program: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let out = Command::new(program)
+        .arg("Enter the TPM PIN to unlock the disk: ")
+        .env_remove("BOOTCHAIN_PIN")
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let pin = trim_newlines(Zeroizing::new(out.stdout));
+    if !out.status.success() || pin.is_empty() {
+        return Err(format!("{} gave no PIN", program.display()));
+    }
+    Ok(pin)
+}
+
+/// Wait (bounded) for a device TPM's node: drivers may still be probing.
+fn wait_for_device(tcti: &str, wait: Duration) {
+    let Some(dev) = tcti.strip_prefix("device:") else {
+        return;
+    };
+    let path = if dev.is_empty() { "/dev/tpm0" } else { dev };
+    let start = Instant::now();
+    while !Path::new(path).exists() && start.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What an unseal attempt produced: the secret, and the PCRs its policy covers.
+type Outcome = Result<(Zeroizing<Vec<u8>>, Vec<u32>), String>;
+
+fn unseal_with(
+    tpm: &mut Tpm,
+    o: &Opts,
+    env: Option<&bootchain::seal::Envelope>,
+    sigs: Option<&PcrSignatures>,
+    pin: Option<&[u8]>,
+) -> Result<(Zeroizing<Vec<u8>>, Vec<u32>), (String, bool)> {
+    match env {
+        None => {
+            let target = o
+                .target
+                .as_deref()
+                .ok_or(("no target".to_string(), false))?;
+            let luks = bootchain::luks::Luks::new(target);
+            match bootchain::token::unlock_luks(tpm, &luks, o.token_id, sigs, pin) {
+                Ok(u) => Ok((
+                    Zeroizing::new(u.passphrase.as_bytes().to_vec()),
+                    u.policy_pcrs,
+                )),
+                Err(e) => {
+                    let pin_needed = matches!(
+                        &e,
+                        bootchain::token::LuksTokenError::AllFailed { reasons, .. }
+                            if reasons.iter().any(|(_, r)| matches!(
+                                r,
+                                bootchain::token::TokenError::Seal(
+                                    bootchain::seal::SealError::PinRequired
+                                )
+                            ))
+                    );
+                    Err((e.to_string(), pin_needed))
+                }
+            }
+        }
+        Some(env) => {
+            let opts = bootchain::seal::UnsealOptions {
+                signatures: sigs,
+                pin,
+            };
+            match bootchain::seal::unseal(tpm, env, &opts) {
+                Ok(s) => Ok((s, env.policy_pcrs())),
+                Err(e) => {
+                    let pin_needed = matches!(e, bootchain::seal::SealError::PinRequired);
+                    Err((e.to_string(), pin_needed))
+                }
+            }
+        }
+    }
+}
+
+/// What the attempt needs besides the TPM, read (and checked) before the TPM is touched.
+struct Inputs {
+    env: Option<bootchain::seal::Envelope>,
+    sigs: Option<PcrSignatures>,
+    pin: Option<Zeroizing<Vec<u8>>>,
+}
+
+fn inputs(o: &Opts) -> Result<Inputs, String> {
     let env = if o.luks {
         None
     } else {
+        let target = o.target.as_deref().ok_or("no target")?;
         let text = std::fs::read_to_string(target)
             .map_err(|e| format!("reading {}: {e}", target.display()))?;
         Some(bootchain::seal::Envelope::from_json(&text).map_err(|e| e.to_string())?)
     };
-    let sigs = signatures(o)?;
-    let pin = pin(o)?;
+    Ok(Inputs {
+        env,
+        sigs: signatures(o)?,
+        pin: pin(o)?,
+    })
+}
+
+fn attempt(tpm: &mut Tpm, o: &Opts, i: &Inputs) -> Outcome {
+    let given = i.pin.as_ref().map(|p| p.as_slice());
+    match unseal_with(tpm, o, i.env.as_ref(), i.sigs.as_ref(), given) {
+        Ok(r) => Ok(r),
+        Err((_, true)) if given.is_none() && o.ask_pin.is_some() => {
+            let program = o.ask_pin.as_deref().ok_or("no PIN program")?;
+            let asked = ask_pin(program)?;
+            unseal_with(tpm, o, i.env.as_ref(), i.sigs.as_ref(), Some(&asked)).map_err(|(e, _)| e)
+        }
+        Err((e, _)) => Err(e),
+    }
+}
+
+fn run(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let tcti = o.tcti.clone().unwrap_or_else(Tpm::tcti_from_env);
-    let mut tpm = Tpm::open(&tcti).map_err(|e| e.to_string())?;
-    match env {
+    // Bad input is reported before the TPM is waited for; the lock below still happens for
+    // every attempt that reached the TPM.
+    let prepared = if o.lock_only { None } else { Some(inputs(o)) };
+    wait_for_device(&tcti, o.tpm_wait);
+    let mut tpm = match Tpm::open(&tcti) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(match prepared {
+                Some(Err(bad)) => bad,
+                _ => e.to_string(),
+            })
+        }
+    };
+    let outcome = match prepared {
         None => {
-            let luks = bootchain::luks::Luks::new(target);
-            let u = bootchain::token::unlock_luks(
-                &mut tpm,
-                &luks,
-                o.token_id,
-                sigs.as_ref(),
-                pin.as_ref().map(|p| p.as_slice()),
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(Zeroizing::new(u.passphrase.as_bytes().to_vec()))
+            let pcrs = bootchain::seal::lock_pcrs(None);
+            bootchain::seal::lock(&mut tpm, &pcrs)
+                .map_err(|e| format!("cannot lock this boot (extend PCRs {pcrs:?}): {e}"))?;
+            return Ok(None);
         }
-        Some(env) => {
-            let opts = bootchain::seal::UnsealOptions {
-                signatures: sigs.as_ref(),
-                pin: pin.as_ref().map(|p| p.as_slice()),
-            };
-            bootchain::seal::unseal(&mut tpm, &env, &opts).map_err(|e| e.to_string())
+        Some(Err(e)) => Err(e),
+        Some(Ok(i)) => attempt(&mut tpm, o, &i),
+    };
+    if !o.lock {
+        return outcome.map(|(s, _)| Some(s));
+    }
+    let pcrs = bootchain::seal::lock_pcrs(outcome.as_ref().ok().map(|(_, p)| p.as_slice()));
+    let locked = bootchain::seal::lock(&mut tpm, &pcrs);
+    match (outcome, locked) {
+        (Ok((secret, covered)), Ok(())) => {
+            if !pcrs.iter().any(|p| covered.contains(p)) {
+                eprintln!(
+                    "bootchain-unseal: warning: this policy covers PCRs {covered:?}, none of which can be locked: it stays unsealable for the rest of this boot (seal with PCR {} or 11)",
+                    bootchain::seal::LOCK_PCR
+                );
+            }
+            Ok(Some(secret))
         }
+        // Fail closed: a secret whose boot cannot be locked could be unsealed again later.
+        (Ok(_), Err(e)) => Err(format!(
+            "unsealed, but cannot lock this boot (extend PCRs {pcrs:?}): {e}; withholding the secret"
+        )),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(l)) => Err(format!(
+            "{e}; also cannot lock this boot (extend PCRs {pcrs:?}): {l}"
+        )),
     }
 }
 
@@ -149,7 +337,8 @@ fn main() -> ExitCode {
         }
     };
     let secret = match run(&o) {
-        Ok(s) => s,
+        Ok(Some(s)) => s,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bootchain-unseal: {e}");
             return ExitCode::FAILURE;

@@ -348,9 +348,15 @@ struct BuildArgs {
     /// Public key for .pcrpkey (default: derived from --pcr-private-key).
     #[arg(long = "pcr-public-key", requires = "pcr_private_key")]
     pcr_public_key: Option<PathBuf>,
-    /// Phase paths to sign for, comma or space separated (default: systemd-measure's four).
+    /// Phase paths to sign for, comma or space separated; ":" is the phase right after the
+    /// stub (default: ": enter-initrd", the initrd phases only, where disk keys are released;
+    /// systemd-measure's default also signs the phases after the initrd).
     #[arg(long)]
     phases: Option<String>,
+    /// Sign a PCR policy even though the UKI has no .cmdline (the stub would then accept an
+    /// unmeasured command line from the boot loader).
+    #[arg(long = "allow-unmeasured-cmdline")]
+    allow_unmeasured_cmdline: bool,
     /// PCR banks to sign for, comma separated (default: sha256).
     #[arg(long = "pcr-banks")]
     pcr_banks: Option<String>,
@@ -748,6 +754,7 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
             .iter()
             .map(|s| s.parse::<HashAlg>())
             .collect::<Result<Vec<_>, _>>()?;
+        b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
         b = b.sign_pcr_policy(uki::PcrPolicySigner {
             key,
             phases: a.phases.as_deref().map(split).unwrap_or_default(),

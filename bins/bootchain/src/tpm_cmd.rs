@@ -22,9 +22,15 @@ const DEFAULT_PCRSIG: [&str; 2] = [
 /// What a secret is sealed to.
 #[derive(Args)]
 pub struct PolicyArgs {
-    /// PCRs bound to literal values, e.g. 7+11 (may be empty with --pcr-public-key).
-    #[arg(long, default_value = "")]
-    pcrs: String,
+    /// PCRs bound to literal values, e.g. 7+11. Default with --pcr-public-key: 7 (the Secure
+    /// Boot state and db, which a signed PCR 11 policy alone does not bind); give "" for none.
+    #[arg(long)]
+    pcrs: Option<String>,
+    /// Also seal to this PCR at its boot value (zero), which bootchain-unseal extends after
+    /// every unlock attempt, so nothing later in the same boot can unseal again ("none" to
+    /// leave it out).
+    #[arg(long = "lock-pcr", default_value = "15")]
+    lock_pcr: String,
     /// PCR bank.
     #[arg(long, default_value = "sha256")]
     bank: HashAlg,
@@ -234,7 +240,8 @@ struct Policy {
 /// checked before any TPM is opened. [`Policy::fill_from_tpm`] adds the rest.
 fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
     use bootchain::policy::parse_pcr_list;
-    let pcrs: Vec<u32> = parse_pcr_list(&a.pcrs)?
+    let default_pcrs = if a.pcr_public_key.is_some() { "7" } else { "" };
+    let mut pcrs: Vec<u32> = parse_pcr_list(a.pcrs.as_deref().unwrap_or(default_pcrs))?
         .into_iter()
         .map(u32::from)
         .collect();
@@ -262,6 +269,14 @@ fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
     if pcrs.is_empty() && authorize.is_none() {
         bail!("give --pcrs, --pcr-public-key, or both");
     }
+    let lock = match a.lock_pcr.as_str() {
+        "none" => false,
+        s if s == bootchain::seal::LOCK_PCR.to_string() => true,
+        s => bail!(
+            "--lock-pcr {s:?}: only {} (what bootchain-unseal extends) or none",
+            bootchain::seal::LOCK_PCR
+        ),
+    };
     let mut values = match &a.pcr_values {
         Some(p) => bootchain::eventlog::parse_pcr_values_json(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -275,6 +290,9 @@ fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
         if let Some(v) = pred.phases.first().and_then(|p| p.values.first()) {
             values.insert((a.bank, 11), v.clone());
         }
+    }
+    if lock {
+        bootchain::seal::add_lock_pcr(a.bank, &mut pcrs, &mut values);
     }
     let pin = read_pin(a.pin_file.as_deref(), a.with_pin)?;
     Ok(Policy {
