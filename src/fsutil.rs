@@ -42,6 +42,11 @@ impl AtomicFile {
         self.tmp.as_file_mut()
     }
 
+    /// The temporary file's path (for a tool that must write it by name, such as cryptsetup).
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// The destination path.
     pub fn dest(&self) -> &Path {
         &self.dest

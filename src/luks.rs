@@ -60,6 +60,17 @@ pub enum LuksError {
         /// "keyslot" or "token".
         what: &'static str,
     },
+    /// Reading the payload or writing the image failed.
+    #[error("{what} {path}: {source}")]
+    Image {
+        /// "reading" or "writing".
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Removing this keyslot would leave the volume without any.
     #[error("refusing to remove keyslot {slot} of {device}: it is the last one")]
     LastKeyslot {
@@ -339,5 +350,172 @@ impl Luks {
         }
         self.run_with("open", &args, &[name], passphrase)?;
         Ok(())
+    }
+}
+
+/// The LUKS2 data sector size [`format_image`] uses. 512 bytes, so the dm-crypt IV
+/// (`plain64`) is the 512-byte sector number from the segment start whatever the device's
+/// block size (LUKS2 with 4096-byte sectors counts IVs in 4096-byte units).
+pub const IMAGE_SECTOR_SIZE: usize = 512;
+
+/// How [`format_image`] protects the first keyslot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyslotKdf {
+    /// cryptsetup's default (Argon2id, benchmarked): for passphrases people type.
+    #[default]
+    Default,
+    /// PBKDF2 with 1000 iterations (systemd's minimal PBKDF): only for high-entropy keys (a
+    /// generated recovery key), and for guests too small or slow for Argon2id.
+    Minimal,
+}
+
+/// Create the LUKS2 image `output` holding `plaintext` (a filesystem image) encrypted with
+/// aes-xts-plain64 — without device-mapper or root: `cryptsetup luksFormat` writes the header
+/// (keyslot 0 opened by `passphrase`), the volume key is read back with `luksDump
+/// --dump-volume-key` (on stdout, never in a file), and the payload is encrypted here sector
+/// by sector (IEEE 1619 XTS, tweak = little-endian sector number, dm-crypt `plain64`).
+/// `output` appears only when complete (temporary file, fsync, rename).
+pub fn format_image(
+    plaintext: &Path,
+    output: &Path,
+    passphrase: &[u8],
+    uuid: Option<&str>,
+    kdf: KeyslotKdf,
+) -> Result<(), LuksError> {
+    use aes::cipher::KeyInit;
+    use std::io::{Read, Seek, SeekFrom};
+    use zeroize::Zeroizing;
+
+    let io = |what: &str, path: &Path, source: std::io::Error| LuksError::Image {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut input = std::fs::File::open(plaintext).map_err(|e| io("reading", plaintext, e))?;
+    let len = input
+        .metadata()
+        .map_err(|e| io("reading", plaintext, e))?
+        .len();
+    if len == 0 || len % IMAGE_SECTOR_SIZE as u64 != 0 {
+        return Err(LuksError::Metadata {
+            device: plaintext.display().to_string(),
+            reason: format!("the payload is {len} bytes, not a positive multiple of {IMAGE_SECTOR_SIZE}"),
+        });
+    }
+    let mut out = crate::fsutil::AtomicFile::create(output, 0o600)
+        .map_err(|e| io("writing", output, e))?;
+    // The LUKS2 header area is 16 MiB by default (cryptsetup luksFormat, --offset).
+    const HEADER: u64 = 16 << 20;
+    out.file()
+        .set_len(HEADER + len)
+        .map_err(|e| io("writing", output, e))?;
+    let luks = Luks::new(out.temp_path());
+    let mut args = vec![
+        "luksFormat",
+        "--batch-mode",
+        "--type",
+        "luks2",
+        "--cipher",
+        "aes-xts-plain64",
+        "--key-size",
+        "512",
+        "--sector-size",
+        "512",
+        "--key-file",
+        "-",
+    ];
+    if kdf == KeyslotKdf::Minimal {
+        args.extend_from_slice(&MINIMAL_PBKDF);
+    }
+    if let Some(u) = uuid {
+        args.extend_from_slice(&["--uuid", u]);
+    }
+    luks.run("luksFormat", &args, passphrase)?;
+    let dump = Zeroizing::new(luks.run(
+        "luksDump --dump-volume-key",
+        &["luksDump", "--dump-volume-key", "--batch-mode", "--key-file", "-"],
+        passphrase,
+    )?);
+    let key = parse_volume_key_dump(&dump).ok_or_else(|| LuksError::Metadata {
+        device: luks.dev(),
+        reason: "luksDump printed no 64-byte volume key".into(),
+    })?;
+    let offset = luks.data_offset()?;
+    let xts = xts_mode::Xts128::new(
+        aes::Aes256::new_from_slice(&key[..32]).map_err(|_| LuksError::Metadata {
+            device: luks.dev(),
+            reason: "volume key length".into(),
+        })?,
+        aes::Aes256::new_from_slice(&key[32..]).map_err(|_| LuksError::Metadata {
+            device: luks.dev(),
+            reason: "volume key length".into(),
+        })?,
+    );
+    let file = out.file();
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| io("writing", output, e))?;
+    let mut buf = Zeroizing::new(vec![0u8; 1 << 20]);
+    let mut sector: u128 = 0;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match input.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("reading", plaintext, e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        // The payload length is a sector multiple and reads fill the buffer, so n is too.
+        xts.encrypt_area(
+            &mut buf[..n],
+            IMAGE_SECTOR_SIZE,
+            sector,
+            xts_mode::get_tweak_default,
+        );
+        file.write_all(&buf[..n])
+            .map_err(|e| io("writing", output, e))?;
+        sector += (n / IMAGE_SECTOR_SIZE) as u128;
+    }
+    out.commit().map_err(|e| io("writing", output, e))
+}
+
+/// The volume key from `cryptsetup luksDump --dump-volume-key` output ("MK dump:" and the hex
+/// byte lines after it).
+fn parse_volume_key_dump(out: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let text = std::str::from_utf8(out).ok()?;
+    let start = text.find("MK dump:")? + "MK dump:".len();
+    let mut key = zeroize::Zeroizing::new(Vec::with_capacity(64));
+    for word in text[start..].split_whitespace() {
+        if word.len() != 2 {
+            break;
+        }
+        key.push(u8::from_str_radix(word, 16).ok()?);
+    }
+    (key.len() == 64).then_some(key)
+}
+
+impl Luks {
+    /// The byte offset of the first data segment.
+    pub fn data_offset(&self) -> Result<u64, LuksError> {
+        let out = self.run("luksDump", &["luksDump", "--dump-json-metadata"], b"")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| LuksError::Metadata {
+                device: self.dev(),
+                reason: e.to_string(),
+            })?;
+        v.get("segments")
+            .and_then(|s| s.get("0"))
+            .and_then(|s| s.get("offset"))
+            .and_then(|o| o.as_str())
+            .and_then(|o| o.parse().ok())
+            .ok_or_else(|| LuksError::Metadata {
+                device: self.dev(),
+                reason: "no data segment offset".into(),
+            })
     }
 }

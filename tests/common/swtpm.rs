@@ -11,7 +11,7 @@ use super::vm::Guard;
 
 pub struct Swtpm {
     pub port: u16,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub state: PathBuf,
     guard: Option<Guard>,
 }
@@ -34,10 +34,19 @@ pub fn free_pair() -> Option<u16> {
 
 impl Swtpm {
     pub fn start() -> Swtpm {
-        super::require_tool("swtpm");
-        let _lock = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().to_path_buf();
+        Self::start_in(Some(dir), state)
+    }
+
+    /// A swtpm on an existing state directory (e.g. a VM's vTPM after its boots).
+    pub fn start_with_state(state: &std::path::Path) -> Swtpm {
+        Self::start_in(None, state.to_path_buf())
+    }
+
+    fn start_in(dir: Option<tempfile::TempDir>, state: PathBuf) -> Swtpm {
+        super::require_tool("swtpm");
+        let _lock = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..20 {
             let port = free_pair().expect("no free port pair");
             let child = Command::new("swtpm")

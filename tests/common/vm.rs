@@ -369,8 +369,28 @@ fn wait_for_socket(p: &Path, g: &mut Guard) {
     }
 }
 
+/// More for a boot: data disks, console input, when it is over, and a vTPM whose state
+/// carries over between boots.
+#[derive(Default)]
+pub struct BootExtras<'a> {
+    /// Raw images attached as further virtio disks (/dev/vdb, ...), written in place.
+    pub disks: Vec<&'a Path>,
+    /// (text seen on the console, text typed on it) pairs, each typed once, in order.
+    pub serial_input: Vec<(&'a str, &'a str)>,
+    /// The boot is over when the console shows this (else when QEMU exits or times out).
+    pub end_marker: Option<&'a str>,
+    /// Boot with the swtpm state in `tpm_state` itself (not a copy), so its changes (DA
+    /// counters, persistent objects) carry over to the next boot.
+    pub persist_tpm: bool,
+}
+
 /// Boot a UKI and collect what the initrd printed.
 pub fn boot(spec: &BootSpec<'_>) -> BootResult {
+    boot_with(spec, &BootExtras::default())
+}
+
+/// Boot with [`BootExtras`].
+pub fn boot_with(spec: &BootSpec<'_>, extras: &BootExtras<'_>) -> BootResult {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
@@ -420,7 +440,33 @@ pub fn boot(spec: &BootSpec<'_>) -> BootResult {
     let accel = accel_for(spec.secure_boot.is_some());
     let serial = dir.path().join("serial.log");
     let stderr = dir.path().join("qemu.stderr");
+    let console_sock = dir.path().join("console.sock");
     let mut cmd = qemu_base(spec.secure_boot.is_some(), accel, &vars, &serial);
+    if !extras.serial_input.is_empty() {
+        // The console as a socket we can type into; its output still goes to the log file.
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
+        let mut c = Command::new(cmd.get_program());
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "-serial" {
+                it.next();
+                c.arg("-serial").arg("chardev:console0");
+            } else {
+                c.arg(a);
+            }
+        }
+        c.arg("-chardev").arg(format!(
+            "socket,id=console0,path={},server=on,wait=off,logfile={}",
+            console_sock.display(),
+            serial.display()
+        ));
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd = c;
+    }
+    for d in &extras.disks {
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", d.display()));
+    }
     cmd.arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", esp.display()))
         .arg("-chardev")
@@ -438,6 +484,9 @@ pub fn boot(spec: &BootSpec<'_>) -> BootResult {
         child_pids: vec![swtpm.pid(), qemu.pid()],
         ..Default::default()
     };
+    let mut typed = 0;
+    let mut console: Option<std::os::unix::net::UnixStream> = None;
+    let mut seen_from = 0;
     loop {
         let text =
             String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
@@ -445,9 +494,32 @@ pub fn boot(spec: &BootSpec<'_>) -> BootResult {
         if text.contains("Access Denied") || text.contains("Security Violation") {
             result.refused = true;
         }
-        if exited || result.refused || text.contains("BOOTCHAIN-CMDLINE-END") {
+        if let Some((when, what)) = extras.serial_input.get(typed) {
+            if let Some(pos) = text.get(seen_from..).and_then(|t| t.find(when)) {
+                if console.is_none() {
+                    let s = std::os::unix::net::UnixStream::connect(&console_sock)
+                        .expect("connect to the guest console");
+                    // Drain what QEMU sends us (the log file has it) so it never blocks.
+                    let mut r = s.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let mut sink = [0u8; 4096];
+                        while matches!(std::io::Read::read(&mut r, &mut sink), Ok(n) if n > 0) {}
+                    });
+                    console = Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(c) = console.as_mut() {
+                    use std::io::Write as _;
+                    let _ = c.write_all(what.as_bytes());
+                }
+                seen_from += pos + when.len();
+                typed += 1;
+            }
+        }
+        let ended = extras.end_marker.is_some_and(|m| text.contains(m));
+        if exited || result.refused || ended || text.contains("BOOTCHAIN-CMDLINE-END") {
             // Give the guest a moment to power off by itself after printing.
-            if !exited && text.contains("BOOTCHAIN-CMDLINE-END") {
+            if !exited && (ended || text.contains("BOOTCHAIN-CMDLINE-END")) {
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_secs(5)
                     && !matches!(qemu.child.try_wait(), Ok(Some(_)))
@@ -467,6 +539,17 @@ pub fn boot(spec: &BootSpec<'_>) -> BootResult {
     }
     drop(qemu);
     drop(swtpm);
+    drop(console);
+    if extras.persist_tpm {
+        if let Some(state) = spec.tpm_state {
+            for e in std::fs::read_dir(&tpm_dir).unwrap() {
+                let e = e.unwrap();
+                if e.file_name().to_string_lossy().ends_with(".permall") {
+                    std::fs::copy(e.path(), state.join(e.file_name())).unwrap();
+                }
+            }
+        }
+    }
     parse_serial(&mut result);
     result.duration = started.elapsed();
     eprintln!(

@@ -23,6 +23,9 @@
 //!   --no-lock          do not lock the boot afterwards (only for several volumes in one boot:
 //!                      run --lock after the last)
 //!   --lock             only lock this boot (before a passphrase prompt, say)
+//!   --reply-password SOCKET
+//!                      answer a systemd password request: send the secret to its socket
+//!                      (systemd.io/PASSWORD_AGENTS) instead of printing it
 //!   -o FILE            write here instead of stdout
 //! ```
 //! Exit status: 0 unsealed (or locked), 1 refused or failed, 2 usage.
@@ -54,6 +57,7 @@ struct Opts {
     ask_pin: Option<PathBuf>,
     token_id: Option<u32>,
     output: Option<PathBuf>,
+    reply_socket: Option<PathBuf>,
     tpm_wait: Duration,
     lock: bool,
     lock_only: bool,
@@ -70,6 +74,7 @@ impl Default for Opts {
             ask_pin: None,
             token_id: None,
             output: None,
+            reply_socket: None,
             tpm_wait: DEFAULT_TPM_WAIT,
             lock: true,
             lock_only: false,
@@ -104,6 +109,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--no-lock" => o.lock = false,
             "--lock" => o.lock_only = true,
             "-o" | "--output" => o.output = Some(PathBuf::from(value("-o")?)),
+            "--reply-password" => {
+                o.reply_socket = Some(PathBuf::from(value("--reply-password")?))
+            }
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ if o.target.is_none() => o.target = Some(PathBuf::from(a)),
@@ -325,6 +333,19 @@ fn run(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     }
 }
 
+/// Answer a systemd password request: one datagram, "+" and the password
+/// (systemd.io/PASSWORD_AGENTS, what systemd-reply-password sends).
+fn reply_password(socket: &Path, secret: &[u8]) -> Result<(), String> {
+    let mut msg = Zeroizing::new(Vec::with_capacity(secret.len() + 1));
+    msg.push(b'+');
+    msg.extend_from_slice(secret);
+    let s = std::os::unix::net::UnixDatagram::unbound()
+        .map_err(|e| format!("password reply socket: {e}"))?;
+    s.send_to(&msg, socket)
+        .map(|_| ())
+        .map_err(|e| format!("answering {}: {e}", socket.display()))
+}
+
 fn main() -> ExitCode {
     let o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
@@ -344,10 +365,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let written = match &o.output {
-        Some(p) => bootchain::fsutil::write_atomic(p, &secret, 0o600)
+    let written = match (&o.output, &o.reply_socket) {
+        (_, Some(sock)) => reply_password(sock, &secret),
+        (Some(p), None) => bootchain::fsutil::write_atomic(p, &secret, 0o600)
             .map_err(|e| format!("writing {}: {e}", p.display())),
-        None => {
+        (None, None) => {
             let mut out = std::io::stdout().lock();
             out.write_all(&secret)
                 .and_then(|_| out.flush())

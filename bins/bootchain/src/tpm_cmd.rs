@@ -166,6 +166,25 @@ pub enum LuksCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create a LUKS2 image holding a filesystem image, encrypted from userspace (no
+    /// device-mapper, no root): the encrypted root volume of a VM image, before first boot.
+    FormatImage {
+        /// The filesystem image to encrypt (e.g. made by mke2fs -d); a multiple of 512 bytes.
+        payload: PathBuf,
+        /// The LUKS2 image to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// A file with the passphrase or recovery key of keyslot 0.
+        #[arg(long = "key-file")]
+        key_file: PathBuf,
+        /// The volume's UUID (so an initramfs built beforehand can name it).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// PBKDF2 with 1000 iterations for keyslot 0 instead of Argon2id: only for a
+        /// high-entropy recovery key, or a guest too small for Argon2id.
+        #[arg(long = "minimal-pbkdf")]
+        minimal_pbkdf: bool,
+    },
     /// Remove a systemd-tpm2 token and its keyslot(s).
     Remove {
         /// The LUKS2 device or image.
@@ -575,6 +594,30 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                     println!("{line}");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCmd::FormatImage {
+            payload,
+            output,
+            key_file,
+            uuid,
+            minimal_pbkdf,
+        } => {
+            let key = Zeroizing::new(
+                std::fs::read(&key_file)
+                    .with_context(|| format!("reading {}", key_file.display()))?,
+            );
+            let kdf = if minimal_pbkdf {
+                bootchain::luks::KeyslotKdf::Minimal
+            } else {
+                bootchain::luks::KeyslotKdf::Default
+            };
+            bootchain::luks::format_image(&payload, &output, &key, uuid.as_deref(), kdf)?;
+            eprintln!(
+                "wrote {} (LUKS2, aes-xts-plain64, keyslot 0 from {})",
+                output.display(),
+                key_file.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         LuksCmd::Remove { device, token_id } => {
