@@ -240,16 +240,24 @@ fn systemd_cryptenroll_pin_token() {
         "--passphrase-output",
         pass.to_str().unwrap(),
     ];
-    // A wrong PIN costs one try, not one per PIN-protected token.
+    // A wrong PIN costs one try, not one per PIN-protected token (the TPM's lockout
+    // threshold is read, not assumed).
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    let before = t.lockout_status().unwrap();
+    drop(t);
+    assert!(before.max_tries >= 2, "{before:?}");
     let out = bootchain_pin(&sw, &args, &img, Some("1357"));
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("wrong PIN: 2 tries left") && !stderr(&out).contains("token 1"),
+        stderr(&out).contains(&format!(
+            "wrong PIN: {} tries left",
+            before.max_tries - before.counter - 1
+        )) && !stderr(&out).contains("token 1"),
         "{}",
         stderr(&out)
     );
     let mut t = Tpm::open(&sw.tcti()).unwrap();
-    assert_eq!(t.lockout_status().unwrap().counter, 1);
+    assert_eq!(t.lockout_status().unwrap().counter, before.counter + 1);
     drop(t);
     let out = bootchain(&sw, &args, &img);
     assert!(
@@ -611,4 +619,41 @@ fn bootchain_token_type_next_to_a_systemd_token() {
     let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
     assert_eq!(md.tokens.keys().copied().collect::<Vec<_>>(), vec![0]);
     assert_eq!(md.keyslots.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+}
+
+/// A file that is not a LUKS2 header, with a working TPM (so the TPM cannot be what stops
+/// the command): `luks enroll` and `luks unlock --test` fail naming the header problem and
+/// leave the file untouched. Positive control: the same commands on a LUKS2 image succeed.
+#[test]
+fn not_a_luks2_header_is_refused_with_a_working_tpm() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let enroll = [
+        "luks",
+        "enroll",
+        "--pcrs",
+        "7",
+        "--unlock-key-file",
+        key.to_str().unwrap(),
+    ];
+    let unlock = ["luks", "unlock", "--test"];
+    let out = bootchain(&sw, &enroll, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bootchain(&sw, &unlock, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let not_luks = d.path().join("plain.img");
+    std::fs::write(&not_luks, vec![0u8; 1 << 20]).unwrap();
+    for args in [&enroll[..], &unlock[..]] {
+        let out = bootchain(&sw, args, &not_luks);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("is not a valid LUKS device"),
+            "{args:?} stopped elsewhere: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(&not_luks).unwrap(), vec![0u8; 1 << 20]);
 }

@@ -356,23 +356,8 @@ fn seal_and_luks_bad_input() {
         &e.out,
         &[],
     );
-    expect_failure(
-        bin()
-            .args(["luks", "unlock", "--test", "--tcti", missing_tpm])
-            .arg(&not_luks),
-        "does not exist",
-        &e.out,
-        &[],
-    );
-    expect_failure(
-        bin()
-            .args(["luks", "enroll", "--pcrs", "7", "--tcti", missing_tpm])
-            .arg("--unlock-key-file")
-            .arg(e.inputs.join("initrd"))
-            .arg(&not_luks),
-        "does not exist",
-        &e.out,
-        &[],
-    );
+    // `luks unlock` and `luks enroll` open the TPM before they read the header, so with no
+    // TPM here they would stop at the TPM error: tests/luks.rs
+    // (not_a_luks2_header_is_refused_with_a_working_tpm) gives them a swtpm.
     assert_eq!(std::fs::read(&not_luks).unwrap(), vec![0u8; 1 << 20]);
 }
