@@ -78,7 +78,11 @@ fn tampered_envelope_or_blob_is_refused() {
     // The parent Name is bound (and checked against the TPM).
     let mut e = env.clone();
     e.parent.name = format!("{}00", &e.parent.name[..e.parent.name.len() - 2]);
-    assert!(unseal_plain(&mut t, &e).is_err());
+    let msg = unseal_plain(&mut t, &e).unwrap_err().to_string();
+    assert!(
+        msg.contains("not the one the secret was sealed under"),
+        "{msg}"
+    );
     // Recorded values edited: refused before touching the TPM.
     let mut e = env.clone();
     e.policy.values.insert("11".into(), "11".repeat(32));
