@@ -7,17 +7,30 @@
 //! sockets in a private directory. swtpm 0.7 cannot take a listening TCP socket for its data
 //! channel (`--server type=tcp,fd=N` reads the fd as one connection), so this is the only way
 //! a parallel test can neither steal the port nor reach another test's TPM.
+//!
+//! Needs `super::require_tool` and `super::run_ok` only, so bins/bootchain/tests/cli.rs can
+//! include it by path.
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::vm::Guard;
+/// The swtpm process, killed and reaped on drop.
+struct Guard {
+    child: Child,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 pub struct Swtpm {
     pub port: u16,
@@ -127,10 +140,7 @@ impl Swtpm {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start swtpm");
-        let mut g = Guard {
-            child,
-            what: "swtpm",
-        };
+        let mut g = Guard { child };
         // Ready when both of its sockets (in our private directory) accept.
         let start = Instant::now();
         loop {
@@ -282,7 +292,7 @@ impl Swtpm {
     }
 
     pub fn pid(&self) -> u32 {
-        self.guard.as_ref().map(|g| g.pid()).unwrap_or(0)
+        self.guard.as_ref().map(|g| g.child.id()).unwrap_or(0)
     }
 
     /// Kill swtpm now (to test interrupted operations).
