@@ -143,8 +143,8 @@ fn signed_policy_needs_a_new_signature_not_a_reseal() {
     }
 }
 
-/// PIN: missing → asked for; wrong → refused with the tries left (as many as the TPM reports); after
-/// the last try the TPM is locked out, even for the right PIN.
+/// PIN: missing → asked for; wrong → refused with the tries left (counted from the threshold
+/// the TPM reports); after the last try the TPM is locked out, even for the right PIN.
 #[test]
 fn wrong_pin_reports_tries_left_then_lockout() {
     let sw = Swtpm::start();
