@@ -715,14 +715,12 @@ fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
     let v11 = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
     drop(t);
     std::fs::write(f("pin"), "9999\n").unwrap();
+    let pin_file = f("pin");
     let enroll = |extra: &[&str]| {
-        let mut args = vec!["luks", "enroll", "--pcrs", "7", "--pin-file"];
-        let pin = f("pin");
-        let key = key.to_str().unwrap().to_string();
-        let pin = pin.to_str().unwrap().to_string();
-        args.push(&pin);
+        let mut args = vec!["luks", "enroll", "--pcrs", "7"];
+        args.extend(["--pin-file", pin_file.to_str().unwrap()]);
         args.extend(extra);
-        args.extend(["--unlock-key-file", &key]);
+        args.extend(["--unlock-key-file", key.to_str().unwrap()]);
         let out = bootchain(&sw, &args, &img);
         assert!(out.status.success(), "{}", stderr(&out));
     };
@@ -784,7 +782,7 @@ fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
                     "-G",
                     "rsa",
                     "-u",
-                    &path_arg("pcr-pub.pem"),
+                    public.to_str().unwrap(),
                     "-c",
                     &path_arg("pk.ctx"),
                     "-n",
