@@ -608,14 +608,45 @@ pub fn systemd_pretty_json(v: &serde_json::Value) -> String {
 mod tests {
     use super::*;
 
-    /// formats.md §1.3: H(".linux\0") etc., matching systemd issue #36502's log.
+    /// The stub measures each section's name with its NUL, then its data, and
+    /// systemd-pcrphase each phase word (systemd src/boot/efi/stub.c, src/boot/pcrphase.c;
+    /// the name digests match systemd issue #36502's event log).
     #[test]
-    fn section_name_digests() {
-        let h = |s: &[u8]| HashAlg::Sha256.digest(s).to_hex();
-        assert!(h(b".linux\0").starts_with("0da293e3"));
-        assert!(h(b".osrel\0").starts_with("3fb9e4e3"));
-        assert!(h(b".cmdline\0").starts_with("461203a8"));
-        assert!(h(b"enter-initrd").starts_with("51e6b92f"));
+    fn section_name_and_phase_digests() {
+        let sha = HashAlg::Sha256;
+        let sections: Vec<SectionDigests> = [".cmdline", ".osrel", ".linux"]
+            .iter()
+            .map(|n| SectionDigests {
+                name: n.to_string(),
+                size: 1,
+                digests: vec![sha.digest(n.as_bytes())],
+            })
+            .collect();
+        let p = predict_pcr11(&sections, None, &[sha], &["".into(), "enter-initrd".into()]);
+        let names: Vec<String> = p
+            .events
+            .iter()
+            .step_by(2)
+            .map(|e| e.digests[&sha].to_hex())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "0da293e37ad5511c59be47993769aacb91b243f7d010288e118dc90e95aaef5a",
+                "3fb9e4e3cc810d4326b5c13cef18aee1f9df8c5f4f7f5b96665724fa3b846e08",
+                "461203a89f23e36c3a4dc817f905b00484d2cf7e7d9376f13df91c41d84abe46",
+            ],
+            ".linux, .osrel, .cmdline in measurement order"
+        );
+        let ext = |pcr: &Digest, d: &[u8]| sha.digest(&[pcr.as_bytes(), d].concat());
+        let mut want = Digest::zero(sha);
+        for e in &p.events {
+            want = ext(&want, e.digests[&sha].as_bytes());
+        }
+        assert_eq!(p.value(sha, ""), Some(&want));
+        let word = hex::decode("51e6b92f405d1f98d96e3de343d61d420ad6923b25de21d766f9298192f14fed")
+            .unwrap();
+        assert_eq!(p.value(sha, "enter-initrd"), Some(&ext(&want, &word)));
     }
 
     #[test]

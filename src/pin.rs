@@ -1,4 +1,5 @@
-//! PIN → TPM authValue, as systemd-cryptenroll derives it (formats.md §3.4).
+//! PIN → TPM authValue, as systemd-cryptenroll derives it (systemd src/shared/tpm2-util.c,
+//! `tpm2_util_pbkdf2_hmac_sha256()` and the PIN hashing around it).
 //!
 //! - Salted (systemd ≥ 253, `tpm2_salt` in the token; always used by our envelopes):
 //!   `authValue = SHA-256(base64(PBKDF2-HMAC-SHA256(pin, salt, 10000, 32)))`.
@@ -84,13 +85,48 @@ mod tests {
         );
     }
 
+    /// `digest` without its trailing zero bytes, computed independently of `pin_auth_value`.
+    fn trimmed(digest: &[u8]) -> Vec<u8> {
+        let end = digest.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        digest[..end].to_vec()
+    }
+
+    /// Search for PINs whose digest ends in 0x00 (one in 256), so the trim is exercised.
     #[test]
     fn trailing_zeros_trimmed_and_salt_matters() {
-        let a = pin_auth_value(b"1234", None).unwrap();
-        assert_eq!(&a[..], HashAlg::Sha256.digest(b"1234").as_bytes());
+        use sha2::Digest as _;
+        let pin = (0u32..100_000)
+            .map(|n| format!("pin-{n}"))
+            .find(|p| Sha256::digest(p.as_bytes())[31] == 0)
+            .expect("a PIN whose SHA-256 ends in 0x00");
+        let full = Sha256::digest(pin.as_bytes());
+        let a = pin_auth_value(pin.as_bytes(), None).unwrap();
+        assert!(a.len() < 32, "{pin}: nothing trimmed");
+        assert_eq!(&a[..], &trimmed(&full)[..], "{pin}");
+
+        let salt = [7u8; 32];
+        let salted_digest = |p: &str| {
+            let k = pbkdf2_hmac_sha256(p.as_bytes(), &salt, PIN_PBKDF2_ITERATIONS).unwrap();
+            Sha256::digest(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&k[..])
+                    .as_bytes(),
+            )
+        };
+        let (pin, full) = (0u32..4096)
+            .map(|n| format!("{n:04}"))
+            .map(|p| {
+                let d = salted_digest(&p);
+                (p, d)
+            })
+            .find(|(_, d)| d[31] == 0)
+            .expect("a salted PIN digest ending in 0x00");
+        let s = pin_auth_value(pin.as_bytes(), Some(&salt)).unwrap();
+        assert!(s.len() < 32, "{pin}: nothing trimmed");
+        assert_eq!(&s[..], &trimmed(&full)[..], "{pin}");
+
         let s1 = pin_auth_value(b"1234", Some(&[1; 32])).unwrap();
         let s2 = pin_auth_value(b"1234", Some(&[2; 32])).unwrap();
         assert_ne!(s1, s2);
-        assert!(s1.last() != Some(&0));
     }
 }

@@ -312,7 +312,7 @@ mod tests {
         );
     }
 
-    /// Verified vectors from formats.md §2.4 (systemd PR #32993 debug log).
+    /// Vectors from the debug log in systemd PR #32993 (PolicyPCR, then PolicyAuthorize).
     #[test]
     fn systemd_vectors() {
         let v11 = Digest::from_hex(

@@ -1,5 +1,6 @@
-//! systemd's `systemd-tpm2` LUKS2 token (formats.md §3): the JSON fields systemd 252+ read and
-//! write, the `tpm2-blob` marshalling, and sealing/unsealing a token's secret.
+//! systemd's `systemd-tpm2` LUKS2 token (systemd src/cryptsetup/cryptsetup-tokens/luks2-tpm2.c,
+//! src/shared/tpm2-util.c): the JSON fields systemd 252+ read and write, the `tpm2-blob`
+//! marshalling, and sealing/unsealing a token's secret.
 //!
 //! The keyslot passphrase is `base64(secret)` (systemd `enroll_tpm2`). The secret is 32 random
 //! bytes sealed directly in the TPM (no envelope), so systemd can unseal what we enroll and we

@@ -2,7 +2,7 @@
 //!
 //! TCTI strings as tpm2-tss spells them: `device:/dev/tpmrm0` (the default),
 //! `swtpm:host=127.0.0.1,port=2321`. tss-esapi 7.x silently ignores `path=` for swtpm, so use
-//! host/port (see ../shared/spec/tpm-swtpm-notes.md).
+//! host/port (tpm2-tss 3.x src/tss2-tcti/tcti-swtpm.c reads only `host` and `port`).
 
 use std::str::FromStr;
 

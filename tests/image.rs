@@ -107,6 +107,16 @@ fn our_verify(path: &Path, cert: &Path) -> bool {
     }
 }
 
+/// Our verification's report on the first signer, or the error's text.
+fn our_first_signer(path: &Path, cert: &Path) -> Result<sign::SignerReport, String> {
+    let c = load_certificate(cert).unwrap();
+    let r = sign::verify_file(path, None, Some(&c)).map_err(|e| e.to_string())?;
+    r.signers
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no signer".into())
+}
+
 fn sign_ours(src: &Path, dst: &Path, key: &Path, crt: &Path) {
     let k = SigningKey::from_file(key).unwrap();
     let c = load_certificate(crt).unwrap();
@@ -333,6 +343,19 @@ fn flipped_bytes_fail_our_verify_and_sbverify() {
             !our_verify(&bad, &b.crt),
             "our verify accepted a flipped byte in {what}"
         );
+        // Refused for the reason the flip implies: the image hash, or the signature.
+        let r = our_first_signer(&bad, &b.crt).unwrap_or_else(|e| panic!("{what}: {e}"));
+        match what {
+            "signature value" => assert!(
+                !r.signature_valid && r.image_digest_matches,
+                "{what}: {r:?}"
+            ),
+            "signed digest" => assert!(!r.image_digest_matches, "{what}: {r:?}"),
+            _ => assert!(
+                !r.image_digest_matches && r.signature_valid,
+                "{what}: {r:?}"
+            ),
+        }
         assert!(
             !sbverify(&bad, &b.crt),
             "sbverify accepted a flipped byte in {what}"
@@ -348,6 +371,16 @@ fn wrong_certificate_fails() {
     sign_ours(&b.uki, &signed, &b.key, &b.crt);
     let (_, other) = make_key(&b.dir, "other", "rsa:2048");
     assert!(!our_verify(&signed, &other));
+    // Refused for the trust anchor alone: hash and signature are fine.
+    let r = our_first_signer(&signed, &other).unwrap();
+    assert!(
+        r.trusted == Some(false) && r.signature_valid && r.image_digest_matches,
+        "{r:?}"
+    );
+    assert!(
+        our_verify(&signed, &b.crt),
+        "control: the right certificate"
+    );
     assert!(!sbverify(&signed, &other));
     // Without a trust anchor the signature itself is still reported valid.
     let r = sign::verify_file(&signed, None, None).unwrap();
@@ -522,7 +555,21 @@ fn mutated_images_never_panic() {
         orig.len() - 1,
     ] {
         std::fs::write(&bad, &orig[..len]).unwrap();
-        assert!(uki::inspect(&bad).is_err() || len > 0x8000);
+        match uki::inspect(&bad) {
+            // Cut in the headers or sections: "truncated"; in the signature: the
+            // certificate table no longer ends the file.
+            Err(e) if len == orig.len() - 1 => assert!(
+                e.to_string().contains("certificate table")
+                    && e.to_string().contains("is not at the end of the file"),
+                "{len}: {e}"
+            ),
+            Err(e) => assert!(
+                e.to_string().contains("truncated PE image")
+                    && e.to_string().contains(&format!("file has {len}")),
+                "{len}: {e}"
+            ),
+            Ok(_) => assert!(len > 0x8000, "a {len}-byte prefix inspected"),
+        }
         let _ = sign::verify_file(&bad, None, None);
     }
 }

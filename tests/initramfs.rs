@@ -94,7 +94,27 @@ fn hook_makes_a_self_contained_tree() {
         "device:/dev/tpmrm0",
         "--luks",
     ]));
-    assert_eq!(out.status.code(), Some(2), "usage error exits 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "usage error exits 2: {err}");
+    assert!(
+        err.contains("--luks needs a value") && err.contains("usage: bootchain-unseal"),
+        "{err}"
+    );
+    // Positive control: with the value given, the usage is accepted and the missing TPM
+    // is what stops it.
+    let out = run(Command::new("chroot").arg(&dest).args([
+        "/usr/bin/bootchain-unseal",
+        "--tcti",
+        "device:/dev/tpmrm0",
+        "--luks",
+        "/root.sealed",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/dev/tpmrm0 does not exist") && !err.contains("usage:"),
+        "{err}"
+    );
     let out = run(Command::new("chroot").arg(&dest).args([
         "/usr/bin/bootchain-unseal",
         "--tcti",

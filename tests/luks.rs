@@ -241,16 +241,24 @@ fn systemd_cryptenroll_pin_token() {
         "--passphrase-output",
         pass.to_str().unwrap(),
     ];
-    // A wrong PIN costs one try, not one per PIN-protected token.
+    // A wrong PIN costs one try, not one per PIN-protected token (the TPM's lockout
+    // threshold is read, not assumed).
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    let before = t.lockout_status().unwrap();
+    drop(t);
+    assert!(before.max_tries >= 2, "{before:?}");
     let out = bootchain_pin(&sw, &args, &img, Some("1357"));
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("wrong PIN: 2 tries left") && !stderr(&out).contains("token 1"),
+        stderr(&out).contains(&format!(
+            "wrong PIN: {} tries left",
+            before.max_tries - before.counter - 1
+        )) && !stderr(&out).contains("token 1"),
         "{}",
         stderr(&out)
     );
     let mut t = Tpm::open(&sw.tcti()).unwrap();
-    assert_eq!(t.lockout_status().unwrap().counter, 1);
+    assert_eq!(t.lockout_status().unwrap().counter, before.counter + 1);
     drop(t);
     let out = bootchain(&sw, &args, &img);
     assert!(
@@ -613,4 +621,234 @@ fn bootchain_token_type_next_to_a_systemd_token() {
     let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
     assert_eq!(md.tokens.keys().copied().collect::<Vec<_>>(), vec![0]);
     assert_eq!(md.keyslots.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+}
+
+/// A file that is not a LUKS2 header, with a working TPM (so the TPM cannot be what stops
+/// the command): `luks enroll` and `luks unlock --test` fail naming the header problem and
+/// leave the file untouched. Positive control: the same commands on a LUKS2 image succeed.
+#[test]
+fn not_a_luks2_header_is_refused_with_a_working_tpm() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let enroll = [
+        "luks",
+        "enroll",
+        "--pcrs",
+        "7",
+        "--unlock-key-file",
+        key.to_str().unwrap(),
+    ];
+    let unlock = ["luks", "unlock", "--test"];
+    let out = bootchain(&sw, &enroll, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bootchain(&sw, &unlock, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let not_luks = d.path().join("plain.img");
+    std::fs::write(&not_luks, vec![0u8; 1 << 20]).unwrap();
+    for args in [&enroll[..], &unlock[..]] {
+        let out = bootchain(&sw, args, &not_luks);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("is not a valid LUKS device"),
+            "{args:?} stopped elsewhere: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(&not_luks).unwrap(), vec![0u8; 1 << 20]);
+}
+
+/// systemd's PIN authValue computed without our code: PBKDF2-HMAC-SHA256 by openssl (10000
+/// iterations over `tpm2_salt`), base64, SHA-256 (sha256sum), trailing zero bytes removed
+/// (systemd src/shared/tpm2-util.c; TPM 2.0 Part 1 §17.6.4.3). Returns it as hex.
+fn pin_auth_value_by_tools(pin: &str, salt: &[u8]) -> String {
+    use base64::Engine as _;
+    let kdf = run_ok(
+        Command::new("openssl")
+            .args(["kdf", "-keylen", "32", "-kdfopt", "digest:SHA256"])
+            .arg("-kdfopt")
+            .arg(format!("pass:{pin}"))
+            .arg("-kdfopt")
+            .arg(format!("hexsalt:{}", hex::encode(salt)))
+            .args(["-kdfopt", "iter:10000", "PBKDF2"]),
+    );
+    let key = hex::decode(kdf.trim().replace(':', "")).unwrap();
+    let text = base64::engine::general_purpose::STANDARD.encode(key);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("t"), text).unwrap();
+    let sum = run_ok(Command::new("sha256sum").arg(d.path().join("t")));
+    let mut digest = hex::decode(sum.split_whitespace().next().unwrap()).unwrap();
+    while digest.last() == Some(&0) {
+        digest.pop();
+    }
+    hex::encode(digest)
+}
+
+/// Tokens that `bootchain luks enroll` writes with a PIN, and with a PIN and a signed PCR
+/// policy, are unsealed by tpm2-tools alone, replaying systemd's policy (systemd
+/// src/shared/tpm2-util.c `tpm2_make_policy_session`): [PolicyPCR on the signed PCRs,
+/// VerifySignature, PolicyAuthorize,] PolicyPCR on the literal PCRs, PolicyAuthValue; the
+/// session carries the authValue derived from the PIN and `tpm2_salt` by openssl. Control:
+/// the same session with a wrong PIN is refused by the TPM.
+#[test]
+fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
+    for tool in [
+        "tpm2_createprimary",
+        "tpm2_load",
+        "tpm2_loadexternal",
+        "tpm2_verifysignature",
+        "tpm2_policyauthorize",
+        "tpm2_policyauthvalue",
+        "tpm2_unseal",
+    ] {
+        require_tool(tool);
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let d = tempfile::tempdir().unwrap();
+    let f = |n: &str| d.path().join(n);
+    let (img, key) = luks_image(d.path());
+    let (private, public) = make_rsa_keypair(d.path(), "pcr");
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki")]).unwrap();
+    let v11 = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
+    drop(t);
+    std::fs::write(f("pin"), "9999\n").unwrap();
+    let pin_file = f("pin");
+    let enroll = |extra: &[&str]| {
+        let mut args = vec!["luks", "enroll", "--pcrs", "7"];
+        args.extend(["--pin-file", pin_file.to_str().unwrap()]);
+        args.extend(extra);
+        args.extend(["--unlock-key-file", key.to_str().unwrap()]);
+        let out = bootchain(&sw, &args, &img);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    enroll(&[]);
+    enroll(&["--pcr-public-key", public.to_str().unwrap()]);
+
+    // The signed PCR 11 policy, as systemd-measure signs it.
+    let key_rsa = bootchain::measure::load_pcr_signing_key(&private, None).unwrap();
+    let pred = bootchain::measure::Pcr11Prediction {
+        banks: vec![HashAlg::Sha256],
+        events: vec![],
+        phases: vec![bootchain::measure::PhaseValue {
+            phase: String::new(),
+            values: vec![v11],
+        }],
+    };
+    let sigs = bootchain::measure::sign_policies(&pred, &key_rsa).unwrap();
+    let entry = &sigs[0].1[0];
+    std::fs::write(f("pol.bin"), hex::decode(&entry.pol).unwrap()).unwrap();
+    std::fs::write(f("sig.bin"), b64.decode(&entry.sig).unwrap()).unwrap();
+
+    let attrs = "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth";
+    let path_arg = |n: &str| f(n).to_str().unwrap().to_string();
+    for (id, signed) in [(0u32, false), (1, true)] {
+        let tok = token_json(&img, id);
+        assert_eq!(tok["tpm2-pin"], true);
+        assert_eq!(tok["tpm2_pubkey_pcrs"].is_array(), signed, "{tok}");
+        let salt = b64.decode(tok["tpm2_salt"].as_str().unwrap()).unwrap();
+        let blob = b64.decode(tok["tpm2-blob"].as_str().unwrap()).unwrap();
+        let priv_len = usize::from(u16::from_be_bytes([blob[0], blob[1]])) + 2;
+        std::fs::write(f("obj.priv"), &blob[..priv_len]).unwrap();
+        std::fs::write(f("obj.pub"), &blob[priv_len..]).unwrap();
+        sw.tools_primary(&f("prim.ctx"), attrs);
+        run_ok(sw.tool("tpm2_load").args([
+            "-C",
+            &path_arg("prim.ctx"),
+            "-u",
+            &path_arg("obj.pub"),
+            "-r",
+            &path_arg("obj.priv"),
+            "-c",
+            &path_arg("obj.ctx"),
+        ]));
+        run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+        let unseal = |pin: &str| {
+            let s = path_arg("s.ctx");
+            run_ok(
+                sw.tool("tpm2_startauthsession")
+                    .args(["--policy-session", "-S", &s]),
+            );
+            if signed {
+                run_ok(
+                    sw.tool("tpm2_policypcr")
+                        .args(["-S", &s, "-l", "sha256:11"]),
+                );
+                run_ok(sw.tool("tpm2_loadexternal").args([
+                    "-C",
+                    "o",
+                    "-G",
+                    "rsa",
+                    "-u",
+                    public.to_str().unwrap(),
+                    "-c",
+                    &path_arg("pk.ctx"),
+                    "-n",
+                    &path_arg("pk.name"),
+                ]));
+                run_ok(sw.tool("tpm2_verifysignature").args([
+                    "-c",
+                    &path_arg("pk.ctx"),
+                    "-g",
+                    "sha256",
+                    "-m",
+                    &path_arg("pol.bin"),
+                    "-s",
+                    &path_arg("sig.bin"),
+                    "-f",
+                    "rsassa",
+                    "-t",
+                    &path_arg("ticket.bin"),
+                ]));
+                run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+                run_ok(sw.tool("tpm2_policyauthorize").args([
+                    "-S",
+                    &s,
+                    "-i",
+                    &path_arg("pol.bin"),
+                    "-n",
+                    &path_arg("pk.name"),
+                    "-t",
+                    &path_arg("ticket.bin"),
+                ]));
+            }
+            run_ok(sw.tool("tpm2_policypcr").args(["-S", &s, "-l", "sha256:7"]));
+            run_ok(sw.tool("tpm2_policyauthvalue").args(["-S", &s]));
+            let auth = pin_auth_value_by_tools(pin, &salt);
+            let _ = std::fs::remove_file(f("unsealed"));
+            let out = run(sw.tool("tpm2_unseal").args([
+                "-c",
+                &path_arg("obj.ctx"),
+                "-p",
+                &format!("session:{s}+hex:{auth}"),
+                "-o",
+                &path_arg("unsealed"),
+            ]));
+            run_ok(sw.tool("tpm2_flushcontext").arg(&s));
+            out
+        };
+        // Control: a wrong PIN is refused by the TPM (TPM_RC_AUTH_FAIL on the session).
+        let out = unseal("1111");
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("Esys_Unseal(0x98E)")
+                && stderr(&out).contains("authorization HMAC check failed"),
+            "{}",
+            stderr(&out)
+        );
+        // Forget that failure, whatever the TPM's lockout threshold.
+        run_ok(sw.tool("tpm2_dictionarylockout").arg("--clear-lockout"));
+        let out = unseal("9999");
+        assert!(out.status.success(), "token {id}: {}", stderr(&out));
+        let secret = std::fs::read(f("unsealed")).unwrap();
+        assert_eq!(secret.len(), 32);
+        std::fs::write(f("pass.b64"), b64.encode(&secret)).unwrap();
+        let slot: u32 = tok["keyslots"][0].as_str().unwrap().parse().unwrap();
+        assert!(opens_slot(&img, slot, &f("pass.b64")), "token {id}");
+        run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+    }
 }

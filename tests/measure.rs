@@ -220,6 +220,89 @@ fn sign_equals_systemd_measure_sign_byte_for_byte() {
     assert_eq!(merged, ours);
 }
 
+/// `measure sign --json=short` is byte-identical to systemd-measure 252's; `--append` (which
+/// 252 lacks) equals systemd-measure's own outputs for each sign, merged per bank in order
+/// without repeats (as systemd ≥ 253 `--append` and ukify do). RSASSA-PKCS1-v1_5 signatures
+/// are deterministic, so every `sig` is comparable.
+#[test]
+fn sign_short_and_append_equal_systemd_measure() {
+    require_measure();
+    require_tool("swtpm");
+    let p = parts();
+    let k = kernel();
+    let (private, public) = pcr_keys(&p.dir);
+    let tpm = Swtpm::start();
+    let sign_args = |banks: &[&str], phases: &[&str]| {
+        let mut a = part_args(&p, &k);
+        a.extend(banks.iter().map(|b| format!("--bank={b}")));
+        a.extend(phases.iter().map(|ph| format!("--phase={ph}")));
+        a.push(format!("--private-key={}", private.display()));
+        a.push(format!("--public-key={}", public.display()));
+        a.push("--json=short".to_string());
+        a
+    };
+    let theirs = |a: &[String]| {
+        run_ok(
+            Command::new(SYSTEMD_MEASURE)
+                .arg("sign")
+                .arg(format!("--tpm2-device={}", tpm.tcti()))
+                .args(a)
+                .env("SYSTEMD_LOG_LEVEL", "err"),
+        )
+    };
+    let ours = |a: &[String], append: Option<&Path>| {
+        let mut c = Command::new(bootchain_bin());
+        c.args(["measure", "sign"]).args(a);
+        if let Some(f) = append {
+            c.arg(format!("--append={}", f.display()));
+        }
+        run_ok(&mut c)
+    };
+    let first = sign_args(&["sha1", "sha256"], &["", "enter-initrd"]);
+    let second = sign_args(
+        &["sha256", "sha384"],
+        &["enter-initrd", "enter-initrd:leave-initrd"],
+    );
+    let (theirs1, theirs2) = (theirs(&first), theirs(&second));
+    let ours1 = ours(&first, None);
+    assert_eq!(ours1, theirs1, "--json=short");
+    assert_eq!(ours(&second, None), theirs2, "--json=short");
+
+    let f1 = p.dir.join("append-first.json");
+    std::fs::write(&f1, &ours1).unwrap();
+    let merged: serde_json::Value =
+        serde_json::from_str(&ours(&second, Some(f1.as_path()))).unwrap();
+    // The expected merge, from systemd-measure's outputs alone.
+    let mut want: serde_json::Value = serde_json::from_str(&theirs1).unwrap();
+    let add: serde_json::Value = serde_json::from_str(&theirs2).unwrap();
+    let mut repeated = 0;
+    for (bank, entries) in add.as_object().unwrap() {
+        let slot = want
+            .as_object_mut()
+            .unwrap()
+            .entry(bank.clone())
+            .or_insert_with(|| serde_json::json!([]))
+            .as_array_mut()
+            .unwrap();
+        for e in entries.as_array().unwrap() {
+            if slot.contains(e) {
+                repeated += 1;
+            } else {
+                slot.push(e.clone());
+            }
+        }
+    }
+    assert!(repeated > 0, "the two signs overlap (sha256, enter-initrd)");
+    assert_eq!(merged, want, "--append");
+    assert_eq!(
+        merged.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["sha1", "sha256", "sha384"]
+    );
+    // Appending what is already there changes nothing.
+    let again = ours(&first, Some(f1.as_path()));
+    assert_eq!(again, theirs1);
+}
+
 #[test]
 fn policy_pcr_equals_tpm_trial_session() {
     require_tool("tpm2_createpolicy");
@@ -248,7 +331,7 @@ fn policy_pcr_equals_tpm_trial_session() {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let out = tpm_dir_file("policy.bin");
+        let (_keep, out) = tpm_dir_file("policy.bin");
         run_ok(
             tpm.tool("tpm2_createpolicy")
                 .args(["--policy-pcr", "-l"])
@@ -266,9 +349,11 @@ fn policy_pcr_equals_tpm_trial_session() {
     }
 }
 
-fn tpm_dir_file(name: &str) -> PathBuf {
-    let d = tempfile::tempdir().unwrap().keep();
-    d.join(name)
+/// `name` in a temporary directory that lives as long as the returned guard.
+fn tpm_dir_file(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(name);
+    (d, p)
 }
 
 fn read_pcr(tpm: &Swtpm, bank: HashAlg, i: u32) -> Digest {
@@ -348,6 +433,34 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
         h.as_bytes(),
         &sig
     ));
+    // And so does openssl, not our code: RSASSA-PKCS1-v1_5 with SHA-256 over the policy
+    // digest's bytes, as systemd-measure signs it. A changed policy byte fails (control).
+    let sig_file = p.dir.join("pcrsig.bin");
+    std::fs::write(&sig_file, &sig).unwrap();
+    let mut tampered = pol.as_bytes().to_vec();
+    tampered[0] ^= 1;
+    for (data, ok) in [(pol.as_bytes().to_vec(), true), (tampered, false)] {
+        let pol_file = p.dir.join("pol.bin");
+        std::fs::write(&pol_file, &data).unwrap();
+        let out = run(Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&public)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&pol_file));
+        let text = String::from_utf8_lossy(&out.stdout);
+        if ok {
+            assert!(
+                out.status.success() && text.contains("Verified OK"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                !out.status.success() && text.contains("Verification failure"),
+                "{text}"
+            );
+        }
+    }
 }
 
 /// The PCR 11 the booted guests read equals our prediction from the manifest's section

@@ -78,7 +78,11 @@ fn tampered_envelope_or_blob_is_refused() {
     // The parent Name is bound (and checked against the TPM).
     let mut e = env.clone();
     e.parent.name = format!("{}00", &e.parent.name[..e.parent.name.len() - 2]);
-    assert!(unseal_plain(&mut t, &e).is_err());
+    let msg = unseal_plain(&mut t, &e).unwrap_err().to_string();
+    assert!(
+        msg.contains("not the one the secret was sealed under"),
+        "{msg}"
+    );
     // Recorded values edited: refused before touching the TPM.
     let mut e = env.clone();
     e.policy.values.insert("11".into(), "11".repeat(32));
@@ -186,20 +190,47 @@ fn cli_seal_unseal_round_trip_and_refusal() {
     // The secret's file cannot be written: no envelope appears either (its random secret
     // would be lost), and no temporary file is left.
     let env2 = d.path().join("second.sealed.json");
-    let out = run(Command::new(bootchain_bin())
-        .args(["seal", "--pcrs", "7", "--random", "--tcti"])
-        .arg(sw.tcti())
-        .arg("--secret-output")
-        .arg(d.path().join("no-such-dir/secret"))
-        .arg("-o")
-        .arg(&env2));
+    let seal_into = |secret_dir: &str| {
+        run(Command::new(bootchain_bin())
+            .args(["seal", "--pcrs", "7", "--random", "--tcti"])
+            .arg(sw.tcti())
+            .arg("--secret-output")
+            .arg(d.path().join(secret_dir).join("secret2"))
+            .arg("-o")
+            .arg(&env2))
+    };
+    let listing = || {
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        left
+    };
+    let out = seal_into("no-such-dir");
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    let mut left: Vec<_> = std::fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["root.sealed.json", "secret"]);
+    assert!(
+        err.contains("no-such-dir/secret2") && err.contains("No such file or directory"),
+        "stopped elsewhere: {err}"
+    );
+    assert_eq!(listing(), ["root.sealed.json", "secret"]);
+    // Positive control: the same command with a writable secret path writes both.
+    let out = seal_into(".");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        listing(),
+        [
+            "root.sealed.json",
+            "second.sealed.json",
+            "secret",
+            "secret2"
+        ]
+    );
     let out = run(Command::new(bootchain_bin())
         .args(["unseal", "--tcti"])
         .arg(sw.tcti())

@@ -143,8 +143,8 @@ fn signed_policy_needs_a_new_signature_not_a_reseal() {
     }
 }
 
-/// PIN: missing → asked for; wrong → refused with the tries left (swtpm allows 3); after
-/// the last try the TPM is locked out, even for the right PIN.
+/// PIN: missing → asked for; wrong → refused with the tries left (counted from the threshold
+/// the TPM reports); after the last try the TPM is locked out, even for the right PIN.
 #[test]
 fn wrong_pin_reports_tries_left_then_lockout() {
     let sw = Swtpm::start();
@@ -295,7 +295,13 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
             .arg(&uki)
             .arg(&env))
     };
-    assert!(!unseal().status.success());
+    let out = unseal();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no PCR policy signature matches this boot"),
+        "stopped elsewhere: {err}"
+    );
     sw.boot_uki(&uki, "enter-initrd");
     let out = unseal();
     assert!(

@@ -1,96 +1,187 @@
-//! One swtpm per test on a free TCP port pair (data P, control P+1, as libtss2's swtpm TCTI
-//! expects), killed on drop. TCTI string: `swtpm:host=127.0.0.1,port=P`.
+//! One swtpm per test, killed on drop. libtss2's swtpm TCTI (`swtpm:host=127.0.0.1,port=P`)
+//! talks to a data port P and a control port P+1 (tcti-swtpm.c connects to `port + 1`).
+//!
+//! No port is ever probed and released: the test process binds both TCP listeners (a pair
+//! found by binding port 0 and then the next port, holding every socket until a pair is
+//! held) and keeps them for the swtpm's lifetime, forwarding each connection to swtpm's Unix
+//! sockets in a private directory. swtpm 0.7 cannot take a listening TCP socket for its data
+//! channel (`--server type=tcp,fd=N` reads the fd as one connection), so this is the only way
+//! a parallel test can neither steal the port nor reach another test's TPM.
+//!
+//! Needs `super::require_tool` and `super::run_ok` only, so bins/bootchain/tests/cli.rs can
+//! include it by path.
 
-use std::net::TcpListener;
+use std::io::Read;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::vm::Guard;
+/// The swtpm process, killed and reaped on drop.
+struct Guard {
+    child: Child,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 pub struct Swtpm {
     pub port: u16,
-    _dir: Option<tempfile::TempDir>,
+    /// swtpm's state directory (only state files: the sockets live elsewhere).
     pub state: PathBuf,
     guard: Option<Guard>,
+    _forward: Forwarder,
+    _dir: tempfile::TempDir,
 }
 
-static SPAWN: Mutex<()> = Mutex::new(());
-
-pub fn free_pair() -> Option<u16> {
-    for _ in 0..50 {
-        let l = TcpListener::bind("127.0.0.1:0").ok()?;
-        let p = l.local_addr().ok()?.port();
-        if p == u16::MAX {
-            continue;
+/// Two TCP listeners on adjacent ports 127.0.0.1:P and P+1, both held. Bind port 0 (the kernel
+/// picks a free port P), then try P+1; on failure keep the P listener (so the kernel cannot
+/// hand it out again) and retry.
+pub fn bound_pair() -> (TcpListener, TcpListener) {
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let p = a.local_addr().expect("local address").port();
+        if p != u16::MAX {
+            if let Ok(b) = TcpListener::bind(("127.0.0.1", p + 1)) {
+                return (a, b);
+            }
         }
-        if TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return Some(p);
-        }
+        held.push(a);
     }
-    None
+    panic!("no pair of adjacent free ports on 127.0.0.1");
+}
+
+/// Accept loops on a held listener pair, each connection piped to swtpm's Unix socket for
+/// that channel; stopped on drop.
+struct Forwarder {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    fn start(data: TcpListener, ctrl: TcpListener, data_sock: PathBuf, ctrl_sock: PathBuf) -> Self {
+        let port = data.local_addr().expect("local address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        for (l, target) in [(data, data_sock), (ctrl, ctrl_sock)] {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for c in l.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // swtpm gone (killed): the client sees its connection closed.
+                    if let (Ok(c), Ok(up)) = (c, UnixStream::connect(&target)) {
+                        pipe(c, up);
+                    }
+                }
+            });
+        }
+        Forwarder { port, stop }
+    }
+}
+
+impl Drop for Forwarder {
+    /// End both accept loops (woken by a connection); the listeners close with them.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(("127.0.0.1", self.port + 1));
+    }
+}
+
+/// Copy both ways; when either side ends, shut both down so each peer sees the end (swtpm
+/// serves one connection at a time and must see a client go).
+fn pipe(c: TcpStream, up: UnixStream) {
+    let (Ok(mut c2), Ok(mut up2)) = (c.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let (mut c, mut up) = (c, up);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c, &mut up);
+        let _ = up.shutdown(Shutdown::Both);
+        let _ = c.shutdown(Shutdown::Both);
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut up2, &mut c2);
+        let _ = up2.shutdown(Shutdown::Both);
+        let _ = c2.shutdown(Shutdown::Both);
+    });
 }
 
 impl Swtpm {
     pub fn start() -> Swtpm {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().to_path_buf();
-        Self::start_in(Some(dir), state)
+        Self::start_in(None)
     }
 
     /// A swtpm on an existing state directory (e.g. a VM's vTPM after its boots).
     pub fn start_with_state(state: &std::path::Path) -> Swtpm {
-        Self::start_in(None, state.to_path_buf())
+        Self::start_in(Some(state))
     }
 
-    fn start_in(dir: Option<tempfile::TempDir>, state: PathBuf) -> Swtpm {
+    fn start_in(existing: Option<&std::path::Path>) -> Swtpm {
         super::require_tool("swtpm");
-        let _lock = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..20 {
-            let port = free_pair().expect("no free port pair");
-            let child = Command::new("swtpm")
-                .args(["socket", "--tpm2"])
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.display()))
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .args(["--flags", "not-need-init,startup-clear"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start swtpm");
-            let mut g = Guard {
-                child,
-                what: "swtpm",
-            };
-            let start = Instant::now();
-            let mut up = false;
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = g.child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
-                {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        let dir = tempfile::tempdir().unwrap();
+        let state = match existing {
+            Some(s) => s.to_path_buf(),
+            None => {
+                let s = dir.path().join("state");
+                std::fs::create_dir(&s).unwrap();
+                s
             }
-            if up {
-                return Swtpm {
-                    port,
-                    _dir: dir,
-                    state,
-                    guard: Some(g),
-                };
+        };
+        let data_sock = dir.path().join("data.sock");
+        let ctrl_sock = dir.path().join("ctrl.sock");
+        let (data, ctrl) = bound_pair();
+        let port = data.local_addr().unwrap().port();
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", data_sock.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", ctrl_sock.display()))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start swtpm");
+        let mut g = Guard { child };
+        // Ready when both of its sockets (in our private directory) accept.
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = g.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = g.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("swtpm exited ({status}): {err}");
             }
+            if UnixStream::connect(&data_sock).is_ok() && UnixStream::connect(&ctrl_sock).is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "swtpm not ready after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("could not start swtpm");
+        Swtpm {
+            port,
+            state,
+            guard: Some(g),
+            _forward: Forwarder::start(data, ctrl, data_sock, ctrl_sock),
+            _dir: dir,
+        }
     }
 
     pub fn tcti(&self) -> String {
@@ -216,7 +307,7 @@ impl Swtpm {
     }
 
     pub fn pid(&self) -> u32 {
-        self.guard.as_ref().map(|g| g.pid()).unwrap_or(0)
+        self.guard.as_ref().map(|g| g.child.id()).unwrap_or(0)
     }
 
     /// Kill swtpm now (to test interrupted operations).

@@ -2,14 +2,15 @@
 //! the TPM disappears in the middle of an operation, deterministically, at every step.
 //!
 //! libtss2's swtpm TCTI sends raw TPM commands (header: tag u16, size u32, code u32) on the
-//! data port and control messages on port+1; the proxy listens on its own pair.
+//! data port and control messages on port+1; the proxy listens on its own pair, bound by
+//! [`bound_pair`] and held until the proxy is dropped (never probed and released).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::swtpm::{free_pair, Swtpm};
+use super::swtpm::{bound_pair, Swtpm};
 
 pub struct KillingProxy {
     pub port: u16,
@@ -42,9 +43,8 @@ impl KillingProxy {
     /// with that code arrives, `command` is sent to swtpm first (its response dropped).
     pub fn start_with(tpm: Swtpm, kill_at: usize, inject: Option<(u32, Vec<u8>)>) -> KillingProxy {
         let inject = Arc::new(Mutex::new(inject));
-        let port = free_pair().expect("free port pair");
-        let data = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let ctrl = TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
+        let (data, ctrl) = bound_pair();
+        let port = data.local_addr().unwrap().port();
         let target = tpm.port;
         let tpm = Arc::new(Mutex::new(tpm));
         let seen = Arc::new(AtomicUsize::new(0));

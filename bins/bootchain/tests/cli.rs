@@ -4,6 +4,34 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../../tests/common/swtpm.rs"]
+#[allow(dead_code)]
+mod swtpm;
+
+/// Fail loudly (not skip) when a peer tool is missing: `./scripts/test` installs them all.
+fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "peer tool `{tool}` is not installed; run ./scripts/test"
+    );
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 fn bin() -> Command {
@@ -96,6 +124,11 @@ fn missing_input_file() {
         &e.out,
         &[],
     );
+    // Positive control: an existing kernel file.
+    run_ok(&mut build(
+        &e,
+        &["--linux", e.inputs.join("kernel").to_str().unwrap()],
+    ));
 }
 
 #[test]
@@ -109,6 +142,7 @@ fn non_pe_stub() {
         &e.out,
         &[],
     );
+    run_ok(&mut build(&e, &["--stub", STUB]));
 }
 
 #[test]
@@ -125,6 +159,10 @@ fn truncated_stub() {
             &[],
         );
     }
+    // Positive control: the whole stub, copied the same way.
+    let stub = e.inputs.join("stub");
+    std::fs::write(&stub, &full).unwrap();
+    run_ok(&mut build(&e, &["--stub", stub.to_str().unwrap()]));
 }
 
 #[test]
@@ -143,6 +181,8 @@ fn no_spare_header_room() {
         &e.out,
         &[],
     );
+    // Positive control: three fewer sections fit.
+    run_ok(&mut build(&e, &args[..args.len() - 6]));
 }
 
 #[test]
@@ -154,6 +194,7 @@ fn section_name_too_long() {
         &e.out,
         &[],
     );
+    run_ok(&mut build(&e, &["--section", ".waytool:x"]));
 }
 
 #[test]
@@ -178,12 +219,13 @@ fn already_signed_stub_is_refused() {
         &e.out,
         &[],
     );
+    run_ok(&mut build(&e, &["--stub", STUB]));
 }
 
 #[test]
 fn key_not_matching_certificate() {
     let e = env();
-    let (key, _) = openssl_key(&e.inputs, "a");
+    let (key, crt_a) = openssl_key(&e.inputs, "a");
     let (_, crt) = openssl_key(&e.inputs, "b");
     expect_failure(
         &mut build(
@@ -207,12 +249,31 @@ fn key_not_matching_certificate() {
         .arg("--output")
         .arg(e.out.join("signed.efi"));
     expect_failure(&mut c, "does not match the certificate", &e.out, &[]);
+    // Positive control: the key with its own certificate.
+    run_ok(&mut build(
+        &e,
+        &[
+            "--secureboot-private-key",
+            key.to_str().unwrap(),
+            "--secureboot-certificate",
+            crt_a.to_str().unwrap(),
+        ],
+    ));
+    run_ok(
+        bin()
+            .args(["pe", "sign", STUB, "--key"])
+            .arg(&key)
+            .arg("--cert")
+            .arg(&crt_a)
+            .arg("--output")
+            .arg(e.out.join("signed.efi")),
+    );
 }
 
 #[test]
 fn unreadable_key() {
     let e = env();
-    let (_, crt) = openssl_key(&e.inputs, "a");
+    let (good, crt) = openssl_key(&e.inputs, "a");
     let garbage = e.inputs.join("garbage.key");
     std::fs::write(
         &garbage,
@@ -234,6 +295,16 @@ fn unreadable_key() {
             &[],
         );
     }
+    // Positive control: a readable key that matches.
+    run_ok(
+        bin()
+            .args(["pe", "sign", STUB, "--key"])
+            .arg(&good)
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--output")
+            .arg(e.out.join("signed.efi")),
+    );
 }
 
 #[test]
@@ -286,42 +357,49 @@ fn hash_of_non_pe_is_an_error() {
         &e.out,
         &[],
     );
+    run_ok(bin().args(["pe", "hash", STUB]));
 }
 
-/// TPM and LUKS commands on bad input: a missing TPM device, malformed envelopes, a file that
-/// is not LUKS2, a PIN or signatures that are needed but absent. Each fails with the reason and
-/// writes nothing.
+/// TPM and LUKS commands on bad input: a missing TPM device, an absent or out-of-range PCR
+/// list, malformed envelopes, a file that is not LUKS2. Each fails with the reason and writes
+/// nothing; each has a positive control: the same command with the one bad thing fixed (a
+/// working swtpm, a valid PCR list, a valid envelope, a LUKS2 image) succeeds.
 #[test]
 fn seal_and_luks_bad_input() {
     let e = env();
+    let sw = swtpm::Swtpm::start();
+    let tpm = sw.tcti();
     let missing_tpm = "device:/dev/bootchain-no-such-tpm";
-    expect_failure(
-        bin()
-            .args(["seal", "--pcrs", "7", "--random", "--tcti", missing_tpm])
-            .arg("-o")
-            .arg(e.out.join("root.sealed")),
-        "/dev/bootchain-no-such-tpm does not exist",
-        &e.out,
-        &[],
-    );
-    expect_failure(
-        bin()
-            .args(["seal", "--random", "--tcti", missing_tpm])
-            .arg("-o")
-            .arg(e.out.join("root.sealed")),
-        "give --pcrs, --pcr-public-key, or both",
-        &e.out,
-        &[],
-    );
-    expect_failure(
-        bin()
-            .args(["seal", "--pcrs", "7+24", "--random", "--tcti", missing_tpm])
-            .arg("-o")
-            .arg(e.out.join("root.sealed")),
-        "out of range",
-        &e.out,
-        &[],
-    );
+    // Controls write into their own directory; `e.out` must stay empty.
+    let ok_dir = e.inputs.join("ok");
+    std::fs::create_dir(&ok_dir).unwrap();
+    let sealed = ok_dir.join("root.sealed");
+    let seal = |args: &[&str], tcti: &str, out: &Path| {
+        let mut c = bin();
+        c.arg("seal")
+            .args(args)
+            .args(["--random", "--tcti", tcti, "-o"])
+            .arg(out);
+        c
+    };
+    let out_file = e.out.join("root.sealed");
+    for (args, needle) in [
+        (
+            &["--pcrs", "7"][..],
+            "/dev/bootchain-no-such-tpm does not exist",
+        ),
+        (&[][..], "give --pcrs, --pcr-public-key, or both"),
+        (&["--pcrs", "7+24"][..], "out of range"),
+    ] {
+        expect_failure(&mut seal(args, missing_tpm, &out_file), needle, &e.out, &[]);
+    }
+    run_ok(&mut seal(&["--pcrs", "7"], &tpm, &sealed));
+    run_ok(&mut seal(
+        &["--pcrs", "7+23"],
+        &tpm,
+        &ok_dir.join("b.sealed"),
+    ));
+
     // Malformed envelopes are refused before the TPM is opened.
     for (text, needle) in [
         ("not json", "malformed sealed envelope"),
@@ -338,7 +416,7 @@ fn seal_and_luks_bad_input() {
         std::fs::write(&env_file, text).unwrap();
         expect_failure(
             bin()
-                .args(["unseal", "--tcti", missing_tpm])
+                .args(["unseal", "--tcti", &tpm])
                 .arg(&env_file)
                 .arg("-o")
                 .arg(e.out.join("secret")),
@@ -347,32 +425,39 @@ fn seal_and_luks_bad_input() {
             &[],
         );
     }
-    // Not a LUKS2 header.
+    run_ok(
+        bin()
+            .args(["unseal", "--tcti", &tpm])
+            .arg(&sealed)
+            .arg("-o")
+            .arg(ok_dir.join("secret")),
+    );
+    assert_eq!(std::fs::read(ok_dir.join("secret")).unwrap().len(), 32);
+
+    // Not a LUKS2 header. (`luks unlock` and `luks enroll` open the TPM before they read
+    // the header: tests/luks.rs not_a_luks2_header_is_refused_with_a_working_tpm.)
     let not_luks = e.inputs.join("plain.img");
     std::fs::write(&not_luks, vec![0u8; 1 << 20]).unwrap();
     expect_failure(
         bin().args(["luks", "list"]).arg(&not_luks),
-        "cryptsetup luksDump",
-        &e.out,
-        &[],
-    );
-    expect_failure(
-        bin()
-            .args(["luks", "unlock", "--test", "--tcti", missing_tpm])
-            .arg(&not_luks),
-        "does not exist",
-        &e.out,
-        &[],
-    );
-    expect_failure(
-        bin()
-            .args(["luks", "enroll", "--pcrs", "7", "--tcti", missing_tpm])
-            .arg("--unlock-key-file")
-            .arg(e.inputs.join("initrd"))
-            .arg(&not_luks),
-        "does not exist",
+        "is not a valid LUKS device",
         &e.out,
         &[],
     );
     assert_eq!(std::fs::read(&not_luks).unwrap(), vec![0u8; 1 << 20]);
+    require_tool("cryptsetup");
+    let luks = e.inputs.join("luks.img");
+    std::fs::File::create(&luks)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+            .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(e.inputs.join("initrd"))
+            .arg(&luks),
+    );
+    run_ok(bin().args(["luks", "list"]).arg(&luks));
 }
