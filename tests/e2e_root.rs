@@ -111,6 +111,8 @@ fn uki(g: &Path, cmdline: &str, keys: &SbKeys, pcr_key: &Path, out: &Path) {
 /// PCR 7 (Secure Boot on with these keys) and PCR 11 (right after the stub) predicted for
 /// `uki`, as `seal --pcr-values` reads them.
 fn predict(uki: &Path, keys: &SbKeys, out: &Path) {
+    let dbx = out.with_extension("dbx.esl");
+    vm::enrolled_dbx(keys, &dbx);
     let json = bc(&[
         "pcr",
         "predict",
@@ -128,6 +130,8 @@ fn predict(uki: &Path, keys: &SbKeys, out: &Path) {
         s(&keys.kek),
         "--secureboot-db",
         s(&keys.db),
+        "--secureboot-dbx",
+        s(&dbx),
         "--secureboot-owner",
         vm::OWNER_GUID,
         "--json",
@@ -233,6 +237,23 @@ fn second_unseal_refused(r: &vm::BootResult) {
     assert!(why.contains("PCR 15"), "refused, but not by the lock: {why}");
 }
 
+/// Note a good boot's time (firmware start to the root's last marker) for scripts/bench.
+fn record(stack: &str, r: &vm::BootResult) {
+    use std::io::Write as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(repo_root().join(".cache/e2e/timings.txt"));
+    if let Ok(mut f) = f {
+        let _ = writeln!(
+            f,
+            "{stack:<44} {:>6.1} s ({:?})",
+            r.duration.as_secs_f64(),
+            r.accel
+        );
+    }
+}
+
 fn lockout_counter(state: &Path) -> u32 {
     let sw = Swtpm::start_with_state(state);
     let mut t = bootchain::tpm::Tpm::open(&sw.tcti()).unwrap();
@@ -283,6 +304,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     let (prev, m1) = root_reached(&r);
     assert_eq!(prev, "none");
     second_unseal_refused(&r);
+    record("initramfs-tools + bootchain keyscript", &r);
 
     // 2. Update: new command line, same PCR key: opens without re-enrolling; data survived.
     let uki_b = d.join("b.efi");
@@ -397,6 +419,7 @@ fn dracut_root_opens_with_the_bootchain_agent() {
     let (prev, _) = root_reached(&r);
     assert_eq!(prev, "none");
     second_unseal_refused(&r);
+    record("dracut (systemd initrd) + bootchain agent", &r);
 }
 
 /// systemd's own systemd-cryptsetup (252, dracut initrd, `tpm2-device=auto`) opens a
@@ -436,4 +459,5 @@ fn systemd_cryptsetup_opens_a_token_bootchain_wrote() {
         r.serial
     );
     second_unseal_refused(&r);
+    record("dracut + systemd-cryptsetup tpm2-device=auto", &r);
 }

@@ -635,3 +635,28 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The dbx that [`enrolled_vars`] leaves in the store (virt-fw-vars writes a placeholder entry
+/// with `--sb`), as an EFI_SIGNATURE_LIST file: what a PCR 7 prediction for these keys needs.
+pub fn enrolled_dbx(keys: &SbKeys, out: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    enrolled_vars(keys, &vars);
+    let json = dir.path().join("vars.json");
+    run_ok(
+        Command::new(virt_fw_vars())
+            .arg("-i")
+            .arg(&vars)
+            .arg("--output-json")
+            .arg(&json),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let data = v["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "dbx")
+        .map(|x| hex::decode(x["data"].as_str().unwrap()).unwrap())
+        .unwrap_or_default();
+    std::fs::write(out, data).unwrap();
+}

@@ -5,6 +5,10 @@
 # boot after its attempt, so a failed attempt leaves the request to the console agent and a
 # typed recovery passphrase then cannot be followed by another unseal.
 mkdir -p /run/bootchain
+# Keep the UKI's .pcrsig (from systemd-stub) where systemd keeps it for the rest of the boot.
+if [ -f /.extra/tpm2-pcr-signature.json ] && [ ! -e /run/systemd/tpm2-pcr-signature.json ]; then
+    mkdir -p /run/systemd && cp /.extra/tpm2-pcr-signature.json /run/systemd/
+fi
 for ask in /run/systemd/ask-password/ask.*; do
     [ -f "$ask" ] || continue
     id=$(sed -n 's/^Id=//p' "$ask")
