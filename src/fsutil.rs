@@ -52,19 +52,22 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// fsync, set the mode, rename into place, and fsync the directory.
+    /// Set the mode on the open file, fsync it, rename it into place, and fsync the directory
+    /// (a bare file name syncs the current directory); any error is returned.
     pub fn commit(self) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        // On the descriptor, not by path: nobody can swap the path between the two.
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(self.mode))?;
         self.tmp.as_file().sync_all()?;
-        std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(self.mode))?;
         let dest = self.dest.clone();
         self.tmp.persist(&dest).map_err(|e| e.error)?;
-        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        File::open(&dir)?.sync_all()
     }
 }
 

@@ -81,6 +81,10 @@ pub enum LuksError {
     },
 }
 
+/// Where `cryptsetup` is looked for (Debian's cryptsetup-bin: /usr/sbin, /sbin on unmerged
+/// systems).
+pub const CRYPTSETUP_PATHS: [&str; 2] = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"];
+
 /// LUKS2 allows 32 keyslots and 32 tokens (cryptsetup `LUKS2_KEYSLOTS_MAX`, `LUKS2_TOKENS_MAX`).
 pub const MAX_SLOTS: u32 = 32;
 
@@ -137,11 +141,19 @@ pub struct Luks {
 }
 
 impl Luks {
-    /// A LUKS2 volume; `cryptsetup` from `PATH` (or `$BOOTCHAIN_CRYPTSETUP`).
+    /// A LUKS2 volume. `cryptsetup` is `$BOOTCHAIN_CRYPTSETUP`, else the first of
+    /// [`CRYPTSETUP_PATHS`] that exists: an absolute path, never a `PATH` lookup, because this
+    /// program receives passphrases.
     pub fn new(device: &Path) -> Self {
         let program = std::env::var_os("BOOTCHAIN_CRYPTSETUP")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("cryptsetup"));
+            .or_else(|| {
+                CRYPTSETUP_PATHS
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+            })
+            .unwrap_or_else(|| PathBuf::from(CRYPTSETUP_PATHS[0]));
         Luks {
             device: device.to_path_buf(),
             program,
@@ -170,10 +182,13 @@ impl Luks {
         trailing: &[&str],
         stdin: &[u8],
     ) -> Result<Vec<u8>, LuksError> {
+        // "--": a device path starting with "-" is not an option. No PIN in its environment.
         let mut child = Command::new(&self.program)
             .args(args)
+            .arg("--")
             .arg(&self.device)
             .args(trailing)
+            .env_remove("BOOTCHAIN_PIN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -400,11 +415,13 @@ pub fn format_image(
     if len == 0 || len % IMAGE_SECTOR_SIZE as u64 != 0 {
         return Err(LuksError::Metadata {
             device: plaintext.display().to_string(),
-            reason: format!("the payload is {len} bytes, not a positive multiple of {IMAGE_SECTOR_SIZE}"),
+            reason: format!(
+                "the payload is {len} bytes, not a positive multiple of {IMAGE_SECTOR_SIZE}"
+            ),
         });
     }
-    let mut out = crate::fsutil::AtomicFile::create(output, 0o600)
-        .map_err(|e| io("writing", output, e))?;
+    let mut out =
+        crate::fsutil::AtomicFile::create(output, 0o600).map_err(|e| io("writing", output, e))?;
     // The LUKS2 header area is 16 MiB by default (cryptsetup luksFormat, --offset).
     const HEADER: u64 = 16 << 20;
     out.file()
@@ -434,7 +451,13 @@ pub fn format_image(
     luks.run("luksFormat", &args, passphrase)?;
     let dump = Zeroizing::new(luks.run(
         "luksDump --dump-volume-key",
-        &["luksDump", "--dump-volume-key", "--batch-mode", "--key-file", "-"],
+        &[
+            "luksDump",
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file",
+            "-",
+        ],
         passphrase,
     )?);
     let key = parse_volume_key_dump(&dump).ok_or_else(|| LuksError::Metadata {

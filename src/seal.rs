@@ -364,8 +364,8 @@ impl AuthorizeKey {
     }
 }
 
-/// What to seal to.
-#[derive(Clone, Debug)]
+/// What to seal to. Its `Debug` shows whether a PIN is set, never the PIN.
+#[derive(Clone)]
 pub struct SealRequest<'a> {
     /// Parent key.
     pub parent: ParentChoice,
@@ -379,6 +379,28 @@ pub struct SealRequest<'a> {
     pub authorize: Option<&'a AuthorizeKey>,
     /// PIN.
     pub pin: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for SealRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealRequest")
+            .field("parent", &self.parent)
+            .field("bank", &self.bank)
+            .field("pcrs", &self.pcrs)
+            .field("values", &self.values)
+            .field("authorize", &self.authorize)
+            .field("pin", &self.pin.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UnsealOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsealOptions")
+            .field("signatures", &self.signatures.map(|s| s.len()))
+            .field("pin", &self.pin.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A sealing policy computed in software, with what an envelope or token records of it.
@@ -543,8 +565,8 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
     Ok(env)
 }
 
-/// What unsealing may need besides the TPM.
-#[derive(Clone, Debug, Default)]
+/// What unsealing may need besides the TPM. Its `Debug` never shows the PIN.
+#[derive(Clone, Default)]
 pub struct UnsealOptions<'a> {
     /// `.pcrsig` signatures, for envelopes sealed to a signed policy.
     pub signatures: Option<&'a PcrSignatures>,
@@ -814,6 +836,43 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_pin() {
+        let values = PcrValues::new();
+        let req = SealRequest {
+            parent: ParentChoice::Auto,
+            bank: HashAlg::Sha256,
+            pcrs: &[7],
+            values: &values,
+            authorize: None,
+            pin: Some(b"secret-pin-4711"),
+        };
+        let shown = format!("{req:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("4711"),
+            "{shown}"
+        );
+        let opts = UnsealOptions {
+            signatures: None,
+            pin: Some(b"secret-pin-4711"),
+        };
+        let shown = format!("{opts:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("4711"),
+            "{shown}"
+        );
+        let auth = [0x47u8, 0x11];
+        let steps = PolicySteps {
+            auth_value: Some(&auth),
+            ..Default::default()
+        };
+        let shown = format!("{steps:?}");
+        assert!(
+            !shown.contains("71") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -14,6 +14,15 @@ use tss_esapi::{Context, TctiNameConf};
 use crate::eventlog::PcrValues;
 use crate::hash::{Digest, HashAlg};
 
+/// The `TSS2_LOG` value that silences tpm2-tss's own error printing. A program sets it
+/// once at start, before any thread exists, unless the user set `TSS2_LOG`.
+pub const QUIET_TSS_LOG: &str = "all+none";
+
+/// Whether `TSS2_LOG` should be set to [`QUIET_TSS_LOG`] by a program's `main` (it is unset).
+pub fn quiet_tss_log() -> bool {
+    std::env::var_os("TSS2_LOG").is_none()
+}
+
 /// The TCTI used when none is given.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
@@ -112,12 +121,10 @@ impl std::fmt::Debug for Tpm {
 }
 
 impl Tpm {
-    /// Open a TPM. tpm2-tss logging is silenced unless `TSS2_LOG` is set: expected failures
-    /// (a policy that does not match) would otherwise print ESYS errors on stderr.
+    /// Open a TPM. tpm2-tss prints ESYS errors on stderr for expected failures (a policy that
+    /// does not match) unless `TSS2_LOG=all+none`; a library must not change the process
+    /// environment (racy with threads), so programs set it at start ([`quiet_tss_log`]).
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
-        if std::env::var_os("TSS2_LOG").is_none() {
-            std::env::set_var("TSS2_LOG", "all+none");
-        }
         if let Some(dev) = tcti.strip_prefix("device:") {
             let path = if dev.is_empty() { "/dev/tpm0" } else { dev };
             if !std::path::Path::new(path).exists() {
@@ -321,8 +328,8 @@ pub struct AuthorizeStep<'a> {
     pub candidates: &'a [(Digest, Vec<u8>)],
 }
 
-/// The policy to replay at unseal, in systemd's order.
-#[derive(Clone, Debug, Default)]
+/// The policy to replay at unseal, in systemd's order. Its `Debug` never shows the authValue.
+#[derive(Clone, Default)]
 pub struct PolicySteps<'a> {
     /// PolicyAuthorize over a signed PolicyPCR.
     pub authorize: Option<AuthorizeStep<'a>>,
@@ -330,6 +337,16 @@ pub struct PolicySteps<'a> {
     pub pcrs: Option<(HashAlg, &'a [u32])>,
     /// PolicyAuthValue with this authValue (the PIN, derived with [`crate::pin`]).
     pub auth_value: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for PolicySteps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySteps")
+            .field("authorize", &self.authorize)
+            .field("pcrs", &self.pcrs)
+            .field("auth_value", &self.auth_value.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Dictionary-attack state (TPM 2.0 Part 2 §6.13 TPM_PT_LOCKOUT_*).
@@ -410,6 +427,8 @@ const RC_FMT1: u32 = 0x080;
 const RC_AUTH_FAIL: u32 = 0x00E;
 const RC_POLICY_FAIL: u32 = 0x01D;
 const RC_INTEGRITY: u32 = 0x01F;
+/// TPM_RC_HANDLE (RC_FMT1 + 0x00B): the handle is not loaded / does not exist.
+const RC_HANDLE: u32 = 0x00B;
 /// TPM_RC_LOCKOUT (RC_WARN + 0x021).
 const RC_LOCKOUT: u32 = 0x921;
 /// TPM_RC_PCR_CHANGED (RC_VER1 + 0x028): a PCR changed after PolicyPCR in this session.
@@ -500,8 +519,18 @@ impl Tpm {
     fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
         let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(|e| TpmError::Data(e.to_string()))?;
-        let Ok(obj) = self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) else {
-            return Ok(None);
+        let obj = match self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
+            Ok(o) => o,
+            // TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits): nothing persisted
+            // there. Any other failure is reported, not taken as "no SRK" (which would
+            // silently switch parents).
+            Err(e) => {
+                let e = cmd_err("ReadPublic")(e);
+                return match fmt1(&e) {
+                    Some(RC_HANDLE) => Ok(None),
+                    _ => Err(e),
+                };
+            }
         };
         let name = self
             .ctx
@@ -509,6 +538,25 @@ impl Tpm {
             .map_err(cmd_err("TR_GetName"))?
             .value()
             .to_vec();
+        // Only a storage key we could have made ourselves: a restricted decryption key bound
+        // to this TPM (TCG Provisioning Guidance, SRK template). Anything else at the SRK
+        // handle (a signing key, a key with a known seed) must not protect our secrets.
+        let (public, _, _) = self
+            .ctx
+            .read_public(KeyHandle::from(obj))
+            .map_err(cmd_err("ReadPublic"))?;
+        let a = public.object_attributes();
+        let ok = a.fixed_tpm()
+            && a.fixed_parent()
+            && a.sensitive_data_origin()
+            && a.restricted()
+            && a.decrypt()
+            && !a.sign_encrypt();
+        if !ok {
+            return Err(TpmError::Data(format!(
+                "the key at {SRK_HANDLE:#x} is not a storage root key (it must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt, not sign): refusing to seal under it"
+            )));
+        }
         Ok(Some(Parent {
             handle: KeyHandle::from(obj),
             name,

@@ -163,13 +163,7 @@ fn encrypted_root(dir: &Path) -> (PathBuf, PathBuf) {
 /// enrollment: `luks enroll` with `args`, the VM's own vTPM the only TPM touched.
 fn enroll_in_fresh_vtpm(dir: &Path, disk: &Path, rec: &Path, args: &[&str]) -> PathBuf {
     let mut sw = Swtpm::start();
-    let mut a = vec![
-        "luks",
-        "enroll",
-        s(disk),
-        "--unlock-key-file",
-        s(rec),
-    ];
+    let mut a = vec!["luks", "enroll", s(disk), "--unlock-key-file", s(rec)];
     let tcti = sw.tcti();
     a.extend_from_slice(args);
     a.extend_from_slice(&["--tcti", &tcti]);
@@ -223,7 +217,11 @@ fn root_reached(r: &vm::BootResult) -> (String, String) {
         r.serial
     );
     let dev = line_after(&r.serial, "BOOTCHAIN-ROOT-DEVICE").unwrap_or("");
-    assert!(dev.starts_with("/dev/mapper/"), "root on {dev:?}:\n{}", r.serial);
+    assert!(
+        dev.starts_with("/dev/mapper/"),
+        "root on {dev:?}:\n{}",
+        r.serial
+    );
     let prev = line_after(&r.serial, "BOOTCHAIN-PREVIOUS-MARKER").unwrap_or("");
     let new = line_after(&r.serial, "BOOTCHAIN-NEW-MARKER").unwrap_or("");
     assert_eq!(new.len(), 36, "boot id marker: {}", r.serial);
@@ -234,7 +232,10 @@ fn root_reached(r: &vm::BootResult) -> (String, String) {
 fn second_unseal_refused(r: &vm::BootResult) {
     let why = line_after(&r.serial, "BOOTCHAIN-SECOND-UNSEAL-REFUSED")
         .unwrap_or_else(|| panic!("second unseal not refused:\n{}", r.serial));
-    assert!(why.contains("PCR 15"), "refused, but not by the lock: {why}");
+    assert!(
+        why.contains("PCR 15"),
+        "refused, but not by the lock: {why}"
+    );
 }
 
 /// Note a good boot's time (firmware start to the root's last marker) for scripts/bench.
@@ -308,7 +309,13 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
 
     // 2. Update: new command line, same PCR key: opens without re-enrolling; data survived.
     let uki_b = d.join("b.efi");
-    uki(&g.itools, &format!("{cmdline} loglevel=3"), &keys, &pcr_key, &uki_b);
+    uki(
+        &g.itools,
+        &format!("{cmdline} loglevel=3"),
+        &keys,
+        &pcr_key,
+        &uki_b,
+    );
     let r = boot(&uki_b, Some(&keys), &state, &disk, vec![]);
     let (prev, m2) = root_reached(&r);
     assert_eq!(prev, m1, "the marker of the previous boot");
@@ -317,7 +324,13 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     // 3. A command line nobody signed (db-signed, .pcrsig by another key): refused naming
     // PCR 11; the recovery passphrase typed on the console opens it; still locked after.
     let uki_c = d.join("c.efi");
-    uki(&g.itools, &format!("{cmdline} init=/bin/sh"), &keys, &other_pcr_key, &uki_c);
+    uki(
+        &g.itools,
+        &format!("{cmdline} init=/bin/sh"),
+        &keys,
+        &other_pcr_key,
+        &uki_c,
+    );
     let r = boot(
         &uki_c,
         Some(&keys),
@@ -326,7 +339,8 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
         vec![("Please unlock disk", &format!("{RECOVERY}\n"))],
     );
     assert!(
-        r.serial.contains("no PCR policy signature matches this boot")
+        r.serial
+            .contains("no PCR policy signature matches this boot")
             && r.serial.contains("PCR 11 (sha256) is"),
         "reason names PCR 11:\n{}",
         r.serial
@@ -363,7 +377,8 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
         vec![("Please unlock disk", &format!("{RECOVERY}\n"))],
     );
     assert!(
-        r.serial.contains("is not the one the secret was sealed under"),
+        r.serial
+            .contains("is not the one the secret was sealed under"),
         "reason names the other TPM:\n{}",
         r.serial
     );
@@ -374,7 +389,11 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     let uki_f = d.join("f.efi");
     uki(&g.itools, &cmdline, &foreign, &pcr_key, &uki_f);
     let r = boot(&uki_f, Some(&keys), &state, &disk, vec![]);
-    assert!(r.refused, "firmware refused the foreign image:\n{}", r.serial);
+    assert!(
+        r.refused,
+        "firmware refused the foreign image:\n{}",
+        r.serial
+    );
     assert!(!r.serial.contains("BOOTCHAIN-ROOT-REACHED"));
 
     // Refused unseals are policy failures, and every boot powered off cleanly (the kernel
@@ -396,7 +415,7 @@ fn dracut_root_opens_with_the_bootchain_agent() {
     let keys = SbKeys::generate(&d.join("sb"));
     let (pcr_key, _) = make_rsa_keypair(&d, "pcr");
     let cmdline = format!(
-        "console=ttyS0 rd.luks.uuid={LUKS_UUID} root=/dev/mapper/luks-{LUKS_UUID} rd.shell=0 panic=-1 quiet"
+        "console=ttyS0 rd.luks.uuid={LUKS_UUID} root=/dev/mapper/luks-{LUKS_UUID} rd.shell=0 panic=-1 systemd.show_status=1"
     );
     let uki_a = d.join("a.efi");
     uki(&g.dracut, &cmdline, &keys, &pcr_key, &uki_a);
@@ -435,7 +454,7 @@ fn systemd_cryptsetup_opens_a_token_bootchain_wrote() {
     let keys = SbKeys::generate(&d.join("sb"));
     let (pcr_key, _) = make_rsa_keypair(&d, "pcr");
     let cmdline = format!(
-        "console=ttyS0 rd.luks.uuid={LUKS_UUID} rd.luks.options=tpm2-device=auto root=/dev/mapper/luks-{LUKS_UUID} rd.shell=0 panic=-1 quiet"
+        "console=ttyS0 rd.luks.uuid={LUKS_UUID} rd.luks.options=tpm2-device=auto root=/dev/mapper/luks-{LUKS_UUID} rd.shell=0 panic=-1 systemd.show_status=1"
     );
     let uki_a = d.join("a.efi");
     uki(&g.dracut, &cmdline, &keys, &pcr_key, &uki_a);

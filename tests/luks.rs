@@ -816,7 +816,10 @@ fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
                     &path_arg("ticket.bin"),
                 ]));
             }
-            run_ok(sw.tool("tpm2_policypcr").args(["-S", &s, "-l", "sha256:7"]));
+            run_ok(
+                sw.tool("tpm2_policypcr")
+                    .args(["-S", &s, "-l", "sha256:7,15"]),
+            );
             run_ok(sw.tool("tpm2_policyauthvalue").args(["-S", &s]));
             let auth = pin_auth_value_by_tools(pin, &salt);
             let _ = std::fs::remove_file(f("unsealed"));

@@ -27,7 +27,15 @@ fn seal(sw: &Swtpm, dir: &Path, extra: &[&str]) -> std::path::PathBuf {
     let _ = std::fs::remove_file(&env);
     run_ok(
         Command::new(bootchain_bin())
-            .args(["seal", "--pcrs", "7", "--random", "--tcti", &sw.tcti(), "-o"])
+            .args([
+                "seal",
+                "--pcrs",
+                "7",
+                "--random",
+                "--tcti",
+                &sw.tcti(),
+                "-o",
+            ])
             .arg(&env)
             .args(extra),
     );
@@ -49,13 +57,21 @@ fn unseal_locks_the_boot_after_success_and_after_refusal() {
     };
     // --no-lock: unseals and leaves PCR 15 alone (for several volumes in one boot).
     let out = unseal(&["--no-lock"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 32);
     assert_eq!(pcr(&sw, 15), zero);
     // Default: unseals, then extends the lock PCR (the policy covers 15: PCR 11 untouched).
     let before11 = pcr(&sw, 11);
     let out = unseal(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 32);
     let lock = HashAlg::Sha256.digest(bootchain::seal::LOCK_EVENT);
     let mut after = HashAlg::Sha256.hasher();
@@ -78,7 +94,11 @@ fn lock_alone_extends_both_lock_pcrs() {
     let sw = Swtpm::start();
     let (p11, p15) = (pcr(&sw, 11), pcr(&sw, 15));
     let out = run(Command::new(unseal_bin()).args(["--tcti", &sw.tcti(), "--lock"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_ne!(pcr(&sw, 11), p11);
     assert_ne!(pcr(&sw, 15), p15);
     // --lock takes nothing else.
@@ -124,6 +144,10 @@ fn a_pin_is_asked_with_the_askpass_program() {
         .arg(&ask)
         .env_remove("BOOTCHAIN_PIN")
         .arg(&env));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 32);
 }

@@ -109,9 +109,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--no-lock" => o.lock = false,
             "--lock" => o.lock_only = true,
             "-o" | "--output" => o.output = Some(PathBuf::from(value("-o")?)),
-            "--reply-password" => {
-                o.reply_socket = Some(PathBuf::from(value("--reply-password")?))
-            }
+            "--reply-password" => o.reply_socket = Some(PathBuf::from(value("--reply-password")?)),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ if o.target.is_none() => o.target = Some(PathBuf::from(a)),
@@ -347,6 +345,11 @@ fn reply_password(socket: &Path, secret: &[u8]) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Silence tpm2-tss's own error printing (expected failures such as a policy that does not
+    // match would print ESYS errors); done here, before any thread exists, not in the library.
+    if bootchain::tpm::quiet_tss_log() {
+        std::env::set_var("TSS2_LOG", bootchain::tpm::QUIET_TSS_LOG);
+    }
     let o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {

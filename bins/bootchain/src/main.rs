@@ -415,6 +415,11 @@ enum PeCmd {
 }
 
 fn main() -> ExitCode {
+    // Silence tpm2-tss's own error printing (expected failures such as a policy that does not
+    // match would print ESYS errors); done here, before any thread exists, not in the library.
+    if bootchain::tpm::quiet_tss_log() {
+        std::env::set_var("TSS2_LOG", bootchain::tpm::QUIET_TSS_LOG);
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
