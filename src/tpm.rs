@@ -710,6 +710,34 @@ impl Tpm {
         Ok(name)
     }
 
+    /// Whether the lockout hierarchy has an authorization value (TPM_PT_PERMANENT bit 2,
+    /// lockoutAuthSet, TPM 2.0 Part 2 §8.6). Without one, anyone can reset the
+    /// dictionary-attack counter, so the lockout does not limit PIN guessing.
+    pub fn lockout_auth_set(&mut self) -> Result<bool, TpmError> {
+        use tss_esapi::constants::{CapabilityType, PropertyTag};
+        use tss_esapi::structures::CapabilityData;
+        let (data, _) = self
+            .ctx
+            .execute_without_session(|ctx| {
+                ctx.get_capability(
+                    CapabilityType::TpmProperties,
+                    u32::from(PropertyTag::Permanent),
+                    1,
+                )
+            })
+            .map_err(cmd_err("GetCapability"))?;
+        let CapabilityData::TpmProperties(props) = data else {
+            return Err(TpmError::Data(
+                "GetCapability returned no properties".into(),
+            ));
+        };
+        props
+            .iter()
+            .find(|p| p.property() == PropertyTag::Permanent)
+            .map(|p| p.value() & (1 << 2) != 0)
+            .ok_or_else(|| TpmError::Data("the TPM did not report TPM_PT_PERMANENT".into()))
+    }
+
     /// The dictionary-attack counters. Read with GetCapability each time: tss-esapi's
     /// `get_tpm_property` caches values, which is wrong for these variable properties.
     pub fn lockout_status(&mut self) -> Result<LockoutStatus, TpmError> {

@@ -326,7 +326,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     let uki_c = d.join("c.efi");
     uki(
         &g.itools,
-        &format!("{cmdline} init=/bin/sh"),
+        &format!("{cmdline} loglevel=5"),
         &keys,
         &other_pcr_key,
         &uki_c,

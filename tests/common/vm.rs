@@ -566,7 +566,8 @@ pub fn boot_with(spec: &BootSpec<'_>, extras: &BootExtras<'_>) -> BootResult {
         result.refused,
         result.timed_out
     );
-    if !result.reached_initrd && !result.refused {
+    let ended = extras.end_marker.is_some_and(|m| result.serial.contains(m));
+    if !result.reached_initrd && !result.refused && !ended {
         let e = std::fs::read_to_string(&stderr).unwrap_or_default();
         eprintln!(
             "vm: qemu stderr: {e}\nvm: serial tail: {}",

@@ -332,7 +332,21 @@ impl Policy {
             .map(|p| (bank, *p))
             .collect();
         if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(|(_, p)| p.to_string()).collect();
+            eprintln!(
+                "bootchain: warning: PCR {} taken from this TPM's current values (an unauthenticated PCR_Read: whoever controls the TPM channel chooses them); prefer predicted values (--pcr-values from `pcr predict --json`, or --uki)",
+                list.join("+")
+            );
             self.values.extend(tpm.read_pcrs(&missing)?);
+        }
+        if self.pin.is_some() {
+            match tpm.lockout_auth_set() {
+                Ok(false) => eprintln!(
+                    "bootchain: warning: this TPM has no lockout authorization set: anyone can reset its dictionary-attack counter, so the lockout does not limit PIN guessing (set one with tpm2_changeauth -c lockout)"
+                ),
+                Ok(true) => {}
+                Err(e) => eprintln!("bootchain: warning: cannot read the TPM's lockout state: {e}"),
+            }
         }
         Ok(())
     }
