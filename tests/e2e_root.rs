@@ -228,10 +228,16 @@ fn root_reached(r: &vm::BootResult) -> (String, String) {
     (prev.to_string(), new.to_string())
 }
 
-/// The second unseal in the same boot (from the real root) was refused because of the lock.
+/// The second unseal in the same boot (from the root) was refused.
+fn second_unseal_refused_at_all(r: &vm::BootResult) -> &str {
+    line_after(&r.serial, "BOOTCHAIN-SECOND-UNSEAL-REFUSED")
+        .unwrap_or_else(|| panic!("second unseal not refused:\n{}", r.serial))
+}
+
+/// The second unseal in the same boot (from the root) was refused because of the lock: the
+/// lock PCR is named (the other PCRs still have their good values).
 fn second_unseal_refused(r: &vm::BootResult) {
-    let why = line_after(&r.serial, "BOOTCHAIN-SECOND-UNSEAL-REFUSED")
-        .unwrap_or_else(|| panic!("second unseal not refused:\n{}", r.serial));
+    let why = second_unseal_refused_at_all(r);
     assert!(
         why.contains("PCR 15"),
         "refused, but not by the lock: {why}"
@@ -347,7 +353,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     );
     let (prev, m3) = root_reached(&r);
     assert_eq!(prev, m2);
-    second_unseal_refused(&r);
+    second_unseal_refused_at_all(&r);
 
     // 4. Secure Boot off (the same UKI): PCR 7 differs, named with both values.
     let r = boot(
@@ -364,6 +370,61 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     );
     let (prev, _) = root_reached(&r);
     assert_eq!(prev, m3);
+    second_unseal_refused_at_all(&r);
+
+    // 4b. The host swaps disks: its own LUKS volume (a passphrase it knows, no token) under
+    // the UUID the initramfs expects, our volume under another UUID. The signed image boots
+    // with good PCRs; bootchain-unseal finds no token on the decoy and locks the boot; the
+    // host types its passphrase; the decoy's init tries our volume: refused by the lock PCR.
+    let decoy_dir = d.join("decoy");
+    std::fs::create_dir_all(&decoy_dir).unwrap();
+    let decoy_pass = decoy_dir.join("host.key");
+    std::fs::write(&decoy_pass, "the-host-knows-this").unwrap();
+    let decoy = decoy_dir.join("decoy.img");
+    bc(&[
+        "luks",
+        "format-image",
+        s(&guest().rootfs.join("rootfs.ext4")),
+        "--output",
+        s(&decoy),
+        "--key-file",
+        s(&decoy_pass),
+        "--uuid",
+        LUKS_UUID,
+        "--minimal-pbkdf",
+    ]);
+    let moved = decoy_dir.join("ours.img");
+    std::fs::copy(&disk, &moved).unwrap();
+    run_ok(Command::new("cryptsetup").args([
+        "luksUUID",
+        "-q",
+        "--uuid",
+        "0b5c1a7e-0000-4000-8000-000000000001",
+        s(&moved),
+    ]));
+    let r = vm::boot_with(
+        &BootSpec {
+            uki: &uki_a,
+            secure_boot: Some(&keys),
+            timeout: BOOT_TIMEOUT,
+            tpm_state: Some(&state),
+        },
+        &BootExtras {
+            disks: vec![&decoy, &moved],
+            serial_input: vec![("Please unlock disk", "the-host-knows-this\n")],
+            end_marker: Some("BOOTCHAIN-ROOT-DONE"),
+            persist_tpm: true,
+        },
+    );
+    assert!(!r.timed_out, "{}", r.serial);
+    assert!(
+        r.serial
+            .contains("has no systemd-tpm2 or bootchain-tpm2 token"),
+        "{}",
+        r.serial
+    );
+    let (prev, _) = root_reached(&r);
+    assert_eq!(prev, "none", "the host's decoy root");
     second_unseal_refused(&r);
 
     // 5. A different vTPM (fresh state): refused with the storage-key reason.
@@ -402,8 +463,8 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
 }
 
 /// dracut (systemd in the initrd) with bootchain's module: its password agent answers
-/// systemd-cryptsetup with the passphrase unsealed from a systemd-tpm2 token sealed to literal
-/// PCR 7+11 (+ the lock PCR), predicted before the first boot.
+/// systemd-cryptsetup with the passphrase unsealed from a bootchain-tpm2 token sealed to
+/// literal PCR 7+11 (+ the lock PCR), predicted before the first boot.
 #[test]
 #[ignore = "boots VMs; run by ./scripts/test"]
 fn dracut_root_opens_with_the_bootchain_agent() {
@@ -426,7 +487,16 @@ fn dracut_root_opens_with_the_bootchain_agent() {
         &d,
         &disk,
         &rec,
-        &["--pcrs", "7+11", "--pcr-values", s(&values)],
+        // A bootchain-tpm2 token: systemd ignores it (it would open a systemd-tpm2 token by
+        // itself, see the next test), so the passphrase request is answered by our agent.
+        &[
+            "--token-type",
+            "bootchain",
+            "--pcrs",
+            "7+11",
+            "--pcr-values",
+            s(&values),
+        ],
     );
     let r = boot(&uki_a, Some(&keys), &state, &disk, vec![]);
     assert!(

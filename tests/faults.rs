@@ -61,7 +61,11 @@ fn disk_full_leaves_no_output_or_temp_file() {
     assert_eq!(left, "", "files left: {left}");
     // Control: with room it works.
     let (out, left) = in_tmpfs(64 * 1024, false, &build);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(left, "uki.efi");
 
     // pe sign of the stub into a full filesystem.
@@ -77,7 +81,11 @@ fn disk_full_leaves_no_output_or_temp_file() {
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(left, "");
     let (out, left) = in_tmpfs(4096, false, &sign);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(left, "signed.efi");
 
     // seal: the envelope and its secret into a full filesystem (both or neither).
@@ -92,6 +100,10 @@ fn disk_full_leaves_no_output_or_temp_file() {
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(left, "");
     let (out, left) = in_tmpfs(256, false, &seal);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(left, "root.key root.sealed");
 }
