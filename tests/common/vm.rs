@@ -344,11 +344,18 @@ pub fn qemu_available() -> Result<(), String> {
     Ok(())
 }
 
-/// Skip (loudly) only if qemu cannot start at all; returns false when skipped.
+/// Skip (loudly) only if qemu cannot start at all; returns false when skipped. Under
+/// `./scripts/test` (which installs QEMU and OVMF, and sets `BOOTCHAIN_REQUIRE_VM=1`) a missing
+/// QEMU is a failure, never a skip.
 pub fn require_qemu(test: &str) -> bool {
     match qemu_available() {
         Ok(()) => true,
+        Err(why) if std::env::var_os("BOOTCHAIN_REQUIRE_VM").is_some() => {
+            panic!("{test}: qemu cannot start here: {why} (BOOTCHAIN_REQUIRE_VM is set)")
+        }
         Err(why) => {
+            // Printed on stdout too: the test harness shows it even for a passing test.
+            println!("SKIPPED {test}: qemu cannot start here: {why}");
             eprintln!("SKIPPED {test}: qemu cannot start here: {why}");
             false
         }
