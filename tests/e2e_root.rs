@@ -206,6 +206,7 @@ fn boot(
             serial_input: typed,
             end_marker: Some("BOOTCHAIN-ROOT-DONE"),
             persist_tpm: true,
+            count_tpm_commands: false,
         },
     );
     assert!(!r.timed_out, "boot timed out:\n{}", r.serial);
@@ -255,11 +256,16 @@ fn second_unseal_refused(r: &vm::BootResult) {
 
 /// Note a good boot's time (firmware start to the root's last marker) for scripts/bench.
 fn record(stack: &str, r: &vm::BootResult) {
+    let stack = match r.tpm_commands {
+        Some(n) => format!("{stack} [{n} TPM commands in the boot]"),
+        None => stack.to_string(),
+    };
+    let stack = stack.as_str();
     let path = repo_root().join(".cache/e2e/timings.txt");
     let mut lines: Vec<String> = std::fs::read_to_string(&path)
         .unwrap_or_default()
         .lines()
-        .filter(|l| !l.starts_with(stack))
+        .filter(|l| !l.starts_with(stack.split(" [").next().unwrap_or(stack)))
         .map(str::to_string)
         .collect();
     lines.push(format!(
@@ -424,6 +430,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
             serial_input: vec![("Please unlock disk", "the-host-knows-this\n")],
             end_marker: Some("BOOTCHAIN-ROOT-DONE"),
             persist_tpm: true,
+            count_tpm_commands: false,
         },
     );
     assert!(!r.timed_out, "{}", r.serial);
@@ -497,11 +504,35 @@ fn dracut_boot(name: &str, extra: &str, enroll: &[&str]) -> vm::BootResult {
     let mut args = enroll.to_vec();
     args.extend_from_slice(&["--pcrs", "7+11", "--pcr-values", s(&values)]);
     let state = enroll_in_fresh_vtpm(&d, &disk, &rec, &args);
-    let r = boot(&uki_a, Some(&keys), &state, &disk, vec![]);
-    let (prev, _) = root_reached(&r);
-    assert_eq!(prev, "none");
-    second_unseal_refused(&r);
-    r
+    let mut markers = vec!["none".to_string()];
+    let mut last = None;
+    // Two boots: the second reads the marker the first left inside the volume. The second
+    // counts the TPM commands of the whole boot (same firmware, kernel and initrd for both
+    // dracut tests: the difference is the unlock path).
+    for count in [false, true] {
+        let r = vm::boot_with(
+            &BootSpec {
+                uki: &uki_a,
+                secure_boot: Some(&keys),
+                timeout: BOOT_TIMEOUT,
+                tpm_state: Some(&state),
+            },
+            &BootExtras {
+                disks: vec![&disk],
+                end_marker: Some("BOOTCHAIN-ROOT-DONE"),
+                persist_tpm: true,
+                count_tpm_commands: count,
+                ..Default::default()
+            },
+        );
+        assert!(!r.timed_out, "boot timed out:\n{}", r.serial);
+        let (prev, new) = root_reached(&r);
+        assert_eq!(Some(&prev), markers.last(), "the previous boot's marker");
+        markers.push(new);
+        second_unseal_refused(&r);
+        last = Some(r);
+    }
+    last.expect("two boots")
 }
 
 /// dracut (systemd in the initrd) with bootchain's module: its password agent answers

@@ -318,6 +318,8 @@ pub struct BootResult {
     pub duration: Duration,
     /// PIDs of every child we started (for leak checks).
     pub child_pids: Vec<u32>,
+    /// TPM commands the guest sent (with [`BootExtras::count_tpm_commands`]).
+    pub tpm_commands: Option<usize>,
 }
 
 impl BootResult {
@@ -389,6 +391,8 @@ pub struct BootExtras<'a> {
     /// Boot with the swtpm state in `tpm_state` itself (not a copy), so its changes (DA
     /// counters, persistent objects) carry over to the next boot.
     pub persist_tpm: bool,
+    /// Count the TPM commands of the whole boot (swtpm logs each one at level 20).
+    pub count_tpm_commands: bool,
 }
 
 /// Boot a UKI and collect what the initrd printed.
@@ -430,8 +434,9 @@ pub fn boot_with(spec: &BootSpec<'_>, extras: &BootExtras<'_>) -> BootResult {
         .arg(format!("type=unixio,path={}", sock.display()))
         .arg("--log")
         .arg(format!(
-            "file={},level=1",
-            tpm_dir.join("swtpm.log").display()
+            "file={},level={}",
+            tpm_dir.join("swtpm.log").display(),
+            if extras.count_tpm_commands { 20 } else { 1 }
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -547,6 +552,10 @@ pub fn boot_with(spec: &BootSpec<'_>, extras: &BootExtras<'_>) -> BootResult {
     drop(qemu);
     drop(swtpm);
     drop(console);
+    if extras.count_tpm_commands {
+        let log = std::fs::read_to_string(tpm_dir.join("swtpm.log")).unwrap_or_default();
+        result.tpm_commands = Some(log.matches("SWTPM_IO_Read").count());
+    }
     if extras.persist_tpm {
         if let Some(state) = spec.tpm_state {
             for e in std::fs::read_dir(&tpm_dir).unwrap() {
