@@ -82,7 +82,17 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
         .collect();
     sections.sort_by_key(|s| s.pointer_to_raw_data);
     let mut sum = soh;
+    let mut prev_end = 0u64;
     for s in sections {
+        // PeHeaders::parse refuses shared file bytes; headers built by hand must not slip
+        // past it, or hashing would cost sections × file size.
+        if u64::from(s.pointer_to_raw_data) < prev_end {
+            return Err(layout(format!(
+                "section {} overlaps the previous section's file data",
+                s.name
+            )));
+        }
+        prev_end = s.raw_end();
         ranges.push(u64::from(s.pointer_to_raw_data)..s.raw_end());
         sum += u64::from(s.size_of_raw_data);
     }

@@ -419,12 +419,12 @@ impl EventLog {
         let header_data = r.take(size, "Spec ID event", 32)?.to_vec();
         let spec_id = parse_spec_id(&header_data, 32)?;
 
+        // Trailing zero bytes end the log: find where they start once, so that the loop stays
+        // linear (a rescan of the rest before every event was quadratic on many zero events).
+        let content_end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let mut events = Vec::new();
-        while r.pos < buf.len() {
+        while r.pos < content_end {
             let at = r.pos;
-            if buf[at..].iter().all(|&b| b == 0) {
-                break;
-            }
             let pcr = r.u32("pcrIndex", at)?;
             if pcr == 0xFFFF_FFFF {
                 break;

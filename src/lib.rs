@@ -28,3 +28,5 @@ pub mod sign;
 pub mod token;
 pub mod tpm;
 pub mod uki;
+
+pub use der_lite::DerShapeError;

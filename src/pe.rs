@@ -24,6 +24,15 @@ pub const DIR_SECURITY: usize = 4;
 pub const DIR_BASERELOC: usize = 5;
 /// Upper bound on header bytes we are willing to read (defends against absurd SizeOfHeaders).
 const MAX_HEADER_LEN: u64 = 16 * 1024 * 1024;
+/// How far one section's VirtualSize may exceed its SizeOfRawData: the zero fill a loader adds
+/// (`.bss`). Every reader of section memory (inspect, PCR 11 prediction, `.sdmagic`) hashes or
+/// allocates VirtualSize bytes, so an unbounded claim would let a 1 KiB file cost gigabytes.
+/// Real images stay far below: the x86 and arm64 kernels' zero fill (decompressor heap, `.bss`)
+/// is a few MiB, systemd-stub's a few KiB.
+pub const MAX_SECTION_ZERO_FILL: u64 = 16 << 20;
+/// Bound on the zero fill of all sections together (sections may claim the same memory, so
+/// the per-section bound alone does not bound the work).
+pub const MAX_TOTAL_ZERO_FILL: u64 = 64 << 20;
 
 /// Section characteristics (pecoff "Section Flags").
 pub mod scn {
@@ -64,6 +73,47 @@ pub enum PeError {
     /// A header field has an impossible value.
     #[error("malformed PE header: {0}")]
     Malformed(String),
+    /// A section claims more memory than its file data plus [`MAX_SECTION_ZERO_FILL`].
+    #[error("section {name}: VirtualSize {virtual_size:#x} exceeds SizeOfRawData {raw_size:#x} by more than the {limit:#x}-byte zero-fill limit")]
+    SectionZeroFill {
+        /// The section.
+        name: String,
+        /// Its VirtualSize.
+        virtual_size: u32,
+        /// Its SizeOfRawData.
+        raw_size: u32,
+        /// [`MAX_SECTION_ZERO_FILL`].
+        limit: u64,
+    },
+    /// The sections' zero fill together exceeds [`MAX_TOTAL_ZERO_FILL`].
+    #[error("sections claim {total:#x} bytes of zero fill in total, more than the {limit:#x}-byte limit")]
+    TotalZeroFill {
+        /// The sum over all sections.
+        total: u64,
+        /// [`MAX_TOTAL_ZERO_FILL`].
+        limit: u64,
+    },
+    /// A section ends past SizeOfImage (the PE loader of EDK2 refuses such images too).
+    #[error("section {name}: ends in memory at {end:#x}, past SizeOfImage {size_of_image:#x}")]
+    SectionOutsideImage {
+        /// The section.
+        name: String,
+        /// VirtualAddress + VirtualSize.
+        end: u64,
+        /// SizeOfImage.
+        size_of_image: u32,
+    },
+    /// Two sections share file bytes: the Authenticode hash would count them twice (and
+    /// thousands of such headers would make hashing cost sections × file size).
+    #[error("sections {first} and {second} overlap in the file at offset {offset:#x}")]
+    SectionOverlap {
+        /// The section that starts first.
+        first: String,
+        /// The section that starts inside it.
+        second: String,
+        /// Where the second starts.
+        offset: u32,
+    },
 }
 
 fn malformed(msg: impl Into<String>) -> PeError {
@@ -353,8 +403,10 @@ impl PeHeaders {
                     len: file_len,
                 });
             }
+            check_section_memory(&sh, size_of_image)?;
             sections.push(sh);
         }
+        check_section_layout(&sections)?;
         Ok(PeHeaders {
             kind,
             pe_offset,
@@ -466,6 +518,59 @@ impl PeHeaders {
     pub fn spare_header_room(&self) -> usize {
         (self.size_of_headers as usize).saturating_sub(self.section_table_end())
     }
+}
+
+/// One section's memory claim: bounded zero fill, inside SizeOfImage.
+fn check_section_memory(s: &SectionHeader, size_of_image: u32) -> Result<(), PeError> {
+    let fill = u64::from(s.virtual_size).saturating_sub(u64::from(s.size_of_raw_data));
+    if fill > MAX_SECTION_ZERO_FILL {
+        return Err(PeError::SectionZeroFill {
+            name: s.name.as_str(),
+            virtual_size: s.virtual_size,
+            raw_size: s.size_of_raw_data,
+            limit: MAX_SECTION_ZERO_FILL,
+        });
+    }
+    if s.virtual_end() > u64::from(size_of_image) {
+        return Err(PeError::SectionOutsideImage {
+            name: s.name.as_str(),
+            end: s.virtual_end(),
+            size_of_image,
+        });
+    }
+    Ok(())
+}
+
+/// The sections together: bounded total zero fill, no shared file bytes. After this, hashing
+/// every section's memory costs at most the file size plus [`MAX_TOTAL_ZERO_FILL`].
+fn check_section_layout(sections: &[SectionHeader]) -> Result<(), PeError> {
+    let total: u64 = sections
+        .iter()
+        .map(|s| u64::from(s.virtual_size).saturating_sub(u64::from(s.size_of_raw_data)))
+        .sum();
+    if total > MAX_TOTAL_ZERO_FILL {
+        return Err(PeError::TotalZeroFill {
+            total,
+            limit: MAX_TOTAL_ZERO_FILL,
+        });
+    }
+    let mut raw: Vec<&SectionHeader> = sections
+        .iter()
+        .filter(|s| s.size_of_raw_data != 0)
+        .collect();
+    raw.sort_by_key(|s| s.pointer_to_raw_data);
+    for w in raw.windows(2) {
+        if let [a, b] = w {
+            if u64::from(b.pointer_to_raw_data) < a.raw_end() {
+                return Err(PeError::SectionOverlap {
+                    first: a.name.as_str(),
+                    second: b.name.as_str(),
+                    offset: b.pointer_to_raw_data,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Round `v` up to a multiple of `align` (a power of two).

@@ -76,7 +76,22 @@ pub enum SignError {
     /// The image has no signature.
     #[error("the image is not signed (no certificate table)")]
     Unsigned,
+    /// The signed image would not fit PE's 32-bit certificate table offset and size
+    /// (pecoff "The Attribute Certificate Table").
+    #[error("the signed image would be {len} bytes; the certificate table must end below 4 GiB")]
+    TooLarge {
+        /// The length the output would have.
+        len: u64,
+    },
+    /// A signature refused before decoding: too large, too deep, or a SET (certificates,
+    /// attributes) with too many elements.
+    #[error("Authenticode signature refused before decoding: {0}")]
+    Shape(#[source] crate::der_lite::DerShapeError),
 }
+
+/// Largest PKCS#7 signature decoded. Authenticode signatures with a chain of a few
+/// certificates and a timestamp countersignature are under 20 KiB.
+pub const MAX_SIGNATURE_LEN: usize = 1 << 20;
 
 fn enc_err(e: der::Error) -> SignError {
     SignError::Encode(e.to_string())
@@ -340,6 +355,7 @@ impl PeChecksum {
         let mut s = self.sum;
         s = (s & 0xffff) + (s >> 16);
         s = (s & 0xffff) + (s >> 16);
+        // The PE checksum adds the file length modulo 2^32 (truncation intended).
         (s as u32 & 0xffff).wrapping_add(self.pos as u32)
     }
 }
@@ -376,8 +392,16 @@ pub fn sign_file(
     // Patched headers: certificate table location and size.
     let mut header = img.header_bytes.clone();
     let sd = img.headers.data_directory_offset(DIR_SECURITY);
-    header[sd..sd + 4].copy_from_slice(&(img.padded_len as u32).to_le_bytes());
-    header[sd + 4..sd + 8].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    let too_large = || SignError::TooLarge {
+        len: img.padded_len + table.len() as u64,
+    };
+    let table_off = u32::try_from(img.padded_len).map_err(|_| too_large())?;
+    let table_len = u32::try_from(table.len())
+        .ok()
+        .filter(|l| table_off.checked_add(*l).is_some())
+        .ok_or_else(too_large)?;
+    header[sd..sd + 4].copy_from_slice(&table_off.to_le_bytes());
+    header[sd + 4..sd + 8].copy_from_slice(&table_len.to_le_bytes());
     let cks_off = img.headers.checksum_offset();
     let keep_zero_checksum = img.headers.checksum == 0;
 
@@ -497,6 +521,9 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
     if first.rest.iter().any(|&b| b != 0) {
         return Err(m("non-zero bytes after the PKCS#7 structure"));
     }
+    // The der crate sorts every decoded SET OF in quadratic time: bound the element counts
+    // (and so the certificate count) and the size first.
+    der_lite::check_shape(&pkcs7[..der_len], MAX_SIGNATURE_LEN).map_err(SignError::Shape)?;
     let ci = ContentInfo::from_der(&pkcs7[..der_len])
         .map_err(|e| SignError::Malformed(e.to_string()))?;
     if ci.content_type != ID_SIGNED_DATA {
