@@ -16,6 +16,8 @@ mod der_lite;
 pub mod eventlog;
 pub mod firmware;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod keys;
 pub mod luks;

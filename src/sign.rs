@@ -219,14 +219,14 @@ pub fn authenticode_signature(
 
 /// A reader over the first `data_len` bytes of a file followed by zeros up to `padded_len`:
 /// the image as a signer sees it after padding to 8 bytes.
-struct PaddedImage<'a> {
-    file: &'a mut File,
+struct PaddedImage<'a, R> {
+    file: &'a mut R,
     data_len: u64,
     padded_len: u64,
     pos: u64,
 }
 
-impl Read for PaddedImage<'_> {
+impl<R: Read + Seek> Read for PaddedImage<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.padded_len {
             return Ok(0);
@@ -245,7 +245,7 @@ impl Read for PaddedImage<'_> {
     }
 }
 
-impl Seek for PaddedImage<'_> {
+impl<R: Read + Seek> Seek for PaddedImage<'_, R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let new = match to {
             SeekFrom::Start(p) => Some(p),
@@ -267,7 +267,7 @@ struct SignableImage {
     existing: Vec<WinCertificate>,
 }
 
-fn signable_image(f: &mut File) -> Result<SignableImage, SignError> {
+fn signable_image<R: Read + Seek>(f: &mut R) -> Result<SignableImage, SignError> {
     let (headers, header_bytes) = PeHeaders::read(f)?;
     if headers.data_directories.len() <= DIR_SECURITY {
         return Err(SignError::NoSecurityDirectory(
@@ -298,7 +298,11 @@ fn signable_image(f: &mut File) -> Result<SignableImage, SignError> {
     })
 }
 
-fn signable_digest(f: &mut File, img: &SignableImage, alg: HashAlg) -> Result<Digest, SignError> {
+fn signable_digest<R: Read + Seek>(
+    f: &mut R,
+    img: &SignableImage,
+    alg: HashAlg,
+) -> Result<Digest, SignError> {
     let mut r = PaddedImage {
         file: f,
         data_len: img.image_len,
@@ -769,11 +773,20 @@ pub fn verify_file(
     trusted: Option<&Certificate>,
 ) -> Result<VerifyReport, SignError> {
     let mut f = File::open(path)?;
-    let (headers, _) = PeHeaders::read(&mut f)?;
+    verify_reader(&mut f, detached, trusted)
+}
+
+/// [`verify_file`] on an open image (a file, or a `Cursor` over bytes in memory).
+pub fn verify_reader<R: Read + Seek>(
+    f: &mut R,
+    detached: Option<&[u8]>,
+    trusted: Option<&Certificate>,
+) -> Result<VerifyReport, SignError> {
+    let (headers, _) = PeHeaders::read(f)?;
     let blobs: Vec<Vec<u8>> = match detached {
         Some(d) => vec![d.to_vec()],
         None => {
-            let certs = authenticode::read_certificates(&mut f, &headers)?;
+            let certs = authenticode::read_certificates(f, &headers)?;
             if certs.is_empty() {
                 return Err(SignError::Unsigned);
             }
@@ -783,11 +796,11 @@ pub fn verify_file(
     let mut image_digest = |alg: HashAlg| -> Result<Digest, SignError> {
         // Signed file: hash as the firmware does. Detached: as a signer does (padded to 8).
         if detached.is_none() {
-            let mut d = authenticode::image_digests_with_headers(&mut f, &headers, &[alg])?;
+            let mut d = authenticode::image_digests_with_headers(f, &headers, &[alg])?;
             return d.pop().ok_or_else(|| SignError::Encode("no digest".into()));
         }
-        let img = signable_image(&mut f)?;
-        signable_digest(&mut f, &img, alg)
+        let img = signable_image(f)?;
+        signable_digest(f, &img, alg)
     };
     let sha256 = image_digest(HashAlg::Sha256)?;
     let mut cache = vec![sha256.clone()];

@@ -1355,17 +1355,22 @@ pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, UkiError
 /// ```
 pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
     let mut f = File::open(path).map_err(input_err(path))?;
-    let (h, _) = PeHeaders::read(&mut f)?;
-    let auth = authenticode::image_digests_with_headers(&mut f, &h, &[HashAlg::Sha256])?
+    inspect_reader(&mut f)
+}
+
+/// [`inspect`] on an open image (a file, or a `Cursor` over bytes in memory).
+pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, UkiError> {
+    let (h, _) = PeHeaders::read(f)?;
+    let auth = authenticode::image_digests_with_headers(f, &h, &[HashAlg::Sha256])?
         .pop()
         .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
     let mut sections = Vec::new();
     let mut stub_version = None;
     for s in &h.sections {
         let name = s.name.as_str();
-        let d = section_memory_digests(&mut f, s, &[HashAlg::Sha256])?;
+        let d = section_memory_digests(f, s, &[HashAlg::Sha256])?;
         let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
-            let b = pe::read_section_memory(&mut f, s)?;
+            let b = pe::read_section_memory(f, s)?;
             Some(
                 String::from_utf8_lossy(&b)
                     .trim_end_matches('\0')
@@ -1387,7 +1392,7 @@ pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
             text,
         });
     }
-    let signatures = sign::describe_signatures(&mut f, &h, &auth)?;
+    let signatures = sign::describe_signatures(f, &h, &auth)?;
     Ok(UkiInfo {
         size: h.file_len,
         stub_version,
