@@ -452,6 +452,12 @@ impl EventLog {
                         offset: at,
                         reason: format!("digest algorithm {alg_id:#06x} is not in the header"),
                     })?;
+                if digests.iter().any(|d: &EventDigest| d.alg_id == alg_id) {
+                    return Err(EventLogError::Malformed {
+                        offset: at,
+                        reason: format!("two digests of algorithm {alg_id:#06x}"),
+                    });
+                }
                 let bytes = r.take(size, "digest", at)?.to_vec();
                 digests.push(EventDigest { alg_id, bytes });
             }
@@ -592,6 +598,17 @@ fn parse_spec_id(d: &[u8], base: usize) -> Result<SpecIdEvent, EventLogError> {
             return Err(EventLogError::Malformed {
                 offset: base,
                 reason: format!("digest size {digest_size} for algorithm {alg_id:#06x} is absurd"),
+            });
+        }
+        // Each bank once (PFP §10.4.5.1 lists the active banks): repeats would multiply the
+        // per-event work (data checks hash the data once per digest).
+        if algorithms
+            .iter()
+            .any(|a: &AlgorithmSize| a.alg_id == alg_id)
+        {
+            return Err(EventLogError::Malformed {
+                offset: base,
+                reason: format!("algorithm {alg_id:#06x} is listed twice"),
             });
         }
         if let Some(known) = HashAlg::from_tpm_alg_id(alg_id) {
