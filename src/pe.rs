@@ -671,6 +671,97 @@ mod tests {
         assert!(SectionName::new("a b").is_err());
     }
 
+    /// A PE32+ image with 16 data directories, 0x400-byte headers and these sections
+    /// (name, VirtualSize, VirtualAddress, SizeOfRawData, PointerToRawData), file data zeros.
+    fn image(size_of_image: u32, sections: &[(&str, u32, u32, u32, u32)]) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        b[0x40..0x44].copy_from_slice(b"PE\0\0");
+        let coff = 0x44;
+        b[coff + 2..coff + 4].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        b[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
+        let opt = coff + 20;
+        b[opt..opt + 2].copy_from_slice(&PE32_PLUS_MAGIC.to_le_bytes());
+        b[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
+        b[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes());
+        b[opt + 56..opt + 60].copy_from_slice(&size_of_image.to_le_bytes());
+        b[opt + 60..opt + 64].copy_from_slice(&0x400u32.to_le_bytes());
+        b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
+        let mut end = 0x400u64;
+        for (i, (name, vs, va, raw, ptr)) in sections.iter().enumerate() {
+            let sh = SectionHeader {
+                name: SectionName::new(name).unwrap(),
+                virtual_size: *vs,
+                virtual_address: *va,
+                size_of_raw_data: *raw,
+                pointer_to_raw_data: *ptr,
+                characteristics: 0,
+            };
+            let o = opt + 240 + i * SECTION_HEADER_LEN;
+            b[o..o + SECTION_HEADER_LEN].copy_from_slice(&sh.to_bytes());
+            end = end.max(sh.raw_end());
+        }
+        b.resize(end as usize, 0);
+        b
+    }
+
+    fn parse(b: &[u8]) -> Result<PeHeaders, PeError> {
+        PeHeaders::parse(b, b.len() as u64)
+    }
+
+    #[test]
+    fn section_memory_claims_are_bounded() {
+        let fill = MAX_SECTION_ZERO_FILL as u32;
+        // Positive control: zero fill up to the limit, inside SizeOfImage.
+        let ok = image(
+            0x2000 + fill,
+            &[(".bss", 0x200 + fill, 0x1000, 0x200, 0x200)],
+        );
+        assert!(parse(&ok).is_ok());
+        let b = image(
+            0x3000 + fill,
+            &[(".linux", 0x201 + fill, 0x1000, 0x200, 0x200)],
+        );
+        assert!(
+            matches!(parse(&b), Err(PeError::SectionZeroFill { ref name, .. }) if name == ".linux")
+        );
+        let b = image(0x1800, &[(".text", 0x1000, 0x1000, 0x200, 0x200)]);
+        assert!(
+            matches!(parse(&b), Err(PeError::SectionOutsideImage { ref name, end: 0x2000, .. }) if name == ".text")
+        );
+        let many: Vec<(&str, u32, u32, u32, u32)> =
+            (0..5).map(|_| (".bss", fill, 0x1000, 0, 0)).collect();
+        assert!(matches!(
+            parse(&image(0x2000 + fill, &many)),
+            Err(PeError::TotalZeroFill { .. })
+        ));
+        assert!(parse(&image(0x2000 + fill, &many[..4])).is_ok());
+    }
+
+    #[test]
+    fn sections_sharing_file_bytes_are_refused() {
+        let ok = image(
+            0x3000,
+            &[
+                (".a", 0x200, 0x1000, 0x200, 0x200),
+                (".b", 0x200, 0x2000, 0x200, 0x400),
+            ],
+        );
+        assert!(parse(&ok).is_ok());
+        let b = image(
+            0x3000,
+            &[
+                (".a", 0x200, 0x1000, 0x200, 0x200),
+                (".b", 0x200, 0x2000, 0x200, 0x3ff),
+            ],
+        );
+        assert!(matches!(
+            parse(&b),
+            Err(PeError::SectionOverlap { ref first, ref second, offset: 0x3ff }) if first == ".a" && second == ".b"
+        ));
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for len in 0..300 {
