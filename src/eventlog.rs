@@ -716,6 +716,47 @@ mod tests {
             Err(EventLogError::Malformed { .. })
         ));
     }
+
+    fn sha256_event(log: &mut Vec<u8>, digests: usize) {
+        log.extend_from_slice(&7u32.to_le_bytes());
+        log.extend_from_slice(&4u32.to_le_bytes());
+        log.extend_from_slice(&(digests as u32).to_le_bytes());
+        for _ in 0..digests {
+            log.extend_from_slice(&0x000Bu16.to_le_bytes());
+            log.extend_from_slice(&[7u8; 32]);
+        }
+        log.extend_from_slice(&0u32.to_le_bytes());
+    }
+
+    #[test]
+    fn banks_are_listed_and_digested_once() {
+        let twice = header(&[(0x000B, 32), (0x000B, 32)]);
+        assert!(
+            matches!(EventLog::parse(&twice), Err(EventLogError::Malformed { ref reason, .. }) if reason.contains("listed twice"))
+        );
+        let mut log = header(&[(0x0004, 20), (0x000B, 32)]);
+        let mut good = log.clone();
+        sha256_event(&mut good, 1);
+        assert_eq!(EventLog::parse(&good).map(|l| l.events.len()), Ok(1));
+        sha256_event(&mut log, 2);
+        assert!(
+            matches!(EventLog::parse(&log), Err(EventLogError::Malformed { ref reason, .. }) if reason.contains("two digests"))
+        );
+    }
+
+    #[test]
+    fn zero_events_then_padding() {
+        // Zero-length events (16 zero bytes each) count as events while something follows
+        // them; trailing zeros end the log.
+        let mut log = header(&[(0x000B, 32)]);
+        log.extend_from_slice(&[0u8; 16 * 1000]);
+        let mut with_tail = log.clone();
+        sha256_event(&mut with_tail, 1);
+        let parsed = EventLog::parse(&with_tail).unwrap();
+        assert_eq!(parsed.events.len(), 1001);
+        assert_eq!(parsed.events[1000].pcr, 7);
+        assert!(EventLog::parse(&log).unwrap().events.is_empty());
+    }
 }
 
 /// Whether an event's data hashes to its digests.
