@@ -26,6 +26,9 @@ pub const WIN_CERT_REVISION_2_0: u16 = 0x0200;
 pub const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
 /// Size of the WIN_CERTIFICATE header (dwLength, wRevision, wCertificateType).
 pub const WIN_CERT_HEADER_LEN: usize = 8;
+/// Most WIN_CERTIFICATE entries read from one image. Signed images carry one to a few (one
+/// per signing key during a rotation); every entry costs a signature check per trust anchor.
+pub const MAX_WIN_CERTIFICATES: usize = 64;
 
 /// Errors computing the image hash or reading the certificate table.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +85,17 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
         .collect();
     sections.sort_by_key(|s| s.pointer_to_raw_data);
     let mut sum = soh;
+    let mut prev_end = 0u64;
     for s in sections {
+        // PeHeaders::parse refuses shared file bytes; headers built by hand must not slip
+        // past it, or hashing would cost sections × file size.
+        if u64::from(s.pointer_to_raw_data) < prev_end {
+            return Err(layout(format!(
+                "section {} overlaps the previous section's file data",
+                s.name
+            )));
+        }
+        prev_end = s.raw_end();
         ranges.push(u64::from(s.pointer_to_raw_data)..s.raw_end());
         sum += u64::from(s.size_of_raw_data);
     }
@@ -230,6 +243,11 @@ pub fn read_certificates<R: Read + Seek>(
         let cert_type = u16::from_le_bytes([table[pos + 6], table[pos + 7]]);
         if len < WIN_CERT_HEADER_LEN || len > table.len() - pos {
             return Err(bad(format!("dwLength {len} does not fit the table")));
+        }
+        if out.len() == MAX_WIN_CERTIFICATES {
+            return Err(bad(format!(
+                "more than {MAX_WIN_CERTIFICATES} WIN_CERTIFICATE entries"
+            )));
         }
         out.push(WinCertificate {
             offset,

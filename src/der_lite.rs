@@ -73,6 +73,104 @@ pub fn expect(buf: &[u8], tag: u8) -> Option<Tlv<'_>> {
     read(buf).filter(|t| t.tag == tag)
 }
 
+/// Why a DER structure was refused before decoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DerShapeError {
+    /// Larger than the caller's limit.
+    #[error("{len} bytes of DER, more than the {max}-byte limit")]
+    TooLong {
+        /// The length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a sequence of definite-length, single-byte-tag TLVs.
+    #[error("malformed DER at offset {offset}")]
+    Malformed {
+        /// Offset of the bad TLV.
+        offset: usize,
+    },
+    /// Nested deeper than [`MAX_DEPTH`].
+    #[error("DER nested deeper than {max} levels at offset {offset}")]
+    TooDeep {
+        /// Offset of the element.
+        offset: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `SET OF` (or an implicitly tagged one, such as CMS `certificates [0]`) with more
+    /// elements than [`MAX_SET_ELEMENTS`].
+    #[error("DER SET at offset {offset} has more than {max} elements")]
+    SetTooLarge {
+        /// Offset of the SET.
+        offset: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Most elements accepted in one `SET OF`. The `der` crate sorts a decoded `SET OF` by
+/// insertion sort, re-encoding both elements for every comparison (X.690 §11.6 order), so
+/// its cost grows with the square of the count. Authenticode signatures carry a handful of
+/// certificates; an RDN has one or two attributes.
+pub const MAX_SET_ELEMENTS: usize = 64;
+/// Deepest nesting accepted (a certificate is about 8 levels deep, a PKCS#7 with a
+/// countersignature about 20).
+pub const MAX_DEPTH: usize = 48;
+
+/// Check, in time linear in `buf.len()`, that `buf` is a well-formed run of DER TLVs no longer
+/// than `max_len`, nested at most [`MAX_DEPTH`] deep, with no `SET` or context-specific
+/// constructed element holding more than [`MAX_SET_ELEMENTS`] elements. Run before handing
+/// untrusted bytes to a decoder whose cost is not linear.
+pub fn check_shape(buf: &[u8], max_len: usize) -> Result<(), DerShapeError> {
+    if buf.len() > max_len {
+        return Err(DerShapeError::TooLong {
+            len: buf.len(),
+            max: max_len,
+        });
+    }
+    walk(buf, 0, 0, None)
+}
+
+fn walk(
+    mut buf: &[u8],
+    base: usize,
+    depth: usize,
+    set_at: Option<usize>,
+) -> Result<(), DerShapeError> {
+    let mut pos = base;
+    let mut count = 0usize;
+    while !buf.is_empty() {
+        let t = read(buf).ok_or(DerShapeError::Malformed { offset: pos })?;
+        count += 1;
+        if let Some(offset) = set_at {
+            if count > MAX_SET_ELEMENTS {
+                return Err(DerShapeError::SetTooLarge {
+                    offset,
+                    max: MAX_SET_ELEMENTS,
+                });
+            }
+        }
+        let header = buf.len() - t.rest.len() - t.content.len();
+        if t.tag & 0x20 != 0 {
+            if depth >= MAX_DEPTH {
+                return Err(DerShapeError::TooDeep {
+                    offset: pos,
+                    max: MAX_DEPTH,
+                });
+            }
+            // SET (0x31) and context-specific constructed tags ([n] IMPLICIT SET OF, as CMS
+            // certificates and attributes) are the ones the decoder sorts.
+            let counted = t.tag == 0x31 || t.tag & 0xe0 == 0xa0;
+            walk(t.content, pos + header, depth + 1, counted.then_some(pos))?;
+        }
+        pos += header + t.content.len();
+        buf = t.rest;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +188,38 @@ mod tests {
         assert!(read(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_none());
         assert!(read(&[0x30, 0x05, 1]).is_none());
         assert!(read(&[]).is_none());
+    }
+
+    #[test]
+    fn shape_limits() {
+        let cert_like = seq(&[&tlv(0x31, &tlv(0x02, &[1])), &tlv(0x04, b"x")]);
+        assert_eq!(check_shape(&cert_like, 1 << 20), Ok(()));
+        assert!(matches!(
+            check_shape(&cert_like, 4),
+            Err(DerShapeError::TooLong { .. })
+        ));
+        let elems: Vec<Vec<u8>> = (0..=MAX_SET_ELEMENTS as u8)
+            .map(|i| tlv(0x02, &[i]))
+            .collect();
+        let refs: Vec<&[u8]> = elems.iter().map(Vec::as_slice).collect();
+        let big = tlv(0xa0, &refs.concat());
+        assert!(matches!(
+            check_shape(&big, 1 << 20),
+            Err(DerShapeError::SetTooLarge { offset: 0, .. })
+        ));
+        let ok = tlv(0xa0, &refs[1..].concat());
+        assert_eq!(check_shape(&ok, 1 << 20), Ok(()));
+        let mut deep = tlv(0x05, &[]);
+        for _ in 0..=MAX_DEPTH {
+            deep = seq(&[&deep]);
+        }
+        assert!(matches!(
+            check_shape(&deep, 1 << 20),
+            Err(DerShapeError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            check_shape(&[0x30, 0x05, 0x02], 1 << 20),
+            Err(DerShapeError::Malformed { offset: 0 })
+        ));
     }
 }

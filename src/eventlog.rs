@@ -419,12 +419,12 @@ impl EventLog {
         let header_data = r.take(size, "Spec ID event", 32)?.to_vec();
         let spec_id = parse_spec_id(&header_data, 32)?;
 
+        // Trailing zero bytes end the log: find where they start once, so that the loop stays
+        // linear (a rescan of the rest before every event was quadratic on many zero events).
+        let content_end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let mut events = Vec::new();
-        while r.pos < buf.len() {
+        while r.pos < content_end {
             let at = r.pos;
-            if buf[at..].iter().all(|&b| b == 0) {
-                break;
-            }
             let pcr = r.u32("pcrIndex", at)?;
             if pcr == 0xFFFF_FFFF {
                 break;
@@ -452,6 +452,12 @@ impl EventLog {
                         offset: at,
                         reason: format!("digest algorithm {alg_id:#06x} is not in the header"),
                     })?;
+                if digests.iter().any(|d: &EventDigest| d.alg_id == alg_id) {
+                    return Err(EventLogError::Malformed {
+                        offset: at,
+                        reason: format!("two digests of algorithm {alg_id:#06x}"),
+                    });
+                }
                 let bytes = r.take(size, "digest", at)?.to_vec();
                 digests.push(EventDigest { alg_id, bytes });
             }
@@ -594,6 +600,17 @@ fn parse_spec_id(d: &[u8], base: usize) -> Result<SpecIdEvent, EventLogError> {
                 reason: format!("digest size {digest_size} for algorithm {alg_id:#06x} is absurd"),
             });
         }
+        // Each bank once (PFP §10.4.5.1 lists the active banks): repeats would multiply the
+        // per-event work (data checks hash the data once per digest).
+        if algorithms
+            .iter()
+            .any(|a: &AlgorithmSize| a.alg_id == alg_id)
+        {
+            return Err(EventLogError::Malformed {
+                offset: base,
+                reason: format!("algorithm {alg_id:#06x} is listed twice"),
+            });
+        }
         if let Some(known) = HashAlg::from_tpm_alg_id(alg_id) {
             if known.output_len() != usize::from(digest_size) {
                 return Err(EventLogError::Malformed {
@@ -698,6 +715,47 @@ mod tests {
             EventLog::parse(&big),
             Err(EventLogError::Malformed { .. })
         ));
+    }
+
+    fn sha256_event(log: &mut Vec<u8>, digests: usize) {
+        log.extend_from_slice(&7u32.to_le_bytes());
+        log.extend_from_slice(&4u32.to_le_bytes());
+        log.extend_from_slice(&(digests as u32).to_le_bytes());
+        for _ in 0..digests {
+            log.extend_from_slice(&0x000Bu16.to_le_bytes());
+            log.extend_from_slice(&[7u8; 32]);
+        }
+        log.extend_from_slice(&0u32.to_le_bytes());
+    }
+
+    #[test]
+    fn banks_are_listed_and_digested_once() {
+        let twice = header(&[(0x000B, 32), (0x000B, 32)]);
+        assert!(
+            matches!(EventLog::parse(&twice), Err(EventLogError::Malformed { ref reason, .. }) if reason.contains("listed twice"))
+        );
+        let mut log = header(&[(0x0004, 20), (0x000B, 32)]);
+        let mut good = log.clone();
+        sha256_event(&mut good, 1);
+        assert_eq!(EventLog::parse(&good).map(|l| l.events.len()), Ok(1));
+        sha256_event(&mut log, 2);
+        assert!(
+            matches!(EventLog::parse(&log), Err(EventLogError::Malformed { ref reason, .. }) if reason.contains("two digests"))
+        );
+    }
+
+    #[test]
+    fn zero_events_then_padding() {
+        // Zero-length events (16 zero bytes each) count as events while something follows
+        // them; trailing zeros end the log.
+        let mut log = header(&[(0x000B, 32)]);
+        log.extend_from_slice(&[0u8; 16 * 1000]);
+        let mut with_tail = log.clone();
+        sha256_event(&mut with_tail, 1);
+        let parsed = EventLog::parse(&with_tail).unwrap();
+        assert_eq!(parsed.events.len(), 1001);
+        assert_eq!(parsed.events[1000].pcr, 7);
+        assert!(EventLog::parse(&log).unwrap().events.is_empty());
     }
 }
 

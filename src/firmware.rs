@@ -386,11 +386,10 @@ pub fn authorizing_db_entry(
     image: &std::path::Path,
     db: &[SignatureData],
 ) -> Option<SignatureData> {
-    use der::Decode;
     let certs: Vec<(usize, x509_cert::Certificate)> = db
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| Some((i, x509_cert::Certificate::from_der(&e.data).ok()?)))
+        .filter_map(|(i, e)| Some((i, crate::keys::certificate_from_bytes(&e.data, "db").ok()?)))
         .collect();
     let anchors: Vec<x509_cert::Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
     let hit = crate::sign::first_trusting_anchor(image, &anchors).ok()??;

@@ -57,6 +57,13 @@ pub enum KeyError {
     Sign(String),
 }
 
+/// Largest certificate accepted, checked before decoding (real ones are 1–2 KiB; a
+/// certificate with thousands of RDN attributes would make the decoder's SET sorting
+/// quadratic); checked by `der_lite::check_shape`.
+pub const MAX_CERT_LEN: usize = 64 << 10;
+/// Largest private key DER accepted (an RSA-8192 PKCS#8 key is about 4.8 KiB).
+pub const MAX_KEY_LEN: usize = 16 << 10;
+
 /// One PEM block.
 struct PemBlock {
     label: String,
@@ -189,9 +196,19 @@ impl SigningKey {
 
     /// Load from PEM or DER bytes; `what` names the source in errors.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self, KeyError> {
+        let shape = |der: &[u8]| {
+            crate::der_lite::check_shape(der, MAX_KEY_LEN).map_err(|e| KeyError::BadKey {
+                what: what.into(),
+                reason: e.to_string(),
+            })
+        };
         if is_pem(bytes) {
             let blocks = pem_blocks(bytes);
             for b in &blocks {
+                match b.label.as_str() {
+                    "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => shape(&b.der)?,
+                    _ => {}
+                }
                 match b.label.as_str() {
                     "PRIVATE KEY" => return Self::from_pkcs8(&b.der, what),
                     "RSA PRIVATE KEY" => return Self::from_pkcs1(&b.der, what),
@@ -205,6 +222,7 @@ impl SigningKey {
                 reason: "no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block".into(),
             });
         }
+        shape(bytes)?;
         Self::from_pkcs8(bytes, what)
             .or_else(|_| Self::from_pkcs1(bytes, what))
             .or_else(|_| Self::from_sec1(bytes, what))
@@ -380,8 +398,10 @@ pub fn certificate_from_bytes(bytes: &[u8], what: &str) -> Result<Certificate, K
             .iter()
             .find(|b| b.label == "CERTIFICATE")
             .ok_or_else(|| bad("no CERTIFICATE PEM block".into()))?;
+        crate::der_lite::check_shape(&b.der, MAX_CERT_LEN).map_err(|e| bad(e.to_string()))?;
         return Certificate::from_der(&b.der).map_err(|e| bad(e.to_string()));
     }
+    crate::der_lite::check_shape(bytes, MAX_CERT_LEN).map_err(|e| bad(e.to_string()))?;
     Certificate::from_der(bytes).map_err(|e| bad(e.to_string()))
 }
 

@@ -16,6 +16,8 @@ mod der_lite;
 pub mod eventlog;
 pub mod firmware;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod keys;
 pub mod luks;
@@ -28,3 +30,5 @@ pub mod sign;
 pub mod token;
 pub mod tpm;
 pub mod uki;
+
+pub use der_lite::DerShapeError;

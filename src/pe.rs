@@ -24,6 +24,15 @@ pub const DIR_SECURITY: usize = 4;
 pub const DIR_BASERELOC: usize = 5;
 /// Upper bound on header bytes we are willing to read (defends against absurd SizeOfHeaders).
 const MAX_HEADER_LEN: u64 = 16 * 1024 * 1024;
+/// How far one section's VirtualSize may exceed its SizeOfRawData: the zero fill a loader adds
+/// (`.bss`). Every reader of section memory (inspect, PCR 11 prediction, `.sdmagic`) hashes or
+/// allocates VirtualSize bytes, so an unbounded claim would let a 1 KiB file cost gigabytes.
+/// Real images stay far below: the x86 and arm64 kernels' zero fill (decompressor heap, `.bss`)
+/// is a few MiB, systemd-stub's a few KiB.
+pub const MAX_SECTION_ZERO_FILL: u64 = 16 << 20;
+/// Bound on the zero fill of all sections together (sections may claim the same memory, so
+/// the per-section bound alone does not bound the work).
+pub const MAX_TOTAL_ZERO_FILL: u64 = 64 << 20;
 
 /// Section characteristics (pecoff "Section Flags").
 pub mod scn {
@@ -64,6 +73,47 @@ pub enum PeError {
     /// A header field has an impossible value.
     #[error("malformed PE header: {0}")]
     Malformed(String),
+    /// A section claims more memory than its file data plus [`MAX_SECTION_ZERO_FILL`].
+    #[error("section {name}: VirtualSize {virtual_size:#x} exceeds SizeOfRawData {raw_size:#x} by more than the {limit:#x}-byte zero-fill limit")]
+    SectionZeroFill {
+        /// The section.
+        name: String,
+        /// Its VirtualSize.
+        virtual_size: u32,
+        /// Its SizeOfRawData.
+        raw_size: u32,
+        /// [`MAX_SECTION_ZERO_FILL`].
+        limit: u64,
+    },
+    /// The sections' zero fill together exceeds [`MAX_TOTAL_ZERO_FILL`].
+    #[error("sections claim {total:#x} bytes of zero fill in total, more than the {limit:#x}-byte limit")]
+    TotalZeroFill {
+        /// The sum over all sections.
+        total: u64,
+        /// [`MAX_TOTAL_ZERO_FILL`].
+        limit: u64,
+    },
+    /// A section ends past SizeOfImage (the PE loader of EDK2 refuses such images too).
+    #[error("section {name}: ends in memory at {end:#x}, past SizeOfImage {size_of_image:#x}")]
+    SectionOutsideImage {
+        /// The section.
+        name: String,
+        /// VirtualAddress + VirtualSize.
+        end: u64,
+        /// SizeOfImage.
+        size_of_image: u32,
+    },
+    /// Two sections share file bytes: the Authenticode hash would count them twice (and
+    /// thousands of such headers would make hashing cost sections × file size).
+    #[error("sections {first} and {second} overlap in the file at offset {offset:#x}")]
+    SectionOverlap {
+        /// The section that starts first.
+        first: String,
+        /// The section that starts inside it.
+        second: String,
+        /// Where the second starts.
+        offset: u32,
+    },
 }
 
 fn malformed(msg: impl Into<String>) -> PeError {
@@ -353,8 +403,10 @@ impl PeHeaders {
                     len: file_len,
                 });
             }
+            check_section_memory(&sh, size_of_image)?;
             sections.push(sh);
         }
+        check_section_layout(&sections)?;
         Ok(PeHeaders {
             kind,
             pe_offset,
@@ -468,6 +520,59 @@ impl PeHeaders {
     }
 }
 
+/// One section's memory claim: bounded zero fill, inside SizeOfImage.
+fn check_section_memory(s: &SectionHeader, size_of_image: u32) -> Result<(), PeError> {
+    let fill = u64::from(s.virtual_size).saturating_sub(u64::from(s.size_of_raw_data));
+    if fill > MAX_SECTION_ZERO_FILL {
+        return Err(PeError::SectionZeroFill {
+            name: s.name.as_str(),
+            virtual_size: s.virtual_size,
+            raw_size: s.size_of_raw_data,
+            limit: MAX_SECTION_ZERO_FILL,
+        });
+    }
+    if s.virtual_end() > u64::from(size_of_image) {
+        return Err(PeError::SectionOutsideImage {
+            name: s.name.as_str(),
+            end: s.virtual_end(),
+            size_of_image,
+        });
+    }
+    Ok(())
+}
+
+/// The sections together: bounded total zero fill, no shared file bytes. After this, hashing
+/// every section's memory costs at most the file size plus [`MAX_TOTAL_ZERO_FILL`].
+fn check_section_layout(sections: &[SectionHeader]) -> Result<(), PeError> {
+    let total: u64 = sections
+        .iter()
+        .map(|s| u64::from(s.virtual_size).saturating_sub(u64::from(s.size_of_raw_data)))
+        .sum();
+    if total > MAX_TOTAL_ZERO_FILL {
+        return Err(PeError::TotalZeroFill {
+            total,
+            limit: MAX_TOTAL_ZERO_FILL,
+        });
+    }
+    let mut raw: Vec<&SectionHeader> = sections
+        .iter()
+        .filter(|s| s.size_of_raw_data != 0)
+        .collect();
+    raw.sort_by_key(|s| s.pointer_to_raw_data);
+    for w in raw.windows(2) {
+        if let [a, b] = w {
+            if u64::from(b.pointer_to_raw_data) < a.raw_end() {
+                return Err(PeError::SectionOverlap {
+                    first: a.name.as_str(),
+                    second: b.name.as_str(),
+                    offset: b.pointer_to_raw_data,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Round `v` up to a multiple of `align` (a power of two).
 pub fn align_up(v: u64, align: u64) -> u64 {
     debug_assert!(align.is_power_of_two());
@@ -564,6 +669,97 @@ mod tests {
         ));
         assert!(SectionName::new("").is_err());
         assert!(SectionName::new("a b").is_err());
+    }
+
+    /// A PE32+ image with 16 data directories, 0x400-byte headers and these sections
+    /// (name, VirtualSize, VirtualAddress, SizeOfRawData, PointerToRawData), file data zeros.
+    fn image(size_of_image: u32, sections: &[(&str, u32, u32, u32, u32)]) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        b[0x40..0x44].copy_from_slice(b"PE\0\0");
+        let coff = 0x44;
+        b[coff + 2..coff + 4].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        b[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
+        let opt = coff + 20;
+        b[opt..opt + 2].copy_from_slice(&PE32_PLUS_MAGIC.to_le_bytes());
+        b[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
+        b[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes());
+        b[opt + 56..opt + 60].copy_from_slice(&size_of_image.to_le_bytes());
+        b[opt + 60..opt + 64].copy_from_slice(&0x400u32.to_le_bytes());
+        b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
+        let mut end = 0x400u64;
+        for (i, (name, vs, va, raw, ptr)) in sections.iter().enumerate() {
+            let sh = SectionHeader {
+                name: SectionName::new(name).unwrap(),
+                virtual_size: *vs,
+                virtual_address: *va,
+                size_of_raw_data: *raw,
+                pointer_to_raw_data: *ptr,
+                characteristics: 0,
+            };
+            let o = opt + 240 + i * SECTION_HEADER_LEN;
+            b[o..o + SECTION_HEADER_LEN].copy_from_slice(&sh.to_bytes());
+            end = end.max(sh.raw_end());
+        }
+        b.resize(end as usize, 0);
+        b
+    }
+
+    fn parse(b: &[u8]) -> Result<PeHeaders, PeError> {
+        PeHeaders::parse(b, b.len() as u64)
+    }
+
+    #[test]
+    fn section_memory_claims_are_bounded() {
+        let fill = MAX_SECTION_ZERO_FILL as u32;
+        // Positive control: zero fill up to the limit, inside SizeOfImage.
+        let ok = image(
+            0x2000 + fill,
+            &[(".bss", 0x200 + fill, 0x1000, 0x200, 0x200)],
+        );
+        assert!(parse(&ok).is_ok());
+        let b = image(
+            0x3000 + fill,
+            &[(".linux", 0x201 + fill, 0x1000, 0x200, 0x200)],
+        );
+        assert!(
+            matches!(parse(&b), Err(PeError::SectionZeroFill { ref name, .. }) if name == ".linux")
+        );
+        let b = image(0x1800, &[(".text", 0x1000, 0x1000, 0x200, 0x200)]);
+        assert!(
+            matches!(parse(&b), Err(PeError::SectionOutsideImage { ref name, end: 0x2000, .. }) if name == ".text")
+        );
+        let many: Vec<(&str, u32, u32, u32, u32)> =
+            (0..5).map(|_| (".bss", fill, 0x1000, 0, 0)).collect();
+        assert!(matches!(
+            parse(&image(0x2000 + fill, &many)),
+            Err(PeError::TotalZeroFill { .. })
+        ));
+        assert!(parse(&image(0x2000 + fill, &many[..4])).is_ok());
+    }
+
+    #[test]
+    fn sections_sharing_file_bytes_are_refused() {
+        let ok = image(
+            0x3000,
+            &[
+                (".a", 0x200, 0x1000, 0x200, 0x200),
+                (".b", 0x200, 0x2000, 0x200, 0x400),
+            ],
+        );
+        assert!(parse(&ok).is_ok());
+        let b = image(
+            0x3000,
+            &[
+                (".a", 0x200, 0x1000, 0x200, 0x200),
+                (".b", 0x200, 0x2000, 0x200, 0x3ff),
+            ],
+        );
+        assert!(matches!(
+            parse(&b),
+            Err(PeError::SectionOverlap { ref first, ref second, offset: 0x3ff }) if first == ".a" && second == ".b"
+        ));
     }
 
     #[test]

@@ -76,7 +76,22 @@ pub enum SignError {
     /// The image has no signature.
     #[error("the image is not signed (no certificate table)")]
     Unsigned,
+    /// The signed image would not fit PE's 32-bit certificate table offset and size
+    /// (pecoff "The Attribute Certificate Table").
+    #[error("the signed image would be {len} bytes; the certificate table must end below 4 GiB")]
+    TooLarge {
+        /// The length the output would have.
+        len: u64,
+    },
+    /// A signature refused before decoding: too large, too deep, or a SET (certificates,
+    /// attributes) with too many elements.
+    #[error("Authenticode signature refused before decoding: {0}")]
+    Shape(#[source] crate::der_lite::DerShapeError),
 }
+
+/// Largest PKCS#7 signature decoded. Authenticode signatures with a chain of a few
+/// certificates and a timestamp countersignature are under 20 KiB.
+pub const MAX_SIGNATURE_LEN: usize = 1 << 20;
 
 fn enc_err(e: der::Error) -> SignError {
     SignError::Encode(e.to_string())
@@ -204,14 +219,14 @@ pub fn authenticode_signature(
 
 /// A reader over the first `data_len` bytes of a file followed by zeros up to `padded_len`:
 /// the image as a signer sees it after padding to 8 bytes.
-struct PaddedImage<'a> {
-    file: &'a mut File,
+struct PaddedImage<'a, R> {
+    file: &'a mut R,
     data_len: u64,
     padded_len: u64,
     pos: u64,
 }
 
-impl Read for PaddedImage<'_> {
+impl<R: Read + Seek> Read for PaddedImage<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.padded_len {
             return Ok(0);
@@ -230,7 +245,7 @@ impl Read for PaddedImage<'_> {
     }
 }
 
-impl Seek for PaddedImage<'_> {
+impl<R: Read + Seek> Seek for PaddedImage<'_, R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let new = match to {
             SeekFrom::Start(p) => Some(p),
@@ -252,7 +267,7 @@ struct SignableImage {
     existing: Vec<WinCertificate>,
 }
 
-fn signable_image(f: &mut File) -> Result<SignableImage, SignError> {
+fn signable_image<R: Read + Seek>(f: &mut R) -> Result<SignableImage, SignError> {
     let (headers, header_bytes) = PeHeaders::read(f)?;
     if headers.data_directories.len() <= DIR_SECURITY {
         return Err(SignError::NoSecurityDirectory(
@@ -283,7 +298,11 @@ fn signable_image(f: &mut File) -> Result<SignableImage, SignError> {
     })
 }
 
-fn signable_digest(f: &mut File, img: &SignableImage, alg: HashAlg) -> Result<Digest, SignError> {
+fn signable_digest<R: Read + Seek>(
+    f: &mut R,
+    img: &SignableImage,
+    alg: HashAlg,
+) -> Result<Digest, SignError> {
     let mut r = PaddedImage {
         file: f,
         data_len: img.image_len,
@@ -340,6 +359,7 @@ impl PeChecksum {
         let mut s = self.sum;
         s = (s & 0xffff) + (s >> 16);
         s = (s & 0xffff) + (s >> 16);
+        // The PE checksum adds the file length modulo 2^32 (truncation intended).
         (s as u32 & 0xffff).wrapping_add(self.pos as u32)
     }
 }
@@ -376,8 +396,16 @@ pub fn sign_file(
     // Patched headers: certificate table location and size.
     let mut header = img.header_bytes.clone();
     let sd = img.headers.data_directory_offset(DIR_SECURITY);
-    header[sd..sd + 4].copy_from_slice(&(img.padded_len as u32).to_le_bytes());
-    header[sd + 4..sd + 8].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    let too_large = || SignError::TooLarge {
+        len: img.padded_len + table.len() as u64,
+    };
+    let table_off = u32::try_from(img.padded_len).map_err(|_| too_large())?;
+    let table_len = u32::try_from(table.len())
+        .ok()
+        .filter(|l| table_off.checked_add(*l).is_some())
+        .ok_or_else(too_large)?;
+    header[sd..sd + 4].copy_from_slice(&table_off.to_le_bytes());
+    header[sd + 4..sd + 8].copy_from_slice(&table_len.to_le_bytes());
     let cks_off = img.headers.checksum_offset();
     let keep_zero_checksum = img.headers.checksum == 0;
 
@@ -497,6 +525,9 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
     if first.rest.iter().any(|&b| b != 0) {
         return Err(m("non-zero bytes after the PKCS#7 structure"));
     }
+    // The der crate sorts every decoded SET OF in quadratic time: bound the element counts
+    // (and so the certificate count) and the size first.
+    der_lite::check_shape(&pkcs7[..der_len], MAX_SIGNATURE_LEN).map_err(SignError::Shape)?;
     let ci = ContentInfo::from_der(&pkcs7[..der_len])
         .map_err(|e| SignError::Malformed(e.to_string()))?;
     if ci.content_type != ID_SIGNED_DATA {
@@ -742,11 +773,20 @@ pub fn verify_file(
     trusted: Option<&Certificate>,
 ) -> Result<VerifyReport, SignError> {
     let mut f = File::open(path)?;
-    let (headers, _) = PeHeaders::read(&mut f)?;
+    verify_reader(&mut f, detached, trusted)
+}
+
+/// [`verify_file`] on an open image (a file, or a `Cursor` over bytes in memory).
+pub fn verify_reader<R: Read + Seek>(
+    f: &mut R,
+    detached: Option<&[u8]>,
+    trusted: Option<&Certificate>,
+) -> Result<VerifyReport, SignError> {
+    let (headers, _) = PeHeaders::read(f)?;
     let blobs: Vec<Vec<u8>> = match detached {
         Some(d) => vec![d.to_vec()],
         None => {
-            let certs = authenticode::read_certificates(&mut f, &headers)?;
+            let certs = authenticode::read_certificates(f, &headers)?;
             if certs.is_empty() {
                 return Err(SignError::Unsigned);
             }
@@ -756,11 +796,11 @@ pub fn verify_file(
     let mut image_digest = |alg: HashAlg| -> Result<Digest, SignError> {
         // Signed file: hash as the firmware does. Detached: as a signer does (padded to 8).
         if detached.is_none() {
-            let mut d = authenticode::image_digests_with_headers(&mut f, &headers, &[alg])?;
+            let mut d = authenticode::image_digests_with_headers(f, &headers, &[alg])?;
             return d.pop().ok_or_else(|| SignError::Encode("no digest".into()));
         }
-        let img = signable_image(&mut f)?;
-        signable_digest(&mut f, &img, alg)
+        let img = signable_image(f)?;
+        signable_digest(f, &img, alg)
     };
     let sha256 = image_digest(HashAlg::Sha256)?;
     let mut cache = vec![sha256.clone()];

@@ -165,6 +165,15 @@ pub enum UkiError {
         /// Its length.
         len: u64,
     },
+    /// The output would not fit PE's 32-bit file offsets (the certificate table offset and
+    /// every PointerToRawData are 32-bit, pecoff "Optional Header Data Directories").
+    #[error(
+        "the UKI would be {len} bytes; PE file offsets are 32-bit, so it must stay under 4 GiB"
+    )]
+    OutputTooLarge {
+        /// The length the output would have.
+        len: u64,
+    },
     /// Writing the output failed.
     #[error("writing {path}: {source}")]
     Output {
@@ -566,7 +575,12 @@ impl UkiBuilder {
                     let slot = &mut stub_data[start..end];
                     slot.fill(0);
                     slot[..bytes.len()].copy_from_slice(&bytes);
-                    s.virtual_size = bytes.len() as u32;
+                    // bytes.len() <= room <= SizeOfRawData, a u32.
+                    s.virtual_size =
+                        u32::try_from(bytes.len()).map_err(|_| UkiError::TooLarge {
+                            name: ".sbat".into(),
+                            len: bytes.len() as u64,
+                        })?;
                     sbat_placement = Some("in-place".to_string());
                     sbat_in_place = Some(bytes);
                 }
@@ -645,15 +659,19 @@ impl UkiBuilder {
         let (mut add_code, mut add_data) = (0u64, 0u64);
         for (name, _, len) in &sized {
             let raw = pe::align_up(*len, fa);
+            let too_large = || UkiError::TooLarge {
+                name: name.as_str(),
+                len: *len,
+            };
             let code = name.as_str() == ".linux";
             let sh = SectionHeader {
                 name: *name,
-                virtual_size: *len as u32,
+                virtual_size: u32::try_from(*len).map_err(|_| too_large())?,
                 virtual_address: u32::try_from(rva).map_err(|_| UkiError::TooLarge {
                     name: name.as_str(),
                     len: rva,
                 })?,
-                size_of_raw_data: raw as u32,
+                size_of_raw_data: u32::try_from(raw).map_err(|_| too_large())?,
                 pointer_to_raw_data: u32::try_from(file_off).map_err(|_| UkiError::TooLarge {
                     name: name.as_str(),
                     len: file_off,
@@ -679,11 +697,21 @@ impl UkiBuilder {
             len: rva,
         })?;
         let total_len = pe::align_up(file_off, 8);
+        // Refuse before writing anything: the certificate table offset (and the end of the last
+        // section) must fit 32 bits, or a signed image's directory would point elsewhere.
+        let total_len_u32 =
+            u32::try_from(total_len).map_err(|_| UkiError::OutputTooLarge { len: total_len })?;
 
         // Patch the header region.
         let mut hdr = stub_data[..headers.size_of_headers as usize].to_vec();
         let coff = headers.pe_offset + 4;
-        let nsec = (headers.sections.len() + new_headers.len()) as u16;
+        let nsec = u16::try_from(headers.sections.len() + new_headers.len()).map_err(|_| {
+            UkiError::NoHeaderRoom {
+                needed,
+                available,
+                per: SECTION_HEADER_LEN,
+            }
+        })?;
         hdr[coff + 2..coff + 4].copy_from_slice(&nsec.to_le_bytes());
         hdr[coff + 4..coff + 8].copy_from_slice(&self.timestamp.to_le_bytes());
         if stub.stripped_symbols {
@@ -772,8 +800,14 @@ impl UkiBuilder {
             let f = out.file();
             f.write_all(&entry).map_err(out_err)?;
             let mut dir = [0u8; 8];
-            dir[..4].copy_from_slice(&(total_len as u32).to_le_bytes());
-            dir[4..].copy_from_slice(&(entry.len() as u32).to_le_bytes());
+            let table_len = u32::try_from(entry.len())
+                .ok()
+                .filter(|l| total_len_u32.checked_add(*l).is_some())
+                .ok_or(UkiError::OutputTooLarge {
+                    len: total_len + entry.len() as u64,
+                })?;
+            dir[..4].copy_from_slice(&total_len_u32.to_le_bytes());
+            dir[4..].copy_from_slice(&table_len.to_le_bytes());
             f.seek(SeekFrom::Start(sd as u64)).map_err(out_err)?;
             f.write_all(&dir).map_err(out_err)?;
         }
@@ -1349,17 +1383,22 @@ pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, UkiError
 /// ```
 pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
     let mut f = File::open(path).map_err(input_err(path))?;
-    let (h, _) = PeHeaders::read(&mut f)?;
-    let auth = authenticode::image_digests_with_headers(&mut f, &h, &[HashAlg::Sha256])?
+    inspect_reader(&mut f)
+}
+
+/// [`inspect`] on an open image (a file, or a `Cursor` over bytes in memory).
+pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, UkiError> {
+    let (h, _) = PeHeaders::read(f)?;
+    let auth = authenticode::image_digests_with_headers(f, &h, &[HashAlg::Sha256])?
         .pop()
         .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
     let mut sections = Vec::new();
     let mut stub_version = None;
     for s in &h.sections {
         let name = s.name.as_str();
-        let d = section_memory_digests(&mut f, s, &[HashAlg::Sha256])?;
+        let d = section_memory_digests(f, s, &[HashAlg::Sha256])?;
         let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
-            let b = pe::read_section_memory(&mut f, s)?;
+            let b = pe::read_section_memory(f, s)?;
             Some(
                 String::from_utf8_lossy(&b)
                     .trim_end_matches('\0')
@@ -1381,7 +1420,7 @@ pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
             text,
         });
     }
-    let signatures = sign::describe_signatures(&mut f, &h, &auth)?;
+    let signatures = sign::describe_signatures(f, &h, &auth)?;
     Ok(UkiInfo {
         size: h.file_len,
         stub_version,

@@ -1,6 +1,20 @@
 //! `bootchain`: the command-line face of the bootchain library. Every subcommand is a thin
 //! layer over a public library function.
 
+/// `out!` to stdout through [`write_stdout`]: a closed stdout ends the process quietly.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `outln!` to stdout through [`write_stdout`]: a closed stdout ends the process quietly.
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {{
+        $crate::write_stdout(format_args!($($arg)*));
+        $crate::write_stdout(format_args!("\n"));
+    }};
+}
+
 mod tpm_cmd;
 
 use std::path::PathBuf;
@@ -414,6 +428,24 @@ enum PeCmd {
     },
 }
 
+/// Exit status after stdout was closed under us (`bootchain … | head`): what a shell reports
+/// for coreutils, which die of SIGPIPE (128 + 13). Rust ignores SIGPIPE, so the write fails
+/// with EPIPE instead, and `outln!` would panic.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// Write to stdout. A reader that went away (EPIPE) ends the process quietly, like coreutils;
+/// any other write error ends it with a message.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(EXIT_BROKEN_PIPE));
+        }
+        eprintln!("bootchain: error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     // Silence tpm2-tss's own error printing (expected failures such as a policy that does not
     // match would print ESYS errors); done here, before any thread exists, not in the library.
@@ -452,7 +484,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let info =
                 uki::inspect(&file).with_context(|| format!("inspecting {}", file.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                outln!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 print_inspect(&info);
             }
@@ -467,12 +499,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             eprintln!("# PCR[11] Phase <{}>", ph.phase);
                         }
                         for (bi, bank) in pred.banks.iter().enumerate() {
-                            println!("11:{bank}={}", pred.phases[pi].values[bi]);
+                            outln!("11:{bank}={}", pred.phases[pi].values[bi]);
                         }
                     }
                 }
-                JsonMode::Short => println!("{}", bootchain::measure::calculate_json(&pred)),
-                JsonMode::Pretty => print!(
+                JsonMode::Short => outln!("{}", bootchain::measure::calculate_json(&pred)),
+                JsonMode::Pretty => out!(
                     "{}",
                     bootchain::measure::systemd_pretty_json(&bootchain::measure::calculate_json(
                         &pred
@@ -509,8 +541,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 JsonMode::Short
             });
             match mode {
-                JsonMode::Pretty => print!("{}", bootchain::measure::systemd_pretty_json(&v)),
-                _ => println!("{v}"),
+                JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(&v)),
+                _ => outln!("{v}"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -568,7 +600,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "firmware": firmware,
                     "values": bootchain::eventlog::pcr_values_json(&values),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for p in &firmware {
                     print_events(&p.events);
@@ -576,12 +608,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_events(&pred.events);
                 for p in &firmware {
                     for (bank, v) in &p.values {
-                        println!("{}:{bank}={v}", p.pcr);
+                        outln!("{}:{bank}={v}", p.pcr);
                     }
                 }
                 for ph in &pred.phases {
                     for v in &ph.values {
-                        println!(
+                        outln!(
                             "11:{}={}{}",
                             v.alg(),
                             v,
@@ -606,7 +638,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let d = bootchain::authenticode::image_digests(&mut f, &[alg])
                 .with_context(|| format!("hashing {}", file.display()))?;
             for d in d {
-                println!("{d}  {}", file.display());
+                outln!("{d}  {}", file.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -651,11 +683,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("verifying {}", file.display()))?;
             let passed = report.passed(anchor.is_some());
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("image sha256: {}", report.image_sha256);
+                outln!("image sha256: {}", report.image_sha256);
                 for s in &report.signers {
-                    println!(
+                    outln!(
                         "signature {}: {} — signer {} (issuer {}, serial {})",
                         s.index,
                         if s.ok() {
@@ -670,10 +702,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         s.serial
                     );
                     if let Some(p) = &s.problem {
-                        println!("  {p}");
+                        outln!("  {p}");
                     }
                 }
-                println!(
+                outln!(
                     "{}",
                     if passed {
                         "Signature verification OK"
@@ -778,7 +810,7 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         eprintln!("bootchain: warning: {w}");
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         eprintln!(
             "wrote {} {} ({} bytes, Authenticode sha256 {})",
@@ -792,39 +824,48 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
 }
 
 fn print_inspect(info: &uki::UkiInfo) {
-    println!("size:            {} bytes", info.size);
-    println!(
+    outln!("size:            {} bytes", info.size);
+    outln!(
         "stub version:    {}",
         info.stub_version.as_deref().unwrap_or("(no .sdmagic)")
     );
-    println!("authenticode:    sha256:{}", info.authenticode_sha256);
-    println!("sections:");
-    println!(
+    outln!("authenticode:    sha256:{}", info.authenticode_sha256);
+    outln!("sections:");
+    outln!(
         "  {:<9} {:>10} {:>10} {:>10} {:>10}  sha256",
-        "name", "rva", "vsize", "offset", "rawsize"
+        "name",
+        "rva",
+        "vsize",
+        "offset",
+        "rawsize"
     );
     for s in &info.sections {
-        println!(
+        outln!(
             "  {:<9} {:#10x} {:#10x} {:#10x} {:#10x}  {}",
-            s.name, s.rva, s.virtual_size, s.file_offset, s.raw_size, s.sha256
+            s.name,
+            s.rva,
+            s.virtual_size,
+            s.file_offset,
+            s.raw_size,
+            s.sha256
         );
         if let Some(t) = &s.text {
             for line in t.lines() {
-                println!("            | {line}");
+                outln!("            | {line}");
             }
         }
     }
     if info.signatures.is_empty() {
-        println!("signatures:      none");
+        outln!("signatures:      none");
     }
     for s in &info.signatures {
-        println!("signature {}:", s.index);
-        println!("  subject:       {}", s.subject.as_deref().unwrap_or("?"));
-        println!("  issuer:        {}", s.issuer);
-        println!("  serial:        {}", s.serial);
-        println!("  digest:        {}", s.digest_algorithm);
-        println!("  key:           {}", s.key.as_deref().unwrap_or("?"));
-        println!(
+        outln!("signature {}:", s.index);
+        outln!("  subject:       {}", s.subject.as_deref().unwrap_or("?"));
+        outln!("  issuer:        {}", s.issuer);
+        outln!("  serial:        {}", s.serial);
+        outln!("  digest:        {}", s.digest_algorithm);
+        outln!("  key:           {}", s.key.as_deref().unwrap_or("?"));
+        outln!(
             "  status:        {}",
             if s.ok() {
                 "valid signature over this image".to_string()
@@ -878,9 +919,11 @@ fn print_events(events: &[bootchain::measure::PredictedEvent]) {
             .map(|(b, d)| format!("{b}:{d}"))
             .collect::<Vec<_>>()
             .join(" ");
-        println!(
+        outln!(
             "PCR {:>2} {:<34} {:<42} {d}",
-            e.pcr, e.event_type, e.description
+            e.pcr,
+            e.event_type,
+            e.description
         );
     }
 }
@@ -898,17 +941,17 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             let views: Vec<EventView> = l.events.iter().map(EventView::of).collect();
             if json {
                 let v = serde_json::json!({ "spec_id": l.spec_id, "events": views });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let banks: Vec<String> = l.banks().iter().map(|b| b.to_string()).collect();
-                println!("banks: {}", banks.join(", "));
+                outln!("banks: {}", banks.join(", "));
                 for v in &views {
                     let check = match v.data_check {
                         DataCheck::Match => "data ok",
                         DataCheck::Mismatch => "DATA DOES NOT MATCH DIGEST",
                         DataCheck::NotApplicable => "",
                     };
-                    println!(
+                    outln!(
                         "{:>6} PCR {:>2} {:<34} {} {}",
                         v.offset,
                         v.pcr,
@@ -917,7 +960,7 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
                         check
                     );
                     for (b, d) in &v.digests {
-                        println!("{:>17} {b}:{d}", "");
+                        outln!("{:>17} {b}:{d}", "");
                     }
                 }
             }
@@ -927,13 +970,13 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             let l = read_log(&log)?;
             let values = l.replay();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&eventlog::pcr_values_json(&values))?
                 );
             } else {
                 for ((b, i), d) in &values {
-                    println!("{i}:{b}={d}");
+                    outln!("{i}:{b}={d}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -965,23 +1008,26 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             if json {
                 let v =
                     serde_json::json!({ "ok": ok, "mismatches": mismatches, "lying_events": lies });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for m in &mismatches {
-                    println!(
+                    outln!(
                         "PCR {} {}: log replays to {}, but the PCR is {}",
-                        m.pcr, m.bank, m.replayed, m.actual
+                        m.pcr,
+                        m.bank,
+                        m.replayed,
+                        m.actual
                     );
                 }
                 for e in &lies {
-                    println!(
+                    outln!(
                         "event at offset {} (PCR {}, {}): data does not match its digest",
                         e.offset,
                         e.pcr,
                         e.event_type.name()
                     );
                 }
-                println!(
+                outln!(
                     "{}",
                     if ok {
                         "event log verified"
@@ -1003,13 +1049,13 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             let next =
                 bootchain::firmware::predict_next_boot(&l, &uki, db.as_deref(), dbx.as_deref())?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&eventlog::pcr_values_json(&next.values))?
                 );
             } else {
                 for ((b, i), d) in &next.values {
-                    println!("{i}:{b}={d}");
+                    outln!("{i}:{b}={d}");
                 }
             }
             Ok(ExitCode::SUCCESS)

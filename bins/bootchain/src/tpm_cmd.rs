@@ -586,7 +586,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                 rows.push(row);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in &rows {
                     let mut line = format!(
@@ -605,7 +605,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                             r["parent"].as_str().unwrap_or("?")
                         ));
                     }
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `bootchain::fuzzing::keys`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bootchain::fuzzing::keys(data));

@@ -1,0 +1,214 @@
+//! Fuzz entry points: one function per `fuzz/` target, taking the fuzzer's bytes. They are
+//! here, not in `fuzz/`, so that `tests/fuzz_corpus.rs` replays the committed corpora
+//! (`test-vectors/fuzz/<target>/`) through exactly the same code in the normal test suite.
+//!
+//! Each entry runs a parser and what the CLI does with its result, ignoring errors (errors
+//! are the expected outcome for most inputs), and asserts the properties that must hold for
+//! every input: no panic, work bounded by the input size (checked explicitly where the bound
+//! is computable, e.g. bytes hashed), and round trips where the format has an encoder.
+//! Not a stable API.
+
+use std::io::Cursor;
+
+use crate::hash::HashAlg;
+
+/// Split `data` at a length given by its first two bytes (little-endian), for targets that
+/// take two inputs: returns (first part, rest).
+fn split(data: &[u8]) -> (&[u8], &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return (&[], data);
+    };
+    let n = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+    rest.split_at(n)
+}
+
+/// Bytes the Authenticode hash of `h` reads: must stay within a small multiple of the file.
+fn assert_hash_bounded(h: &crate::pe::PeHeaders) {
+    if let Ok(ranges) = crate::authenticode::hash_ranges(h) {
+        let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        assert!(
+            total <= 2 * h.file_len,
+            "Authenticode hash reads {total} bytes of a {}-byte file",
+            h.file_len
+        );
+    }
+}
+
+/// PE headers, UKI inspect, PCR 11 section digests, section reads.
+pub fn pe_uki(data: &[u8]) {
+    let len = data.len() as u64;
+    if let Ok(h) = crate::pe::PeHeaders::parse(data, len) {
+        assert_hash_bounded(&h);
+        // Reading every section's memory costs at most the file plus the zero-fill limit.
+        let memory: u64 = h.sections.iter().map(|s| u64::from(s.virtual_size)).sum();
+        assert!(
+            memory <= len + crate::pe::MAX_TOTAL_ZERO_FILL,
+            "sections claim {memory} bytes of memory from a {len}-byte file"
+        );
+        let mut c = Cursor::new(data);
+        for s in &h.sections {
+            if let Ok(b) = crate::pe::read_section_memory(&mut c, s) {
+                assert_eq!(b.len(), s.virtual_size as usize);
+            }
+        }
+    }
+    let mut c = Cursor::new(data);
+    if let Ok(info) = crate::uki::inspect_reader(&mut c) {
+        assert_eq!(info.size, len);
+    }
+    let mut c = Cursor::new(data);
+    let _ = crate::measure::uki_sections_from(&mut c, &[HashAlg::Sha256]);
+}
+
+/// Authenticode hash, embedded signatures, and a detached signature: the first two bytes
+/// give the detached signature's length, it follows, the image is the rest.
+pub fn authenticode(data: &[u8]) {
+    let mut c = Cursor::new(data);
+    if let Ok((h, _)) = crate::pe::PeHeaders::read(&mut c) {
+        assert_hash_bounded(&h);
+        let _ = crate::authenticode::read_certificates(&mut c, &h);
+    }
+    let mut c = Cursor::new(data);
+    let _ = crate::authenticode::image_digests(&mut c, &[HashAlg::Sha256, HashAlg::Sha1]);
+    let mut c = Cursor::new(data);
+    let _ = crate::sign::verify_reader(&mut c, None, None);
+    let (detached, image) = split(data);
+    let mut c = Cursor::new(image);
+    let _ = crate::sign::verify_reader(&mut c, Some(detached), None);
+}
+
+/// Event log parse, serialisation round trip, replay, data checks, descriptions.
+pub fn eventlog(data: &[u8]) {
+    let Ok(log) = crate::eventlog::EventLog::parse(data) else {
+        return;
+    };
+    // Round trip. Trailing events that serialise to zero bytes only (PCR 0, type 0, no
+    // digests, no data) are indistinguishable from the zero padding that ends a log, so a
+    // re-parse drops them; everything else must come back unchanged.
+    let mut expected = log.clone();
+    while let Some(e) = expected.events.last() {
+        if e.pcr == 0 && e.event_type.to_u32() == 0 && e.digests.is_empty() && e.data.is_empty() {
+            expected.events.pop();
+        } else {
+            break;
+        }
+    }
+    let again = crate::eventlog::EventLog::parse(&log.to_bytes());
+    assert_eq!(
+        again.as_ref(),
+        Ok(&expected),
+        "to_bytes does not round-trip"
+    );
+    let replayed = log.replay();
+    assert!(
+        crate::eventlog::verify_replay(&log, &replayed).is_empty(),
+        "a log does not verify against its own replay"
+    );
+    let _ = crate::eventlog::pcr_values_json(&replayed);
+    for e in &log.events {
+        let _ = crate::eventlog::EventView::of(e);
+    }
+    let _ = log.startup_locality();
+}
+
+/// EFI signature lists (db, dbx, KEK, PK content) and UEFI_VARIABLE_DATA.
+pub fn efi_vars(data: &[u8]) {
+    if let Ok(lists) = crate::firmware::parse_signature_lists(data) {
+        let enc = crate::firmware::encode_signature_lists(&lists);
+        assert_eq!(
+            crate::firmware::parse_signature_lists(&enc).as_ref().ok(),
+            Some(&lists),
+            "signature lists do not round-trip"
+        );
+        for l in &lists {
+            for e in &l.entries {
+                let _ = crate::keys::certificate_from_bytes(&e.data, "db entry");
+            }
+        }
+    }
+    if let Ok(v) = crate::firmware::VariableData::parse(data) {
+        let again = crate::firmware::VariableData::parse(&v.to_bytes());
+        assert!(again.is_ok(), "UEFI_VARIABLE_DATA does not re-parse");
+    }
+}
+
+/// A systemd-tpm2 LUKS2 token (JSON), its fields, and raw `tpm2-blob` bytes.
+pub fn token(data: &[u8]) {
+    let _ = crate::token::unmarshal_blob(data);
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(t) = crate::token::SystemdTpm2Token::from_json(&v) else {
+        return;
+    };
+    let _ = t.bank();
+    let _ = t.parent();
+    let _ = t.public_key();
+    use base64::Engine as _;
+    if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(&t.blob) {
+        if let Ok((private, public)) = crate::token::unmarshal_blob(&b) {
+            assert_eq!(private.len() + public.len() + 4, b.len());
+        }
+    }
+}
+
+/// An envelope (`bootchain seal` output), and the checks `unseal` makes before the TPM.
+pub fn envelope(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(env) = crate::seal::Envelope::from_json(text) else {
+        return;
+    };
+    let _ = env.needs_pin();
+    let _ = env.needs_signatures();
+    let _ = crate::hash::Digest::from_hex(HashAlg::Sha256, &env.policy.digest);
+    for (k, v) in &env.policy.values {
+        let _ = k.parse::<u32>();
+        let _ = crate::hash::Digest::from_hex(env.policy.bank, v);
+    }
+    if let Some(a) = &env.policy.authorize {
+        if let Ok(k) = crate::measure::rsa_public_key_from_pem(a.public_key.as_bytes()) {
+            let _ = crate::policy::rsa_public_area(&k);
+        }
+    }
+}
+
+/// `.pcrsig` JSON: parse, merge, serialise, round trip.
+pub fn pcrsig(data: &[u8]) {
+    let Ok(sigs) = crate::measure::parse_signatures(data) else {
+        return;
+    };
+    let json = crate::measure::signatures_json(&sigs).to_string();
+    let again = crate::measure::parse_signatures(json.as_bytes());
+    assert!(again.is_ok(), "signatures_json output does not parse");
+    let mut merged = sigs.clone();
+    crate::measure::merge_signatures(&mut merged, sigs);
+}
+
+/// Private keys, certificates and public keys, PEM or DER.
+pub fn keys(data: &[u8]) {
+    if let Ok(k) = crate::keys::SigningKey::from_bytes(data, "fuzz") {
+        let _ = k.public_key().describe();
+    }
+    if let Ok(c) = crate::keys::certificate_from_bytes(data, "fuzz") {
+        let _ = crate::keys::PublicKey::from_certificate(&c);
+    }
+    let _ = crate::keys::PublicKey::from_spki_der(data);
+    let _ = crate::measure::rsa_public_key_from_pem(data);
+}
+
+/// A fuzz entry point.
+pub type Entry = fn(&[u8]);
+
+/// Every target by name, for the corpus replay test.
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("pe_uki", pe_uki),
+    ("authenticode", authenticode),
+    ("eventlog", eventlog),
+    ("efi_vars", efi_vars),
+    ("token", token),
+    ("envelope", envelope),
+    ("pcrsig", pcrsig),
+    ("keys", keys),
+];
