@@ -301,7 +301,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     let keys = SbKeys::generate(&d.join("sb"));
     let (pcr_key, _) = make_rsa_keypair(&d, "pcr");
     let (other_pcr_key, _) = make_rsa_keypair(&d, "other-pcr");
-    let cmdline = format!("console=ttyS0 root=/dev/mapper/root panic=-1 quiet");
+    let cmdline = "console=ttyS0 root=/dev/mapper/root panic=-1 quiet".to_string();
     let uki_a = d.join("a.efi");
     uki(&g.itools, &cmdline, &keys, &pcr_key, &uki_a);
     let values = d.join("values.json");

@@ -191,8 +191,14 @@ fn wait_for_device(tcti: &str, wait: Duration) {
     }
 }
 
-/// What an unseal attempt produced: the secret, and the PCRs its policy covers.
-type Outcome = Result<(Zeroizing<Vec<u8>>, Vec<u32>), String>;
+/// An unsealed secret and the PCRs its policy covers.
+type Unsealed = (Zeroizing<Vec<u8>>, Vec<u32>);
+
+/// What an unseal attempt produced.
+type Outcome = Result<Unsealed, String>;
+
+/// Why an attempt failed, and whether a PIN would help.
+type Refusal = (String, bool);
 
 fn unseal_with(
     tpm: &mut Tpm,
@@ -200,7 +206,7 @@ fn unseal_with(
     env: Option<&bootchain::seal::Envelope>,
     sigs: Option<&PcrSignatures>,
     pin: Option<&[u8]>,
-) -> Result<(Zeroizing<Vec<u8>>, Vec<u32>), (String, bool)> {
+) -> Result<Unsealed, Refusal> {
     match env {
         None => {
             let target = o
