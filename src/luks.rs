@@ -493,7 +493,14 @@ pub fn format_image(
         if n == 0 {
             break;
         }
-        // The payload length is a sector multiple and reads fill the buffer, so n is too.
+        // The length was checked to be a sector multiple and reads fill the buffer; a file
+        // that changes under us could still end mid-sector: refuse rather than misencrypt.
+        if n % IMAGE_SECTOR_SIZE != 0 {
+            return Err(LuksError::Metadata {
+                device: plaintext.display().to_string(),
+                reason: "the payload changed size while it was read".into(),
+            });
+        }
         xts.encrypt_area(
             &mut buf[..n],
             IMAGE_SECTOR_SIZE,

@@ -153,19 +153,25 @@ fn encrypted_root(dir: &Path) -> (PathBuf, PathBuf) {
     let rec = dir.join("recovery.key");
     std::fs::write(&rec, RECOVERY).unwrap();
     let disk = dir.join("root.img");
+    format_image(&disk, &rec);
+    (disk, rec)
+}
+
+/// `bootchain luks format-image` of the guest's root filesystem into `disk` (UUID
+/// [`LUKS_UUID`], keyslot 0 the passphrase in `key`).
+fn format_image(disk: &Path, key: &Path) {
     bc(&[
         "luks",
         "format-image",
         s(&guest().rootfs.join("rootfs.ext4")),
         "--output",
-        s(&disk),
+        s(disk),
         "--key-file",
-        s(&rec),
+        s(key),
         "--uuid",
         LUKS_UUID,
         "--minimal-pbkdf",
     ]);
-    (disk, rec)
 }
 
 /// A vTPM state directory (swtpm manufactured, nothing replayed into it) and its TCTI-backed
@@ -397,18 +403,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
     let decoy_pass = decoy_dir.join("host.key");
     std::fs::write(&decoy_pass, "the-host-knows-this").unwrap();
     let decoy = decoy_dir.join("decoy.img");
-    bc(&[
-        "luks",
-        "format-image",
-        s(&guest().rootfs.join("rootfs.ext4")),
-        "--output",
-        s(&decoy),
-        "--key-file",
-        s(&decoy_pass),
-        "--uuid",
-        LUKS_UUID,
-        "--minimal-pbkdf",
-    ]);
+    format_image(&decoy, &decoy_pass);
     let moved = decoy_dir.join("ours.img");
     std::fs::copy(&disk, &moved).unwrap();
     run_ok(Command::new("cryptsetup").args([
