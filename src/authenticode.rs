@@ -35,7 +35,7 @@ pub const MAX_WIN_CERTIFICATES: usize = 64;
 #[non_exhaustive]
 pub enum AuthenticodeError {
     /// Reading the file failed.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// The headers could not be parsed.
     #[error(transparent)]

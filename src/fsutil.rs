@@ -1,8 +1,9 @@
 //! Atomic output files: write to a temporary file in the destination directory, fsync, then
-//! rename over the destination. A failure at any point leaves no partial output behind.
+//! rename over the destination. A failure at any point leaves no partial output behind. And
+//! bounded reads of small inputs that an attacker may have planted.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// An output file that appears at its destination only when [`AtomicFile::commit`] succeeds.
@@ -79,6 +80,28 @@ pub fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     f.commit()
 }
 
+/// The largest JSON input (envelope, `.pcrsig`, token) read whole: 1 MiB, a hundred times
+/// any real one; LUKS2 keeps its whole JSON area under 4 MiB (cryptsetup `LUKS2_HDR_16K_LEN`
+/// .. 4 MiB), and tokens are a fraction of it.
+pub const MAX_JSON_INPUT: u64 = 1 << 20;
+
+/// Read `path` whole if it holds at most `limit` bytes; a longer file (or one that grows while
+/// read) is an [`io::ErrorKind::FileTooLarge`] error, after reading at most `limit + 1` bytes,
+/// so a planted sparse file of terabytes costs nothing.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    let hint = f.metadata().map(|m| m.len()).unwrap_or(0).min(limit);
+    let mut data = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +127,21 @@ mod tests {
         write_atomic(&p, b"x", 0o600).unwrap();
         let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(m, 0o600);
+    }
+
+    #[test]
+    fn bounded_read_refuses_a_sparse_terabyte_and_takes_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("big");
+        File::create(&big).unwrap().set_len(1 << 40).unwrap();
+        let e = read_bounded(&big, MAX_JSON_INPUT).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        let exact = d.path().join("exact");
+        std::fs::write(&exact, [7u8; 100]).unwrap();
+        assert_eq!(read_bounded(&exact, 100).unwrap(), [7u8; 100]);
+        assert_eq!(
+            read_bounded(&exact, 99).unwrap_err().kind(),
+            io::ErrorKind::FileTooLarge
+        );
     }
 }

@@ -132,15 +132,40 @@ pub fn efi_vars(data: &[u8]) {
     }
 }
 
-/// A systemd-tpm2 LUKS2 token (JSON), its fields, and raw `tpm2-blob` bytes.
+/// What `unseal` is given besides the envelope or token: a PIN and an (empty) signature set,
+/// so that PIN and signed policies get as far as they can without a TPM.
+const FUZZ_PIN: &[u8] = b"1234";
+
+/// Every check `unlock` makes on a systemd-tpm2 token before the TPM.
+fn prepare_token(t: &crate::token::SystemdTpm2Token) {
+    let sigs = crate::measure::PcrSignatures::new();
+    let _ = crate::token::prepare(t, Some(&sigs), Some(FUZZ_PIN));
+    let _ = crate::token::prepare(t, None, None);
+}
+
+/// Every check `unseal` makes on an envelope before the TPM.
+fn prepare_envelope(env: &crate::seal::Envelope) {
+    let sigs = crate::measure::PcrSignatures::new();
+    let with = crate::seal::UnsealOptions {
+        signatures: Some(&sigs),
+        pin: Some(FUZZ_PIN),
+    };
+    let _ = crate::seal::prepare_unseal(env, &with);
+    let _ = crate::seal::prepare_unseal(env, &crate::seal::UnsealOptions::default());
+}
+
+/// A systemd-tpm2 LUKS2 token (JSON), its fields, raw `tpm2-blob` bytes, and the checks made
+/// before the TPM.
 pub fn token(data: &[u8]) {
     let _ = crate::token::unmarshal_blob(data);
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
+    let _ = crate::token::token_policy_pcrs(&v);
     let Ok(t) = crate::token::SystemdTpm2Token::from_json(&v) else {
         return;
     };
+    prepare_token(&t);
     let _ = t.bank();
     let _ = t.parent();
     let _ = t.public_key();
@@ -160,6 +185,7 @@ pub fn envelope(data: &[u8]) {
     let Ok(env) = crate::seal::Envelope::from_json(text) else {
         return;
     };
+    prepare_envelope(&env);
     let _ = env.needs_pin();
     let _ = env.needs_signatures();
     let _ = crate::hash::Digest::from_hex(HashAlg::Sha256, &env.policy.digest);
@@ -170,6 +196,30 @@ pub fn envelope(data: &[u8]) {
     if let Some(a) = &env.policy.authorize {
         if let Ok(k) = crate::measure::rsa_public_key_from_pem(a.public_key.as_bytes()) {
             let _ = crate::policy::rsa_public_area(&k);
+        }
+    }
+}
+
+/// A LUKS2 JSON metadata area as `cryptsetup luksDump --dump-json-metadata` prints it (the
+/// host writes the header): keyslots, tokens, data offset, every TPM2 token of either type as
+/// `luks unlock` reads it up to the TPM; also `luksDump --dump-volume-key` output.
+pub fn luks_header(data: &[u8]) {
+    let _ = crate::luks::parse_volume_key_dump(data);
+    let Ok(md) = crate::luks::Metadata::parse(data) else {
+        return;
+    };
+    assert!(md.keyslots.len() <= 32 && md.tokens.len() <= 32);
+    let _ = (md.free_keyslot(), md.free_token());
+    for (_, v) in md.tokens_of_type(crate::token::TOKEN_TYPE) {
+        let _ = crate::token::token_policy_pcrs(v);
+        if let Ok(t) = crate::token::SystemdTpm2Token::from_json(v) {
+            prepare_token(&t);
+        }
+    }
+    for (_, v) in md.tokens_of_type(crate::token::BOOTCHAIN_TOKEN_TYPE) {
+        let _ = crate::token::token_policy_pcrs(v);
+        if let Ok(env) = crate::token::envelope_of(v) {
+            prepare_envelope(&env);
         }
     }
 }
@@ -211,4 +261,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("envelope", envelope),
     ("pcrsig", pcrsig),
     ("keys", keys),
+    ("luks_header", luks_header),
 ];

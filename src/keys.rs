@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 #[non_exhaustive]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 #[non_exhaustive]
 pub enum LuksError {
     /// cryptsetup could not be run.
-    #[error("cannot run {program}: {source} (install cryptsetup-bin)")]
+    #[error("cannot run {program} (install cryptsetup-bin)")]
     Spawn {
         /// The program.
         program: String,
@@ -45,12 +45,30 @@ pub enum LuksError {
         device: String,
     },
     /// The header metadata is not what LUKS2 specifies.
-    #[error("unexpected LUKS2 metadata in {device}: {reason}")]
+    #[error("unexpected LUKS2 metadata in {device}")]
     Metadata {
         /// The device.
         device: String,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: MetadataError,
+    },
+    /// A token could not be serialised.
+    #[error("serialising the token")]
+    TokenJson(#[source] serde_json::Error),
+    /// A payload for [`format_image`] that is not whole 512-byte sectors.
+    #[error("the payload {path} is {len} bytes, not a positive multiple of {IMAGE_SECTOR_SIZE}")]
+    PayloadSize {
+        /// The payload.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// The payload changed size while [`format_image`] read it.
+    #[error("the payload {path} changed size while it was read")]
+    PayloadChanged {
+        /// The payload.
+        path: PathBuf,
     },
     /// No free keyslot or token id.
     #[error("{device} has no free {what}")]
@@ -61,7 +79,7 @@ pub enum LuksError {
         what: &'static str,
     },
     /// Reading the payload or writing the image failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Image {
         /// "reading" or "writing".
         what: String,
@@ -103,16 +121,82 @@ const MINIMAL_PBKDF: [&str; 6] = [
     "sha512",
 ];
 
-/// The keyslots and tokens of a LUKS2 header.
+/// Why a LUKS2 JSON metadata area (as `cryptsetup luksDump --dump-json-metadata` prints it;
+/// LUKS2 On-Disk Format Specification §3) is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// Not JSON.
+    #[error("not JSON")]
+    Json(#[source] serde_json::Error),
+    /// A required object is missing or not an object.
+    #[error("no {0} object")]
+    Missing(&'static str),
+    /// A keyslot, token or segment key that is not a number below 32.
+    #[error("{section} key {key:?} is not a number below 32")]
+    BadKey {
+        /// `keyslots`, `tokens` or `segments`.
+        section: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// The first data segment has no offset, or one that is not a decimal byte count.
+    #[error("no data segment offset")]
+    NoDataOffset,
+    /// `luksDump --dump-volume-key` printed no 64-byte (AES-256-XTS) volume key.
+    #[error("luksDump printed no 64-byte volume key")]
+    NoVolumeKey,
+}
+
+/// The keyslots, tokens and data offset of a LUKS2 header.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Keyslot number → its JSON.
     pub keyslots: BTreeMap<u32, serde_json::Value>,
     /// Token id → its JSON.
     pub tokens: BTreeMap<u32, serde_json::Value>,
+    /// Byte offset of data segment 0, if the header has one.
+    pub data_offset: Option<u64>,
 }
 
 impl Metadata {
+    /// Parse the JSON metadata area. Cost is linear in its size (serde_json's parser; cryptsetup
+    /// itself limits the area to 4 MiB): this reads what the host wrote on the disk.
+    pub fn parse(json: &[u8]) -> Result<Self, MetadataError> {
+        let v: serde_json::Value = serde_json::from_slice(json).map_err(MetadataError::Json)?;
+        let section =
+            |name: &'static str| -> Result<BTreeMap<u32, serde_json::Value>, MetadataError> {
+                let obj = v
+                    .get(name)
+                    .and_then(|o| o.as_object())
+                    .ok_or(MetadataError::Missing(name))?;
+                obj.iter()
+                    .map(|(k, val)| match k.parse::<u32>() {
+                        Ok(n) if n < MAX_SLOTS => Ok((n, val.clone())),
+                        _ => Err(MetadataError::BadKey {
+                            section: name,
+                            key: k.clone(),
+                        }),
+                    })
+                    .collect()
+            };
+        let data_offset = match v.get("segments").and_then(|s| s.get("0")) {
+            None => None,
+            Some(seg) => Some(
+                seg.get("offset")
+                    .and_then(|o| o.as_str())
+                    .and_then(|o| o.parse().ok())
+                    .ok_or(MetadataError::NoDataOffset)?,
+            ),
+        };
+        Ok(Metadata {
+            keyslots: section("keyslots")?,
+            tokens: section("tokens")?,
+            data_offset,
+        })
+    }
+
     /// The lowest unused keyslot.
     pub fn free_keyslot(&self) -> Option<u32> {
         (0..MAX_SLOTS).find(|n| !self.keyslots.contains_key(n))
@@ -221,27 +305,9 @@ impl Luks {
     /// Read the header's keyslots and tokens (`luksDump --dump-json-metadata`).
     pub fn metadata(&self) -> Result<Metadata, LuksError> {
         let out = self.run("luksDump", &["luksDump", "--dump-json-metadata"], b"")?;
-        let bad = |reason: String| LuksError::Metadata {
+        Metadata::parse(&out).map_err(|source| LuksError::Metadata {
             device: self.dev(),
-            reason,
-        };
-        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| bad(e.to_string()))?;
-        let section = |name: &str| -> Result<BTreeMap<u32, serde_json::Value>, LuksError> {
-            let obj = v
-                .get(name)
-                .and_then(|o| o.as_object())
-                .ok_or_else(|| bad(format!("no {name} object")))?;
-            obj.iter()
-                .map(|(k, val)| {
-                    k.parse::<u32>()
-                        .map(|n| (n, val.clone()))
-                        .map_err(|_| bad(format!("{name} key {k:?}")))
-                })
-                .collect()
-        };
-        Ok(Metadata {
-            keyslots: section("keyslots")?,
-            tokens: section("tokens")?,
+            source,
         })
     }
 
@@ -291,10 +357,7 @@ impl Luks {
             what: "token",
         })?;
         let id_s = id.to_string();
-        let json = serde_json::to_vec(token).map_err(|e| LuksError::Metadata {
-            device: self.dev(),
-            reason: e.to_string(),
-        })?;
+        let json = serde_json::to_vec(token).map_err(LuksError::TokenJson)?;
         self.run(
             "token import",
             &["token", "import", "--json-file", "-", "--token-id", &id_s],
@@ -413,11 +476,9 @@ pub fn format_image(
         .map_err(|e| io("reading", plaintext, e))?
         .len();
     if len == 0 || len % IMAGE_SECTOR_SIZE as u64 != 0 {
-        return Err(LuksError::Metadata {
-            device: plaintext.display().to_string(),
-            reason: format!(
-                "the payload is {len} bytes, not a positive multiple of {IMAGE_SECTOR_SIZE}"
-            ),
+        return Err(LuksError::PayloadSize {
+            path: plaintext.to_path_buf(),
+            len,
         });
     }
     let mut out =
@@ -460,20 +521,15 @@ pub fn format_image(
         ],
         passphrase,
     )?);
-    let key = parse_volume_key_dump(&dump).ok_or_else(|| LuksError::Metadata {
+    let no_key = || LuksError::Metadata {
         device: luks.dev(),
-        reason: "luksDump printed no 64-byte volume key".into(),
-    })?;
+        source: MetadataError::NoVolumeKey,
+    };
+    let key = parse_volume_key_dump(&dump).ok_or_else(no_key)?;
     let offset = luks.data_offset()?;
     let xts = xts_mode::Xts128::new(
-        aes::Aes256::new_from_slice(&key[..32]).map_err(|_| LuksError::Metadata {
-            device: luks.dev(),
-            reason: "volume key length".into(),
-        })?,
-        aes::Aes256::new_from_slice(&key[32..]).map_err(|_| LuksError::Metadata {
-            device: luks.dev(),
-            reason: "volume key length".into(),
-        })?,
+        aes::Aes256::new_from_slice(&key[..32]).map_err(|_| no_key())?,
+        aes::Aes256::new_from_slice(&key[32..]).map_err(|_| no_key())?,
     );
     let file = out.file();
     file.seek(SeekFrom::Start(offset))
@@ -496,9 +552,8 @@ pub fn format_image(
         // The length was checked to be a sector multiple and reads fill the buffer; a file
         // that changes under us could still end mid-sector: refuse rather than misencrypt.
         if n % IMAGE_SECTOR_SIZE != 0 {
-            return Err(LuksError::Metadata {
-                device: plaintext.display().to_string(),
-                reason: "the payload changed size while it was read".into(),
+            return Err(LuksError::PayloadChanged {
+                path: plaintext.to_path_buf(),
             });
         }
         xts.encrypt_area(
@@ -516,7 +571,8 @@ pub fn format_image(
 
 /// The volume key from `cryptsetup luksDump --dump-volume-key` output ("MK dump:" and the hex
 /// byte lines after it).
-fn parse_volume_key_dump(out: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+#[doc(hidden)]
+pub fn parse_volume_key_dump(out: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let text = std::str::from_utf8(out).ok()?;
     let start = text.find("MK dump:")? + "MK dump:".len();
     let mut key = zeroize::Zeroizing::new(Vec::with_capacity(64));
@@ -532,20 +588,11 @@ fn parse_volume_key_dump(out: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
 impl Luks {
     /// The byte offset of the first data segment.
     pub fn data_offset(&self) -> Result<u64, LuksError> {
-        let out = self.run("luksDump", &["luksDump", "--dump-json-metadata"], b"")?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&out).map_err(|e| LuksError::Metadata {
-                device: self.dev(),
-                reason: e.to_string(),
-            })?;
-        v.get("segments")
-            .and_then(|s| s.get("0"))
-            .and_then(|s| s.get("offset"))
-            .and_then(|o| o.as_str())
-            .and_then(|o| o.parse().ok())
+        self.metadata()?
+            .data_offset
             .ok_or_else(|| LuksError::Metadata {
                 device: self.dev(),
-                reason: "no data segment offset".into(),
+                source: MetadataError::NoDataOffset,
             })
     }
 }

@@ -51,7 +51,7 @@ pub const NEWEST_STUB: u32 = 257;
 #[non_exhaustive]
 pub enum MeasureError {
     /// Reading an input failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Input {
         /// The file.
         path: PathBuf,

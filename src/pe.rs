@@ -49,7 +49,7 @@ pub mod scn {
 #[non_exhaustive]
 pub enum PeError {
     /// Reading the file failed.
-    #[error("I/O error reading PE image: {0}")]
+    #[error("I/O error reading PE image")]
     Io(#[from] io::Error),
     /// The file ends before a structure it announces.
     #[error("truncated PE image: {what} needs bytes up to offset {needed}, file has {len}")]

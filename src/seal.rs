@@ -599,14 +599,66 @@ pub fn signature_candidates(
         .collect())
 }
 
-/// Unseal an envelope. When the TPM refuses, the error says why: each literal PCR that
-/// differs (current vs sealed), the signed PCRs whose current values nobody signed, a wrong PIN
-/// with the tries left, or a different TPM.
-pub fn unseal(
-    tpm: &mut Tpm,
+/// An envelope checked and decoded for [`unseal`]: everything short of the TPM. The recorded
+/// PCR values and key reproduce the recorded policy digest, the PIN (if the policy has one) is
+/// turned into the authValue, and the `.pcrsig` entries that match the key and PCRs are picked.
+/// Every one of these checks runs on input the host may have written, before any TPM command.
+pub struct PreparedUnseal {
+    obj: SealedObject,
+    expected: Digest,
+    bank: HashAlg,
+    literal: Vec<u32>,
+    recorded: Vec<Digest>,
+    authorize: Option<(Vec<u8>, HashAlg, Vec<u32>)>,
+    candidates: Vec<(Digest, Vec<u8>)>,
+    auth: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for PreparedUnseal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedUnseal")
+            .field("expected", &self.expected)
+            .field("bank", &self.bank)
+            .field("literal", &self.literal)
+            .field("signature_candidates", &self.candidates.len())
+            .field("auth_value", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedUnseal {
+    /// The policy digest the sealed object requires.
+    pub fn policy_digest(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// The `.pcrsig` entries that may satisfy the signed policy (empty without one).
+    pub fn signature_candidates(&self) -> usize {
+        self.candidates.len()
+    }
+
+    fn steps(&self) -> PolicySteps<'_> {
+        PolicySteps {
+            authorize: self
+                .authorize
+                .as_ref()
+                .map(|(area, bank, pcrs)| AuthorizeStep {
+                    public_area: area,
+                    bank: *bank,
+                    pcrs,
+                    candidates: &self.candidates,
+                }),
+            pcrs: Some((self.bank, &self.literal)),
+            auth_value: self.auth.as_ref().map(|a| a.as_slice()),
+        }
+    }
+}
+
+/// Check and decode `env` for unsealing with `opts`, without a TPM (see [`PreparedUnseal`]).
+pub fn prepare_unseal(
     env: &Envelope,
     opts: &UnsealOptions<'_>,
-) -> Result<Zeroizing<Vec<u8>>, SealError> {
+) -> Result<PreparedUnseal, SealError> {
     let bad = |m: &str| SealError::Envelope(m.to_string());
     let obj = SealedObject {
         private: B64
@@ -678,34 +730,47 @@ pub fn unseal(
         }
         _ => Vec::new(),
     };
-    let steps = PolicySteps {
-        authorize: match (&env.policy.authorize, &key_area) {
-            (Some(a), Some(area)) => Some(AuthorizeStep {
-                public_area: area,
-                bank: a.bank,
-                pcrs: &a.pcrs,
-                candidates: &candidates,
-            }),
-            _ => None,
-        },
-        pcrs: Some((env.policy.bank, &literal)),
-        auth_value: auth.as_ref().map(|a| a.as_slice()),
+    let authorize = match (&env.policy.authorize, key_area) {
+        (Some(a), Some(area)) => Some((area, a.bank, a.pcrs.clone())),
+        _ => None,
     };
-    let kek = match tpm.unseal(&obj, Some(&obj.parent_name), &steps, &expected) {
+    Ok(PreparedUnseal {
+        obj,
+        expected,
+        bank: env.policy.bank,
+        literal,
+        recorded,
+        authorize,
+        candidates,
+        auth,
+    })
+}
+
+/// Unseal an envelope. When the TPM refuses, the error says why: each literal PCR that
+/// differs (current vs sealed), the signed PCRs whose current values nobody signed, a wrong PIN
+/// with the tries left, or a different TPM. The envelope is checked ([`prepare_unseal`]) before
+/// the first TPM command.
+pub fn unseal(
+    tpm: &mut Tpm,
+    env: &Envelope,
+    opts: &UnsealOptions<'_>,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let p = prepare_unseal(env, opts)?;
+    let kek = match tpm.unseal(&p.obj, Some(&p.obj.parent_name), &p.steps(), &p.expected) {
         Ok(k) => k,
         Err(UnsealError::PolicyMismatch { .. }) => {
             return Err(SealError::PcrMismatch(pcr_diffs(
                 tpm,
-                env.policy.bank,
-                &literal,
-                &recorded,
+                p.bank,
+                &p.literal,
+                &p.recorded,
             )?))
         }
         Err(UnsealError::NoSignature {
             bank,
             pcrs,
             approved,
-        }) => return Err(not_signed(tpm, bank, &pcrs, approved, candidates.len())),
+        }) => return Err(not_signed(tpm, bank, &pcrs, approved, p.candidates.len())),
         Err(e) => return Err(SealError::Unseal(e)),
     };
     open_payload(env, &kek)

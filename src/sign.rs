@@ -53,7 +53,7 @@ const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 #[non_exhaustive]
 pub enum SignError {
     /// I/O failure.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// Reading the PE image failed.
     #[error(transparent)]
@@ -85,7 +85,7 @@ pub enum SignError {
     },
     /// A signature refused before decoding: too large, too deep, or a SET (certificates,
     /// attributes) with too many elements.
-    #[error("Authenticode signature refused before decoding: {0}")]
+    #[error("Authenticode signature refused before decoding")]
     Shape(#[source] crate::der_lite::DerShapeError),
 }
 

@@ -282,11 +282,15 @@ pub fn unseal_envelope(
     token: &serde_json::Value,
     opts: &crate::seal::UnsealOptions<'_>,
 ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    Ok(crate::seal::unseal(tpm, &envelope_of(token)?, opts)?)
+}
+
+/// The envelope inside a `bootchain-tpm2` token.
+pub fn envelope_of(token: &serde_json::Value) -> Result<crate::seal::Envelope, TokenError> {
     let env = token
         .get(ENVELOPE_MEMBER)
         .ok_or_else(|| TokenError::Malformed(format!("no {ENVELOPE_MEMBER} member")))?;
-    let env = crate::seal::Envelope::from_json(&env.to_string())?;
-    Ok(crate::seal::unseal(tpm, &env, opts)?)
+    Ok(crate::seal::Envelope::from_json(&env.to_string())?)
 }
 
 /// Seal a fresh 32-byte secret for a token. Returns the token (keyslot still to fill in) and
@@ -372,14 +376,52 @@ pub fn passphrase(secret: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(B64.encode(secret))
 }
 
-/// Unseal a token's secret. Errors say which PCRs differ, which signed PCRs have no signature,
-/// or how many PIN tries are left.
-pub fn unseal(
-    tpm: &mut Tpm,
+/// A `systemd-tpm2` token checked and decoded for [`unseal`], short of the TPM: the blob
+/// unmarshalled, the parent (and the SRK's Name) parsed, the PIN turned into the authValue, the
+/// matching `.pcrsig` entries picked. All of this runs on a header the host may have written,
+/// before any TPM command.
+pub struct PreparedToken {
+    obj: SealedObject,
+    parent_name: Option<Vec<u8>>,
+    bank: HashAlg,
+    pcrs: Vec<u32>,
+    expected: Digest,
+    authorize: Option<(Vec<u8>, Vec<u32>)>,
+    candidates: Vec<(Digest, Vec<u8>)>,
+    auth: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for PreparedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedToken")
+            .field("parent", &self.obj.parent)
+            .field("bank", &self.bank)
+            .field("pcrs", &self.pcrs)
+            .field("expected", &self.expected)
+            .field("signature_candidates", &self.candidates.len())
+            .field("auth_value", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedToken {
+    /// The parent the sealed object lives under.
+    pub fn parent(&self) -> ParentKind {
+        self.obj.parent
+    }
+
+    /// The `.pcrsig` entries that may satisfy the signed policy (empty without one).
+    pub fn signature_candidates(&self) -> usize {
+        self.candidates.len()
+    }
+}
+
+/// Check and decode token `t` for unsealing (see [`PreparedToken`]).
+pub fn prepare(
     t: &SystemdTpm2Token,
     signatures: Option<&PcrSignatures>,
     pin: Option<&[u8]>,
-) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+) -> Result<PreparedToken, TokenError> {
     let raw = B64
         .decode(&t.blob)
         .map_err(|_| TokenError::Malformed("tpm2-blob is not base64".into()))?;
@@ -415,29 +457,50 @@ pub fn unseal(
         (true, None) => return Err(SealError::PinRequired.into()),
         (false, _) => None,
     };
+    Ok(PreparedToken {
+        obj: SealedObject {
+            private,
+            public,
+            parent_name: parent_name.clone().unwrap_or_default(),
+            parent,
+        },
+        parent_name,
+        bank,
+        pcrs: t.pcrs.clone(),
+        expected,
+        authorize: area.map(|a| (a, signed_pcrs)),
+        candidates,
+        auth,
+    })
+}
+
+/// Unseal a token's secret. Errors say which PCRs differ, which signed PCRs have no signature,
+/// or how many PIN tries are left. The token is checked ([`prepare`]) before the first TPM
+/// command.
+pub fn unseal(
+    tpm: &mut Tpm,
+    t: &SystemdTpm2Token,
+    signatures: Option<&PcrSignatures>,
+    pin: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let p = prepare(t, signatures, pin)?;
     let steps = PolicySteps {
-        authorize: area.as_ref().map(|a| AuthorizeStep {
+        authorize: p.authorize.as_ref().map(|(a, pcrs)| AuthorizeStep {
             public_area: a,
-            bank,
-            pcrs: &signed_pcrs,
-            candidates: &candidates,
+            bank: p.bank,
+            pcrs,
+            candidates: &p.candidates,
         }),
-        pcrs: Some((bank, &t.pcrs)),
-        auth_value: auth.as_ref().map(|a| a.as_slice()),
+        pcrs: Some((p.bank, &p.pcrs)),
+        auth_value: p.auth.as_ref().map(|a| a.as_slice()),
     };
-    let obj = SealedObject {
-        private,
-        public,
-        parent_name: parent_name.clone().unwrap_or_default(),
-        parent,
-    };
-    match tpm.unseal(&obj, parent_name.as_deref(), &steps, &expected) {
+    match tpm.unseal(&p.obj, p.parent_name.as_deref(), &steps, &p.expected) {
         Ok(s) => Ok(s),
         Err(UnsealError::PolicyMismatch { expected, actual }) => {
             // The token does not record the values sealed to; name the PCRs and their values
             // now so the user can compare with a prediction.
             Err(SealError::PcrPolicyMismatch {
-                current: crate::seal::current_values(tpm, bank, &t.pcrs)?,
+                current: crate::seal::current_values(tpm, p.bank, &p.pcrs)?,
                 expected,
                 actual,
             }
@@ -447,7 +510,7 @@ pub fn unseal(
             bank,
             pcrs,
             approved,
-        }) => Err(crate::seal::not_signed(tpm, bank, &pcrs, approved, candidates.len()).into()),
+        }) => Err(crate::seal::not_signed(tpm, bank, &pcrs, approved, p.candidates.len()).into()),
         Err(e) => Err(SealError::Unseal(e).into()),
     }
 }

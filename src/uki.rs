@@ -102,7 +102,7 @@ impl UkiSection {
 #[non_exhaustive]
 pub enum UkiError {
     /// An input could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Input {
         /// The input.
         path: PathBuf,
@@ -113,7 +113,7 @@ pub enum UkiError {
     #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi) or pass --stub")]
     StubMissing(PathBuf),
     /// The stub is not a usable PE image.
-    #[error("stub {path} is not a usable PE image: {source}")]
+    #[error("stub {path} is not a usable PE image")]
     StubNotPe {
         /// The stub.
         path: PathBuf,
@@ -165,6 +165,18 @@ pub enum UkiError {
         /// Its length.
         len: u64,
     },
+    /// A section asked for in memory ([`read_section`]) is larger than the sections a UKI
+    /// reader needs whole (`.osrel`, `.cmdline`, `.pcrsig`, `.pcrpkey`, `.sbat`, `.uname`):
+    /// reading it would let a planted image claim gigabytes of memory.
+    #[error("section {name} is {len} bytes; sections read whole are limited to {limit} bytes")]
+    SectionTooLarge {
+        /// The section.
+        name: String,
+        /// Its VirtualSize.
+        len: u64,
+        /// [`MAX_READ_SECTION`].
+        limit: u64,
+    },
     /// The output would not fit PE's 32-bit file offsets (the certificate table offset and
     /// every PointerToRawData are 32-bit, pecoff "Optional Header Data Directories").
     #[error(
@@ -175,7 +187,7 @@ pub enum UkiError {
         len: u64,
     },
     /// Writing the output failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Output {
         /// The output.
         path: PathBuf,
@@ -192,7 +204,7 @@ pub enum UkiError {
     #[error(transparent)]
     Authenticode(#[from] authenticode::AuthenticodeError),
     /// Reading a file failed.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// PCR policy signing failed.
     #[error(transparent)]
@@ -945,16 +957,16 @@ struct Stub {
 }
 
 fn read_stub(path: &Path) -> Result<Stub, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
-    let len = f.metadata().map_err(input_err(path))?.len();
-    if len > MAX_STUB_LEN {
-        return Err(UkiError::StubLayout {
-            path: path.into(),
-            reason: format!("{len} bytes is too large for a stub"),
-        });
-    }
-    let mut data = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut data).map_err(input_err(path))?;
+    let mut data = match crate::fsutil::read_bounded(path, MAX_STUB_LEN) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            return Err(UkiError::StubLayout {
+                path: path.into(),
+                reason: format!("more than {MAX_STUB_LEN} bytes is too large for a stub"),
+            })
+        }
+        Err(e) => return Err(input_err(path)(e)),
+    };
     let headers =
         PeHeaders::parse(&data, data.len() as u64).map_err(|source| UkiError::StubNotPe {
             path: path.into(),
@@ -1356,20 +1368,25 @@ pub fn parse_sdmagic(text: &str) -> Option<String> {
     (version != "####").then(|| version.to_string())
 }
 
+/// The largest section [`read_section`] reads into memory: 16 MiB, far above any text or key
+/// section (the kernel and initrd are hashed and copied as streams, never read whole).
+pub const MAX_READ_SECTION: u64 = 16 << 20;
+
 /// The in-memory bytes of section `name` of a UKI (trailing NULs kept), if present. For the
 /// small metadata sections (`.pcrsig`, `.pcrpkey`, `.cmdline` ...); refuses sections over
-/// 16 MiB.
+/// [`MAX_READ_SECTION`] with [`UkiError::SectionTooLarge`].
 pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, UkiError> {
     let mut f = File::open(path).map_err(input_err(path))?;
     let (h, _) = PeHeaders::read(&mut f)?;
     let Some(s) = h.sections.iter().find(|s| s.name.as_str() == name) else {
         return Ok(None);
     };
-    if s.virtual_size > 16 << 20 {
-        return Err(UkiError::Io(io::Error::other(format!(
-            "section {name} is {} bytes, too large to read",
-            s.virtual_size
-        ))));
+    if u64::from(s.virtual_size) > MAX_READ_SECTION {
+        return Err(UkiError::SectionTooLarge {
+            name: name.to_string(),
+            len: u64::from(s.virtual_size),
+            limit: MAX_READ_SECTION,
+        });
     }
     Ok(Some(pe::read_section_memory(&mut f, s)?))
 }

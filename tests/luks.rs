@@ -1,10 +1,11 @@
 //! LUKS2 `systemd-tpm2` tokens against the real tools: tokens enrolled by systemd-cryptenroll
-//! 252 (literal PCRs, signed policy, PIN) unlocked by `bootchain luks unlock`; tokens enrolled
+//! 252 (literal PCRs, signed policy, PIN) and 257 (salted PIN under the SRK) unlocked by `bootchain luks unlock`; tokens enrolled
 //! by bootchain unsealed by tpm2-tools; keyslots checked with `cryptsetup open
 //! --test-passphrase` (device-mapper activation is not available on the test machines).
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -287,6 +288,56 @@ fn systemd_cryptenroll_pin_token() {
     assert!(opens_slot(&img, 2, &pass));
 }
 
+/// systemd-cryptenroll 257 (Debian 13's, in a chroot) `--tpm2-with-pin`: since systemd 253 the
+/// PIN is salted (`tpm2_salt`) and the object lives under the persistent SRK (`tpm2_srk`, which
+/// 257 creates). bootchain derives the same authValue from PIN and salt: the right PIN opens
+/// systemd's keyslot, a wrong one is refused as a wrong PIN with the TPM's count.
+#[test]
+fn systemd_257_salted_pin_token() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    // systemd 257 refuses a key file readable by others.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tcti = format!("--tpm2-device=swtpm:host=127.0.0.1,port={}", sw.port);
+    let out = run(&mut trixie_tools(
+        d.path(),
+        &[("NEWPIN", "2468")],
+        &[
+            "systemd-cryptenroll",
+            "--unlock-key-file=/w/pass",
+            &tcti,
+            "--tpm2-pcrs=7",
+            "--tpm2-with-pin=yes",
+            "/w/disk.img",
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("New TPM2 token enrolled as key slot 1"),
+        "{}",
+        stderr(&out)
+    );
+    let tok = token_json(&img, 0);
+    assert_eq!(tok["tpm2-pin"], true);
+    assert!(tok["tpm2_salt"].is_string(), "{tok}");
+    assert!(tok["tpm2_srk"].is_string(), "{tok}");
+    let pass = d.path().join("recovered");
+    let args = [
+        "luks",
+        "unlock",
+        "--passphrase-output",
+        pass.to_str().unwrap(),
+    ];
+    let out = bootchain_pin(&sw, &args, &img, Some("1357"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong PIN"), "{}", stderr(&out));
+    assert!(!pass.exists());
+    let out = bootchain_pin(&sw, &args, &img, Some("2468"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 1, &pass));
+}
+
 /// A token enrolled by `bootchain luks enroll` is standard: tpm2-tools recreate systemd's
 /// legacy ECC primary, load the blob, satisfy PolicyPCR and unseal the secret whose base64
 /// opens the keyslot. `list` shows it; `remove` removes token and keyslot but never the last
@@ -526,6 +577,86 @@ fn enroll_under_the_persistent_srk_records_tpm2_srk() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A key at the SRK handle that is not a storage key (here a signing key: its holder could
+/// have made it outside this TPM's storage hierarchy rules) is refused before anything is
+/// sealed under it, whether `--parent srk` is asked for or chosen automatically — never a
+/// silent switch to another parent — and the header keeps its keyslots. The same enrolment
+/// succeeds once a real SRK sits there.
+#[test]
+fn a_signing_key_at_the_srk_handle_is_refused() {
+    require_tool("tpm2_evictcontrol");
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    let persist = |ctx: &Path| {
+        run_ok(
+            sw.tool("tpm2_evictcontrol")
+                .args(["-C", "o", "-c"])
+                .arg(ctx)
+                .arg("0x81000001"),
+        );
+        run_ok(sw.tool("tpm2_flushcontext").arg("--transient-object"));
+    };
+    let signer = d.path().join("signer.ctx");
+    run_ok(
+        sw.tool("tpm2_createprimary")
+            .args(["-C", "o", "-g", "sha256", "-G", "ecc256:ecdsa-sha256", "-a"])
+            .arg("sign|fixedtpm|fixedparent|sensitivedataorigin|userwithauth")
+            .arg("-c")
+            .arg(&signer),
+    );
+    persist(&signer);
+    let keyslots = |img: &Path| {
+        let out = run_ok(
+            Command::new("cryptsetup")
+                .args(["luksDump", "--dump-json-metadata"])
+                .arg(img),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["keyslots"].as_object().unwrap().len()
+    };
+    let enroll = |parent: &str| {
+        bootchain(
+            &sw,
+            &[
+                "luks",
+                "enroll",
+                "--pcrs",
+                "7",
+                "--parent",
+                parent,
+                "--unlock-key-file",
+                key.to_str().unwrap(),
+            ],
+            &img,
+        )
+    };
+    for parent in ["srk", "auto"] {
+        let out = enroll(parent);
+        assert!(!out.status.success(), "--parent {parent}");
+        assert!(
+            stderr(&out).contains("is not a storage root key"),
+            "--parent {parent}: {}",
+            stderr(&out)
+        );
+        assert_eq!(keyslots(&img), 1, "--parent {parent} touched the header");
+    }
+    // Positive control: a storage key at the same handle.
+    run_ok(
+        sw.tool("tpm2_evictcontrol")
+            .args(["-C", "o", "-c", "0x81000001"]),
+    );
+    let srk = d.path().join("srk.ctx");
+    sw.tools_primary(
+        &srk,
+        "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
+    );
+    persist(&srk);
+    let out = enroll("srk");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(keyslots(&img), 2);
 }
 
 /// A `bootchain-tpm2` token (our envelope in the header) next to a systemd-cryptenroll token:

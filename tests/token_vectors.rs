@@ -1,7 +1,9 @@
 //! Tokens written by systemd-cryptenroll 252 (test-vectors/tokens/, made by
 //! scripts/regen-token-vectors with PCR 7 = extend(0, SHA-256("db")) and PCR 11 =
-//! extend(0, SHA-256("uki"))): parsed losslessly, and each `tpm2-policy-hash` recomputed
-//! offline, which is also the `authPolicy` of the sealed object inside `tpm2-blob`.
+//! extend(0, SHA-256("uki"))) and by systemd-cryptenroll 257 (Debian 13, run by
+//! scripts/trixie-tools against a fresh swtpm, PCR 7 = 0): parsed losslessly, and each
+//! `tpm2-policy-hash` recomputed offline, which is also the `authPolicy` of the sealed object
+//! inside `tpm2-blob`.
 
 mod common;
 
@@ -88,6 +90,29 @@ fn pin_with_literal_pcr_7() {
     assert!(t.pin);
     assert!(t.salt.is_none(), "systemd 252 does not salt the PIN");
     let d = policy::sealing_policy(None, Some(&binding(&[(7, pcr(b"db"))])), true).unwrap();
+    assert_eq!(d.to_hex(), t.policy_hash);
+    check_blob(&t);
+}
+
+/// systemd 257 (`--tpm2-pcrs=7 --tpm2-with-pin=yes`): the PIN is salted (`tpm2_salt`, 32
+/// bytes) and the object is sealed under the persistent SRK (`tpm2_srk`: its handle and
+/// TPM2B_PUBLIC), whose Name the parent check compares. The salt does not enter the policy:
+/// PolicyPCR then PolicyAuthValue, as in 252. `tests/luks.rs` unseals such a token live.
+#[test]
+fn salted_pin_under_the_srk_systemd_257() {
+    use base64::Engine as _;
+    let (v, t) = vector("systemd-257-salted-pin-7.json");
+    assert!(t.pin);
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(t.salt.as_deref().expect("systemd 257 salts the PIN"))
+        .unwrap();
+    assert_eq!(salt.len(), 32);
+    assert!(v.get("tpm2_srk").is_some());
+    let (kind, name) = t.parent().unwrap();
+    assert_eq!(kind, ParentKind::Srk);
+    assert_eq!(name.map(|n| n.len()), Some(34), "nameAlg ‖ SHA-256");
+    let zero = Digest::zero(HashAlg::Sha256);
+    let d = policy::sealing_policy(None, Some(&binding(&[(7, zero)])), true).unwrap();
     assert_eq!(d.to_hex(), t.policy_hash);
     check_blob(&t);
 }

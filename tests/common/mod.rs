@@ -160,6 +160,21 @@ pub fn bootchain_bin() -> PathBuf {
     bin
 }
 
+/// A command that runs `args` with Debian 13's systemd 257 tools (`scripts/trixie-tools`: a
+/// cached mmdebstrap trixie chroot, built on first use, about a minute), `dir` bound at `/w`
+/// and the working directory, and only the variables in `env` passed in (by name, never in
+/// argv). A machine that cannot build the chroot fails the test with the script's reason.
+pub fn trixie_tools(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    require_tool("mmdebstrap");
+    let mut c = Command::new(repo_root().join("scripts/trixie-tools"));
+    c.arg("--bind").arg(dir);
+    for (k, v) in env {
+        c.arg("--env").arg(k).env(k, v);
+    }
+    c.args(args);
+    c
+}
+
 /// A 32 MiB LUKS2 image with one passphrase keyslot (slot 0; cheap PBKDF for tests), and the
 /// file holding its passphrase.
 pub fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {

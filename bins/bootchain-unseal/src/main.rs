@@ -128,6 +128,26 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     Ok(o)
 }
 
+/// An error and its sources, "a: b: c", each printed once (library errors do not repeat their
+/// source in their own message).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A JSON input (envelope, `.pcrsig`) the host may have planted: read at most
+/// `MAX_JSON_INPUT` bytes of it, so a huge or sparse file cannot stall or exhaust the initramfs.
+fn read_json(path: &Path) -> Result<Vec<u8>, String> {
+    bootchain::fsutil::read_bounded(path, bootchain::fsutil::MAX_JSON_INPUT)
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
 fn signatures(o: &Opts) -> Result<Option<PcrSignatures>, String> {
     let path = match &o.pcrsig {
         Some(p) => p.clone(),
@@ -136,10 +156,10 @@ fn signatures(o: &Opts) -> Result<Option<PcrSignatures>, String> {
             None => return Ok(None),
         },
     };
-    let text = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = read_json(&path)?;
     bootchain::measure::parse_signatures(&text)
         .map(Some)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{}: {}", path.display(), chain(&e)))
 }
 
 fn trim_newlines(mut p: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
@@ -152,7 +172,11 @@ fn trim_newlines(mut p: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
 fn pin(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let p = match &o.pin_file {
         Some(f) => {
-            Zeroizing::new(std::fs::read(f).map_err(|e| format!("reading {}: {e}", f.display()))?)
+            // A PIN is typed by a person: 4 KiB is far more than any.
+            Zeroizing::new(
+                bootchain::fsutil::read_bounded(f, 4096)
+                    .map_err(|e| format!("reading {}: {e}", f.display()))?,
+            )
         }
         None => match std::env::var_os("BOOTCHAIN_PIN") {
             Some(v) => Zeroizing::new(v.into_encoded_bytes()),
@@ -230,7 +254,7 @@ fn unseal_with(
                                 )
                             ))
                     );
-                    Err((e.to_string(), pin_needed))
+                    Err((chain(&e), pin_needed))
                 }
             }
         }
@@ -243,7 +267,7 @@ fn unseal_with(
                 Ok(s) => Ok((s, env.policy_pcrs())),
                 Err(e) => {
                     let pin_needed = matches!(e, bootchain::seal::SealError::PinRequired);
-                    Err((e.to_string(), pin_needed))
+                    Err((chain(&e), pin_needed))
                 }
             }
         }
@@ -262,9 +286,10 @@ fn inputs(o: &Opts) -> Result<Inputs, String> {
         None
     } else {
         let target = o.target.as_deref().ok_or("no target")?;
-        let text = std::fs::read_to_string(target)
-            .map_err(|e| format!("reading {}: {e}", target.display()))?;
-        Some(bootchain::seal::Envelope::from_json(&text).map_err(|e| e.to_string())?)
+        let bytes = read_json(target)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("{}: not UTF-8 text", target.display()))?;
+        Some(bootchain::seal::Envelope::from_json(text).map_err(|e| chain(&e))?)
     };
     Ok(Inputs {
         env,
@@ -297,7 +322,7 @@ fn run(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
         Err(e) => {
             return Err(match prepared {
                 Some(Err(bad)) => bad,
-                _ => e.to_string(),
+                _ => chain(&e),
             })
         }
     };

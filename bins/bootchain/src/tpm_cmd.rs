@@ -205,7 +205,8 @@ fn parse_parent(s: &str) -> Result<ParentChoice> {
 fn read_pin(file: Option<&Path>, from_env: bool) -> Result<Option<Zeroizing<Vec<u8>>>> {
     let mut pin = match file {
         Some(p) => Zeroizing::new(
-            std::fs::read(p).with_context(|| format!("reading PIN file {}", p.display()))?,
+            bootchain::fsutil::read_bounded(p, 4096)
+                .with_context(|| format!("reading PIN file {}", p.display()))?,
         ),
         None if from_env => match std::env::var_os("BOOTCHAIN_PIN") {
             Some(v) => Zeroizing::new(v.into_encoded_bytes()),
@@ -233,7 +234,8 @@ fn unlock_pin(a: &UnlockArgs) -> Result<Option<Zeroizing<Vec<u8>>>> {
 /// The signatures for unsealing; `None` if none are given or found.
 fn unlock_signatures(a: &UnlockArgs) -> Result<Option<PcrSignatures>> {
     let text = if let Some(p) = &a.pcrsig {
-        std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
+        bootchain::fsutil::read_bounded(p, bootchain::fsutil::MAX_JSON_INPUT)
+            .with_context(|| format!("reading {}", p.display()))?
     } else if let Some(u) = &a.pcrsig_uki {
         match bootchain::uki::read_section(u, ".pcrsig")? {
             Some(b) => b,
@@ -241,7 +243,10 @@ fn unlock_signatures(a: &UnlockArgs) -> Result<Option<PcrSignatures>> {
         }
     } else {
         match DEFAULT_PCRSIG.iter().find(|p| Path::new(p).exists()) {
-            Some(p) => std::fs::read(p).with_context(|| format!("reading {p}"))?,
+            Some(p) => {
+                bootchain::fsutil::read_bounded(Path::new(p), bootchain::fsutil::MAX_JSON_INPUT)
+                    .with_context(|| format!("reading {p}"))?
+            }
             None => return Ok(None),
         }
     };
@@ -431,9 +436,11 @@ fn write_secret(out: Option<&Path>, secret: &[u8]) -> Result<()> {
 }
 
 pub fn unseal(a: UnsealArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.envelope)
+    let bytes = bootchain::fsutil::read_bounded(&a.envelope, bootchain::fsutil::MAX_JSON_INPUT)
         .with_context(|| format!("reading {}", a.envelope.display()))?;
-    let env = bootchain::seal::Envelope::from_json(&text)?;
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("{} is not UTF-8 text", a.envelope.display()))?;
+    let env = bootchain::seal::Envelope::from_json(text)?;
     let sigs = if env.needs_signatures() {
         unlock_signatures(&a.unlock)?
     } else {
