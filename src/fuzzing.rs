@@ -132,10 +132,12 @@ pub fn efi_vars(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "tpm")]
 /// What `unseal` is given besides the envelope or token: a PIN and an (empty) signature set,
 /// so that PIN and signed policies get as far as they can without a TPM.
 const FUZZ_PIN: &[u8] = b"1234";
 
+#[cfg(feature = "luks")]
 /// Every check `unlock` makes on a systemd-tpm2 token before the TPM.
 fn prepare_token(t: &crate::token::SystemdTpm2Token) {
     let sigs = crate::measure::PcrSignatures::new();
@@ -143,6 +145,7 @@ fn prepare_token(t: &crate::token::SystemdTpm2Token) {
     let _ = crate::token::prepare(t, None, None);
 }
 
+#[cfg(feature = "tpm")]
 /// Every check `unseal` makes on an envelope before the TPM.
 fn prepare_envelope(env: &crate::seal::Envelope) {
     let sigs = crate::measure::PcrSignatures::new();
@@ -154,6 +157,7 @@ fn prepare_envelope(env: &crate::seal::Envelope) {
     let _ = crate::seal::prepare_unseal(env, &crate::seal::UnsealOptions::default());
 }
 
+#[cfg(feature = "luks")]
 /// A systemd-tpm2 LUKS2 token (JSON), its fields, raw `tpm2-blob` bytes, and the checks made
 /// before the TPM.
 pub fn token(data: &[u8]) {
@@ -177,6 +181,7 @@ pub fn token(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "tpm")]
 /// An envelope (`bootchain seal` output), and the checks `unseal` makes before the TPM.
 pub fn envelope(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -200,6 +205,7 @@ pub fn envelope(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "luks")]
 /// A LUKS2 JSON metadata area as `cryptsetup luksDump --dump-json-metadata` prints it (the
 /// host writes the header): keyslots, tokens, data offset, every TPM2 token of either type as
 /// `luks unlock` reads it up to the TPM; also `luksDump --dump-volume-key` output.
@@ -252,6 +258,7 @@ pub fn keys(data: &[u8]) {
 pub type Entry = fn(&[u8]);
 
 /// Every target by name, for the corpus replay test.
+#[cfg(feature = "luks")]
 pub const TARGETS: &[(&str, Entry)] = &[
     ("pe_uki", pe_uki),
     ("authenticode", authenticode),
@@ -262,4 +269,15 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("pcrsig", pcrsig),
     ("keys", keys),
     ("luks_header", luks_header),
+];
+
+/// Every target by name, for the corpus replay test.
+#[cfg(not(feature = "luks"))]
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("pe_uki", pe_uki),
+    ("authenticode", authenticode),
+    ("eventlog", eventlog),
+    ("efi_vars", efi_vars),
+    ("pcrsig", pcrsig),
+    ("keys", keys),
 ];

@@ -128,17 +128,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// An error and its sources, "a: b: c", each printed once (library errors do not repeat their
-/// source in their own message).
+/// An error and its sources, "a: b: c", each printed once.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    bootchain::error::Chain(e).to_string()
 }
 
 /// A JSON input (envelope, `.pcrsig`) the host may have planted: read at most

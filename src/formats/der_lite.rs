@@ -91,7 +91,7 @@ pub enum DerShapeError {
         /// Offset of the bad TLV.
         offset: usize,
     },
-    /// Nested deeper than [`MAX_DEPTH`].
+    /// Nested deeper than 48 levels.
     #[error("DER nested deeper than {max} levels at offset {offset}")]
     TooDeep {
         /// Offset of the element.
@@ -100,7 +100,7 @@ pub enum DerShapeError {
         max: usize,
     },
     /// A `SET OF` (or an implicitly tagged one, such as CMS `certificates [0]`) with more
-    /// elements than [`MAX_SET_ELEMENTS`].
+    /// elements than 64.
     #[error("DER SET at offset {offset} has more than {max} elements")]
     SetTooLarge {
         /// Offset of the SET.

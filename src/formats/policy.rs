@@ -8,9 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
 use crate::hash::{Digest, HashAlg};
+pub use crate::pcr::{parse_pcr_list, PcrIndex, PcrIndexError, MAX_PCR};
 
 /// TPM_CC_PolicyPCR (Part 2 §6.5.2).
 pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
@@ -20,64 +19,6 @@ pub const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
 pub const TPM_CC_POLICY_AUTH_VALUE: u32 = 0x0000_016B;
 /// Size of the PCR select bitmap systemd and tpm2-tools use (TPM2_PCRS_MAX / 8).
 pub const PCR_SELECT_SIZE: usize = 3;
-/// Highest PCR index in a 3-byte selection.
-pub const MAX_PCR: u32 = 23;
-
-/// A PCR index 0..=23.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub struct PcrIndex(u32);
-
-/// Error for an out-of-range PCR index.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("PCR index {0} is out of range (0-23)")]
-pub struct PcrIndexError(pub u32);
-
-impl PcrIndex {
-    /// Validate an index.
-    pub fn new(i: u32) -> Result<Self, PcrIndexError> {
-        if i > MAX_PCR {
-            return Err(PcrIndexError(i));
-        }
-        Ok(PcrIndex(i))
-    }
-    /// The number.
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl TryFrom<u32> for PcrIndex {
-    type Error = PcrIndexError;
-    fn try_from(v: u32) -> Result<Self, Self::Error> {
-        PcrIndex::new(v)
-    }
-}
-
-impl From<PcrIndex> for u32 {
-    fn from(p: PcrIndex) -> u32 {
-        p.0
-    }
-}
-
-impl std::fmt::Display for PcrIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Parse a PCR list as systemd spells it: "7+11", "7,11", "" (none).
-pub fn parse_pcr_list(s: &str) -> Result<BTreeSet<PcrIndex>, PcrIndexError> {
-    s.split(['+', ','])
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse::<u32>()
-                .map_err(|_| PcrIndexError(u32::MAX))
-                .and_then(PcrIndex::new)
-        })
-        .collect()
-}
 
 /// One bank's selection of PCRs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +42,7 @@ impl PcrSelection {
     pub fn bitmap(&self) -> [u8; PCR_SELECT_SIZE] {
         let mut b = [0u8; PCR_SELECT_SIZE];
         for p in &self.pcrs {
-            b[(p.0 / 8) as usize] |= 1 << (p.0 % 8);
+            b[(p.get() / 8) as usize] |= 1 << (p.get() % 8);
         }
         b
     }

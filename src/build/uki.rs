@@ -28,7 +28,8 @@ use crate::keys::SigningKey;
 use crate::pe::{
     self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN,
 };
-use crate::sign::{self, SignError, SignOptions, SignerReport};
+use crate::sign::{self, SignError, SignOptions};
+pub use crate::ukiread::*;
 
 /// Where Debian's `systemd-boot-efi` package installs the x86-64 stub.
 pub const DEFAULT_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
@@ -43,61 +44,7 @@ const MAX_STUB_LEN: u64 = 64 * 1024 * 1024;
 /// Copy buffer size: bounds peak memory whatever the input sizes.
 const COPY_BUF: usize = 4 << 20;
 
-/// A well-known UKI section (UAPI UKI spec, "UKI Components"; systemd `uki.h`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum UkiSection {
-    /// The kernel (`.linux`).
-    Linux,
-    /// os-release (`.osrel`).
-    Osrel,
-    /// Kernel command line (`.cmdline`).
-    Cmdline,
-    /// Initrd (`.initrd`).
-    Initrd,
-    /// Microcode initrd (`.ucode`).
-    Ucode,
-    /// Boot splash (`.splash`).
-    Splash,
-    /// Devicetree (`.dtb`).
-    Dtb,
-    /// `uname -r` (`.uname`).
-    Uname,
-    /// SBAT (`.sbat`).
-    Sbat,
-    /// Signed PCR policy JSON (`.pcrsig`).
-    Pcrsig,
-    /// PCR signing public key (`.pcrpkey`).
-    Pcrpkey,
-}
-
-impl UkiSection {
-    /// The PE section name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            UkiSection::Linux => ".linux",
-            UkiSection::Osrel => ".osrel",
-            UkiSection::Cmdline => ".cmdline",
-            UkiSection::Initrd => ".initrd",
-            UkiSection::Ucode => ".ucode",
-            UkiSection::Splash => ".splash",
-            UkiSection::Dtb => ".dtb",
-            UkiSection::Uname => ".uname",
-            UkiSection::Sbat => ".sbat",
-            UkiSection::Pcrsig => ".pcrsig",
-            UkiSection::Pcrpkey => ".pcrpkey",
-        }
-    }
-
-    /// Sections whose content is text (shown by `inspect`).
-    pub fn is_text(name: &str) -> bool {
-        matches!(
-            name,
-            ".cmdline" | ".osrel" | ".uname" | ".sbat" | ".pcrsig" | ".pcrpkey" | ".sdmagic"
-        )
-    }
-}
-
-/// Errors building or inspecting a UKI.
+/// Errors building a UKI.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UkiError {
@@ -165,18 +112,6 @@ pub enum UkiError {
         /// Its length.
         len: u64,
     },
-    /// A section asked for in memory ([`read_section`]) is larger than the sections a UKI
-    /// reader needs whole (`.osrel`, `.cmdline`, `.pcrsig`, `.pcrpkey`, `.sbat`, `.uname`):
-    /// reading it would let a planted image claim gigabytes of memory.
-    #[error("section {name} is {len} bytes; sections read whole are limited to {limit} bytes")]
-    SectionTooLarge {
-        /// The section.
-        name: String,
-        /// Its VirtualSize.
-        len: u64,
-        /// [`MAX_READ_SECTION`].
-        limit: u64,
-    },
     /// The output would not fit PE's 32-bit file offsets (the certificate table offset and
     /// every PointerToRawData are 32-bit, pecoff "Optional Header Data Directories").
     #[error(
@@ -209,6 +144,9 @@ pub enum UkiError {
     /// PCR policy signing failed.
     #[error(transparent)]
     Measure(crate::measure::MeasureError),
+    /// Reading a UKI failed.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
 }
 
 impl From<crate::measure::MeasureError> for UkiError {
@@ -354,7 +292,7 @@ pub struct UkiBuilder {
 pub struct PcrPolicySigner {
     /// The RSA key.
     pub key: rsa::RsaPrivateKey,
-    /// Phase paths to sign for (empty: the initrd phases, [`measure::INITRD_PHASES`]).
+    /// Phase paths to sign for (empty: the initrd phases, [`crate::measure::INITRD_PHASES`]).
     pub phases: Vec<String>,
     /// Banks to sign for (ukify's default is sha256).
     pub banks: Vec<HashAlg>,
@@ -1290,161 +1228,6 @@ fn copy_content(
             Ok(total)
         }
     }
-}
-
-/// One section as `inspect` reports it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SectionInfo {
-    /// Section name.
-    pub name: String,
-    /// RVA.
-    pub rva: u32,
-    /// VirtualSize: the number of bytes the stub measures.
-    pub virtual_size: u32,
-    /// File offset of the data.
-    pub file_offset: u32,
-    /// SizeOfRawData.
-    pub raw_size: u32,
-    /// SHA-256 of the VirtualSize bytes the loader maps (and the stub measures), hex.
-    pub sha256: String,
-    /// The content, for text sections.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
-
-/// What `bootchain uki inspect` shows. The JSON form of this struct is the documented,
-/// stable output of `inspect --json` (see README "inspect JSON").
-#[derive(Clone, Debug, Serialize)]
-pub struct UkiInfo {
-    /// File length.
-    pub size: u64,
-    /// Stub version from `.sdmagic` (e.g. "252.39-1~deb12u2").
-    pub stub_version: Option<String>,
-    /// Authenticode SHA-256 of the image, hex.
-    pub authenticode_sha256: String,
-    /// Every section in table order.
-    pub sections: Vec<SectionInfo>,
-    /// Every signature.
-    pub signatures: Vec<SignerReport>,
-}
-
-/// Hash the bytes a loader maps for section `s`: the file bytes up to min(VirtualSize,
-/// SizeOfRawData), then zeros up to VirtualSize. Streams large sections.
-pub fn section_memory_digests<R: Read + Seek>(
-    r: &mut R,
-    s: &SectionHeader,
-    algs: &[HashAlg],
-) -> io::Result<Vec<Digest>> {
-    let mut mh = MultiHasher::new(algs);
-    let file_part = u64::from(s.loaded_file_len());
-    authenticode::hash_file_ranges(
-        r,
-        std::slice::from_ref(
-            &(u64::from(s.pointer_to_raw_data)..u64::from(s.pointer_to_raw_data) + file_part),
-        ),
-        &mut mh,
-    )?;
-    let mut zeros = u64::from(s.virtual_size) - file_part;
-    let z = [0u8; 4096];
-    while zeros > 0 {
-        let n = zeros.min(4096) as usize;
-        mh.update(&z[..n]);
-        zeros -= n as u64;
-    }
-    Ok(mh.finalize())
-}
-
-/// The stub version in a `.sdmagic` text ("#### LoaderInfo: systemd-stub 252.39 ####").
-pub fn parse_sdmagic(text: &str) -> Option<String> {
-    let t = text.trim_end_matches('\0');
-    let rest = t.split("LoaderInfo:").nth(1)?;
-    let mut words = rest.split_whitespace();
-    let first = words.next()?;
-    let version = if first.starts_with("systemd-") {
-        words.next()?
-    } else {
-        first
-    };
-    (version != "####").then(|| version.to_string())
-}
-
-/// The largest section [`read_section`] reads into memory: 16 MiB, far above any text or key
-/// section (the kernel and initrd are hashed and copied as streams, never read whole).
-pub const MAX_READ_SECTION: u64 = 16 << 20;
-
-/// The in-memory bytes of section `name` of a UKI (trailing NULs kept), if present. For the
-/// small metadata sections (`.pcrsig`, `.pcrpkey`, `.cmdline` ...); refuses sections over
-/// [`MAX_READ_SECTION`] with [`UkiError::SectionTooLarge`].
-pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
-    let (h, _) = PeHeaders::read(&mut f)?;
-    let Some(s) = h.sections.iter().find(|s| s.name.as_str() == name) else {
-        return Ok(None);
-    };
-    if u64::from(s.virtual_size) > MAX_READ_SECTION {
-        return Err(UkiError::SectionTooLarge {
-            name: name.to_string(),
-            len: u64::from(s.virtual_size),
-            limit: MAX_READ_SECTION,
-        });
-    }
-    Ok(Some(pe::read_section_memory(&mut f, s)?))
-}
-
-/// Inspect a UKI (or any PE image).
-///
-/// ```no_run
-/// let info = bootchain::uki::inspect("uki.efi".as_ref())?;
-/// for s in &info.sections { println!("{} {}", s.name, s.sha256); }
-/// # Ok::<(), bootchain::uki::UkiError>(())
-/// ```
-pub fn inspect(path: &Path) -> Result<UkiInfo, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
-    inspect_reader(&mut f)
-}
-
-/// [`inspect`] on an open image (a file, or a `Cursor` over bytes in memory).
-pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, UkiError> {
-    let (h, _) = PeHeaders::read(f)?;
-    let auth = authenticode::image_digests_with_headers(f, &h, &[HashAlg::Sha256])?
-        .pop()
-        .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
-    let mut sections = Vec::new();
-    let mut stub_version = None;
-    for s in &h.sections {
-        let name = s.name.as_str();
-        let d = section_memory_digests(f, s, &[HashAlg::Sha256])?;
-        let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
-            let b = pe::read_section_memory(f, s)?;
-            Some(
-                String::from_utf8_lossy(&b)
-                    .trim_end_matches('\0')
-                    .to_string(),
-            )
-        } else {
-            None
-        };
-        if name == ".sdmagic" {
-            stub_version = text.as_deref().and_then(parse_sdmagic);
-        }
-        sections.push(SectionInfo {
-            name,
-            rva: s.virtual_address,
-            virtual_size: s.virtual_size,
-            file_offset: s.pointer_to_raw_data,
-            raw_size: s.size_of_raw_data,
-            sha256: d.first().map(Digest::to_hex).unwrap_or_default(),
-            text,
-        });
-    }
-    let signatures = sign::describe_signatures(f, &h, &auth)?;
-    Ok(UkiInfo {
-        size: h.file_len,
-        stub_version,
-        authenticode_sha256: auth.to_hex(),
-        sections,
-        signatures,
-    })
 }
 
 #[cfg(test)]

@@ -329,12 +329,12 @@ pub fn uki_sections_from<R: Read + std::io::Seek>(
         let name = s.name.as_str();
         if name == ".sdmagic" {
             let b = crate::pe::read_section_memory(f, s).map_err(err)?;
-            version = crate::uki::parse_sdmagic(&String::from_utf8_lossy(&b));
+            version = crate::ukiread::parse_sdmagic(&String::from_utf8_lossy(&b));
         }
         if out.iter().any(|o| o.name == name) || !MEASUREMENT_ORDER.contains(&name.as_str()) {
             continue;
         }
-        let digests = crate::uki::section_memory_digests(f, s, banks).map_err(err)?;
+        let digests = crate::ukiread::section_memory_digests(f, s, banks).map_err(err)?;
         out.push(SectionDigests {
             name,
             size: u64::from(s.virtual_size),
@@ -395,7 +395,7 @@ pub fn public_key_fingerprint(key: &rsa::RsaPublicKey) -> Result<Digest, Measure
     use pkcs1::EncodeRsaPublicKey;
     let der = key
         .to_pkcs1_der()
-        .map_err(|e| MeasureError::Key(e.to_string()))?;
+        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
     Ok(HashAlg::Sha256.digest(der.as_bytes()))
 }
 
@@ -406,7 +406,7 @@ pub fn load_pcr_signing_key(
     public: Option<&Path>,
 ) -> Result<rsa::RsaPrivateKey, MeasureError> {
     let key = crate::keys::SigningKey::from_file(private)
-        .map_err(|e| MeasureError::Key(e.to_string()))?;
+        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
     let crate::keys::SigningKey::Rsa(k) = key else {
         return Err(MeasureError::Key(
             "PCR policies are signed with RSA keys (TPM2_VerifySignature with RSASSA)".into(),
@@ -451,7 +451,7 @@ pub fn rsa_public_key_from_pem(pem: &[u8]) -> Result<rsa::RsaPublicKey, MeasureE
 pub fn public_key_pem(key: &rsa::RsaPublicKey) -> Result<String, MeasureError> {
     use pkcs8::EncodePublicKey;
     key.to_public_key_pem(pkcs8::LineEnding::LF)
-        .map_err(|e| MeasureError::Key(e.to_string()))
+        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))
 }
 
 /// Sign the PCR 11 policy of every bank and phase of `pred`, like `systemd-measure sign`
@@ -462,7 +462,8 @@ pub fn sign_policies(
     key: &rsa::RsaPrivateKey,
 ) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
-    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT).map_err(|e| MeasureError::Key(e.to_string()))?;
+    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT)
+        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
     let mut out: PcrSignatures = Vec::new();
     for (bi, bank) in pred.banks.iter().enumerate() {
         let mut entries = Vec::new();
@@ -478,7 +479,7 @@ pub fn sign_policies(
             };
             let sig = key
                 .sign(scheme, digest.as_bytes())
-                .map_err(|e| MeasureError::Key(e.to_string()))?;
+                .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
             entries.push(PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
                 pkfp: pkfp.clone(),
@@ -495,7 +496,7 @@ pub fn sign_policies(
 pub fn parse_signatures(text: &[u8]) -> Result<PcrSignatures, MeasureError> {
     let text = String::from_utf8_lossy(text);
     let v: serde_json::Value = serde_json::from_str(text.trim_end_matches('\0').trim())
-        .map_err(|e| MeasureError::Json(e.to_string()))?;
+        .map_err(|e| MeasureError::Json(crate::error::Chain(&e).to_string()))?;
     let obj = v
         .as_object()
         .ok_or_else(|| MeasureError::Json("top level is not an object".into()))?;

@@ -27,7 +27,7 @@ use x509_cert::attr::Attribute;
 use x509_cert::Certificate;
 
 use crate::authenticode::{self, AuthenticodeError, WinCertificate};
-use crate::der_lite;
+use crate::formats::der_lite;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg};
 use crate::keys::{self, KeyError, PublicKey, SigningKey};
@@ -86,7 +86,7 @@ pub enum SignError {
     /// A signature refused before decoding: too large, too deep, or a SET (certificates,
     /// attributes) with too many elements.
     #[error("Authenticode signature refused before decoding")]
-    Shape(#[source] crate::der_lite::DerShapeError),
+    Shape(#[source] crate::formats::der_lite::DerShapeError),
 }
 
 /// Largest PKCS#7 signature decoded. Authenticode signatures with a chain of a few
@@ -94,7 +94,7 @@ pub enum SignError {
 pub const MAX_SIGNATURE_LEN: usize = 1 << 20;
 
 fn enc_err(e: der::Error) -> SignError {
-    SignError::Encode(e.to_string())
+    SignError::Encode(crate::error::Chain(&e).to_string())
 }
 
 /// Options for making a signature.
@@ -529,14 +529,14 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
     // (and so the certificate count) and the size first.
     der_lite::check_shape(&pkcs7[..der_len], MAX_SIGNATURE_LEN).map_err(SignError::Shape)?;
     let ci = ContentInfo::from_der(&pkcs7[..der_len])
-        .map_err(|e| SignError::Malformed(e.to_string()))?;
+        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
     if ci.content_type != ID_SIGNED_DATA {
         return Err(m("content type is not signedData"));
     }
     let sd: SignedData = ci
         .content
         .decode_as()
-        .map_err(|e| SignError::Malformed(e.to_string()))?;
+        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
     if sd.encap_content_info.econtent_type != SPC_INDIRECT_DATA {
         return Err(m("encapsulated content is not SpcIndirectDataContent"));
     }
@@ -560,7 +560,7 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
         .ok_or_else(|| SignError::Malformed(format!("unsupported image digest algorithm {oid}")))?;
     let value = der_lite::expect(alg.rest, 0x04).ok_or_else(|| m("digest OCTET STRING"))?;
     let image_digest = Digest::new(hash, value.content.to_vec())
-        .map_err(|e| SignError::Malformed(e.to_string()))?;
+        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
     Ok(ParsedSignature {
         sd,
         idc,
@@ -657,7 +657,7 @@ fn verify_parsed(
                     p.image_digest, d
                 ))
             }
-            Err(e) => r.problem = Some(e.to_string()),
+            Err(e) => r.problem = Some(crate::error::Chain(&e).to_string()),
         }
         match check_signer(si, cert, &p.idc) {
             Ok(key) => {
@@ -699,7 +699,7 @@ fn check_signer(
     idc: &[u8],
 ) -> Result<PublicKey, String> {
     let cert = cert.ok_or("signer certificate is not embedded in the signature")?;
-    let key = PublicKey::from_certificate(cert).map_err(|e| e.to_string())?;
+    let key = PublicKey::from_certificate(cert).map_err(|e| crate::error::Chain(&e).to_string())?;
     let digest_alg = HashAlg::from_oid(&si.digest_alg.oid)
         .ok_or_else(|| format!("unsupported digest algorithm {}", si.digest_alg.oid))?;
     let sig_hash = sig_hash_for(&si.signature_algorithm.oid, digest_alg).ok_or_else(|| {
@@ -708,7 +708,7 @@ fn check_signer(
             si.signature_algorithm.oid
         )
     })?;
-    let idc_any = Any::from_der(idc).map_err(|e| e.to_string())?;
+    let idc_any = Any::from_der(idc).map_err(|e| crate::error::Chain(&e).to_string())?;
     let signed_bytes = match &si.signed_attrs {
         Some(attrs) => {
             let find = |oid: ObjectIdentifier| {
@@ -718,16 +718,22 @@ fn check_signer(
                     .and_then(|a| a.values.iter().next())
             };
             let ct = find(ID_CONTENT_TYPE).ok_or("no contentType signed attribute")?;
-            let ct: ObjectIdentifier = ct.decode_as().map_err(|e| e.to_string())?;
+            let ct: ObjectIdentifier = ct
+                .decode_as()
+                .map_err(|e| crate::error::Chain(&e).to_string())?;
             if ct != SPC_INDIRECT_DATA {
                 return Err("contentType attribute is not SpcIndirectDataContent".into());
             }
             let md = find(ID_MESSAGE_DIGEST).ok_or("no messageDigest signed attribute")?;
-            let md: OctetString = md.decode_as().map_err(|e| e.to_string())?;
+            let md: OctetString = md
+                .decode_as()
+                .map_err(|e| crate::error::Chain(&e).to_string())?;
             if md.as_bytes() != digest_alg.digest(idc_any.value()).as_bytes() {
                 return Err("messageDigest does not match the signed content".into());
             }
-            attrs.to_der().map_err(|e| e.to_string())?
+            attrs
+                .to_der()
+                .map_err(|e| crate::error::Chain(&e).to_string())?
         }
         None => idc_any.value().to_vec(),
     };
@@ -823,7 +829,7 @@ pub fn verify_reader<R: Read + Seek>(
             }
             Err(e) => signers.push(SignerReport::failed(
                 i,
-                e.to_string(),
+                crate::error::Chain(&e).to_string(),
                 trusted.map(|_| false),
             )),
         }
@@ -897,7 +903,11 @@ pub fn describe_signatures<R: Read + Seek>(
                 };
                 out.extend(verify_parsed(i, &p, &lookup, None));
             }
-            Err(e) => out.push(SignerReport::failed(i, e.to_string(), None)),
+            Err(e) => out.push(SignerReport::failed(
+                i,
+                crate::error::Chain(&e).to_string(),
+                None,
+            )),
         }
     }
     Ok(out)

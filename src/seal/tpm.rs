@@ -72,7 +72,7 @@ fn cmd_err(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
         TpmError::Command {
             command,
             code,
-            name: e.to_string(),
+            name: crate::error::Chain(&e).to_string(),
         }
     }
 }
@@ -90,7 +90,7 @@ fn slot(pcr: u32) -> Result<PcrSlot, TpmError> {
     if pcr > 23 {
         return Err(TpmError::Data(format!("PCR {pcr} out of range")));
     }
-    PcrSlot::try_from(1u32 << pcr).map_err(|e| TpmError::Data(e.to_string()))
+    PcrSlot::try_from(1u32 << pcr).map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))
 }
 
 /// The PCR slots and TPML_PCR_SELECTION for `pcrs` of one bank.
@@ -105,7 +105,7 @@ fn selection_list(
     let sel = PcrSelectionListBuilder::new()
         .with_selection(hashing(bank), &slots)
         .build()
-        .map_err(|e| TpmError::Data(e.to_string()))?;
+        .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
     Ok((slots, sel))
 }
 
@@ -136,11 +136,11 @@ impl Tpm {
         }
         let conf = TctiNameConf::from_str(tcti).map_err(|e| TpmError::Tcti {
             tcti: tcti.into(),
-            reason: e.to_string(),
+            reason: crate::error::Chain(&e).to_string(),
         })?;
         let ctx = Context::new(conf).map_err(|e| TpmError::Open {
             tcti: tcti.into(),
-            reason: e.to_string(),
+            reason: crate::error::Chain(&e).to_string(),
         })?;
         Ok(Tpm { ctx })
     }
@@ -174,7 +174,7 @@ impl Tpm {
                     .get_digest(*s)
                     .ok_or_else(|| TpmError::Data(format!("no value for {bank} PCR {p}")))?;
                 let d = Digest::new(bank, d.value().to_vec())
-                    .map_err(|e| TpmError::Data(e.to_string()))?;
+                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
                 out.insert((bank, *p), d);
             }
         }
@@ -224,11 +224,11 @@ impl Tpm {
             return Err(TpmError::Data(format!("PCR {pcr} out of range")));
         }
         let handle = PcrHandle::try_from(tss_esapi::tss2_esys::ESYS_TR_PCR0 + pcr)
-            .map_err(|e| TpmError::Data(e.to_string()))?;
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let mut vals = DigestValues::new();
         for d in digests {
             let v = tss_esapi::structures::Digest::try_from(d.as_bytes().to_vec())
-                .map_err(|e| TpmError::Data(e.to_string()))?;
+                .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
             vals.set(hashing(d.alg()), v);
         }
         self.ctx
@@ -467,7 +467,7 @@ fn srk_attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes
         .with_decrypt(true)
         .with_no_da(no_da)
         .build()
-        .map_err(|e| TpmError::Data(e.to_string()))
+        .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))
 }
 
 /// The TCG storage key templates (EK Credential Profile L-1/L-2 shape, as systemd's
@@ -480,7 +480,7 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
         EccPoint, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
         PublicRsaParametersBuilder, RsaExponent, SymmetricDefinitionObject,
     };
-    let d = |e: tss_esapi::Error| TpmError::Data(e.to_string());
+    let d = |e: tss_esapi::Error| TpmError::Data(crate::error::Chain(&e).to_string());
     let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256);
     let public = match kind {
         ParentKind::EccP256 | ParentKind::LegacyEcc => {
@@ -518,7 +518,8 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
 impl Tpm {
     fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
-        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(|e| TpmError::Data(e.to_string()))?;
+        let h = PersistentTpmHandle::new(SRK_HANDLE)
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let obj = match self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
             Ok(o) => o,
             // TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits): nothing persisted
@@ -675,7 +676,7 @@ impl Tpm {
             .map_err(cmd_err("ReadPublic"))?;
         let public = public
             .marshall()
-            .map_err(|e| TpmError::Data(e.to_string()))?;
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
             let n = u16::try_from(part.len()).map_err(|_| TpmError::Data("too large".into()))?;
             v.extend_from_slice(&n.to_be_bytes());
@@ -700,7 +701,8 @@ impl Tpm {
             return Ok(p.name);
         }
         let p = self.create_primary(ParentKind::EccP256)?;
-        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(|e| TpmError::Data(e.to_string()))?;
+        let h = PersistentTpmHandle::new(SRK_HANDLE)
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let r = self.ctx.execute_with_nullauth_session(|ctx| {
             ctx.evict_control(Provision::Owner, p.handle.into(), Persistent::Persistent(h))
         });
@@ -793,19 +795,19 @@ impl Tpm {
             .with_fixed_tpm(true)
             .with_fixed_parent(true)
             .build()
-            .map_err(|e| TpmError::Data(e.to_string()))?;
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let public = PublicBuilder::new()
             .with_public_algorithm(PublicAlgorithm::KeyedHash)
             .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
             .with_object_attributes(attrs)
             .with_auth_policy(
                 tss_esapi::structures::Digest::try_from(policy.as_bytes().to_vec())
-                    .map_err(|e| TpmError::Data(e.to_string()))?,
+                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
             )
             .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
             .with_keyed_hash_unique_identifier(Default::default())
             .build()
-            .map_err(|e| TpmError::Data(e.to_string()))?;
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         let data = SensitiveData::try_from(secret.to_vec())
             .map_err(|e| TpmError::Data(format!("secret too large to seal: {e}")))?;
         let auth = auth_value
@@ -831,7 +833,7 @@ impl Tpm {
                 public: r
                     .out_public
                     .marshall()
-                    .map_err(|e| TpmError::Data(e.to_string()))?,
+                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
                 parent_name: parent.name.clone(),
                 parent: parent.kind,
             })
@@ -920,7 +922,8 @@ impl Tpm {
         expected_policy: &Digest,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
         use tss_esapi::interface_types::session_handles::PolicySession;
-        let ps = PolicySession::try_from(session).map_err(|e| TpmError::Data(e.to_string()))?;
+        let ps = PolicySession::try_from(session)
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
         if let Some(a) = &steps.authorize {
             self.policy_authorize(ps, a)?;
         }
@@ -1008,16 +1011,17 @@ impl Tpm {
                 .map_err(cmd_err("TR_GetName"))?;
             let a_hash = crate::policy::authorize_signed_hash(
                 &Digest::new(HashAlg::Sha256, approved.value().to_vec())
-                    .map_err(|e| TpmError::Data(e.to_string()))?,
+                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
                 b"",
             );
             let sig = RsaSignature::create(
                 HashingAlgorithm::Sha256,
-                PublicKeyRsa::try_from(sig.clone()).map_err(|e| TpmError::Data(e.to_string()))?,
+                PublicKeyRsa::try_from(sig.clone())
+                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
             )
-            .map_err(|e| TpmError::Data(e.to_string()))?;
+            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
             let digest = tss_esapi::structures::Digest::try_from(a_hash.as_bytes().to_vec())
-                .map_err(|e| TpmError::Data(e.to_string()))?;
+                .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
             let ticket = self
                 .ctx
                 .verify_signature(key, digest, Signature::RsaSsa(sig))

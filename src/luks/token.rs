@@ -188,8 +188,8 @@ fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
 impl SystemdTpm2Token {
     /// Parse a token's JSON.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
-        let t: SystemdTpm2Token =
-            serde_json::from_value(v.clone()).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let t: SystemdTpm2Token = serde_json::from_value(v.clone())
+            .map_err(|e| TokenError::Malformed(crate::error::Chain(&e).to_string()))?;
         if t.kind != TOKEN_TYPE {
             return Err(TokenError::Malformed(format!(
                 "type {:?} is not {TOKEN_TYPE}",
@@ -558,7 +558,7 @@ pub enum LuksTokenError {
         id: Option<u32>,
     },
     /// Every token failed; each reason is listed.
-    #[error("no TPM2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {e}")).collect::<Vec<_>>().join("; "))]
+    #[error("no TPM2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {}", crate::error::Chain(e))).collect::<Vec<_>>().join("; "))]
     AllFailed {
         /// The device.
         device: String,

@@ -9,6 +9,8 @@
 //! Every read is bounds-checked; malformed input gives a [`EventLogError`] naming the byte
 //! offset, never a panic.
 
+pub use crate::pcr::{extend, parse_pcr_values_json, pcr_values_json, PcrValues, PcrValuesError};
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -560,15 +562,6 @@ pub fn initial_pcr(alg: HashAlg, pcr: u32, locality: Option<u8>) -> Digest {
     Digest::new(alg, v).unwrap_or_else(|_| Digest::zero(alg))
 }
 
-/// PCR extend (TPM 2.0 Part 1 §17.2): `new = H(old || digest)`.
-pub fn extend(old: &Digest, digest: &Digest) -> Digest {
-    let alg = old.alg();
-    let mut h = alg.hasher();
-    h.update(old.as_bytes());
-    h.update(digest.as_bytes());
-    h.finalize()
-}
-
 fn parse_spec_id(d: &[u8], base: usize) -> Result<SpecIdEvent, EventLogError> {
     let mut r = Reader { buf: d, pos: 0 };
     let sig = r.take(16, "Spec ID signature", base)?;
@@ -925,47 +918,6 @@ impl EventView {
             data: hex::encode(&e.data),
         }
     }
-}
-
-/// PCR values keyed by (bank, index): what a TPM reports or a JSON file holds.
-pub type PcrValues = BTreeMap<(HashAlg, u32), Digest>;
-
-/// Parse PCR values from JSON `{"sha256": {"0": "hex", ...}, ...}` (the shape of
-/// test-vectors/boots/*/pcrs.json and of `bootchain eventlog replay --json`), or from an
-/// object carrying that shape as `"values"` (`bootchain pcr predict --json`).
-pub fn parse_pcr_values_json(text: &str) -> Result<PcrValues, String> {
-    let mut top: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("PCR values JSON: {e}"))?;
-    if let Some(inner) = top.get_mut("values") {
-        top = inner.take();
-    }
-    let v: BTreeMap<String, BTreeMap<String, String>> =
-        serde_json::from_value(top).map_err(|e| format!("PCR values JSON: {e}"))?;
-    let mut out = PcrValues::new();
-    for (bank, m) in v {
-        let alg: HashAlg = bank.parse().map_err(|e| format!("{e}"))?;
-        for (idx, val) in m {
-            let i: u32 = idx
-                .parse()
-                .ok()
-                .filter(|i| *i <= 23)
-                .ok_or_else(|| format!("bad PCR index {idx:?}"))?;
-            let d = Digest::from_hex(alg, &val).map_err(|e| format!("{bank}:{idx}: {e}"))?;
-            out.insert((alg, i), d);
-        }
-    }
-    Ok(out)
-}
-
-/// PCR values as JSON in the same shape.
-pub fn pcr_values_json(v: &PcrValues) -> serde_json::Value {
-    let mut m: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for ((alg, i), d) in v {
-        m.entry(alg.name().into())
-            .or_default()
-            .insert(i.to_string(), d.to_hex());
-    }
-    serde_json::to_value(m).unwrap_or_default()
 }
 
 /// A PCR whose replayed value differs from the reported one.

@@ -7,6 +7,8 @@
 //! header intact when a step fails. Secrets reach cryptsetup only on its stdin
 //! (`--key-file -` / `--new-keyfile -`), never on the command line or in temporary files.
 
+pub mod token;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

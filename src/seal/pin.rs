@@ -10,7 +10,6 @@
 //! untrimmed value would not match.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -26,28 +25,16 @@ pub const PIN_SALT_LEN: usize = 32;
 #[error("the PIN cannot be used as an HMAC key")]
 pub struct PinError;
 
-/// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2) producing one 32-byte block, the only size used here.
+/// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2) producing one 32-byte block, the only size used here
+/// (RustCrypto's `pbkdf2`; the RFC 7914 vectors below pin it).
 pub fn pbkdf2_hmac_sha256(
     password: &[u8],
     salt: &[u8],
     iterations: u32,
 ) -> Result<Zeroizing<[u8; 32]>, PinError> {
-    // HMAC takes keys of any length (RFC 2104 §2); the error path exists only in the API.
-    let prf = Hmac::<Sha256>::new_from_slice(password).map_err(|_| PinError)?;
-    let mut mac = prf.clone();
-    mac.update(salt);
-    mac.update(&1u32.to_be_bytes());
-    let mut u = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    let mut t = Zeroizing::new(*u);
-    for _ in 1..iterations {
-        let mut mac = prf.clone();
-        mac.update(&u[..]);
-        *u = mac.finalize().into_bytes().into();
-        for (a, b) in t.iter_mut().zip(u.iter()) {
-            *a ^= b;
-        }
-    }
-    Ok(t)
+    let mut out = Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out[..]);
+    Ok(out)
 }
 
 /// The authValue for `pin`: salted when `salt` is given, else systemd 252's plain SHA-256.

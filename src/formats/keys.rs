@@ -132,12 +132,13 @@ impl PublicKey {
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         use pkcs8::DecodePublicKey;
         let bad = |r: String| KeyError::Unsupported(format!("public key: {r}"));
-        let spki = spki::SubjectPublicKeyInfoRef::try_from(der).map_err(|e| bad(e.to_string()))?;
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(der)
+            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
         let oid = spki.algorithm.oid;
         if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
             return rsa::RsaPublicKey::from_public_key_der(der)
                 .map(PublicKey::Rsa)
-                .map_err(|e| bad(e.to_string()));
+                .map_err(|e| bad(crate::error::Chain(&e).to_string()));
         }
         if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
             if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
@@ -157,7 +158,7 @@ impl PublicKey {
             .tbs_certificate
             .subject_public_key_info
             .to_der()
-            .map_err(|e| KeyError::Unsupported(e.to_string()))?;
+            .map_err(|e| KeyError::Unsupported(crate::error::Chain(&e).to_string()))?;
         PublicKey::from_spki_der(&der)
     }
 
@@ -197,9 +198,9 @@ impl SigningKey {
     /// Load from PEM or DER bytes; `what` names the source in errors.
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self, KeyError> {
         let shape = |der: &[u8]| {
-            crate::der_lite::check_shape(der, MAX_KEY_LEN).map_err(|e| KeyError::BadKey {
+            crate::formats::der_lite::check_shape(der, MAX_KEY_LEN).map_err(|e| KeyError::BadKey {
                 what: what.into(),
-                reason: e.to_string(),
+                reason: crate::error::Chain(&e).to_string(),
             })
         };
         if is_pem(bytes) {
@@ -238,10 +239,12 @@ impl SigningKey {
             what: what.into(),
             reason: r,
         };
-        let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|e| bad(e.to_string()))?;
+        let info = pkcs8::PrivateKeyInfo::try_from(der)
+            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
         let oid = info.algorithm.oid;
         if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
-            let k = rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?;
+            let k = rsa::RsaPrivateKey::from_pkcs8_der(der)
+                .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
             return Self::checked_rsa(k);
         }
         if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
@@ -264,7 +267,7 @@ impl SigningKey {
         use pkcs1::DecodeRsaPrivateKey;
         let k = rsa::RsaPrivateKey::from_pkcs1_der(der).map_err(|e| KeyError::BadKey {
             what: what.into(),
-            reason: e.to_string(),
+            reason: crate::error::Chain(&e).to_string(),
         })?;
         Self::checked_rsa(k)
     }
@@ -319,17 +322,17 @@ impl SigningKey {
         match self {
             SigningKey::Rsa(k) => k
                 .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest.as_bytes())
-                .map_err(|e| KeyError::Sign(e.to_string())),
+                .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string())),
             SigningKey::P256(k) => {
                 let sig: p256::ecdsa::Signature = k
                     .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(e.to_string()))?;
+                    .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
             SigningKey::P384(k) => {
                 let sig: p384::ecdsa::Signature = k
                     .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(e.to_string()))?;
+                    .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
         }
@@ -398,11 +401,13 @@ pub fn certificate_from_bytes(bytes: &[u8], what: &str) -> Result<Certificate, K
             .iter()
             .find(|b| b.label == "CERTIFICATE")
             .ok_or_else(|| bad("no CERTIFICATE PEM block".into()))?;
-        crate::der_lite::check_shape(&b.der, MAX_CERT_LEN).map_err(|e| bad(e.to_string()))?;
-        return Certificate::from_der(&b.der).map_err(|e| bad(e.to_string()));
+        crate::formats::der_lite::check_shape(&b.der, MAX_CERT_LEN)
+            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
+        return Certificate::from_der(&b.der).map_err(|e| bad(crate::error::Chain(&e).to_string()));
     }
-    crate::der_lite::check_shape(bytes, MAX_CERT_LEN).map_err(|e| bad(e.to_string()))?;
-    Certificate::from_der(bytes).map_err(|e| bad(e.to_string()))
+    crate::formats::der_lite::check_shape(bytes, MAX_CERT_LEN)
+        .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
+    Certificate::from_der(bytes).map_err(|e| bad(crate::error::Chain(&e).to_string()))
 }
 
 #[cfg(test)]

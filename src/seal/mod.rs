@@ -21,6 +21,9 @@
 //! Name hex || "\n"`, then `"authorize:" key Name hex ":" bank ":" pcrs "\n"` when signed, then
 //! `"pin:" salt "\n"` with a PIN (pcrs joined by `+`).
 
+pub mod pin;
+pub mod tpm;
+
 use std::collections::BTreeMap;
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
@@ -297,8 +300,8 @@ impl Envelope {
 
     /// Parse and check the header fields.
     pub fn from_json(text: &str) -> Result<Self, SealError> {
-        let e: Envelope =
-            serde_json::from_str(text).map_err(|e| SealError::Envelope(e.to_string()))?;
+        let e: Envelope = serde_json::from_str(text)
+            .map_err(|e| SealError::Envelope(crate::error::Chain(&e).to_string()))?;
         if e.format != FORMAT || e.version != VERSION {
             return Err(SealError::Envelope(format!(
                 "format {:?} version {} is not {FORMAT} {VERSION}",
@@ -337,7 +340,9 @@ impl Envelope {
 fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, SealError> {
     let idx = pcrs
         .iter()
-        .map(|p| PcrIndex::new(*p).map_err(|e| SealError::Request(e.to_string())))
+        .map(|p| {
+            PcrIndex::new(*p).map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PcrSelection::new(bank, idx))
 }
@@ -471,7 +476,7 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
             let name = policy::object_name(&k.public_area()?);
             Some(AuthorizeInfo {
                 public_key: crate::measure::public_key_pem(&k.key)
-                    .map_err(|e| SealError::Request(e.to_string()))?,
+                    .map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))?,
                 key_name: hex::encode(name),
                 bank: req.bank,
                 pcrs: signed,
@@ -583,7 +588,7 @@ pub fn signature_candidates(
     pcrs: &[u32],
 ) -> Result<Vec<(Digest, Vec<u8>)>, SealError> {
     let fp = crate::measure::public_key_fingerprint(key)
-        .map_err(|e| SealError::Request(e.to_string()))?
+        .map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))?
         .to_hex();
     let want = sorted(pcrs);
     Ok(sigs

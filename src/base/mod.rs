@@ -1,0 +1,8 @@
+//! Layer 1, the base: hash algorithms and digests, PCRs, UEFI structures, atomic files.
+//! Nothing here imports another layer.
+
+pub mod efi;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod pcr;

@@ -1,0 +1,13 @@
+//! Layer 2, formats: parsers and encoders of what the boot chain is made of — PE/COFF and
+//! Authenticode, PKCS#7 signatures, keys and certificates, TCG event logs, TPM policy
+//! digests — and reading UKIs. Imports only the base layer (and each other, downwards:
+//! `pe` ← `authenticode` ← `sign`; `keys` ← `sign`).
+
+pub mod authenticode;
+pub(crate) mod der_lite;
+pub mod eventlog;
+pub mod keys;
+pub mod pe;
+pub mod policy;
+pub mod sign;
+pub mod ukiread;
