@@ -133,7 +133,7 @@ fn check_log_against_pcrs(
     let state = match keys {
         Some(k) => {
             let owner = vm::OWNER_GUID.parse().unwrap();
-            let var = |p: &Path| bootchain::firmware::variable_from_file(p, owner).unwrap();
+            let var = |p: &Path| bootchain::firmware::variable_from_file(p, Some(owner)).unwrap();
             bootchain::firmware::SecureBootState {
                 enabled: true,
                 pk: var(&k.pk),

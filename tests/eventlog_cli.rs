@@ -227,7 +227,7 @@ fn pcr_predict_cli_matches_the_library() {
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let g: bootchain::firmware::EfiGuid = owner.parse().unwrap();
-    let var = |p: &std::path::Path| bootchain::firmware::variable_from_file(p, g).unwrap();
+    let var = |p: &std::path::Path| bootchain::firmware::variable_from_file(p, Some(g)).unwrap();
     let state = bootchain::firmware::SecureBootState {
         enabled: true,
         pk: var(&crt),

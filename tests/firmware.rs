@@ -77,8 +77,9 @@ fn predicted_pcr4_pcr7_pcr9_equal_real_boots() {
                 .unwrap()
                 .parse()
                 .unwrap();
-            let var =
-                |f: &str| firmware::variable_from_file(&b.dir.join("sb").join(f), owner).unwrap();
+            let var = |f: &str| {
+                firmware::variable_from_file(&b.dir.join("sb").join(f), Some(owner)).unwrap()
+            };
             let state = SecureBootState {
                 enabled: true,
                 pk: var("pk.crt"),

@@ -80,6 +80,25 @@ pub fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     f.commit()
 }
 
+/// Commit several output files so that all of them appear or none does: each is complete
+/// (written, fsynced) before the first is renamed into place, and if a later rename fails
+/// the ones already in place are removed again. For outputs that are useless apart — an
+/// envelope and the random secret sealed in it. Returns the failing file's path and error.
+pub fn commit_all(files: Vec<AtomicFile>) -> Result<(), (PathBuf, io::Error)> {
+    let mut done: Vec<PathBuf> = Vec::new();
+    for f in files {
+        let dest = f.dest().to_path_buf();
+        if let Err(e) = f.commit() {
+            for d in &done {
+                let _ = std::fs::remove_file(d);
+            }
+            return Err((dest, e));
+        }
+        done.push(dest);
+    }
+    Ok(())
+}
+
 /// The largest JSON input (envelope, `.pcrsig`, token) read whole: 1 MiB, a hundred times
 /// any real one; LUKS2 keeps its whole JSON area under 4 MiB (cryptsetup `LUKS2_HDR_16K_LEN`
 /// .. 4 MiB), and tokens are a fraction of it.

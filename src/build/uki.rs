@@ -147,6 +147,22 @@ pub enum UkiError {
     /// Reading a UKI failed.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    /// `SOURCE_DATE_EPOCH` is not a 32-bit Unix time (PE's TimeDateStamp is 32-bit).
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a 32-bit Unix time")]
+    SourceDateEpoch(String),
+}
+
+/// The PE TimeDateStamp for a reproducible build: `$SOURCE_DATE_EPOCH`
+/// (reproducible-builds.org/specs/source-date-epoch) if set and not empty, else 0 — never
+/// the build time, so the same inputs give the same bytes.
+pub fn source_date_epoch() -> Result<u32, UkiError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| UkiError::SourceDateEpoch(v)),
+        _ => Ok(0),
+    }
 }
 
 impl From<crate::measure::MeasureError> for UkiError {

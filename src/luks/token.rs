@@ -557,6 +557,28 @@ pub enum LuksTokenError {
         /// The requested id.
         id: Option<u32>,
     },
+    /// The token is not a TPM2 token (neither systemd's nor ours): not ours to remove.
+    #[error("token {id} is a {kind:?} token, not a TPM2 token of ours or systemd's")]
+    NotTpm2 {
+        /// The token.
+        id: u32,
+        /// Its type.
+        kind: String,
+    },
+    /// A token's `keyslots` member is not a list of keyslot numbers.
+    #[error("token {id}: keyslot {slot} is not a keyslot number")]
+    BadKeyslot {
+        /// The token.
+        id: u32,
+        /// The entry.
+        slot: String,
+    },
+    /// Removing the token's keyslots would leave the volume without any keyslot.
+    #[error("refusing: removing token {id} would remove the last keyslot")]
+    LastKeyslot {
+        /// The token.
+        id: u32,
+    },
     /// Every token failed; each reason is listed.
     #[error("no TPM2 token of {device} could be unsealed: {}", .reasons.iter().map(|(i, e)| format!("token {i}: {}", crate::error::Chain(e))).collect::<Vec<_>>().join("; "))]
     AllFailed {
@@ -565,6 +587,137 @@ pub enum LuksTokenError {
         /// Token id and why it failed.
         reasons: Vec<(u32, TokenError)>,
     },
+}
+
+/// One token of a LUKS2 header as `bootchain luks list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct TokenSummary {
+    /// Token id.
+    pub token: u32,
+    /// Token type (`systemd-tpm2`, `bootchain-tpm2`, `systemd-fido2`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The keyslots it opens, as the header lists them.
+    pub keyslots: serde_json::Value,
+    /// The policy of a TPM2 token.
+    #[serde(flatten)]
+    pub tpm: Option<TpmTokenSummary>,
+    /// Why a TPM2 token could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The policy of a TPM2 token.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct TpmTokenSummary {
+    /// PCR bank.
+    pub pcr_bank: String,
+    /// Literal PCRs.
+    pub pcrs: Vec<u32>,
+    /// PCRs of the signed policy, if any.
+    pub pubkey_pcrs: Option<Vec<u32>>,
+    /// Whether a PIN is needed.
+    pub pin: bool,
+    /// The parent key.
+    pub parent: String,
+    /// The policy digest, hex.
+    pub policy: String,
+}
+
+/// The tokens of `luks` (`bootchain luks list`).
+pub fn list_luks(luks: &crate::luks::Luks) -> Result<Vec<TokenSummary>, LuksTokenError> {
+    let md = luks.metadata()?;
+    Ok(md.tokens.iter().map(|(id, v)| summarize(*id, v)).collect())
+}
+
+fn summarize(id: u32, v: &serde_json::Value) -> TokenSummary {
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    let mut s = TokenSummary {
+        token: id,
+        kind: kind.to_string(),
+        keyslots: v.get("keyslots").cloned().unwrap_or_default(),
+        tpm: None,
+        error: None,
+    };
+    let chain = |e: &dyn std::error::Error| crate::error::Chain(e).to_string();
+    if kind == BOOTCHAIN_TOKEN_TYPE {
+        match envelope_of(v) {
+            Ok(env) => {
+                s.tpm = Some(TpmTokenSummary {
+                    pcr_bank: env.policy.bank.to_string(),
+                    pcrs: env.policy.pcrs.clone(),
+                    pubkey_pcrs: env.policy.authorize.as_ref().map(|a| a.pcrs.clone()),
+                    pin: env.policy.pin.is_some(),
+                    parent: env.parent.kind.clone(),
+                    policy: env.policy.digest.clone(),
+                })
+            }
+            Err(e) => s.error = Some(chain(&e)),
+        }
+    } else if kind == TOKEN_TYPE {
+        match SystemdTpm2Token::from_json(v) {
+            Ok(t) => {
+                s.tpm = Some(TpmTokenSummary {
+                    pcr_bank: t.bank().map(|b| b.to_string()).unwrap_or_default(),
+                    pcrs: t.pcrs.clone(),
+                    pubkey_pcrs: t.pubkey_pcrs.clone(),
+                    pin: t.pin,
+                    parent: t
+                        .parent()
+                        .map(|(k, _)| k.to_string())
+                        .unwrap_or_else(|e| chain(&e)),
+                    policy: t.policy_hash.clone(),
+                })
+            }
+            Err(e) => s.error = Some(chain(&e)),
+        }
+    }
+    s
+}
+
+/// Remove TPM2 token `id` of `luks` and the keyslots it opens (`bootchain luks remove`), but
+/// never the last keyslot: that is refused before the header is touched. Returns the removed
+/// keyslots.
+pub fn remove_luks(luks: &crate::luks::Luks, id: u32) -> Result<Vec<u32>, LuksTokenError> {
+    let md = luks.metadata()?;
+    let Some(v) = md.tokens.get(&id) else {
+        return Err(LuksTokenError::NoToken {
+            device: luks.device().display().to_string(),
+            id: Some(id),
+        });
+    };
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    if kind != TOKEN_TYPE && kind != BOOTCHAIN_TOKEN_TYPE {
+        return Err(LuksTokenError::NotTpm2 {
+            id,
+            kind: kind.to_string(),
+        });
+    }
+    let slots: Vec<u32> = v
+        .get("keyslots")
+        .and_then(|k| k.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .and_then(|s| s.parse::<u32>().ok())
+                .ok_or_else(|| LuksTokenError::BadKeyslot {
+                    id,
+                    slot: s.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    if md.keyslots.keys().all(|k| slots.contains(k)) {
+        return Err(LuksTokenError::LastKeyslot { id });
+    }
+    luks.remove_token(id)?;
+    for s in &slots {
+        luks.kill_keyslot(*s)?;
+    }
+    Ok(slots)
 }
 
 /// Enroll a TPM2 keyslot and its `systemd-tpm2` token, as `systemd-cryptenroll --tpm2-device`:

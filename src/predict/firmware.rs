@@ -326,24 +326,192 @@ pub fn predict_pcr9(
     finish(9, ev, banks)
 }
 
-/// Read a Secure Boot variable input: an EFI_SIGNATURE_LIST file as is, or a certificate (PEM
-/// or DER) wrapped in a one-entry X.509 list owned by `owner`.
-pub fn variable_from_file(path: &std::path::Path, owner: EfiGuid) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// What a UKI's boot measures before the root is opened: PCR 11 for each asked phase, and
+/// PCR 4 and 7 (and 9 for a boot chain) when the Secure Boot state is known. What `bootchain
+/// pcr predict` prints.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BootPrediction {
+    /// PCR 11 (systemd-stub's measurements), per phase.
+    pub pcr11: crate::measure::Pcr11Prediction,
+    /// Firmware PCRs (4, 7, 9), empty without a Secure Boot state.
+    pub firmware: Vec<PcrPrediction>,
+}
+
+impl BootPrediction {
+    /// The values to seal to: every firmware PCR, and PCR 11 when exactly one phase was
+    /// predicted (with several, which one to seal to is the caller's choice).
+    pub fn values(&self) -> crate::pcr::PcrValues {
+        let mut values = crate::pcr::PcrValues::new();
+        for p in &self.firmware {
+            for (bank, v) in &p.values {
+                values.insert((*bank, p.pcr), v.clone());
+            }
+        }
+        if let [only] = self.pcr11.phases.as_slice() {
+            for v in &only.values {
+                values.insert((v.alg(), crate::measure::PCR_KERNEL_BOOT), v.clone());
+            }
+        }
+        values
+    }
+
+    /// The `pcr predict --json` document: `events` (PCR 11), `pcr11` (systemd-measure's
+    /// shape), `firmware`, and `values` (what `seal --pcr-values` and
+    /// [`crate::pcr::parse_pcr_values_json`] read).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "events": self.pcr11.events,
+            "pcr11": crate::measure::calculate_json(&self.pcr11),
+            "firmware": self.firmware,
+            "values": crate::pcr::pcr_values_json(&self.values()),
+        })
+    }
+}
+
+/// Predict a UKI's boot: PCR 11 for `phases` (stub rules from its `.sdmagic`, or
+/// `stub_version`), and with `secure_boot` = (state, images booted before the UKI) PCR 4, 7
+/// and 9 as well.
+pub fn predict_boot(
+    uki: &std::path::Path,
+    stub_version: Option<u32>,
+    banks: &[HashAlg],
+    phases: &[String],
+    secure_boot: Option<(&SecureBootState, &[std::path::PathBuf])>,
+) -> Result<BootPrediction, crate::measure::MeasureError> {
+    let pcr11 = crate::measure::predict_uki(uki, stub_version, banks, phases)?;
+    let firmware = match secure_boot {
+        Some((state, chain)) => {
+            let mut preds = predict_chain_boot(chain, uki, state, banks, &["".into()])?;
+            preds.retain(|p| p.pcr != crate::measure::PCR_KERNEL_BOOT);
+            preds
+        }
+        None => Vec::new(),
+    };
+    Ok(BootPrediction { pcr11, firmware })
+}
+
+/// Why a Secure Boot variable file is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VariableFileError {
+    /// The file could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither a certificate (PEM/DER) nor EFI_SIGNATURE_LISTs.
+    #[error("{path}: neither a certificate nor signature lists")]
+    Neither {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it is not signature lists.
+        #[source]
+        source: FirmwareError,
+    },
+    /// A certificate, but no SignatureOwner to list it under.
+    #[error("{path}: a certificate needs the SignatureOwner GUID it was enrolled with")]
+    NeedsOwner {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// A Secure Boot variable's content from a file: EFI_SIGNATURE_LISTs as they are, or one
+/// certificate (PEM/DER) wrapped in an EFI_CERT_X509 list owned by `owner` (which must then be
+/// given: the owner GUID is part of what PCR 7 measures).
+pub fn variable_from_file(
+    path: &std::path::Path,
+    owner: Option<EfiGuid>,
+) -> Result<Vec<u8>, VariableFileError> {
+    let bytes = std::fs::read(path).map_err(|source| VariableFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let esl = parse_signature_lists(&bytes);
+    if esl.is_ok() {
+        return Ok(bytes);
+    }
     if let Ok(cert) = crate::keys::certificate_from_bytes(&bytes, &path.display().to_string()) {
         use der::Encode;
-        let der = cert
-            .to_der()
-            .map_err(|e| crate::error::Chain(&e).to_string())?;
+        let owner = owner.ok_or_else(|| VariableFileError::NeedsOwner {
+            path: path.to_path_buf(),
+        })?;
+        let der = cert.to_der().map_err(|e| VariableFileError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
         return Ok(encode_signature_lists(&[x509_list(owner, &der)]));
     }
-    parse_signature_lists(&bytes).map_err(|e| {
-        format!(
-            "{}: neither a certificate nor signature lists: {e}",
-            path.display()
-        )
-    })?;
-    Ok(bytes)
+    Err(VariableFileError::Neither {
+        path: path.to_path_buf(),
+        source: esl.err().unwrap_or(FirmwareError::Malformed {
+            what: "EFI_SIGNATURE_LIST",
+            offset: 0,
+            reason: String::new(),
+        }),
+    })
+}
+
+/// The Secure Boot variables of the next boot, as files: what `--secureboot-*` name.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SecureBootFiles {
+    /// SecureBoot on.
+    pub enabled: bool,
+    /// PK: signature lists or a certificate.
+    pub pk: Option<std::path::PathBuf>,
+    /// KEK: signature lists or a certificate.
+    pub kek: Option<std::path::PathBuf>,
+    /// db: signature lists or certificates, in order.
+    pub db: Vec<std::path::PathBuf>,
+    /// dbx: signature lists.
+    pub dbx: Option<std::path::PathBuf>,
+    /// SignatureOwner of the certificates given as PEM/DER.
+    pub owner: Option<EfiGuid>,
+}
+
+impl SecureBootFiles {
+    /// Secure Boot `enabled` with no variables yet.
+    pub fn new(enabled: bool) -> Self {
+        SecureBootFiles {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    /// The db content alone (`None` without db files).
+    pub fn db_content(&self) -> Result<Option<Vec<u8>>, VariableFileError> {
+        if self.db.is_empty() {
+            return Ok(None);
+        }
+        let mut v = Vec::new();
+        for p in &self.db {
+            v.extend(variable_from_file(p, self.owner)?);
+        }
+        Ok(Some(v))
+    }
+
+    /// Read every file into the state the firmware will measure.
+    pub fn state(&self) -> Result<SecureBootState, VariableFileError> {
+        let var = |p: &Option<std::path::PathBuf>| {
+            p.as_deref()
+                .map(|p| variable_from_file(p, self.owner))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        Ok(SecureBootState {
+            enabled: self.enabled,
+            pk: var(&self.pk)?,
+            kek: var(&self.kek)?,
+            db: self.db_content()?.unwrap_or_default(),
+            dbx: var(&self.dbx)?,
+        })
+    }
 }
 
 /// Predictions of PCRs 4, 7 and 11 for a UKI booted directly by OVMF with the 252-style stub

@@ -193,6 +193,38 @@ fn utf16_description(s: &str) -> String {
     s.to_string()
 }
 
+/// Predict PCR 11 from the loose parts of a UKI not yet built (systemd-measure's
+/// `--linux=... --initrd=...`): each file hashed once, every section systemd-measure knows
+/// counted, for `phases`.
+///
+/// ```no_run
+/// use bootchain::hash::HashAlg;
+/// use bootchain::ukiread::UkiSection;
+/// let parts = [
+///     (UkiSection::Linux, "vmlinuz".as_ref()),
+///     (UkiSection::Cmdline, "cmdline.txt".as_ref()),
+/// ];
+/// let pred = bootchain::measure::predict_parts(&parts, &[HashAlg::Sha256], &["enter-initrd".into()])?;
+/// println!("PCR 11 = {}", pred.phases[0].values[0]);
+/// # Ok::<(), bootchain::measure::MeasureError>(())
+/// ```
+pub fn predict_parts(
+    parts: &[(crate::ukiread::UkiSection, &Path)],
+    banks: &[HashAlg],
+    phases: &[String],
+) -> Result<Pcr11Prediction, MeasureError> {
+    let mut sections = Vec::new();
+    for (section, path) in parts {
+        let (size, digests) = file_digests(path, banks)?;
+        sections.push(SectionDigests {
+            name: section.name().to_string(),
+            size,
+            digests,
+        });
+    }
+    Ok(predict_pcr11(&sections, None, banks, phases))
+}
+
 /// Predict PCR 11 from section digests: `rules` decides which sections count (`None`: every
 /// section systemd-measure knows, as it does). Sections are taken in measurement order, the
 /// first of each name, skipping empty ones.
@@ -490,6 +522,39 @@ pub fn sign_policies(
         out.push((*bank, entries));
     }
     Ok(out)
+}
+
+/// Where systemd-stub leaves the booted UKI's `.pcrsig` (systemd-stub(7): it is passed to the
+/// initrd as `/.extra/tpm2-pcr-signature.json` and copied to `/run/systemd/`), in the order
+/// they are searched.
+pub const DEFAULT_PCRSIG_PATHS: [&str; 2] = [
+    "/run/systemd/tpm2-pcr-signature.json",
+    "/.extra/tpm2-pcr-signature.json",
+];
+
+/// Read and parse a `.pcrsig` JSON file, at most [`crate::fsutil::MAX_JSON_INPUT`] bytes (in
+/// the initramfs it lies where the host may have planted a huge one).
+pub fn read_signatures(path: &Path) -> Result<PcrSignatures, MeasureError> {
+    let text =
+        crate::fsutil::read_bounded(path, crate::fsutil::MAX_JSON_INPUT).map_err(|source| {
+            MeasureError::Input {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    parse_signatures(&text)
+}
+
+/// The signatures at the first of [`DEFAULT_PCRSIG_PATHS`] that exists; `None` if none does.
+pub fn default_signatures() -> Result<Option<PcrSignatures>, MeasureError> {
+    match DEFAULT_PCRSIG_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    {
+        Some(p) => read_signatures(p).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Parse `.pcrsig` JSON (a trailing NUL is tolerated, as the spec writes one).

@@ -22,6 +22,7 @@
 //! `"pin:" salt "\n"` with a PIN (pcrs joined by `+`).
 
 pub mod pin;
+pub mod plan;
 pub mod tpm;
 
 use std::collections::BTreeMap;
@@ -149,6 +150,18 @@ pub enum SealError {
     /// The PIN could not be derived.
     #[error(transparent)]
     Pin(#[from] crate::pin::PinError),
+    /// The sealing policy could not be put together.
+    #[error(transparent)]
+    Plan(Box<plan::PlanError>),
+    /// Writing an output file failed.
+    #[error("writing {path}")]
+    Output {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A PCR whose current value differs from the sealed one.
@@ -335,6 +348,33 @@ impl Envelope {
         }
         sorted(&v)
     }
+}
+
+/// Write `env` to `out` as JSON and, if given, `secret` to its own file, both mode 0600, so
+/// that both appear or neither does ([`crate::fsutil::commit_all`]): an envelope whose random
+/// secret was lost, or a secret without its envelope, is worse than nothing.
+pub fn write_envelope(
+    env: &Envelope,
+    out: &std::path::Path,
+    secret: Option<(&std::path::Path, &[u8])>,
+) -> Result<(), SealError> {
+    use std::io::Write as _;
+    let output = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| SealError::Output { path, source }
+    };
+    let json = serde_json::to_vec_pretty(env).map_err(|e| output(out)(std::io::Error::other(e)))?;
+    let mut files = Vec::new();
+    let mut f = crate::fsutil::AtomicFile::create(out, 0o600).map_err(output(out))?;
+    f.file().write_all(&json).map_err(output(out))?;
+    // The secret is committed first: if the envelope then fails, the secret is removed again.
+    if let Some((path, data)) = secret {
+        let mut s = crate::fsutil::AtomicFile::create(path, 0o600).map_err(output(path))?;
+        s.file().write_all(data).map_err(output(path))?;
+        files.push(s);
+    }
+    files.push(f);
+    crate::fsutil::commit_all(files).map_err(|(path, source)| SealError::Output { path, source })
 }
 
 fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, SealError> {

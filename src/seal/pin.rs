@@ -20,10 +20,64 @@ pub const PIN_PBKDF2_ITERATIONS: u32 = 10_000;
 /// Length of the random salt systemd stores as `tpm2_salt`.
 pub const PIN_SALT_LEN: usize = 32;
 
-/// The PIN could not be turned into an authValue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the PIN cannot be used as an HMAC key")]
-pub struct PinError;
+/// The PIN could not be read or turned into an authValue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinError {
+    /// HMAC refused the PIN as a key (never for HMAC-SHA256, whose keys may have any length;
+    /// kept because the API has the error path).
+    #[error("the PIN cannot be used as an HMAC key")]
+    Key,
+    /// The PIN file could not be read (or holds more than [`MAX_PIN_FILE`] bytes).
+    #[error("reading the PIN file {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PIN is empty once trailing newlines are removed.
+    #[error("the PIN is empty")]
+    Empty,
+}
+
+/// The environment variable the CLI and `bootchain-unseal` read a PIN from (never passed on
+/// to a child process).
+pub const PIN_ENV: &str = "BOOTCHAIN_PIN";
+
+/// The largest PIN file read: a PIN is typed by a person, 4 KiB is far more than any.
+pub const MAX_PIN_FILE: u64 = 4096;
+
+/// A PIN as typed: trailing `\n` / `\r` removed (files and `echo` add them, askpass programs
+/// print one); an empty PIN is refused.
+pub fn normalize_pin(mut pin: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, PinError> {
+    while matches!(pin.last(), Some(b'\n' | b'\r')) {
+        pin.pop();
+    }
+    if pin.is_empty() {
+        return Err(PinError::Empty);
+    }
+    Ok(pin)
+}
+
+/// The PIN in `path` (at most [`MAX_PIN_FILE`] bytes), normalized ([`normalize_pin`]).
+pub fn read_pin_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, PinError> {
+    let bytes =
+        crate::fsutil::read_bounded(path, MAX_PIN_FILE).map_err(|source| PinError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    normalize_pin(Zeroizing::new(bytes))
+}
+
+/// The PIN in `$BOOTCHAIN_PIN` ([`PIN_ENV`]), normalized; `None` if it is not set.
+pub fn pin_from_env() -> Result<Option<Zeroizing<Vec<u8>>>, PinError> {
+    match std::env::var_os(PIN_ENV) {
+        Some(v) => normalize_pin(Zeroizing::new(v.into_encoded_bytes())).map(Some),
+        None => Ok(None),
+    }
+}
 
 /// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2) producing one 32-byte block, the only size used here
 /// (RustCrypto's `pbkdf2`; the RFC 7914 vectors below pin it).

@@ -39,11 +39,6 @@ use bootchain::measure::PcrSignatures;
 use bootchain::tpm::Tpm;
 use zeroize::Zeroizing;
 
-const SIGNATURE_PATHS: [&str; 2] = [
-    "/run/systemd/tpm2-pcr-signature.json",
-    "/.extra/tpm2-pcr-signature.json",
-];
-
 /// How long to wait for `/dev/tpmrm0` by default: TPM drivers may probe after the initramfs
 /// starts (tpm_crb/tpm_tis as modules).
 const DEFAULT_TPM_WAIT: Duration = Duration::from_secs(10);
@@ -133,49 +128,27 @@ fn chain(e: &dyn std::error::Error) -> String {
     bootchain::error::Chain(e).to_string()
 }
 
-/// A JSON input (envelope, `.pcrsig`) the host may have planted: read at most
-/// `MAX_JSON_INPUT` bytes of it, so a huge or sparse file cannot stall or exhaust the initramfs.
+/// The envelope, which the host may have planted: read at most `MAX_JSON_INPUT` bytes of it,
+/// so a huge or sparse file cannot stall or exhaust the initramfs.
 fn read_json(path: &Path) -> Result<Vec<u8>, String> {
     bootchain::fsutil::read_bounded(path, bootchain::fsutil::MAX_JSON_INPUT)
         .map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 fn signatures(o: &Opts) -> Result<Option<PcrSignatures>, String> {
-    let path = match &o.pcrsig {
-        Some(p) => p.clone(),
-        None => match SIGNATURE_PATHS.iter().find(|p| Path::new(p).exists()) {
-            Some(p) => PathBuf::from(p),
-            None => return Ok(None),
-        },
-    };
-    let text = read_json(&path)?;
-    bootchain::measure::parse_signatures(&text)
-        .map(Some)
-        .map_err(|e| format!("{}: {}", path.display(), chain(&e)))
-}
-
-fn trim_newlines(mut p: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
-    while matches!(p.last(), Some(b'\n' | b'\r')) {
-        p.pop();
+    match &o.pcrsig {
+        Some(p) => bootchain::measure::read_signatures(p).map(Some),
+        None => bootchain::measure::default_signatures(),
     }
-    p
+    .map_err(|e| chain(&e))
 }
 
 fn pin(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    let p = match &o.pin_file {
-        Some(f) => {
-            // A PIN is typed by a person: 4 KiB is far more than any.
-            Zeroizing::new(
-                bootchain::fsutil::read_bounded(f, 4096)
-                    .map_err(|e| format!("reading {}: {e}", f.display()))?,
-            )
-        }
-        None => match std::env::var_os("BOOTCHAIN_PIN") {
-            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
-            None => return Ok(None),
-        },
-    };
-    Ok(Some(trim_newlines(p)))
+    match &o.pin_file {
+        Some(f) => bootchain::pin::read_pin_file(f).map(Some),
+        None => bootchain::pin::pin_from_env(),
+    }
+    .map_err(|e| chain(&e))
 }
 
 /// Ask for the PIN with the initramfs' password program (its prompt on the console, the
@@ -188,11 +161,10 @@ fn ask_pin(program: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let pin = trim_newlines(Zeroizing::new(out.stdout));
-    if !out.status.success() || pin.is_empty() {
-        return Err(format!("{} gave no PIN", program.display()));
+    match bootchain::pin::normalize_pin(Zeroizing::new(out.stdout)) {
+        Ok(pin) if out.status.success() => Ok(pin),
+        _ => Err(format!("{} gave no PIN", program.display())),
     }
-    Ok(pin)
 }
 
 /// Wait (bounded) for a device TPM's node: drivers may still be probing.

@@ -90,57 +90,23 @@ struct SecureBootArgs {
 }
 
 impl SecureBootArgs {
-    fn var(&self, p: &std::path::Path) -> Result<Vec<u8>> {
-        let owner: bootchain::firmware::EfiGuid = match &self.owner {
-            Some(o) => o.parse()?,
-            None => bootchain::firmware::EfiGuid([0; 16]),
-        };
-        let is_esl = std::fs::read(p)
-            .map(|b| bootchain::firmware::parse_signature_lists(&b).is_ok())
-            .unwrap_or(false);
-        if !is_esl && self.owner.is_none() {
-            bail!(
-                "{}: certificates need --secureboot-owner GUID (the owner they were enrolled with)",
-                p.display()
-            );
-        }
-        bootchain::firmware::variable_from_file(p, owner).map_err(anyhow::Error::msg)
+    fn files(&self) -> Result<bootchain::firmware::SecureBootFiles> {
+        let mut f =
+            bootchain::firmware::SecureBootFiles::new(self.secureboot.as_deref() == Some("on"));
+        f.pk = self.pk.clone();
+        f.kek = self.kek.clone();
+        f.db = self.db.clone();
+        f.dbx = self.dbx.clone();
+        f.owner = self.owner.as_deref().map(str::parse).transpose()?;
+        Ok(f)
     }
 
     fn db_content(&self) -> Result<Option<Vec<u8>>> {
-        if self.db.is_empty() {
-            return Ok(None);
-        }
-        let mut v = Vec::new();
-        for p in &self.db {
-            v.extend(self.var(p)?);
-        }
-        Ok(Some(v))
+        Ok(self.files()?.db_content()?)
     }
 
     fn state(&self) -> Result<bootchain::firmware::SecureBootState> {
-        Ok(bootchain::firmware::SecureBootState {
-            enabled: self.secureboot.as_deref() == Some("on"),
-            pk: self
-                .pk
-                .as_deref()
-                .map(|p| self.var(p))
-                .transpose()?
-                .unwrap_or_default(),
-            kek: self
-                .kek
-                .as_deref()
-                .map(|p| self.var(p))
-                .transpose()?
-                .unwrap_or_default(),
-            db: self.db_content()?.unwrap_or_default(),
-            dbx: self
-                .dbx
-                .as_deref()
-                .map(|p| self.var(p))
-                .transpose()?
-                .unwrap_or_default(),
-        })
+        Ok(self.files()?.state()?)
     }
 }
 
@@ -461,16 +427,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn source_date_epoch() -> Result<u32> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v
-            .trim()
-            .parse::<u32>()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a 32-bit Unix time")),
-        _ => Ok(0),
-    }
-}
-
 fn sign_opts(signing_time: bool) -> SignOptions {
     SignOptions {
         signing_time: signing_time.then(std::time::SystemTime::now),
@@ -561,52 +517,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 banks
             };
             let phases = bootchain::measure::phase_list(&phases)?;
-            let pred = bootchain::measure::predict_uki(&uki, stub_version, &banks, &phases)
-                .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
-            let firmware = if sb.secureboot.is_some() {
-                let state = sb.state()?;
-                let mut preds = bootchain::firmware::predict_chain_boot(
-                    &boot_chain,
-                    &uki,
-                    &state,
-                    &banks,
-                    &["".into()],
-                )?;
-                preds.retain(|p| p.pcr != 11);
-                preds
-            } else {
-                if !boot_chain.is_empty() {
-                    bail!("--boot-chain needs --secureboot on|off");
-                }
-                Vec::new()
-            };
+            if sb.secureboot.is_none() && !boot_chain.is_empty() {
+                bail!("--boot-chain needs --secureboot on|off");
+            }
+            let state = sb.secureboot.is_some().then(|| sb.state()).transpose()?;
+            let boot = bootchain::firmware::predict_boot(
+                &uki,
+                stub_version,
+                &banks,
+                &phases,
+                state.as_ref().map(|s| (s, boot_chain.as_slice())),
+            )
+            .with_context(|| format!("predicting {}", uki.display()))?;
+            let (pred, firmware) = (&boot.pcr11, &boot.firmware);
             if json {
-                // "values" is what `seal --pcr-values` reads: the firmware PCRs, and PCR 11 when
-                // exactly one phase was asked for (otherwise which one to seal to is ambiguous).
-                let mut values = bootchain::eventlog::PcrValues::new();
-                for p in &firmware {
-                    for (bank, v) in &p.values {
-                        values.insert((*bank, p.pcr), v.clone());
-                    }
-                }
-                if let [only] = pred.phases.as_slice() {
-                    for v in &only.values {
-                        values.insert((v.alg(), 11), v.clone());
-                    }
-                }
-                let v = serde_json::json!({
-                    "events": pred.events,
-                    "pcr11": bootchain::measure::calculate_json(&pred),
-                    "firmware": firmware,
-                    "values": bootchain::eventlog::pcr_values_json(&values),
-                });
-                outln!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&boot.to_json())?);
             } else {
-                for p in &firmware {
+                for p in firmware {
                     print_events(&p.events);
                 }
                 print_events(&pred.events);
-                for p in &firmware {
+                for p in firmware {
                     for (bank, v) in &p.values {
                         outln!("{}:{bank}={v}", p.pcr);
                     }
@@ -732,7 +663,7 @@ fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
 fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     let mut b = UkiBuilder::new()
         .stub(&a.stub)
-        .timestamp(source_date_epoch()?);
+        .timestamp(bootchain::uki::source_date_epoch()?);
     if !a.stub.exists() {
         if a.stub.as_os_str() == uki::DEFAULT_STUB {
             bail!(bootchain::uki::UkiError::StubMissing(a.stub));
@@ -883,32 +814,24 @@ fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
     } else {
         p.banks.clone()
     };
-    let mut sections = Vec::new();
-    for (name, path) in [
-        (".linux", &p.linux),
-        (".osrel", &p.osrel),
-        (".cmdline", &p.cmdline),
-        (".initrd", &p.initrd),
-        (".ucode", &p.ucode),
-        (".splash", &p.splash),
-        (".dtb", &p.dtb),
-        (".uname", &p.uname),
-        (".sbat", &p.sbat),
-        (".pcrpkey", &p.pcrpkey),
-    ] {
-        if let Some(path) = path {
-            let (size, digests) = bootchain::measure::file_digests(path, &banks)?;
-            sections.push(bootchain::measure::SectionDigests {
-                name: name.to_string(),
-                size,
-                digests,
-            });
-        }
-    }
+    use bootchain::ukiread::UkiSection as S;
+    let parts: Vec<(S, &std::path::Path)> = [
+        (S::Linux, &p.linux),
+        (S::Osrel, &p.osrel),
+        (S::Cmdline, &p.cmdline),
+        (S::Initrd, &p.initrd),
+        (S::Ucode, &p.ucode),
+        (S::Splash, &p.splash),
+        (S::Dtb, &p.dtb),
+        (S::Uname, &p.uname),
+        (S::Sbat, &p.sbat),
+        (S::Pcrpkey, &p.pcrpkey),
+    ]
+    .into_iter()
+    .filter_map(|(s, path)| path.as_deref().map(|p| (s, p)))
+    .collect();
     let phases = bootchain::measure::phase_list(&p.phases)?;
-    Ok(bootchain::measure::predict_pcr11(
-        &sections, None, &banks, &phases,
-    ))
+    Ok(bootchain::measure::predict_parts(&parts, &banks, &phases)?)
 }
 
 fn print_events(events: &[bootchain::measure::PredictedEvent]) {
@@ -1045,7 +968,12 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
         EventlogCmd::PredictNext { log, uki, sb, json } => {
             let l = read_log(&log)?;
             let db = sb.db_content()?;
-            let dbx = sb.dbx.as_deref().map(|p| sb.var(p)).transpose()?;
+            let owner = sb.files()?.owner;
+            let dbx = sb
+                .dbx
+                .as_deref()
+                .map(|p| bootchain::firmware::variable_from_file(p, owner))
+                .transpose()?;
             let next =
                 bootchain::firmware::predict_next_boot(&l, &uki, db.as_deref(), dbx.as_deref())?;
             if json {

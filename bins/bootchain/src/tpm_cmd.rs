@@ -5,19 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use bootchain::eventlog::PcrValues;
 use bootchain::hash::HashAlg;
 use bootchain::measure::PcrSignatures;
-use bootchain::seal::AuthorizeKey;
+use bootchain::seal::plan::SealPlan;
 use bootchain::tpm::{ParentChoice, ParentKind, Tpm};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
-
-/// Where systemd-stub's signatures appear in the booted system (systemd-stub(7)).
-const DEFAULT_PCRSIG: [&str; 2] = [
-    "/run/systemd/tpm2-pcr-signature.json",
-    "/.extra/tpm2-pcr-signature.json",
-];
 
 /// What a secret is sealed to.
 #[derive(Args)]
@@ -203,94 +196,57 @@ fn parse_parent(s: &str) -> Result<ParentChoice> {
 }
 
 fn read_pin(file: Option<&Path>, from_env: bool) -> Result<Option<Zeroizing<Vec<u8>>>> {
-    let mut pin = match file {
-        Some(p) => Zeroizing::new(
-            bootchain::fsutil::read_bounded(p, 4096)
-                .with_context(|| format!("reading PIN file {}", p.display()))?,
+    use bootchain::pin;
+    Ok(match file {
+        Some(p) => Some(pin::read_pin_file(p)?),
+        None if from_env => Some(
+            pin::pin_from_env()?
+                .with_context(|| format!("--with-pin needs the PIN in ${}", pin::PIN_ENV))?,
         ),
-        None if from_env => match std::env::var_os("BOOTCHAIN_PIN") {
-            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
-            None => bail!("--with-pin needs the PIN in $BOOTCHAIN_PIN"),
-        },
-        None => return Ok(None),
-    };
-    while matches!(pin.last(), Some(b'\n' | b'\r')) {
-        pin.pop();
-    }
-    if pin.is_empty() {
-        bail!("the PIN is empty");
-    }
-    Ok(Some(pin))
+        None => None,
+    })
 }
 
 /// The PIN for unsealing: the file, else $BOOTCHAIN_PIN, else none.
 fn unlock_pin(a: &UnlockArgs) -> Result<Option<Zeroizing<Vec<u8>>>> {
     read_pin(
         a.pin_file.as_deref(),
-        std::env::var_os("BOOTCHAIN_PIN").is_some(),
+        std::env::var_os(bootchain::pin::PIN_ENV).is_some(),
     )
 }
 
 /// The signatures for unsealing; `None` if none are given or found.
 fn unlock_signatures(a: &UnlockArgs) -> Result<Option<PcrSignatures>> {
-    let text = if let Some(p) = &a.pcrsig {
-        bootchain::fsutil::read_bounded(p, bootchain::fsutil::MAX_JSON_INPUT)
-            .with_context(|| format!("reading {}", p.display()))?
+    Ok(if let Some(p) = &a.pcrsig {
+        Some(bootchain::measure::read_signatures(p)?)
     } else if let Some(u) = &a.pcrsig_uki {
         match bootchain::uki::read_section(u, ".pcrsig")? {
-            Some(b) => b,
+            Some(b) => Some(bootchain::measure::parse_signatures(&b)?),
             None => bail!("{} has no .pcrsig section", u.display()),
         }
     } else {
-        match DEFAULT_PCRSIG.iter().find(|p| Path::new(p).exists()) {
-            Some(p) => {
-                bootchain::fsutil::read_bounded(Path::new(p), bootchain::fsutil::MAX_JSON_INPUT)
-                    .with_context(|| format!("reading {p}"))?
-            }
-            None => return Ok(None),
-        }
-    };
-    Ok(Some(bootchain::measure::parse_signatures(&text)?))
+        bootchain::measure::default_signatures()?
+    })
 }
 
-struct Policy {
-    pcrs: Vec<u32>,
-    values: PcrValues,
-    authorize: Option<AuthorizeKey>,
-    pin: Option<Zeroizing<Vec<u8>>>,
-}
-
-/// Resolve the policy arguments from files (PCR values from the JSON and the UKI prediction);
-/// checked before any TPM is opened. [`Policy::fill_from_tpm`] adds the rest.
-fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
+/// The policy arguments as a library [`SealPlan`], from files only (checked before any TPM is
+/// opened); [`fill_from_tpm`] adds the rest.
+fn resolve_policy(a: &PolicyArgs) -> Result<SealPlan> {
     use bootchain::policy::parse_pcr_list;
     let default_pcrs = if a.pcr_public_key.is_some() { "7" } else { "" };
-    let mut pcrs: Vec<u32> = parse_pcr_list(a.pcrs.as_deref().unwrap_or(default_pcrs))?
+    let pcrs: Vec<u32> = parse_pcr_list(a.pcrs.as_deref().unwrap_or(default_pcrs))?
         .into_iter()
         .map(u32::from)
         .collect();
-    let authorize = match &a.pcr_public_key {
-        Some(p) => {
-            let mut pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            if pem.starts_with(b"MZ") {
-                // A UKI: its .pcrpkey section (what ukify embeds from --pcr-public-key).
-                pem = bootchain::uki::read_section(p, ".pcrpkey")?
-                    .with_context(|| format!("{} has no .pcrpkey section", p.display()))?;
-                while pem.last() == Some(&0) {
-                    pem.pop();
-                }
-            }
-            let key = bootchain::measure::rsa_public_key_from_pem(&pem)
-                .with_context(|| format!("{}", p.display()))?;
-            let signed: Vec<u32> = parse_pcr_list(&a.pcr_public_key_pcrs)?
-                .into_iter()
-                .map(u32::from)
-                .collect();
-            Some(AuthorizeKey { key, pcrs: signed })
-        }
-        None => None,
-    };
-    if pcrs.is_empty() && authorize.is_none() {
+    let mut plan = SealPlan::new(a.bank).literal_pcrs(&pcrs)?;
+    if let Some(p) = &a.pcr_public_key {
+        let signed: Vec<u32> = parse_pcr_list(&a.pcr_public_key_pcrs)?
+            .into_iter()
+            .map(u32::from)
+            .collect();
+        plan = plan.authorize_from_file(p, &signed)?;
+    }
+    if plan.check().is_err() {
         bail!("give --pcrs, --pcr-public-key, or both");
     }
     let lock = match a.lock_pcr.as_str() {
@@ -301,60 +257,42 @@ fn resolve_policy(a: &PolicyArgs) -> Result<Policy> {
             bootchain::seal::LOCK_PCR
         ),
     };
-    let mut values = match &a.pcr_values {
-        Some(p) => bootchain::eventlog::parse_pcr_values_json(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .map_err(anyhow::Error::msg)?,
-        None => Default::default(),
-    };
+    if let Some(p) = &a.pcr_values {
+        plan = plan.values_from_json(p)?;
+    }
     if let Some(uki) = &a.uki {
-        let phases = vec![bootchain::measure::normalize_phase(&a.phase)?];
-        let pred = bootchain::measure::predict_uki(uki, None, &[a.bank], &phases)?;
-        if let Some(v) = pred.phases.first().and_then(|p| p.values.first()) {
-            values.insert((a.bank, 11), v.clone());
-        }
+        plan = plan.predicted_pcr11(uki, &a.phase)?;
     }
     if lock {
-        bootchain::seal::add_lock_pcr(a.bank, &mut pcrs, &mut values);
+        plan = plan.with_lock();
     }
-    let pin = read_pin(a.pin_file.as_deref(), a.with_pin)?;
-    Ok(Policy {
-        pcrs,
-        values,
-        authorize,
-        pin,
-    })
+    if let Some(pin) = read_pin(a.pin_file.as_deref(), a.with_pin)? {
+        plan = plan.with_pin(pin);
+    }
+    Ok(plan)
 }
 
-impl Policy {
-    /// Literal PCRs without a given value take the TPM's current value.
-    fn fill_from_tpm(&mut self, bank: HashAlg, tpm: &mut Tpm) -> Result<()> {
-        let missing: Vec<(HashAlg, u32)> = self
-            .pcrs
-            .iter()
-            .filter(|p| !self.values.contains_key(&(bank, **p)))
-            .map(|p| (bank, *p))
-            .collect();
-        if !missing.is_empty() {
-            let list: Vec<String> = missing.iter().map(|(_, p)| p.to_string()).collect();
-            eprintln!(
-                "bootchain: warning: PCR {} taken from this TPM's current values (an unauthenticated PCR_Read: whoever controls the TPM channel chooses them); prefer predicted values (--pcr-values from `pcr predict --json`, or --uki)",
-                list.join("+")
-            );
-            self.values.extend(tpm.read_pcrs(&missing)?);
-        }
-        if self.pin.is_some() {
-            match tpm.lockout_auth_set() {
-                Ok(false) => eprintln!(
-                    "bootchain: warning: this TPM has no lockout authorization set: anyone can reset its dictionary-attack counter, so the lockout does not limit PIN guessing (set one with tpm2_changeauth -c lockout)"
-                ),
-                Ok(true) => {}
-                Err(e) => eprintln!("bootchain: warning: cannot read the TPM's lockout state: {e}"),
-            }
-        }
-        Ok(())
+/// Literal PCRs without a given value take the TPM's current value (with a warning), and a
+/// PIN policy warns when the TPM's lockout is not protected.
+fn fill_from_tpm(plan: &mut SealPlan, tpm: &mut Tpm) -> Result<()> {
+    let read = plan.fill_from_tpm(tpm)?;
+    if !read.is_empty() {
+        let list: Vec<String> = read.iter().map(u32::to_string).collect();
+        eprintln!(
+            "bootchain: warning: PCR {} taken from this TPM's current values (an unauthenticated PCR_Read: whoever controls the TPM channel chooses them); prefer predicted values (--pcr-values from `pcr predict --json`, or --uki)",
+            list.join("+")
+        );
     }
+    if plan.pin.is_some() {
+        match tpm.lockout_auth_set() {
+            Ok(false) => eprintln!(
+                "bootchain: warning: this TPM has no lockout authorization set: anyone can reset its dictionary-attack counter, so the lockout does not limit PIN guessing (set one with tpm2_changeauth -c lockout)"
+            ),
+            Ok(true) => {}
+            Err(e) => eprintln!("bootchain: warning: cannot read the TPM's lockout state: {e}"),
+        }
+    }
+    Ok(())
 }
 
 pub fn seal(a: SealArgs) -> Result<ExitCode> {
@@ -372,49 +310,13 @@ pub fn seal(a: SealArgs) -> Result<ExitCode> {
     };
     let mut p = resolve_policy(&a.policy)?;
     let mut tpm = Tpm::open(&a.policy.tcti)?;
-    p.fill_from_tpm(a.policy.bank, &mut tpm)?;
-    let req = bootchain::seal::SealRequest {
-        parent,
-        bank: a.policy.bank,
-        pcrs: &p.pcrs,
-        values: &p.values,
-        authorize: p.authorize.as_ref(),
-        pin: p.pin.as_ref().map(|p| p.as_slice()),
-    };
-    let env = bootchain::seal::seal(&mut tpm, &req, &secret)?;
-    // Both files are written before either appears, so a failure leaves neither (an envelope
-    // whose random secret was lost, or a secret without its envelope).
-    let mut out = bootchain::fsutil::AtomicFile::create(&a.output, 0o600)
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    out.file()
-        .write_all(serde_json::to_string_pretty(&env)?.as_bytes())
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    let secret_out = match &a.secret_output {
-        Some(o) => {
-            let mut f = bootchain::fsutil::AtomicFile::create(o, 0o600)
-                .with_context(|| format!("writing {}", o.display()))?;
-            f.file()
-                .write_all(&secret)
-                .with_context(|| format!("writing {}", o.display()))?;
-            Some(f)
-        }
-        None => None,
-    };
-    let committed = match secret_out {
-        Some(f) => {
-            let p = f.dest().to_path_buf();
-            f.commit()
-                .with_context(|| format!("writing {}", p.display()))?;
-            Some(p)
-        }
-        None => None,
-    };
-    if let Err(e) = out.commit() {
-        if let Some(p) = committed {
-            let _ = std::fs::remove_file(p);
-        }
-        return Err(e).with_context(|| format!("writing {}", a.output.display()));
-    }
+    fill_from_tpm(&mut p, &mut tpm)?;
+    let env = bootchain::seal::seal(&mut tpm, &p.request(parent), &secret)?;
+    bootchain::seal::write_envelope(
+        &env,
+        &a.output,
+        a.secret_output.as_deref().map(|p| (p, &secret[..])),
+    )?;
     eprintln!(
         "sealed under {} (policy {})",
         env.parent.kind, env.policy.digest
@@ -489,16 +391,9 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             let luks = Luks::new(&device);
             let mut p = resolve_policy(&policy)?;
             let mut tpm = Tpm::open(&policy.tcti)?;
-            p.fill_from_tpm(policy.bank, &mut tpm)?;
+            fill_from_tpm(&mut p, &mut tpm)?;
             let req = token::EnrollRequest {
-                seal: bootchain::seal::SealRequest {
-                    parent,
-                    bank: policy.bank,
-                    pcrs: &p.pcrs,
-                    values: &p.values,
-                    authorize: p.authorize.as_ref(),
-                    pin: p.pin.as_ref().map(|p| p.as_slice()),
-                },
+                seal: p.request(parent),
                 unsalted_pin,
                 kind,
             };
@@ -548,68 +443,20 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LuksCmd::List { device, json } => {
-            let md = Luks::new(&device).metadata()?;
-            let mut rows = Vec::new();
-            for (id, v) in &md.tokens {
-                let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
-                let mut row = serde_json::json!({"token": id, "type": kind,
-                    "keyslots": v.get("keyslots").cloned().unwrap_or_default()});
-                if kind == token::BOOTCHAIN_TOKEN_TYPE {
-                    match v
-                        .get(token::ENVELOPE_MEMBER)
-                        .map(|e| bootchain::seal::Envelope::from_json(&e.to_string()))
-                    {
-                        Some(Ok(env)) => {
-                            row["pcr_bank"] = env.policy.bank.to_string().into();
-                            row["pcrs"] = serde_json::json!(env.policy.pcrs);
-                            row["pubkey_pcrs"] =
-                                serde_json::json!(env.policy.authorize.map(|a| a.pcrs));
-                            row["pin"] = env.policy.pin.is_some().into();
-                            row["parent"] = env.parent.kind.into();
-                            row["policy"] = env.policy.digest.into();
-                        }
-                        Some(Err(e)) => row["error"] = e.to_string().into(),
-                        None => row["error"] = "no envelope".into(),
-                    }
-                }
-                if kind == token::TOKEN_TYPE {
-                    match token::SystemdTpm2Token::from_json(v) {
-                        Ok(t) => {
-                            row["pcr_bank"] =
-                                t.bank().map(|b| b.to_string()).unwrap_or_default().into();
-                            row["pcrs"] = serde_json::json!(t.pcrs);
-                            row["pubkey_pcrs"] = serde_json::json!(t.pubkey_pcrs);
-                            row["pin"] = t.pin.into();
-                            row["parent"] = t
-                                .parent()
-                                .map(|(k, _)| k.to_string())
-                                .unwrap_or_else(|e| e.to_string())
-                                .into();
-                            row["policy"] = t.policy_hash.clone().into();
-                        }
-                        Err(e) => row["error"] = e.to_string().into(),
-                    }
-                }
-                rows.push(row);
-            }
+            let rows = token::list_luks(&Luks::new(&device))?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in &rows {
-                    let mut line = format!(
-                        "token {} {} keyslots {}",
-                        r["token"],
-                        r["type"].as_str().unwrap_or("?"),
-                        r["keyslots"]
-                    );
-                    if r.get("policy").is_some() {
+                    let mut line = format!("token {} {} keyslots {}", r.token, r.kind, r.keyslots);
+                    if let Some(t) = &r.tpm {
                         line.push_str(&format!(
                             " bank {} pcrs {} signed-pcrs {} pin {} parent {}",
-                            r["pcr_bank"].as_str().unwrap_or("?"),
-                            r["pcrs"],
-                            r["pubkey_pcrs"],
-                            r["pin"],
-                            r["parent"].as_str().unwrap_or("?")
+                            t.pcr_bank,
+                            serde_json::json!(t.pcrs),
+                            serde_json::json!(t.pubkey_pcrs),
+                            t.pin,
+                            t.parent
                         ));
                     }
                     outln!("{line}");
@@ -642,38 +489,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LuksCmd::Remove { device, token_id } => {
-            let luks = Luks::new(&device);
-            let md = luks.metadata()?;
-            let Some(v) = md.tokens.get(&token_id) else {
-                bail!("{} has no token {token_id}", device.display());
-            };
-            let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("?");
-            if kind != token::TOKEN_TYPE && kind != token::BOOTCHAIN_TOKEN_TYPE {
-                bail!(
-                    "token {token_id} is a {kind:?} token, not a TPM2 token of ours or systemd's"
-                );
-            }
-            let slots: Vec<u32> = v
-                .get("keyslots")
-                .and_then(|k| k.as_array())
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|s| {
-                    s.as_str()
-                        .and_then(|s| s.parse::<u32>().ok())
-                        .with_context(|| format!("keyslot {s}"))
-                })
-                .collect::<Result<_>>()?;
-            // Check first that removing the slots leaves a way in.
-            let remaining = md.keyslots.keys().filter(|k| !slots.contains(k)).count();
-            if remaining == 0 {
-                bail!("refusing: removing token {token_id} would remove the last keyslot");
-            }
-            luks.remove_token(token_id)?;
-            for s in slots {
-                luks.kill_keyslot(s)?;
-            }
+            token::remove_luks(&Luks::new(&device), token_id)?;
             eprintln!("removed token {token_id}");
             Ok(ExitCode::SUCCESS)
         }
