@@ -16,6 +16,8 @@
 //! | 5 sealing (feature `tpm`) | `seal/` | [`seal`], [`tpm`], [`pin`] |
 //! | 6 LUKS (feature `luks`) | `luks/` | [`luks`], [`token`] |
 //!
+//! Each module has its own error enum; all of them convert into [`Error`].
+//!
 //! Layers 1-4 are pure computation over files and never need a TPM: with
 //! `default-features = false` the crate builds without tss-esapi (libtss2) and without the
 //! cryptsetup wrappers.
@@ -44,3 +46,84 @@ pub use predict::{firmware, measure};
 pub use seal::{pin, tpm};
 
 pub use formats::der_lite::DerShapeError;
+
+/// Any error of this crate, for callers that handle them alike (rustls' style: one
+/// `#[non_exhaustive]` enum; each module keeps its own precise error, which converts into
+/// this with `?` and stays reachable by matching or as [`std::error::Error::source`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A digest or hash algorithm name.
+    #[error(transparent)]
+    Digest(#[from] hash::DigestParseError),
+    /// An unknown hash algorithm name.
+    #[error(transparent)]
+    HashAlg(#[from] hash::UnknownHashAlg),
+    /// A PCR index out of range.
+    #[error(transparent)]
+    PcrIndex(#[from] pcr::PcrIndexError),
+    /// PCR values JSON.
+    #[error(transparent)]
+    PcrValues(#[from] pcr::PcrValuesError),
+    /// UEFI structures.
+    #[error(transparent)]
+    Efi(#[from] efi::FirmwareError),
+    /// PE/COFF headers.
+    #[error(transparent)]
+    Pe(#[from] pe::PeError),
+    /// Authenticode hashing.
+    #[error(transparent)]
+    Authenticode(#[from] authenticode::AuthenticodeError),
+    /// Authenticode signatures.
+    #[error(transparent)]
+    Sign(#[from] sign::SignError),
+    /// Keys and certificates.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// TCG event logs.
+    #[error(transparent)]
+    EventLog(#[from] eventlog::EventLogError),
+    /// TPM policy digests.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// Reading a UKI.
+    #[error(transparent)]
+    Inspect(#[from] ukiread::InspectError),
+    /// PCR 11 prediction and `.pcrsig`.
+    #[error(transparent)]
+    Measure(#[from] measure::MeasureError),
+    /// Secure Boot variable files.
+    #[error(transparent)]
+    VariableFile(#[from] firmware::VariableFileError),
+    /// Building a UKI.
+    #[error(transparent)]
+    Uki(#[from] uki::UkiError),
+    /// Sealing and unsealing.
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// Putting a sealing policy together.
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Plan(#[from] seal::plan::PlanError),
+    /// The TPM.
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
+    /// PINs.
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    /// LUKS2 headers.
+    #[cfg(feature = "luks")]
+    #[error(transparent)]
+    Luks(#[from] luks::LuksError),
+    /// TPM2 tokens.
+    #[cfg(feature = "luks")]
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+    /// TPM2 tokens of a LUKS2 volume.
+    #[cfg(feature = "luks")]
+    #[error(transparent)]
+    LuksToken(#[from] token::LuksTokenError),
+}

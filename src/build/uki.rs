@@ -57,7 +57,7 @@ pub enum UkiError {
         source: io::Error,
     },
     /// The default stub is not installed.
-    #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi) or pass --stub")]
+    #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi) or give another stub")]
     StubMissing(PathBuf),
     /// The stub is not a usable PE image.
     #[error("stub {path} is not a usable PE image")]
@@ -81,7 +81,7 @@ pub enum UkiError {
         reason: String,
     },
     /// Not enough spare header room for the new section headers.
-    #[error("not enough header space in the stub for {needed} new section headers ({available} bytes free, {per} bytes each): drop optional sections such as --uname or --splash")]
+    #[error("not enough header space in the stub for {needed} new section headers ({available} bytes free, {per} bytes each): drop optional sections such as .uname or .splash")]
     NoHeaderRoom {
         /// Section headers needed.
         needed: usize,
@@ -325,6 +325,7 @@ impl std::fmt::Debug for PcrPolicySigner {
 
 /// What [`UkiBuilder::build`] produced.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct BuildReport {
     /// The output file.
     pub output: PathBuf,
@@ -498,7 +499,8 @@ impl UkiBuilder {
         let mut planned = self.planned_sections()?;
         if planned.iter().any(|(n, _)| n.as_str() == ".sbat") {
             return Err(UkiError::Sbat(
-                "give SBAT entries with --sbat, not as an extra section".into(),
+                "give SBAT entries as SBAT content (UkiBuilder::sbat), not as an extra section"
+                    .into(),
             ));
         }
 
@@ -894,8 +896,8 @@ impl UkiBuilder {
         for c in &self.sbat {
             let bytes = c.read_all()?;
             let text = String::from_utf8(bytes)
-                .map_err(|_| UkiError::Sbat("--sbat is not UTF-8".into()))?;
-            take(&text, "--sbat", true)?;
+                .map_err(|_| UkiError::Sbat("the SBAT text is not UTF-8".into()))?;
+            take(&text, "the SBAT text", true)?;
         }
         Ok(Some(format!("{SBAT_HEADER}\n{}\n\0", entries.join("\n"))))
     }

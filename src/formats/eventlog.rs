@@ -288,6 +288,7 @@ pub struct AlgorithmSize {
 
 /// The TCG_EfiSpecIDEvent header (PFP §10.4.5.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SpecIdEvent {
     /// platformClass.
     pub platform_class: u32,
@@ -324,6 +325,7 @@ impl EventDigest {
 
 /// One TCG_PCR_EVENT2 record.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Event {
     /// Byte offset of the record in the log.
     pub offset: usize,
@@ -349,6 +351,7 @@ impl Event {
 
 /// A parsed log.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EventLog {
     /// The header.
     pub spec_id: SpecIdEvent,
@@ -879,6 +882,7 @@ pub fn describe(e: &Event) -> String {
 
 /// An event as `eventlog show --json` prints it.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct EventView {
     /// Byte offset.
     pub offset: usize,
@@ -922,6 +926,7 @@ impl EventView {
 
 /// A PCR whose replayed value differs from the reported one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PcrMismatch {
     /// Bank.
     pub bank: HashAlg,

@@ -6,7 +6,6 @@
 use std::fmt;
 use std::path::Path;
 
-use base64::Engine as _;
 use der::{Decode, Encode};
 use rsa::traits::PublicKeyParts;
 use x509_cert::Certificate;
@@ -70,34 +69,31 @@ struct PemBlock {
     der: Zeroizing<Vec<u8>>,
 }
 
-/// Parse every PEM block in `text` (RFC 7468, lax about whitespace).
+/// Every PEM block in `text`: a file may hold several (a key and its certificate, a chain)
+/// with text between them. This only finds the `-----BEGIN`/`-----END` boundaries; each block
+/// is decoded by RustCrypto's RFC 7468 decoder (`der::pem`), which checks the labels and the
+/// base64. Blocks it refuses (say, legacy encrypted PEM with headers) are skipped.
 fn pem_blocks(text: &[u8]) -> Vec<PemBlock> {
-    let text = String::from_utf8_lossy(text);
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const END: &[u8] = b"-----END ";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
     let mut out = Vec::new();
-    let mut rest: &str = &text;
-    while let Some(b) = rest.find("-----BEGIN ") {
-        let after = &rest[b + 11..];
-        let Some(le) = after.find("-----") else { break };
-        let label = after[..le].to_string();
-        let body_start = &after[le + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let Some(e) = body_start.find(&end_marker) else {
+    let mut rest = text;
+    while let Some(b) = find(rest, BEGIN) {
+        let block = &rest[b..];
+        // The END line: "-----END " label "-----".
+        let Some(e) = find(block, END) else { break };
+        let Some(close) = find(&block[e + END.len()..], b"-----") else {
             break;
         };
-        let body: String = body_start[..e]
-            .lines()
-            .filter(|l| !l.contains(':'))
-            .collect::<String>()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()) {
+        let end = e + END.len() + close + 5;
+        if let Ok((label, der)) = der::pem::decode_vec(&block[..end]) {
             out.push(PemBlock {
-                label,
+                label: label.to_string(),
                 der: Zeroizing::new(der),
             });
         }
-        rest = &body_start[e + end_marker.len()..];
+        rest = &block[end..];
     }
     out
 }

@@ -454,6 +454,7 @@ pub fn detached_signature(
 
 /// What one signature says and whether it holds.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct SignerReport {
     /// Index of the WIN_CERTIFICATE entry (0-based), or 0 for a detached signature.
     pub index: usize,
@@ -747,6 +748,7 @@ fn check_signer(
 
 /// The result of verifying every signature of an image.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Authenticode SHA-256 of the file.
     pub image_sha256: String,

@@ -118,6 +118,7 @@ fn input_err(path: &Path) -> impl FnOnce(io::Error) -> InspectError + '_ {
 
 /// One section as `inspect` reports it.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct SectionInfo {
     /// Section name.
     pub name: String,
@@ -139,6 +140,7 @@ pub struct SectionInfo {
 /// What `bootchain uki inspect` shows. The JSON form of this struct is the documented,
 /// stable output of `inspect --json` (see README "inspect JSON").
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct UkiInfo {
     /// File length.
     pub size: u64,

@@ -72,6 +72,7 @@ impl From<TpmError> for TokenError {
 /// A `systemd-tpm2` token. Field names are systemd's (mixed `-` and `_`, as in 252+).
 /// Unknown members are kept, so a token read and written back loses nothing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct SystemdTpm2Token {
     /// "systemd-tpm2".
     #[serde(rename = "type")]
@@ -756,6 +757,7 @@ pub fn enroll_luks(
 
 /// A token that unsealed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Unlocked {
     /// Token id.
     pub token_id: u32,

@@ -95,6 +95,7 @@ pub fn authorizing_db_entry(
 
 /// A predicted PCR: its events and final value per bank.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct PcrPrediction {
     /// PCR index.
     pub pcr: u32,
@@ -625,6 +626,7 @@ pub fn predict_chain_boot(
 
 /// What [`predict_next_boot`] produced: the log the next boot should write, and its replay.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NextBoot {
     /// The predicted log (the current one with the affected events replaced).
     pub log: crate::eventlog::EventLog,

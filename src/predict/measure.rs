@@ -62,7 +62,7 @@ pub enum MeasureError {
     #[error(transparent)]
     Pe(#[from] crate::pe::PeError),
     /// No stub version could be found.
-    #[error("{0}: no .sdmagic stub version found; pass --stub-version")]
+    #[error("{0}: no .sdmagic stub version found; give the stub's systemd version")]
     NoStubVersion(PathBuf),
     /// A bad phase path.
     #[error("invalid boot phase path {0:?}")]
@@ -122,6 +122,7 @@ pub struct SectionDigests {
 
 /// One predicted event.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct PredictedEvent {
     /// The PCR.
     pub pcr: u32,
@@ -408,6 +409,7 @@ pub fn predict_uki(
 
 /// One entry of a `.pcrsig` bank array (UAPI UKI spec, "JSON Format for .pcrsig").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PcrSignature {
     /// The PCRs the policy covers.
     pub pcrs: Vec<u32>,

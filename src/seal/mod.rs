@@ -166,6 +166,7 @@ pub enum SealError {
 
 /// A PCR whose current value differs from the sealed one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PcrDiff {
     /// Bank.
     pub bank: HashAlg,
@@ -266,6 +267,7 @@ pub struct PayloadInfo {
 
 /// A sealed envelope.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Envelope {
     /// "bootchain-sealed".
     pub format: String,

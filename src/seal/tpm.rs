@@ -351,6 +351,7 @@ impl std::fmt::Debug for PolicySteps<'_> {
 
 /// Dictionary-attack state (TPM 2.0 Part 2 §6.13 TPM_PT_LOCKOUT_*).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockoutStatus {
     /// Failures counted so far.
     pub counter: u32,
