@@ -617,7 +617,8 @@ fn a_signing_key_at_the_srk_handle_is_refused() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["keyslots"].as_object().unwrap().len()
     };
-    let enroll = |parent: &str| {
+    // systemd tokens take an explicit parent; bootchain tokens may choose it (auto).
+    let enroll = |parent: &str, token_type: &str| {
         bootchain(
             &sw,
             &[
@@ -627,14 +628,16 @@ fn a_signing_key_at_the_srk_handle_is_refused() {
                 "7",
                 "--parent",
                 parent,
+                "--token-type",
+                token_type,
                 "--unlock-key-file",
                 key.to_str().unwrap(),
             ],
             &img,
         )
     };
-    for parent in ["srk", "auto"] {
-        let out = enroll(parent);
+    for (parent, token_type) in [("srk", "systemd"), ("auto", "bootchain")] {
+        let out = enroll(parent, token_type);
         assert!(!out.status.success(), "--parent {parent}");
         assert!(
             stderr(&out).contains("is not a storage root key"),
@@ -654,7 +657,7 @@ fn a_signing_key_at_the_srk_handle_is_refused() {
         "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
     );
     persist(&srk);
-    let out = enroll("srk");
+    let out = enroll("srk", "systemd");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(keyslots(&img), 2);
 }

@@ -1,32 +1,10 @@
-//! Minimal DER writing and reading for the few structures whose exact bytes matter
-//! (SpcIndirectDataContent). ITU-T X.690 §8.1 (identifier and length octets), DER rules §10.
-
-/// Encode one TLV with a definite, minimal-length length (X.690 §8.1.3, §10.1).
-pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-/// Encode a SEQUENCE of already-encoded elements.
-pub fn seq(parts: &[&[u8]]) -> Vec<u8> {
-    tlv(0x30, &parts.concat())
-}
-
-/// Encode an OBJECT IDENTIFIER.
-pub fn oid(o: &const_oid::ObjectIdentifier) -> Vec<u8> {
-    tlv(0x06, o.as_bytes())
-}
+//! A bounded look at DER before the `der` crate decodes it (ITU-T X.690 §8.1: identifier and
+//! length octets). Structures are decoded by `der` (derive types, `cms`, `x509-cert`); this
+//! module only (a) finds where the first element of a buffer ends — osslsigncode counts its
+//! zero padding in a signature's length — and (b) checks the shape of untrusted input first:
+//! `der` sorts every SET OF it decodes (quadratic in its element count) and recurses without a
+//! depth limit, so a hostile signature with thousands of certificates, or deep nesting, would
+//! cost far more than its size. `der` has no option for either bound.
 
 /// One decoded TLV: its tag, its content, and the bytes after it.
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +44,6 @@ pub fn read(buf: &[u8]) -> Option<Tlv<'_>> {
         content: &rest[..len],
         rest: &rest[len..],
     })
-}
-
-/// Read one TLV and require its tag.
-pub fn expect(buf: &[u8], tag: u8) -> Option<Tlv<'_>> {
-    read(buf).filter(|t| t.tag == tag)
 }
 
 /// Why a DER structure was refused before decoding.
@@ -174,6 +147,26 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One TLV with a minimal definite length (X.690 §8.1.3), to build test inputs.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|&&b| b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn seq(parts: &[&[u8]]) -> Vec<u8> {
+        tlv(0x30, &parts.concat())
+    }
 
     #[test]
     fn round_trip_lengths() {

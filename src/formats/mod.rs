@@ -10,4 +10,5 @@ pub mod keys;
 pub mod pe;
 pub mod policy;
 pub mod sign;
+pub mod spc;
 pub mod ukiread;

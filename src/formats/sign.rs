@@ -36,9 +36,8 @@ use crate::pe::{self, PeHeaders, DIR_SECURITY};
 /// SPC_INDIRECT_DATA_OBJID.
 pub const SPC_INDIRECT_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
-/// SPC_PE_IMAGE_DATAOBJ.
-pub const SPC_PE_IMAGE_DATA: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.15");
+pub use crate::formats::spc::SPC_PE_IMAGE_DATA;
+use crate::formats::spc::SpcIndirectDataContent;
 /// id-signedData (RFC 5652 §5.1).
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 /// id-contentType (RFC 5652 §11.1).
@@ -104,19 +103,12 @@ pub struct SignOptions {
     pub signing_time: Option<SystemTime>,
 }
 
-/// Encode an SpcIndirectDataContent for a PE image digest, byte-for-byte as sbsign does:
-/// `SpcPeImageData { flags: empty BIT STRING, file: [0] { [2] { [0] "<<<Obsolete>>>" } } }`.
-pub fn spc_indirect_data_content(image_digest: &Digest) -> Vec<u8> {
-    let obsolete: Vec<u8> = "<<<Obsolete>>>"
-        .encode_utf16()
-        .flat_map(|u| u.to_be_bytes())
-        .collect();
-    let link = der_lite::tlv(0xa0, &der_lite::tlv(0xa2, &der_lite::tlv(0x80, &obsolete)));
-    let pe_image_data = der_lite::seq(&[&der_lite::tlv(0x03, &[0x00]), &link]);
-    let attr = der_lite::seq(&[&der_lite::oid(&SPC_PE_IMAGE_DATA), &pe_image_data]);
-    let alg = der_lite::seq(&[&der_lite::oid(&image_digest.alg().oid()), &[0x05, 0x00]]);
-    let digest_info = der_lite::seq(&[&alg, &der_lite::tlv(0x04, image_digest.as_bytes())]);
-    der_lite::seq(&[&attr, &digest_info])
+/// Encode an SpcIndirectDataContent for a PE image digest, byte-for-byte as sbsign does
+/// ([`SpcIndirectDataContent::for_pe_image`]).
+pub fn spc_indirect_data_content(image_digest: &Digest) -> Result<Vec<u8>, SignError> {
+    SpcIndirectDataContent::for_pe_image(image_digest)
+        .and_then(|c| c.encode())
+        .map_err(enc_err)
 }
 
 fn alg_id(oid: ObjectIdentifier, null_params: bool) -> AlgorithmIdentifierOwned {
@@ -149,7 +141,7 @@ pub fn authenticode_signature(
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SignError> {
     key.check_matches(cert)?;
-    let idc = spc_indirect_data_content(image_digest);
+    let idc = spc_indirect_data_content(image_digest)?;
     let idc_any = Any::from_der(&idc).map_err(enc_err)?;
     let content_digest = HashAlg::Sha256.digest(idc_any.value());
 
@@ -547,21 +539,14 @@ fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
         .as_ref()
         .ok_or_else(|| m("no encapsulated content"))?;
     let idc = econtent.to_der().map_err(enc_err)?;
-    // SpcIndirectDataContent ::= SEQUENCE { data SpcAttributeTypeAndOptionalValue,
-    //                                       messageDigest DigestInfo }
-    let outer = der_lite::expect(&idc, 0x30).ok_or_else(|| m("SpcIndirectDataContent"))?;
-    let data = der_lite::expect(outer.content, 0x30)
-        .ok_or_else(|| m("SpcAttributeTypeAndOptionalValue"))?;
-    let digest_info = der_lite::expect(data.rest, 0x30).ok_or_else(|| m("DigestInfo"))?;
-    let alg = der_lite::expect(digest_info.content, 0x30)
-        .ok_or_else(|| m("digest AlgorithmIdentifier"))?;
-    let oid_tlv = der_lite::expect(alg.content, 0x06).ok_or_else(|| m("digest OID"))?;
-    let oid = ObjectIdentifier::from_bytes(oid_tlv.content).map_err(|_| m("digest OID"))?;
-    let hash = HashAlg::from_oid(&oid)
-        .ok_or_else(|| SignError::Malformed(format!("unsupported image digest algorithm {oid}")))?;
-    let value = der_lite::expect(alg.rest, 0x04).ok_or_else(|| m("digest OCTET STRING"))?;
-    let image_digest = Digest::new(hash, value.content.to_vec())
-        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
+    let content = SpcIndirectDataContent::parse(&idc)
+        .map_err(|e| SignError::Malformed(format!("SpcIndirectDataContent: {e}")))?;
+    let oid = content.message_digest.digest_algorithm.oid;
+    let image_digest = content.image_digest().ok_or_else(|| {
+        SignError::Malformed(format!(
+            "unsupported image digest algorithm {oid}, or a digest of the wrong length"
+        ))
+    })?;
     Ok(ParsedSignature {
         sd,
         idc,
@@ -922,7 +907,7 @@ mod tests {
     #[test]
     fn idc_matches_sbsign_layout() {
         let d = HashAlg::Sha256.digest(b"x");
-        let idc = spc_indirect_data_content(&d);
+        let idc = spc_indirect_data_content(&d).unwrap();
         // sbsign's SpcIndirectDataContent for SHA-256 is 0x68 bytes of content.
         assert_eq!(&idc[..2], &[0x30, 0x68]);
         assert_eq!(idc.len(), 0x6a);
