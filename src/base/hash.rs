@@ -222,6 +222,23 @@ impl Serialize for Digest {
     }
 }
 
+/// A digest from its hex text, the algorithm told by the length: unambiguous for the banks
+/// bootchain knows (20, 32, 48, 64 bytes), so JSON written by [`Serialize`] reads back.
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = hex::decode(text.trim()).map_err(D::Error::custom)?;
+        let alg = HashAlg::ALL
+            .into_iter()
+            .find(|a| a.output_len() == bytes.len())
+            .ok_or_else(|| {
+                D::Error::custom(format!("no hash algorithm has {} bytes", bytes.len()))
+            })?;
+        Digest::new(alg, bytes).map_err(D::Error::custom)
+    }
+}
+
 impl AsRef<[u8]> for Digest {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
@@ -315,6 +332,17 @@ impl MultiHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_json_round_trip_and_refusals() {
+        for alg in HashAlg::ALL {
+            let d = alg.digest(b"x");
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        }
+        assert!(serde_json::from_str::<Digest>("\"abcd\"").is_err());
+        assert!(serde_json::from_str::<Digest>("\"zz\"").is_err());
+    }
 
     #[test]
     fn known_answers() {

@@ -36,8 +36,8 @@ use crate::pe::{self, PeHeaders, DIR_SECURITY};
 /// SPC_INDIRECT_DATA_OBJID.
 pub const SPC_INDIRECT_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
-pub use crate::formats::spc::SPC_PE_IMAGE_DATA;
 use crate::formats::spc::SpcIndirectDataContent;
+pub use crate::formats::spc::SPC_PE_IMAGE_DATA;
 /// id-signedData (RFC 5652 §5.1).
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 /// id-contentType (RFC 5652 §11.1).
