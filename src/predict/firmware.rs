@@ -542,22 +542,23 @@ pub fn predict_chain_boot(
     };
     let mut f = std::fs::File::open(uki).map_err(io)?;
     let (h, _) = crate::pe::PeHeaders::read(&mut f)?;
-    let auth = crate::authenticode::image_digests_with_headers(&mut f, &h, banks).map_err(|e| {
-        MeasureError::Input {
-            path: uki.to_path_buf(),
-            source: std::io::Error::other(crate::error::Chain(&e).to_string()),
-        }
-    })?;
+    let auth =
+        crate::authenticode::image_digests_with_headers(&mut f, &h, banks).map_err(|source| {
+            MeasureError::Image {
+                path: uki.to_path_buf(),
+                source,
+            }
+        })?;
     let mut images = Vec::new();
     for p in chain {
         let mut cf = std::fs::File::open(p).map_err(|source| MeasureError::Input {
             path: p.clone(),
             source,
         })?;
-        let d = crate::authenticode::image_digests(&mut cf, banks).map_err(|e| {
-            MeasureError::Input {
+        let d = crate::authenticode::image_digests(&mut cf, banks).map_err(|source| {
+            MeasureError::Image {
                 path: p.clone(),
-                source: std::io::Error::other(crate::error::Chain(&e).to_string()),
+                source,
             }
         })?;
         images.push(BootImage {
@@ -582,9 +583,7 @@ pub fn predict_chain_boot(
         }
     }
     let authorities: Vec<SignatureData> = if state.enabled {
-        let db = state
-            .db_entries()
-            .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
+        let db = state.db_entries().map_err(MeasureError::Db)?;
         authorizing_db_entry(uki, &db).into_iter().collect()
     } else {
         Vec::new()
@@ -776,9 +775,7 @@ pub fn predict_next_boot(
     };
     let values = log.replay();
     if values.is_empty() {
-        return Err(MeasureError::Key(
-            "the log has no bank bootchain can compute".into(),
-        ));
+        return Err(MeasureError::NoBank);
     }
     Ok(NextBoot { log, values })
 }

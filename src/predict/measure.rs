@@ -73,6 +73,21 @@ pub enum MeasureError {
     /// Key problem.
     #[error("PCR signing key: {0}")]
     Key(String),
+    /// An image's Authenticode hash could not be computed.
+    #[error("{path}: Authenticode hash")]
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::authenticode::AuthenticodeError,
+    },
+    /// The Secure Boot db could not be parsed.
+    #[error("the Secure Boot db")]
+    Db(#[source] crate::efi::FirmwareError),
+    /// An event log has no bank whose digests bootchain computes.
+    #[error("the log has no bank bootchain can compute")]
+    NoBank,
     /// Malformed `.pcrsig` JSON.
     #[error("malformed PCR signature JSON: {0}")]
     Json(String),

@@ -31,34 +31,71 @@ pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 #[non_exhaustive]
 pub enum TpmError {
     /// The TCTI string is not valid.
-    #[error("invalid TCTI {tcti:?}: {reason}")]
+    #[error("invalid TCTI {tcti:?}")]
     Tcti {
         /// The string.
         tcti: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// The device node of a `device:` TCTI does not exist.
+    #[error("cannot open TPM via {tcti}: {path} does not exist")]
+    NoDevice {
+        /// The TCTI.
+        tcti: String,
+        /// The device node.
+        path: String,
     },
     /// The TPM could not be reached.
-    #[error("cannot open TPM via {tcti}: {reason} (is the TPM present and the TCTI right?)")]
+    #[error("cannot open TPM via {tcti} (is the TPM present and the TCTI right?)")]
     Open {
         /// The TCTI.
         tcti: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: tss_esapi::Error,
     },
-    /// A TPM command failed; `code` is the response code, `name` its meaning.
-    #[error("TPM command {command} failed: {name} (response code {code:#x})")]
+    /// A TPM command failed; `code` is the response code, the source its meaning.
+    #[error("TPM command {command} failed (response code {code:#x})")]
     Command {
         /// The command.
         command: &'static str,
         /// Response code.
         code: u32,
-        /// Decoded meaning.
-        name: String,
+        /// The error from tss-esapi, with the decoded response code.
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// A TPM structure could not be built or converted (tss-esapi refused the values).
+    #[error("TPM structure: {what}")]
+    Structure {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// The TPM returned a digest of the wrong length for its bank (for PCR `pcr`; `u32::MAX`
+    /// for a policy digest).
+    #[error("the TPM returned a {bank} digest of the wrong length")]
+    DigestLength {
+        /// The bank.
+        bank: HashAlg,
+        /// The PCR.
+        pcr: u32,
+        /// The lengths.
+        #[source]
+        source: crate::hash::DigestLengthError,
     },
     /// A value from the TPM was not what we expected.
     #[error("unexpected TPM data: {0}")]
     Data(String),
+}
+
+/// A tss-esapi structure conversion failed.
+fn structure(what: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Structure { what, source }
 }
 
 fn cmd_err(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
@@ -72,7 +109,7 @@ fn cmd_err(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
         TpmError::Command {
             command,
             code,
-            name: crate::error::Chain(&e).to_string(),
+            source: e,
         }
     }
 }
@@ -90,7 +127,7 @@ fn slot(pcr: u32) -> Result<PcrSlot, TpmError> {
     if pcr > 23 {
         return Err(TpmError::Data(format!("PCR {pcr} out of range")));
     }
-    PcrSlot::try_from(1u32 << pcr).map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))
+    PcrSlot::try_from(1u32 << pcr).map_err(structure("conversion"))
 }
 
 /// The PCR slots and TPML_PCR_SELECTION for `pcrs` of one bank.
@@ -105,7 +142,7 @@ fn selection_list(
     let sel = PcrSelectionListBuilder::new()
         .with_selection(hashing(bank), &slots)
         .build()
-        .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+        .map_err(structure("conversion"))?;
     Ok((slots, sel))
 }
 
@@ -128,19 +165,19 @@ impl Tpm {
         if let Some(dev) = tcti.strip_prefix("device:") {
             let path = if dev.is_empty() { "/dev/tpm0" } else { dev };
             if !std::path::Path::new(path).exists() {
-                return Err(TpmError::Open {
+                return Err(TpmError::NoDevice {
                     tcti: tcti.into(),
-                    reason: format!("{path} does not exist"),
+                    path: path.into(),
                 });
             }
         }
-        let conf = TctiNameConf::from_str(tcti).map_err(|e| TpmError::Tcti {
+        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::Tcti {
             tcti: tcti.into(),
-            reason: crate::error::Chain(&e).to_string(),
+            source,
         })?;
-        let ctx = Context::new(conf).map_err(|e| TpmError::Open {
+        let ctx = Context::new(conf).map_err(|source| TpmError::Open {
             tcti: tcti.into(),
-            reason: crate::error::Chain(&e).to_string(),
+            source,
         })?;
         Ok(Tpm { ctx })
     }
@@ -173,8 +210,13 @@ impl Tpm {
                 let d = bank_data
                     .get_digest(*s)
                     .ok_or_else(|| TpmError::Data(format!("no value for {bank} PCR {p}")))?;
-                let d = Digest::new(bank, d.value().to_vec())
-                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+                let d = Digest::new(bank, d.value().to_vec()).map_err(|source| {
+                    TpmError::DigestLength {
+                        bank,
+                        pcr: *p,
+                        source,
+                    }
+                })?;
                 out.insert((bank, *p), d);
             }
         }
@@ -224,11 +266,11 @@ impl Tpm {
             return Err(TpmError::Data(format!("PCR {pcr} out of range")));
         }
         let handle = PcrHandle::try_from(tss_esapi::tss2_esys::ESYS_TR_PCR0 + pcr)
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+            .map_err(structure("conversion"))?;
         let mut vals = DigestValues::new();
         for d in digests {
             let v = tss_esapi::structures::Digest::try_from(d.as_bytes().to_vec())
-                .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+                .map_err(structure("conversion"))?;
             vals.set(hashing(d.alg()), v);
         }
         self.ctx
@@ -468,7 +510,7 @@ fn srk_attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes
         .with_decrypt(true)
         .with_no_da(no_da)
         .build()
-        .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))
+        .map_err(structure("conversion"))
 }
 
 /// The TCG storage key templates (EK Credential Profile L-1/L-2 shape, as systemd's
@@ -481,7 +523,7 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
         EccPoint, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
         PublicRsaParametersBuilder, RsaExponent, SymmetricDefinitionObject,
     };
-    let d = |e: tss_esapi::Error| TpmError::Data(crate::error::Chain(&e).to_string());
+    let d = |e| structure("primary key template")(e);
     let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256);
     let public = match kind {
         ParentKind::EccP256 | ParentKind::LegacyEcc => {
@@ -519,8 +561,7 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
 impl Tpm {
     fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
-        let h = PersistentTpmHandle::new(SRK_HANDLE)
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(structure("conversion"))?;
         let obj = match self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
             Ok(o) => o,
             // TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits): nothing persisted
@@ -675,9 +716,7 @@ impl Tpm {
             .ctx
             .read_public(p.handle)
             .map_err(cmd_err("ReadPublic"))?;
-        let public = public
-            .marshall()
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+        let public = public.marshall().map_err(structure("conversion"))?;
         let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
             let n = u16::try_from(part.len()).map_err(|_| TpmError::Data("too large".into()))?;
             v.extend_from_slice(&n.to_be_bytes());
@@ -702,8 +741,7 @@ impl Tpm {
             return Ok(p.name);
         }
         let p = self.create_primary(ParentKind::EccP256)?;
-        let h = PersistentTpmHandle::new(SRK_HANDLE)
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+        let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(structure("conversion"))?;
         let r = self.ctx.execute_with_nullauth_session(|ctx| {
             ctx.evict_control(Provision::Owner, p.handle.into(), Persistent::Persistent(h))
         });
@@ -796,19 +834,19 @@ impl Tpm {
             .with_fixed_tpm(true)
             .with_fixed_parent(true)
             .build()
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+            .map_err(structure("conversion"))?;
         let public = PublicBuilder::new()
             .with_public_algorithm(PublicAlgorithm::KeyedHash)
             .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
             .with_object_attributes(attrs)
             .with_auth_policy(
                 tss_esapi::structures::Digest::try_from(policy.as_bytes().to_vec())
-                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
+                    .map_err(structure("conversion"))?,
             )
             .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
             .with_keyed_hash_unique_identifier(Default::default())
             .build()
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+            .map_err(structure("conversion"))?;
         let data = SensitiveData::try_from(secret.to_vec())
             .map_err(|e| TpmError::Data(format!("secret too large to seal: {e}")))?;
         let auth = auth_value
@@ -831,10 +869,7 @@ impl Tpm {
         let result = out.and_then(|r| {
             Ok(SealedObject {
                 private: r.out_private.value().to_vec(),
-                public: r
-                    .out_public
-                    .marshall()
-                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
+                public: r.out_public.marshall().map_err(structure("conversion"))?,
                 parent_name: parent.name.clone(),
                 parent: parent.kind,
             })
@@ -923,8 +958,7 @@ impl Tpm {
         expected_policy: &Digest,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
         use tss_esapi::interface_types::session_handles::PolicySession;
-        let ps = PolicySession::try_from(session)
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+        let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
         if let Some(a) = &steps.authorize {
             self.policy_authorize(ps, a)?;
         }
@@ -1011,18 +1045,22 @@ impl Tpm {
                 .tr_get_name(key.into())
                 .map_err(cmd_err("TR_GetName"))?;
             let a_hash = crate::policy::authorize_signed_hash(
-                &Digest::new(HashAlg::Sha256, approved.value().to_vec())
-                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
+                &Digest::new(HashAlg::Sha256, approved.value().to_vec()).map_err(|source| {
+                    TpmError::DigestLength {
+                        bank: HashAlg::Sha256,
+                        pcr: u32::MAX,
+                        source,
+                    }
+                })?,
                 b"",
             );
             let sig = RsaSignature::create(
                 HashingAlgorithm::Sha256,
-                PublicKeyRsa::try_from(sig.clone())
-                    .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?,
+                PublicKeyRsa::try_from(sig.clone()).map_err(structure("conversion"))?,
             )
-            .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+            .map_err(structure("conversion"))?;
             let digest = tss_esapi::structures::Digest::try_from(a_hash.as_bytes().to_vec())
-                .map_err(|e| TpmError::Data(crate::error::Chain(&e).to_string()))?;
+                .map_err(structure("conversion"))?;
             let ticket = self
                 .ctx
                 .verify_signature(key, digest, Signature::RsaSsa(sig))
