@@ -124,12 +124,13 @@ fn hook_makes_a_self_contained_tree() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("malformed sealed envelope"), "{err}");
+    // A well-formed envelope (its digest a SHA-256 one): now the missing TPM is the error.
     std::fs::write(
         &env,
         serde_json::to_string(&serde_json::json!({
             "format": "bootchain-sealed", "version": 1,
             "parent": {"kind": "ecc-p256", "name": "00"},
-            "policy": {"digest": "00", "bank": "sha256", "pcrs": [], "values": {}},
+            "policy": {"digest": "00".repeat(32), "bank": "sha256", "pcrs": [], "values": {}},
             "tpm": {"private": "", "public": ""},
             "payload": {"alg": "A256GCM", "nonce": "", "ciphertext": ""}}))
         .unwrap(),

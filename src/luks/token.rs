@@ -651,8 +651,8 @@ fn summarize(id: u32, v: &serde_json::Value) -> TokenSummary {
                     pcrs: env.policy.pcrs.clone(),
                     pubkey_pcrs: env.policy.authorize.as_ref().map(|a| a.pcrs.clone()),
                     pin: env.policy.pin.is_some(),
-                    parent: env.parent.kind.clone(),
-                    policy: env.policy.digest.clone(),
+                    parent: env.parent.kind.to_string(),
+                    policy: env.policy.digest.to_hex(),
                 })
             }
             Err(e) => s.error = Some(chain(&e)),

@@ -197,13 +197,40 @@ fn describe_current(c: &[(HashAlg, u32, Digest)]) -> String {
         .join(", ")
 }
 
-/// The parent section.
+/// Binary envelope members as hex text (TPM Names).
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let t = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        hex::decode(t.as_ref()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Binary envelope members as standard, padded base64 text.
+mod b64_bytes {
+    use base64::Engine as _;
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::B64.encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let t = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        super::B64
+            .decode(t.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The parent section. Every member is parsed when the envelope is read: an envelope that
+/// deserializes has well-formed binary members.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParentInfo {
     /// Which parent.
-    pub kind: String,
-    /// Its TPM Name, hex.
-    pub name: String,
+    pub kind: ParentKind,
+    /// Its TPM Name (hex in JSON).
+    #[serde(with = "hex_bytes")]
+    pub name: Vec<u8>,
 }
 
 /// The signed-policy part: PolicyAuthorize by this key over PolicyPCR of `pcrs`.
@@ -211,8 +238,9 @@ pub struct ParentInfo {
 pub struct AuthorizeInfo {
     /// The RSA public key, PEM (SubjectPublicKeyInfo).
     pub public_key: String,
-    /// Its TPM Name, hex.
-    pub key_name: String,
+    /// Its TPM Name (hex in JSON).
+    #[serde(with = "hex_bytes")]
+    pub key_name: Vec<u8>,
     /// Bank of the signed PolicyPCR.
     pub bank: HashAlg,
     /// PCRs of the signed PolicyPCR.
@@ -222,21 +250,23 @@ pub struct AuthorizeInfo {
 /// The PIN part.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PinInfo {
-    /// PBKDF2 salt, base64.
-    pub salt: String,
+    /// PBKDF2 salt (base64 in JSON).
+    #[serde(with = "b64_bytes")]
+    pub salt: Vec<u8>,
 }
 
 /// The policy section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyInfo {
-    /// Policy digest, hex.
-    pub digest: String,
+    /// Policy digest (SHA-256, hex in JSON).
+    pub digest: Digest,
     /// PCR bank of the literal values.
     pub bank: HashAlg,
     /// PCRs bound to literal values (may be empty with a signed policy).
     pub pcrs: Vec<u32>,
-    /// The values sealed to (for diagnosis).
-    pub values: BTreeMap<String, String>,
+    /// The values sealed to, by PCR (JSON: `{"7": "hex"}`); they and the key reproduce
+    /// `digest`, which [`prepare_unseal`] checks.
+    pub values: BTreeMap<u32, Digest>,
     /// Signed policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorize: Option<AuthorizeInfo>,
@@ -248,10 +278,12 @@ pub struct PolicyInfo {
 /// The sealed TPM object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TpmBlob {
-    /// TPM2B_PRIVATE buffer, base64.
-    pub private: String,
-    /// TPMT_PUBLIC, base64.
-    pub public: String,
+    /// TPM2B_PRIVATE buffer (base64 in JSON).
+    #[serde(with = "b64_bytes")]
+    pub private: Vec<u8>,
+    /// TPMT_PUBLIC (base64 in JSON).
+    #[serde(with = "b64_bytes")]
+    pub public: Vec<u8>,
 }
 
 /// The encrypted payload.
@@ -259,10 +291,12 @@ pub struct TpmBlob {
 pub struct PayloadInfo {
     /// "A256GCM".
     pub alg: String,
-    /// Nonce, base64.
-    pub nonce: String,
-    /// Ciphertext with tag, base64.
-    pub ciphertext: String,
+    /// Nonce (base64 in JSON).
+    #[serde(with = "b64_bytes")]
+    pub nonce: Vec<u8>,
+    /// Ciphertext with tag (base64 in JSON).
+    #[serde(with = "b64_bytes")]
+    pub ciphertext: Vec<u8>,
 }
 
 /// A sealed envelope.
@@ -294,21 +328,21 @@ impl Envelope {
         let mut s = format!(
             "{FORMAT}/{}\n{}\n{}:{}\n{}\n",
             self.version,
-            self.policy.digest,
+            self.policy.digest.to_hex(),
             self.policy.bank,
             join_pcrs(&self.policy.pcrs),
-            self.parent.name
+            hex::encode(&self.parent.name)
         );
         if let Some(a) = &self.policy.authorize {
             s.push_str(&format!(
                 "authorize:{}:{}:{}\n",
-                a.key_name,
+                hex::encode(&a.key_name),
                 a.bank,
                 join_pcrs(&a.pcrs)
             ));
         }
         if let Some(p) = &self.policy.pin {
-            s.push_str(&format!("pin:{}\n", p.salt));
+            s.push_str(&format!("pin:{}\n", B64.encode(&p.salt)));
         }
         s.into_bytes()
     }
@@ -519,18 +553,14 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
             Some(AuthorizeInfo {
                 public_key: crate::measure::public_key_pem(&k.key)
                     .map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))?,
-                key_name: hex::encode(name),
+                key_name: name,
                 bank: req.bank,
                 pcrs: signed,
             })
         }
         None => None,
     };
-    let name = authorize
-        .as_ref()
-        .map(|a| hex::decode(&a.key_name))
-        .transpose()
-        .map_err(|_| SealError::Request("key name".into()))?;
+    let name = authorize.as_ref().map(|a| a.key_name.clone());
     let digest = policy::sealing_policy(name.as_deref(), Some(&binding), req.pin.is_some())?;
     Ok(ComputedPolicy {
         digest,
@@ -550,7 +580,7 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
             let auth = crate::pin::pin_auth_value(pin, Some(&salt))?;
             (
                 Some(PinInfo {
-                    salt: B64.encode(salt),
+                    salt: salt.to_vec(),
                 }),
                 Some(auth),
             )
@@ -569,30 +599,30 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
         format: FORMAT.into(),
         version: VERSION,
         parent: ParentInfo {
-            kind: obj.parent.as_str().to_string(),
-            name: hex::encode(&obj.parent_name),
+            kind: obj.parent,
+            name: obj.parent_name.clone(),
         },
         policy: PolicyInfo {
-            digest: c.digest.to_hex(),
+            digest: c.digest.clone(),
             bank: req.bank,
             pcrs: c.literal.clone(),
             values: c
                 .literal
                 .iter()
-                .zip(&c.values)
-                .map(|(p, v)| (p.to_string(), v.to_hex()))
+                .copied()
+                .zip(c.values.iter().cloned())
                 .collect(),
             authorize: c.authorize,
             pin,
         },
         tpm: TpmBlob {
-            private: B64.encode(&obj.private),
-            public: B64.encode(&obj.public),
+            private: obj.private.clone(),
+            public: obj.public.clone(),
         },
         payload: PayloadInfo {
             alg: "A256GCM".into(),
-            nonce: String::new(),
-            ciphertext: String::new(),
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
         },
     };
     let cipher = Aes256Gcm::new_from_slice(&kek).map_err(|_| SealError::Tampered)?;
@@ -607,8 +637,8 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
             },
         )
         .map_err(|_| SealError::Tampered)?;
-    env.payload.nonce = B64.encode(nonce);
-    env.payload.ciphertext = B64.encode(ct);
+    env.payload.nonce = nonce.to_vec();
+    env.payload.ciphertext = ct;
     Ok(env)
 }
 
@@ -708,19 +738,15 @@ pub fn prepare_unseal(
 ) -> Result<PreparedUnseal, SealError> {
     let bad = |m: &str| SealError::Envelope(m.to_string());
     let obj = SealedObject {
-        private: B64
-            .decode(&env.tpm.private)
-            .map_err(|_| bad("tpm.private"))?,
-        public: B64.decode(&env.tpm.public).map_err(|_| bad("tpm.public"))?,
-        parent_name: hex::decode(&env.parent.name).map_err(|_| bad("parent.name"))?,
-        parent: env
-            .parent
-            .kind
-            .parse::<ParentKind>()
-            .map_err(|_| bad("parent.kind"))?,
+        private: env.tpm.private.clone(),
+        public: env.tpm.public.clone(),
+        parent_name: env.parent.name.clone(),
+        parent: env.parent.kind,
     };
-    let expected =
-        Digest::from_hex(HashAlg::Sha256, &env.policy.digest).map_err(|_| bad("policy.digest"))?;
+    if env.policy.digest.alg() != HashAlg::Sha256 {
+        return Err(bad("policy.digest is not a SHA-256 digest"));
+    }
+    let expected = env.policy.digest.clone();
     let literal = env.policy.pcrs.clone();
     let sel = selection(env.policy.bank, &literal).map_err(|_| bad("policy.pcrs"))?;
     // The recorded values and key must produce the recorded policy (else the envelope was
@@ -730,8 +756,9 @@ pub fn prepare_unseal(
         .map(|p| {
             env.policy
                 .values
-                .get(&p.to_string())
-                .and_then(|h| Digest::from_hex(env.policy.bank, h).ok())
+                .get(p)
+                .filter(|d| d.alg() == env.policy.bank)
+                .cloned()
                 .ok_or_else(|| bad("policy.values"))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -747,7 +774,7 @@ pub fn prepare_unseal(
     let key_area = key.as_ref().map(policy::rsa_public_area).transpose()?;
     let name = key_area.as_deref().map(policy::object_name);
     if let (Some(a), Some(n)) = (&env.policy.authorize, &name) {
-        if hex::encode(n) != a.key_name {
+        if *n != a.key_name {
             return Err(bad(
                 "policy.authorize.key_name does not match the public key",
             ));
@@ -763,10 +790,7 @@ pub fn prepare_unseal(
         return Err(bad("policy members do not produce policy.digest"));
     }
     let auth = match (&env.policy.pin, opts.pin) {
-        (Some(p), Some(pin)) => {
-            let salt = B64.decode(&p.salt).map_err(|_| bad("policy.pin.salt"))?;
-            Some(crate::pin::pin_auth_value(pin, Some(&salt))?)
-        }
+        (Some(p), Some(pin)) => Some(crate::pin::pin_auth_value(pin, Some(&p.salt))?),
         (Some(_), None) => return Err(SealError::PinRequired),
         (None, _) => None,
     };
@@ -882,21 +906,19 @@ fn pcr_diffs(
 fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let bad = |m: &str| SealError::Envelope(m.to_string());
     let cipher = Aes256Gcm::new_from_slice(kek).map_err(|_| SealError::Tampered)?;
-    let nonce = B64
-        .decode(&env.payload.nonce)
-        .map_err(|_| bad("payload.nonce"))?;
-    let nonce: [u8; 12] = nonce
+    let nonce: [u8; 12] = env
+        .payload
+        .nonce
+        .as_slice()
         .try_into()
         .map_err(|_| bad("payload.nonce must be 12 bytes"))?;
-    let ct = B64
-        .decode(&env.payload.ciphertext)
-        .map_err(|_| bad("payload.ciphertext"))?;
+    let ct = &env.payload.ciphertext;
     let aad = env.aad();
     let pt = cipher
         .decrypt(
             &aes_gcm::Nonce::from(nonce),
             Payload {
-                msg: &ct,
+                msg: ct,
                 aad: &aad,
             },
         )
@@ -913,27 +935,27 @@ mod tests {
             format: FORMAT.into(),
             version: VERSION,
             parent: ParentInfo {
-                kind: "ecc-p256".into(),
-                name: "000b".into(),
+                kind: ParentKind::EccP256,
+                name: vec![0, 0x0b],
             },
             policy: PolicyInfo {
-                digest: "00".repeat(32),
+                digest: Digest::zero(HashAlg::Sha256),
                 bank: HashAlg::Sha256,
                 pcrs: vec![7],
-                values: [("7".to_string(), "00".repeat(32))].into_iter().collect(),
+                values: [(7, Digest::zero(HashAlg::Sha256))].into_iter().collect(),
                 authorize: None,
                 pin: Some(PinInfo {
-                    salt: B64.encode([1u8; 32]),
+                    salt: vec![1u8; 32],
                 }),
             },
             tpm: TpmBlob {
-                private: B64.encode([1, 2]),
-                public: B64.encode([3, 4]),
+                private: vec![1, 2],
+                public: vec![3, 4],
             },
             payload: PayloadInfo {
                 alg: "A256GCM".into(),
-                nonce: B64.encode([0u8; 12]),
-                ciphertext: B64.encode([9u8; 20]),
+                nonce: vec![0u8; 12],
+                ciphertext: vec![9u8; 20],
             },
         }
     }
@@ -997,12 +1019,12 @@ mod tests {
         e.policy.pcrs = vec![7, 11];
         assert_ne!(e.aad(), base);
         let mut e = sample();
-        e.parent.name = "000c".into();
+        e.parent.name = vec![0, 0x0c];
         assert_ne!(e.aad(), base);
         let mut e = sample();
         e.policy.authorize = Some(AuthorizeInfo {
             public_key: String::new(),
-            key_name: "00".into(),
+            key_name: vec![0],
             bank: HashAlg::Sha256,
             pcrs: vec![11],
         });

@@ -319,6 +319,20 @@ impl std::fmt::Display for ParentKind {
     }
 }
 
+/// As its envelope name ([`ParentKind::as_str`]).
+impl serde::Serialize for ParentKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ParentKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        t.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for ParentKind {
     type Err = TpmError;
     fn from_str(s: &str) -> Result<Self, TpmError> {
