@@ -18,6 +18,9 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use core::mem::offset_of;
+
+use object::pe::{ImageFileHeader, ImageOptionalHeader32, ImageOptionalHeader64};
 use serde::Serialize;
 use x509_cert::Certificate;
 
@@ -672,7 +675,10 @@ impl UkiBuilder {
 
         // Patch the header region.
         let mut hdr = stub_data[..headers.size_of_headers as usize].to_vec();
+        // Field offsets from object's structures (pecoff "COFF File Header", "Optional Header
+        // Standard Fields", "Windows-Specific Fields").
         let coff = headers.pe_offset + 4;
+        let fh = |field: usize| coff + field;
         let nsec = u16::try_from(headers.sections.len() + new_headers.len()).map_err(|_| {
             UkiError::NoHeaderRoom {
                 needed,
@@ -680,10 +686,14 @@ impl UkiBuilder {
                 per: SECTION_HEADER_LEN,
             }
         })?;
-        hdr[coff + 2..coff + 4].copy_from_slice(&nsec.to_le_bytes());
-        hdr[coff + 4..coff + 8].copy_from_slice(&self.timestamp.to_le_bytes());
+        let o = fh(offset_of!(ImageFileHeader, number_of_sections));
+        hdr[o..o + 2].copy_from_slice(&nsec.to_le_bytes());
+        let o = fh(offset_of!(ImageFileHeader, time_date_stamp));
+        hdr[o..o + 4].copy_from_slice(&self.timestamp.to_le_bytes());
         if stub.stripped_symbols {
-            hdr[coff + 8..coff + 16].fill(0);
+            // PointerToSymbolTable and NumberOfSymbols.
+            let o = fh(offset_of!(ImageFileHeader, pointer_to_symbol_table));
+            hdr[o..o + 8].fill(0);
         }
         let opt = headers.optional_header_offset;
         let add32 = |hdr: &mut [u8], off: usize, add: u64| {
@@ -691,9 +701,10 @@ impl UkiBuilder {
             let new = (u64::from(old) + add).min(u64::from(u32::MAX)) as u32;
             hdr[off..off + 4].copy_from_slice(&new.to_le_bytes());
         };
-        add32(&mut hdr, opt + 4, add_code);
-        add32(&mut hdr, opt + 8, add_data);
-        hdr[opt + 56..opt + 60].copy_from_slice(&size_of_image.to_le_bytes());
+        add32(&mut hdr, opt + OPT_SIZE_OF_CODE, add_code);
+        add32(&mut hdr, opt + OPT_SIZE_OF_INITIALIZED_DATA, add_data);
+        hdr[opt + OPT_SIZE_OF_IMAGE..opt + OPT_SIZE_OF_IMAGE + 4]
+            .copy_from_slice(&size_of_image.to_le_bytes());
         let cks = headers.checksum_offset();
         hdr[cks..cks + 4].fill(0);
         let has_secdir = headers.data_directories.len() > DIR_SECURITY;
@@ -1001,6 +1012,19 @@ fn insert_before_linux(
     planned.insert(pos, (SectionName::new(name)?, content));
     Ok(())
 }
+
+/// Offsets of the optional header fields a UKI build patches; the same in PE32 and PE32+
+/// (the wider ImageBase of PE32+ takes the place of PE32's BaseOfData).
+const OPT_SIZE_OF_CODE: usize = offset_of!(ImageOptionalHeader64, size_of_code);
+const OPT_SIZE_OF_INITIALIZED_DATA: usize =
+    offset_of!(ImageOptionalHeader64, size_of_initialized_data);
+const OPT_SIZE_OF_IMAGE: usize = offset_of!(ImageOptionalHeader64, size_of_image);
+const _: () = assert!(
+    OPT_SIZE_OF_CODE == offset_of!(ImageOptionalHeader32, size_of_code)
+        && OPT_SIZE_OF_INITIALIZED_DATA
+            == offset_of!(ImageOptionalHeader32, size_of_initialized_data)
+        && OPT_SIZE_OF_IMAGE == offset_of!(ImageOptionalHeader32, size_of_image)
+);
 
 /// Move the PE signature, COFF and optional headers and the section table to offset 0x40.
 fn compact_headers(data: &mut [u8], h: &mut PeHeaders) {

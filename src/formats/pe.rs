@@ -2,26 +2,55 @@
 //! PCR prediction need. Reference: Microsoft "PE Format" (pecoff), sections "MS-DOS Stub",
 //! "COFF File Header", "Optional Header", "Section Table".
 //!
+//! The `object` crate (`object::pe` POD structs, `object::read::pe`) parses the structures;
+//! bootchain adds the checks a signing and measuring tool needs on top (typed truncation errors
+//! with the offset to read up to, power-of-two alignments, section data inside the file, no
+//! shared file bytes, bounded zero fill, sections inside SizeOfImage, at most 16 directories).
+//!
 //! Only headers are held in memory; section data stays in the file and is read on demand, so
 //! a 100 MiB initrd inside a UKI never has to be loaded whole.
+//!
+//! goblin is deliberately not used here: its `authenticode_ranges` pads unsigned images to 8
+//! bytes where EDK2 and `pesign -h` hash the file as is, and `goblin::pe::PE::parse` needs the
+//! whole file in memory. It serves as an independent second parser in
+//! `tests/pe_differential.rs`.
 
+use core::mem::{offset_of, size_of};
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
-/// Offset of `e_lfanew` in the MS-DOS header.
-const E_LFANEW_OFFSET: usize = 0x3c;
-/// Size of the COFF file header that follows the `PE\0\0` signature.
-const COFF_HEADER_LEN: usize = 20;
-/// Size of one section table entry.
-pub const SECTION_HEADER_LEN: usize = 40;
-/// Optional header magic for PE32.
-const PE32_MAGIC: u16 = 0x10b;
+use object::pe::{
+    ImageDataDirectory, ImageDosHeader, ImageFileHeader, ImageNtHeaders32, ImageNtHeaders64,
+    ImageOptionalHeader32, ImageOptionalHeader64, ImageSectionHeader,
+};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader};
+use object::{LittleEndian as LE, ReadRef, U16, U32};
+
+/// Size of the MS-DOS header, which ends with `e_lfanew` (pecoff "MS-DOS Stub").
+const DOS_HEADER_LEN: usize = size_of::<ImageDosHeader>();
+/// Offset of the COFF file header from `e_lfanew`: after the `PE\0\0` signature (pecoff
+/// "Signature (Image Only)").
+const FILE_HEADER_OFFSET: usize = offset_of!(ImageNtHeaders64, file_header);
+/// Offset of the optional header from `e_lfanew`.
+const OPTIONAL_HEADER_OFFSET: usize = offset_of!(ImageNtHeaders64, optional_header);
+/// Size of one section table entry (pecoff "Section Table (Section Headers)").
+pub const SECTION_HEADER_LEN: usize = size_of::<ImageSectionHeader>();
+/// Optional header magic for PE32 (pecoff "Optional Header Standard Fields").
+const PE32_MAGIC: u16 = object::pe::IMAGE_NT_OPTIONAL_HDR32_MAGIC;
 /// Optional header magic for PE32+.
-const PE32_PLUS_MAGIC: u16 = 0x20b;
-/// Index of the certificate table ("security directory") in the data directories.
-pub const DIR_SECURITY: usize = 4;
+const PE32_PLUS_MAGIC: u16 = object::pe::IMAGE_NT_OPTIONAL_HDR64_MAGIC;
+/// Index of the certificate table ("security directory") in the data directories (pecoff
+/// "Optional Header Data Directories").
+pub const DIR_SECURITY: usize = object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY;
 /// Index of the base relocation table.
-pub const DIR_BASERELOC: usize = 5;
+pub const DIR_BASERELOC: usize = object::pe::IMAGE_DIRECTORY_ENTRY_BASERELOC;
+/// Most data directories an image may announce: the 16 pecoff defines. object accepts any
+/// NumberOfRvaAndSizes that fits SizeOfOptionalHeader; bootchain refuses more.
+const MAX_DATA_DIRECTORIES: usize = object::pe::IMAGE_NUMBEROF_DIRECTORY_ENTRIES;
+/// Offset of CheckSum in the optional header (pecoff "Optional Header Windows-Specific
+/// Fields"): 64 in both PE32 and PE32+, as BaseOfData and the wider ImageBase cancel out.
+const CHECKSUM_OFFSET: usize = offset_of!(ImageOptionalHeader64, check_sum);
+const _: () = assert!(CHECKSUM_OFFSET == offset_of!(ImageOptionalHeader32, check_sum));
 /// Upper bound on header bytes we are willing to read (defends against absurd SizeOfHeaders).
 const MAX_HEADER_LEN: u64 = 16 * 1024 * 1024;
 /// How far one section's VirtualSize may exceed its SizeOfRawData: the zero fill a loader adds
@@ -37,11 +66,11 @@ pub const MAX_TOTAL_ZERO_FILL: u64 = 64 << 20;
 /// Section characteristics (pecoff "Section Flags").
 pub mod scn {
     /// The section contains executable code.
-    pub const CNT_CODE: u32 = 0x0000_0020;
+    pub const CNT_CODE: u32 = object::pe::IMAGE_SCN_CNT_CODE.0;
     /// The section contains initialized data.
-    pub const CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
+    pub const CNT_INITIALIZED_DATA: u32 = object::pe::IMAGE_SCN_CNT_INITIALIZED_DATA.0;
     /// The section can be read.
-    pub const MEM_READ: u32 = 0x4000_0000;
+    pub const MEM_READ: u32 = object::pe::IMAGE_SCN_MEM_READ.0;
 }
 
 /// Errors from reading PE headers.
@@ -113,6 +142,16 @@ pub enum PeError {
         second: String,
         /// Where the second starts.
         offset: u32,
+    },
+    /// `object` refused a structure that bootchain's own length checks let through (not
+    /// expected: those checks come first so that errors say which offset is missing).
+    #[error("malformed PE header: {what}")]
+    Object {
+        /// The structure.
+        what: &'static str,
+        /// object's error.
+        #[source]
+        source: object::read::Error,
     },
 }
 
@@ -209,17 +248,37 @@ pub struct SectionHeader {
 }
 
 impl SectionHeader {
-    /// Serialize to the 40-byte on-disk form.
+    /// Serialize to the 40-byte on-disk form. PointerToRelocations, PointerToLinenumbers and
+    /// the NumberOf* fields stay zero (pecoff: zero for images).
     pub fn to_bytes(&self) -> [u8; SECTION_HEADER_LEN] {
+        let h = ImageSectionHeader {
+            name: self.name.raw(),
+            virtual_size: U32::new(LE, self.virtual_size),
+            virtual_address: U32::new(LE, self.virtual_address),
+            size_of_raw_data: U32::new(LE, self.size_of_raw_data),
+            pointer_to_raw_data: U32::new(LE, self.pointer_to_raw_data),
+            pointer_to_relocations: U32::new(LE, 0),
+            pointer_to_linenumbers: U32::new(LE, 0),
+            number_of_relocations: U16::new(LE, 0),
+            number_of_linenumbers: U16::new(LE, 0),
+            characteristics: U32::new(LE, object::pe::SectionFlags(self.characteristics)),
+        };
         let mut b = [0u8; SECTION_HEADER_LEN];
-        b[0..8].copy_from_slice(&self.name.raw());
-        b[8..12].copy_from_slice(&self.virtual_size.to_le_bytes());
-        b[12..16].copy_from_slice(&self.virtual_address.to_le_bytes());
-        b[16..20].copy_from_slice(&self.size_of_raw_data.to_le_bytes());
-        b[20..24].copy_from_slice(&self.pointer_to_raw_data.to_le_bytes());
-        // PointerToRelocations, PointerToLinenumbers, NumberOf* stay zero (images).
-        b[36..40].copy_from_slice(&self.characteristics.to_le_bytes());
+        b.copy_from_slice(object::bytes_of(&h));
         b
+    }
+
+    /// The fields bootchain uses from object's section header. The name keeps its raw 8 bytes
+    /// (object's `raw_name()` cuts at the first NUL, but headers are rewritten byte for byte).
+    fn from_object(s: &ImageSectionHeader) -> Self {
+        SectionHeader {
+            name: SectionName(s.name),
+            virtual_size: s.virtual_size.get(LE),
+            virtual_address: s.virtual_address.get(LE),
+            size_of_raw_data: s.size_of_raw_data.get(LE),
+            pointer_to_raw_data: s.pointer_to_raw_data.get(LE),
+            characteristics: s.characteristics.get(LE).0,
+        }
     }
 
     /// End of the raw data in the file.
@@ -279,14 +338,27 @@ pub struct PeHeaders {
     pub file_len: u64,
 }
 
-fn le16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off.checked_add(2)?)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+/// Read a POD structure of object's at `offset` of `buf`, or say how far the file must reach.
+fn pod_at<'a, T: object::Pod>(
+    buf: &'a [u8],
+    offset: usize,
+    what: &'static str,
+    file_len: u64,
+) -> Result<&'a T, PeError> {
+    buf.read_at::<T>(offset as u64)
+        .map_err(|()| PeError::Truncated {
+            what,
+            needed: offset as u64 + size_of::<T>() as u64,
+            len: file_len.min(buf.len() as u64),
+        })
 }
 
-fn le32(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off.checked_add(4)?)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+/// What [`PeHeaders::parse`] knows before the optional header's magic picks object's NT
+/// headers type.
+struct Coff<'a> {
+    pe_offset: usize,
+    file_header: &'a ImageFileHeader,
+    optional_header_offset: usize,
 }
 
 impl PeHeaders {
@@ -298,135 +370,54 @@ impl PeHeaders {
             needed: needed as u64,
             len: file_len.min(buf.len() as u64),
         };
-        if buf.len() < 2 || &buf[0..2] != b"MZ" {
-            if buf.len() < 2 {
-                return Err(trunc("MS-DOS header", 2));
+        match buf.get(..2) {
+            None => return Err(trunc("MS-DOS header", 2)),
+            Some(m) if m != object::pe::IMAGE_DOS_SIGNATURE.to_le_bytes() => {
+                return Err(PeError::NoMzSignature)
             }
-            return Err(PeError::NoMzSignature);
+            Some(_) => {}
         }
-        let e_lfanew = le32(buf, E_LFANEW_OFFSET).ok_or_else(|| trunc("MS-DOS header", 0x40))?;
-        let pe_offset = e_lfanew as usize;
-        let coff = pe_offset
-            .checked_add(4)
+        if buf.len() < DOS_HEADER_LEN {
+            return Err(trunc("MS-DOS header", DOS_HEADER_LEN));
+        }
+        let dos = ImageDosHeader::parse(buf).map_err(|source| PeError::Object {
+            what: "MS-DOS header",
+            source,
+        })?;
+        let e_lfanew = dos.nt_headers_offset();
+        // Signature and file header are read on their own rather than by
+        // `ImageNtHeaders::parse`: that reads the whole fixed optional header first, and
+        // `read` needs the offset to grow its buffer to, from each step.
+        let coff = usize::try_from(e_lfanew)
+            .ok()
+            .and_then(|p| p.checked_add(FILE_HEADER_OFFSET))
             .ok_or_else(|| malformed("e_lfanew overflows"))?;
-        let coff_end = coff + COFF_HEADER_LEN;
-        if buf.len() < coff_end {
-            return Err(trunc("PE signature and COFF header", coff_end));
-        }
-        if &buf[pe_offset..coff] != b"PE\0\0" {
+        let pe_offset = coff - FILE_HEADER_OFFSET;
+        let file_header: &ImageFileHeader =
+            pod_at(buf, coff, "PE signature and COFF header", file_len)?;
+        let signature: &U32<LE> = pod_at(buf, pe_offset, "PE signature", file_len)?;
+        if signature.get(LE) != object::pe::IMAGE_NT_SIGNATURE {
             return Err(PeError::NoPeSignature(e_lfanew));
         }
-        let machine = le16(buf, coff).unwrap_or(0);
-        let number_of_sections = le16(buf, coff + 2).unwrap_or(0);
-        let time_date_stamp = le32(buf, coff + 4).unwrap_or(0);
-        let pointer_to_symbol_table = le32(buf, coff + 8).unwrap_or(0);
-        let number_of_symbols = le32(buf, coff + 12).unwrap_or(0);
-        let size_of_optional_header = le16(buf, coff + 16).unwrap_or(0);
-        let characteristics = le16(buf, coff + 18).unwrap_or(0);
-
-        let opt = coff_end;
-        let opt_end = opt + usize::from(size_of_optional_header);
+        // In bounds: the file header before it was read from `buf`.
+        let opt = pe_offset + OPTIONAL_HEADER_OFFSET;
+        let opt_end = opt + usize::from(file_header.size_of_optional_header.get(LE));
         if buf.len() < opt_end {
             return Err(trunc("optional header", opt_end));
         }
-        let magic = le16(buf, opt).ok_or_else(|| malformed("optional header is empty"))?;
-        let (kind, dd_offset) = match magic {
-            PE32_MAGIC => (PeKind::Pe32, 96),
-            PE32_PLUS_MAGIC => (PeKind::Pe32Plus, 112),
-            other => return Err(PeError::BadMagic(other)),
-        };
-        if usize::from(size_of_optional_header) < dd_offset {
-            return Err(malformed(format!(
-                "SizeOfOptionalHeader {size_of_optional_header} is too small for its magic"
-            )));
-        }
-        let field = |rel: usize| le32(buf, opt + rel).unwrap_or(0);
-        let section_alignment = field(32);
-        let file_alignment = field(36);
-        let size_of_image = field(56);
-        let size_of_headers = field(60);
-        let checksum = field(64);
-        let n_rva = field(dd_offset - 4) as usize;
-        if n_rva > 16 || dd_offset + n_rva * 8 > usize::from(size_of_optional_header) {
-            return Err(malformed(format!(
-                "NumberOfRvaAndSizes {n_rva} does not fit the optional header"
-            )));
-        }
-        let data_directories = (0..n_rva)
-            .map(|i| DataDirectory {
-                virtual_address: field(dd_offset + i * 8),
-                size: field(dd_offset + i * 8 + 4),
-            })
-            .collect();
-
-        if file_alignment == 0 || !file_alignment.is_power_of_two() {
-            return Err(malformed(format!(
-                "FileAlignment {file_alignment:#x} is not a power of two"
-            )));
-        }
-        if section_alignment == 0 || !section_alignment.is_power_of_two() {
-            return Err(malformed(format!(
-                "SectionAlignment {section_alignment:#x} is not a power of two"
-            )));
-        }
-
-        let section_table_offset = opt_end;
-        let table_end = section_table_offset + usize::from(number_of_sections) * SECTION_HEADER_LEN;
-        if buf.len() < table_end {
-            return Err(trunc("section table", table_end));
-        }
-        if u64::from(size_of_headers) > file_len {
-            return Err(PeError::Truncated {
-                what: "headers (SizeOfHeaders)",
-                needed: u64::from(size_of_headers),
-                len: file_len,
-            });
-        }
-        let mut sections = Vec::with_capacity(usize::from(number_of_sections));
-        for i in 0..usize::from(number_of_sections) {
-            let s = section_table_offset + i * SECTION_HEADER_LEN;
-            let mut name = [0u8; 8];
-            name.copy_from_slice(&buf[s..s + 8]);
-            let get = |rel: usize| le32(buf, s + rel).unwrap_or(0);
-            let sh = SectionHeader {
-                name: SectionName(name),
-                virtual_size: get(8),
-                virtual_address: get(12),
-                size_of_raw_data: get(16),
-                pointer_to_raw_data: get(20),
-                characteristics: get(36),
-            };
-            if sh.size_of_raw_data != 0 && sh.raw_end() > file_len {
-                return Err(PeError::Truncated {
-                    what: "section data",
-                    needed: sh.raw_end(),
-                    len: file_len,
-                });
-            }
-            check_section_memory(&sh, size_of_image)?;
-            sections.push(sh);
-        }
-        check_section_layout(&sections)?;
-        Ok(PeHeaders {
-            kind,
+        let magic: &U16<LE> = buf
+            .read_at(opt as u64)
+            .map_err(|()| malformed("optional header is empty"))?;
+        let coff = Coff {
             pe_offset,
-            machine,
-            time_date_stamp,
-            pointer_to_symbol_table,
-            number_of_symbols,
-            characteristics,
+            file_header,
             optional_header_offset: opt,
-            size_of_optional_header,
-            section_alignment,
-            file_alignment,
-            size_of_image,
-            size_of_headers,
-            checksum,
-            data_directories,
-            section_table_offset,
-            sections,
-            file_len,
-        })
+        };
+        match magic.get(LE) {
+            PE32_MAGIC => parse_nt::<ImageNtHeaders32>(buf, file_len, PeKind::Pe32, coff),
+            PE32_PLUS_MAGIC => parse_nt::<ImageNtHeaders64>(buf, file_len, PeKind::Pe32Plus, coff),
+            other => Err(PeError::BadMagic(other)),
+        }
     }
 
     /// Read and parse the headers of a seekable PE file. Returns the headers and the raw bytes
@@ -470,23 +461,24 @@ impl PeHeaders {
         self.section_table_offset + self.sections.len() * SECTION_HEADER_LEN
     }
 
-    /// File offset of the CheckSum field (always 64 bytes into the optional header).
+    /// File offset of the CheckSum field (64 bytes into the optional header, PE32 or PE32+).
     pub fn checksum_offset(&self) -> usize {
-        self.optional_header_offset + 64
+        self.optional_header_offset + CHECKSUM_OFFSET
     }
 
     /// File offset of the NumberOfSections field.
     pub fn number_of_sections_offset(&self) -> usize {
-        self.pe_offset + 4 + 2
+        self.pe_offset + FILE_HEADER_OFFSET + offset_of!(ImageFileHeader, number_of_sections)
     }
 
     /// File offset of data directory `index` (whether or not it exists).
     pub fn data_directory_offset(&self, index: usize) -> usize {
+        // The directories follow the fixed part of the optional header.
         let base = match self.kind {
-            PeKind::Pe32 => 96,
-            PeKind::Pe32Plus => 112,
+            PeKind::Pe32 => size_of::<ImageOptionalHeader32>(),
+            PeKind::Pe32Plus => size_of::<ImageOptionalHeader64>(),
         };
-        self.optional_header_offset + base + index * 8
+        self.optional_header_offset + base + index * size_of::<ImageDataDirectory>()
     }
 
     /// The certificate table directory, if the image has that directory slot.
@@ -518,6 +510,118 @@ impl PeHeaders {
     pub fn spare_header_room(&self) -> usize {
         (self.size_of_headers as usize).saturating_sub(self.section_table_end())
     }
+}
+
+/// The optional header, data directories and section table, parsed by object's NT headers type
+/// for the magic (PE32 or PE32+), then checked.
+fn parse_nt<Pe: ImageNtHeaders>(
+    buf: &[u8],
+    file_len: u64,
+    kind: PeKind,
+    coff: Coff<'_>,
+) -> Result<PeHeaders, PeError> {
+    let object_error = |what: &'static str| move |source| PeError::Object { what, source };
+    let size_of_optional_header = coff.file_header.size_of_optional_header.get(LE);
+    let fixed = size_of::<Pe::ImageOptionalHeader>();
+    if usize::from(size_of_optional_header) < fixed {
+        return Err(malformed(format!(
+            "SizeOfOptionalHeader {size_of_optional_header} is too small for its magic"
+        )));
+    }
+    // The directory count is checked before object reads the directories: object accepts any
+    // count that fits SizeOfOptionalHeader and only says "invalid" when it does not.
+    let nt: &Pe = pod_at(buf, coff.pe_offset, "optional header", file_len)?;
+    let n_rva = nt.optional_header().number_of_rva_and_sizes() as usize;
+    if n_rva > MAX_DATA_DIRECTORIES
+        || fixed + n_rva * size_of::<ImageDataDirectory>() > usize::from(size_of_optional_header)
+    {
+        return Err(malformed(format!(
+            "NumberOfRvaAndSizes {n_rva} does not fit the optional header"
+        )));
+    }
+    let mut offset = coff.pe_offset as u64;
+    let (nt, dirs) = Pe::parse(buf, &mut offset).map_err(object_error("NT headers"))?;
+    let oh = nt.optional_header();
+    let (section_alignment, file_alignment) = (oh.section_alignment(), oh.file_alignment());
+    let (size_of_image, size_of_headers) = (oh.size_of_image(), oh.size_of_headers());
+    // Every entry, zero or not: `DataDirectories::get` hides all-zero entries, but whether the
+    // certificate table slot exists decides whether an image can be signed.
+    let data_directories = dirs
+        .iter()
+        .map(|d| DataDirectory {
+            virtual_address: d.virtual_address.get(LE),
+            size: d.size.get(LE),
+        })
+        .collect();
+
+    if file_alignment == 0 || !file_alignment.is_power_of_two() {
+        return Err(malformed(format!(
+            "FileAlignment {file_alignment:#x} is not a power of two"
+        )));
+    }
+    if section_alignment == 0 || !section_alignment.is_power_of_two() {
+        return Err(malformed(format!(
+            "SectionAlignment {section_alignment:#x} is not a power of two"
+        )));
+    }
+
+    let fh = nt.file_header();
+    let number_of_sections = usize::from(fh.number_of_sections.get(LE));
+    // object leaves `offset` after the optional header, where the section table starts.
+    let section_table_offset = coff.optional_header_offset + usize::from(size_of_optional_header);
+    let table_end = section_table_offset + number_of_sections * SECTION_HEADER_LEN;
+    if buf.len() < table_end {
+        return Err(PeError::Truncated {
+            what: "section table",
+            needed: table_end as u64,
+            len: file_len.min(buf.len() as u64),
+        });
+    }
+    if u64::from(size_of_headers) > file_len {
+        return Err(PeError::Truncated {
+            what: "headers (SizeOfHeaders)",
+            needed: u64::from(size_of_headers),
+            len: file_len,
+        });
+    }
+    let table = nt
+        .sections(buf, offset)
+        .map_err(object_error("section table"))?;
+    let mut sections = Vec::with_capacity(number_of_sections);
+    for s in table.iter() {
+        let sh = SectionHeader::from_object(s);
+        // object checks nothing about the data a section header points to.
+        if sh.size_of_raw_data != 0 && sh.raw_end() > file_len {
+            return Err(PeError::Truncated {
+                what: "section data",
+                needed: sh.raw_end(),
+                len: file_len,
+            });
+        }
+        check_section_memory(&sh, size_of_image)?;
+        sections.push(sh);
+    }
+    check_section_layout(&sections)?;
+    Ok(PeHeaders {
+        kind,
+        pe_offset: coff.pe_offset,
+        machine: fh.machine.get(LE).0,
+        time_date_stamp: fh.time_date_stamp.get(LE),
+        pointer_to_symbol_table: fh.pointer_to_symbol_table.get(LE),
+        number_of_symbols: fh.number_of_symbols.get(LE),
+        characteristics: fh.characteristics.get(LE).0,
+        optional_header_offset: coff.optional_header_offset,
+        size_of_optional_header,
+        section_alignment,
+        file_alignment,
+        size_of_image,
+        size_of_headers,
+        checksum: oh.check_sum(),
+        data_directories,
+        section_table_offset,
+        sections,
+        file_len,
+    })
 }
 
 /// One section's memory claim: bounded zero fill, inside SizeOfImage.
