@@ -13,8 +13,8 @@
 //! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`eventlog`], [`policy`], [`ukiread`] |
 //! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`), [`firmware`] (PCR 4/7/9, whole boots) |
 //! | 4 building | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
-//! | 5 sealing (feature `tpm`) | `seal/` | [`seal`], [`tpm`], [`pin`] |
-//! | 6 LUKS (feature `luks`) | `luks/` | [`luks`], [`token`] |
+//! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
+//! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
 //!
 //! Each module has its own error enum; all of them convert into [`Error`].
 //!

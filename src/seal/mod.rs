@@ -915,13 +915,7 @@ fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealEr
     let ct = &env.payload.ciphertext;
     let aad = env.aad();
     let pt = cipher
-        .decrypt(
-            &aes_gcm::Nonce::from(nonce),
-            Payload {
-                msg: ct,
-                aad: &aad,
-            },
-        )
+        .decrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: ct, aad: &aad })
         .map_err(|_| SealError::Tampered)?;
     Ok(Zeroizing::new(pt))
 }
