@@ -249,7 +249,7 @@ fn pcr_predict_cli_matches_the_library() {
     // The authority event is there: the db certificate verifies the UKI.
     let p7 = lib.iter().find(|p| p.pcr == 7).unwrap();
     assert_eq!(
-        p7.events.last().unwrap().event_type,
+        p7.events.last().unwrap().event_type.to_string(),
         "EV_EFI_VARIABLE_AUTHORITY"
     );
     // Certificates without an owner GUID are refused with a reason.

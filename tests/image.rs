@@ -223,8 +223,8 @@ fn streamed_build_digest_equals_file_digest() {
         )
         .build(&out)
         .unwrap();
-    assert_eq!(report.authenticode_sha256, our_hash(&out));
-    assert_eq!(report.authenticode_sha256, pesign_hash(&out));
+    assert_eq!(report.authenticode_sha256.to_hex(), our_hash(&out));
+    assert_eq!(report.authenticode_sha256.to_hex(), pesign_hash(&out));
 }
 
 #[test]
@@ -409,7 +409,7 @@ fn second_signature_is_appended_and_both_verify() {
     assert!(r.signers[1].ok());
     let info = uki::inspect(&twice).unwrap();
     assert_eq!(info.signatures.len(), 2);
-    assert_eq!(info.authenticode_sha256, our_hash(&b.uki));
+    assert_eq!(info.authenticode_sha256.to_hex(), our_hash(&b.uki));
 }
 
 #[test]
@@ -478,9 +478,12 @@ fn inspect_reports_sections_stub_version_and_signer() {
     assert!(info.stub_version.as_deref().unwrap().starts_with("252"));
     let cmd = info.sections.iter().find(|s| s.name == ".cmdline").unwrap();
     assert_eq!(cmd.text.as_deref(), Some(CMDLINE));
-    assert_eq!(cmd.sha256, sha256_hex(CMDLINE.as_bytes()));
+    assert_eq!(cmd.sha256.to_hex(), sha256_hex(CMDLINE.as_bytes()));
     let linux = info.sections.iter().find(|s| s.name == ".linux").unwrap();
-    assert_eq!(linux.sha256, sha256_hex(&std::fs::read(kernel()).unwrap()));
+    assert_eq!(
+        linux.sha256.to_hex(),
+        sha256_hex(&std::fs::read(kernel()).unwrap())
+    );
     assert_eq!(info.signatures.len(), 1);
     let s = &info.signatures[0];
     assert!(s.ok());

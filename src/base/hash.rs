@@ -329,9 +329,31 @@ impl MultiHasher {
     }
 }
 
+/// Hash what is written, so a file is hashed in every bank with `io::copy(&mut file, &mut h)`
+/// (streaming, bounded memory).
+impl std::io::Write for MultiHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multihasher_as_a_writer() {
+        let mut h = MultiHasher::new(&[HashAlg::Sha256, HashAlg::Sha1]);
+        std::io::copy(&mut &b"abc"[..], &mut h).unwrap();
+        assert_eq!(
+            h.finalize(),
+            vec![HashAlg::Sha256.digest(b"abc"), HashAlg::Sha1.digest(b"abc")]
+        );
+    }
 
     #[test]
     fn digest_json_round_trip_and_refusals() {

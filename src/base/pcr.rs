@@ -75,8 +75,75 @@ pub fn extend(old: &Digest, digest: &Digest) -> Digest {
     h.finalize()
 }
 
-/// PCR values keyed by (bank, index): what a TPM reports or a JSON file holds.
-pub type PcrValues = BTreeMap<(HashAlg, u32), Digest>;
+/// PCR values keyed by (bank, index): what a TPM reports, a log replays to, a prediction
+/// gives, or a JSON file holds. A map underneath (it derefs to one), with its own type so
+/// signatures say what flows through them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PcrValues(BTreeMap<(HashAlg, u32), Digest>);
+
+impl PcrValues {
+    /// No values.
+    pub fn new() -> Self {
+        PcrValues(BTreeMap::new())
+    }
+
+    /// The value of `pcr` in `bank`.
+    pub fn value(&self, bank: HashAlg, pcr: u32) -> Option<&Digest> {
+        self.0.get(&(bank, pcr))
+    }
+
+    /// The map.
+    pub fn into_inner(self) -> BTreeMap<(HashAlg, u32), Digest> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for PcrValues {
+    type Target = BTreeMap<(HashAlg, u32), Digest>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PcrValues {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<(HashAlg, u32), Digest>> for PcrValues {
+    fn from(m: BTreeMap<(HashAlg, u32), Digest>) -> Self {
+        PcrValues(m)
+    }
+}
+
+impl FromIterator<((HashAlg, u32), Digest)> for PcrValues {
+    fn from_iter<I: IntoIterator<Item = ((HashAlg, u32), Digest)>>(i: I) -> Self {
+        PcrValues(i.into_iter().collect())
+    }
+}
+
+impl Extend<((HashAlg, u32), Digest)> for PcrValues {
+    fn extend<I: IntoIterator<Item = ((HashAlg, u32), Digest)>>(&mut self, i: I) {
+        self.0.extend(i)
+    }
+}
+
+impl IntoIterator for PcrValues {
+    type Item = ((HashAlg, u32), Digest);
+    type IntoIter = std::collections::btree_map::IntoIter<(HashAlg, u32), Digest>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a PcrValues {
+    type Item = (&'a (HashAlg, u32), &'a Digest);
+    type IntoIter = std::collections::btree_map::Iter<'a, (HashAlg, u32), Digest>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 
 /// Parse PCR values from JSON `{"sha256": {"0": "hex", ...}, ...}` (the shape of
 /// test-vectors/boots/*/pcrs.json and of `bootchain eventlog replay --json`), or from an

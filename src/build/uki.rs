@@ -335,7 +335,7 @@ pub struct BuildReport {
     /// Its length in bytes.
     pub size: u64,
     /// Authenticode SHA-256 of the image (what PCR 4 gets and what was signed).
-    pub authenticode_sha256: String,
+    pub authenticode_sha256: Digest,
     /// The sections added, in file order.
     pub added_sections: Vec<String>,
     /// How `.sbat` was stored: "in-place" (the stub's section rewritten) or "appended".
@@ -795,7 +795,7 @@ impl UkiBuilder {
         Ok(BuildReport {
             output: output.to_path_buf(),
             size,
-            authenticode_sha256: digest.to_hex(),
+            authenticode_sha256: digest.clone(),
             added_sections: new_headers.iter().map(|s| s.name.as_str()).collect(),
             sbat_placement,
             signed,

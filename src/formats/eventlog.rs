@@ -524,8 +524,8 @@ impl EventLog {
     ///
     /// EV_NO_ACTION events are skipped, except that a `StartupLocality` NO_ACTION event in
     /// PCR 0 sets that PCR's initial value to the locality (PFP §10.4.5.3).
-    pub fn replay(&self) -> BTreeMap<(HashAlg, u32), Digest> {
-        let mut out: BTreeMap<(HashAlg, u32), Digest> = BTreeMap::new();
+    pub fn replay(&self) -> PcrValues {
+        let mut out = PcrValues::new();
         let locality = self.startup_locality();
         for alg in self.banks() {
             for e in &self.events {

@@ -736,7 +736,7 @@ fn check_signer(
 #[non_exhaustive]
 pub struct VerifyReport {
     /// Authenticode SHA-256 of the file.
-    pub image_sha256: String,
+    pub image_sha256: Digest,
     /// One report per signer of every signature.
     pub signers: Vec<SignerReport>,
 }
@@ -822,7 +822,7 @@ pub fn verify_reader<R: Read + Seek>(
         }
     }
     Ok(VerifyReport {
-        image_sha256: sha256.to_hex(),
+        image_sha256: sha256.clone(),
         signers,
     })
 }

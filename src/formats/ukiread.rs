@@ -130,8 +130,8 @@ pub struct SectionInfo {
     pub file_offset: u32,
     /// SizeOfRawData.
     pub raw_size: u32,
-    /// SHA-256 of the VirtualSize bytes the loader maps (and the stub measures), hex.
-    pub sha256: String,
+    /// SHA-256 of the VirtualSize bytes the loader maps (and the stub measures).
+    pub sha256: Digest,
     /// The content, for text sections.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -147,7 +147,7 @@ pub struct UkiInfo {
     /// Stub version from `.sdmagic` (e.g. "252.39-1~deb12u2").
     pub stub_version: Option<String>,
     /// Authenticode SHA-256 of the image, hex.
-    pub authenticode_sha256: String,
+    pub authenticode_sha256: Digest,
     /// Every section in table order.
     pub sections: Vec<SectionInfo>,
     /// Every signature.
@@ -259,7 +259,7 @@ pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, InspectError
             virtual_size: s.virtual_size,
             file_offset: s.pointer_to_raw_data,
             raw_size: s.size_of_raw_data,
-            sha256: d.first().map(Digest::to_hex).unwrap_or_default(),
+            sha256: d.into_iter().next().ok_or(InspectError::NoDigest)?,
             text,
         });
     }
@@ -267,7 +267,7 @@ pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, InspectError
     Ok(UkiInfo {
         size: h.file_len,
         stub_version,
-        authenticode_sha256: auth.to_hex(),
+        authenticode_sha256: auth,
         sections,
         signatures,
     })

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use crate::efi::*;
+use crate::eventlog::EventType;
 use crate::hash::{Digest, HashAlg};
 use crate::measure::PredictedEvent;
 use crate::pcr::extend;
@@ -107,7 +108,7 @@ pub struct PcrPrediction {
 
 fn event(
     pcr: u32,
-    ty: &str,
+    ty: EventType,
     desc: String,
     data_or_digest: EventPayload,
     banks: &[HashAlg],
@@ -124,7 +125,7 @@ fn event(
         .collect();
     PredictedEvent {
         pcr,
-        event_type: ty.into(),
+        event_type: ty,
         description: desc,
         digests,
     }
@@ -172,14 +173,14 @@ pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
     let mut ev = vec![
         event(
             4,
-            "EV_EFI_ACTION",
+            EventType::EfiAction,
             CALLING_EFI_APPLICATION.into(),
             EventPayload::HashOfData(CALLING_EFI_APPLICATION.as_bytes().to_vec()),
             banks,
         ),
         event(
             4,
-            "EV_SEPARATOR",
+            EventType::Separator,
             "separator".into(),
             EventPayload::HashOfData(SEPARATOR.to_vec()),
             banks,
@@ -188,7 +189,7 @@ pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
     for img in images {
         ev.push(event(
             4,
-            "EV_EFI_BOOT_SERVICES_APPLICATION",
+            EventType::EfiBootServicesApplication,
             img.description.clone(),
             EventPayload::Digests(img.authenticode.clone()),
             banks,
@@ -210,7 +211,7 @@ pub fn predict_pcr7(
         .map(|v| {
             event(
                 7,
-                "EV_EFI_VARIABLE_DRIVER_CONFIG",
+                EventType::EfiVariableDriverConfig,
                 v.name.clone(),
                 EventPayload::HashOfData(v.to_bytes()),
                 banks,
@@ -219,7 +220,7 @@ pub fn predict_pcr7(
         .collect();
     ev.push(event(
         7,
-        "EV_SEPARATOR",
+        EventType::Separator,
         "separator".into(),
         EventPayload::HashOfData(SEPARATOR.to_vec()),
         banks,
@@ -237,7 +238,7 @@ pub fn predict_pcr7(
         };
         ev.push(event(
             7,
-            "EV_EFI_VARIABLE_AUTHORITY",
+            EventType::EfiVariableAuthority,
             format!("db entry owned by {}", a.owner),
             EventPayload::HashOfData(v.to_bytes()),
             banks,
@@ -309,7 +310,7 @@ pub fn predict_pcr9(
         utf16.extend_from_slice(&[0, 0]);
         ev.push(event(
             9,
-            "EV_EVENT_TAG",
+            EventType::EventTag,
             "LOADED_IMAGE::LoadOptions".into(),
             EventPayload::HashOfData(utf16),
             banks,
@@ -318,7 +319,7 @@ pub fn predict_pcr9(
     if let Some(d) = initrd {
         ev.push(event(
             9,
-            "EV_EVENT_TAG",
+            EventType::EventTag,
             "Linux initrd".into(),
             EventPayload::Digests(d.clone()),
             banks,
@@ -715,10 +716,8 @@ pub fn predict_next_boot(
             _ => 0,
         };
         for ev in p.events.iter().skip(skip) {
-            let ty = match ev.event_type.as_str() {
-                "EV_EFI_BOOT_SERVICES_APPLICATION" => T::EfiBootServicesApplication,
-                "EV_EFI_VARIABLE_AUTHORITY" => T::EfiVariableAuthority,
-                "EV_EVENT_TAG" => T::EventTag,
+            let ty = match ev.event_type {
+                t @ (T::EfiBootServicesApplication | T::EfiVariableAuthority | T::EventTag) => t,
                 _ => T::Ipl,
             };
             let data = match ty {

@@ -142,7 +142,7 @@ pub struct PredictedEvent {
     /// The PCR.
     pub pcr: u32,
     /// The event type as the log records it.
-    pub event_type: String,
+    pub event_type: crate::eventlog::EventType,
     /// What was measured.
     pub description: String,
     /// Digest per bank (bank name -> hex).
@@ -288,13 +288,13 @@ pub fn predict_pcr11(
         }
         events.push(PredictedEvent {
             pcr: PCR_KERNEL_BOOT,
-            event_type: "EV_IPL".into(),
+            event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: name_digests,
         });
         events.push(PredictedEvent {
             pcr: PCR_KERNEL_BOOT,
-            event_type: "EV_IPL".into(),
+            event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: data_digests,
         });
@@ -329,16 +329,7 @@ pub fn file_digests(path: &Path, banks: &[HashAlg]) -> Result<(u64, Vec<Digest>)
     };
     let mut f = File::open(path).map_err(err)?;
     let mut mh = MultiHasher::new(banks);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        mh.update(&buf[..n]);
-        n_total += n as u64;
-    }
+    let n_total = std::io::copy(&mut f, &mut mh).map_err(err)?;
     Ok((n_total, mh.finalize()))
 }
 

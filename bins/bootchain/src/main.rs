@@ -102,11 +102,22 @@ impl SecureBootArgs {
     }
 
     fn db_content(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.files()?.db_content()?)
+        self.files()?.db_content().map_err(owner_hint)
     }
 
     fn state(&self) -> Result<bootchain::firmware::SecureBootState> {
-        Ok(self.files()?.state()?)
+        self.files()?.state().map_err(owner_hint)
+    }
+}
+
+/// Name the flag that supplies what the library says is missing.
+fn owner_hint(e: bootchain::firmware::VariableFileError) -> anyhow::Error {
+    let hint = matches!(e, bootchain::firmware::VariableFileError::NeedsOwner { .. });
+    let e = anyhow::Error::from(e);
+    if hint {
+        e.context("give --secureboot-owner GUID for certificates given as PEM/DER")
+    } else {
+        e
     }
 }
 
