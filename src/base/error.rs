@@ -10,10 +10,17 @@ pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut cur = self.0.source();
         while let Some(c) = cur {
-            write!(f, ": {c}")?;
+            // Some foreign errors (tss-esapi's response codes) return themselves, or a copy of
+            // their own message, as their source: print each message once.
+            let msg = c.to_string();
+            if msg != last {
+                write!(f, ": {msg}")?;
+                last = msg;
+            }
             cur = c.source();
         }
         Ok(())

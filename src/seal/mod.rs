@@ -349,14 +349,22 @@ impl Envelope {
 
     /// Parse and check the header fields.
     pub fn from_json(text: &str) -> Result<Self, SealError> {
-        let e: Envelope = serde_json::from_str(text)
-            .map_err(|e| SealError::Envelope(crate::error::Chain(&e).to_string()))?;
-        if e.format != FORMAT || e.version != VERSION {
+        let bad = |e: serde_json::Error| SealError::Envelope(crate::error::Chain(&e).to_string());
+        // Format and version first: a newer envelope is refused as such, not for a member
+        // this version cannot read.
+        #[derive(Deserialize)]
+        struct Header {
+            format: String,
+            version: u32,
+        }
+        let h: Header = serde_json::from_str(text).map_err(bad)?;
+        if h.format != FORMAT || h.version != VERSION {
             return Err(SealError::Envelope(format!(
                 "format {:?} version {} is not {FORMAT} {VERSION}",
-                e.format, e.version
+                h.format, h.version
             )));
         }
+        let e: Envelope = serde_json::from_str(text).map_err(bad)?;
         if e.payload.alg != "A256GCM" {
             return Err(SealError::Envelope(format!(
                 "payload alg {:?}",

@@ -69,8 +69,8 @@ pub enum PlanError {
     #[error("a policy needs literal PCRs, a signed PCR policy, or both")]
     Empty,
     /// Reading PCRs from the TPM failed.
-    #[error("reading PCRs from the TPM")]
-    Tpm(#[source] TpmError),
+    #[error(transparent)]
+    Tpm(TpmError),
 }
 
 /// A sealing policy being put together; [`SealPlan::request`] turns it into a
