@@ -157,6 +157,15 @@ pub fn hash_file_ranges<R: Read + Seek>(
 /// println!("{}", d[0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// ```no_run
+/// use bootchain::hash::HashAlg;
+/// let mut f = std::fs::File::open("uki.efi")?;
+/// // What firmware measures into PCR 4 for this image, and what db/dbx hashes name.
+/// let d = bootchain::authenticode::image_digests(&mut f, &[HashAlg::Sha256])?;
+/// println!("{}", d[0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn image_digests<R: Read + Seek>(
     r: &mut R,
     algs: &[HashAlg],

@@ -402,6 +402,15 @@ const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
 impl EventLog {
     /// Parse a crypto-agile log. Trailing 0xFFFFFFFF padding records (PFP §10.2.4) and
     /// trailing zero bytes end the log.
+    ///
+    /// ```no_run
+    /// let bytes = std::fs::read("/sys/kernel/security/tpm0/binary_bios_measurements")?;
+    /// let log = bootchain::eventlog::EventLog::parse(&bytes)?;
+    /// for ((bank, pcr), value) in &log.replay() {
+    ///     println!("{pcr}:{bank}={value}");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parse(buf: &[u8]) -> Result<Self, EventLogError> {
         let mut r = Reader { buf, pos: 0 };
         // TCG_PCR_EVENT (SHA-1 layout) header.

@@ -359,6 +359,18 @@ impl PeChecksum {
 /// Sign a PE file, writing the signed image atomically to `output`. A file that is already
 /// signed keeps its signatures and gets one more WIN_CERTIFICATE (key rotation).
 /// Returns the Authenticode SHA-256 that was signed.
+///
+/// ```no_run
+/// use bootchain::keys::{load_certificate, SigningKey};
+/// let key = SigningKey::from_file("db.key".as_ref())?;
+/// let cert = load_certificate("db.crt".as_ref())?;
+/// let digest = bootchain::sign::sign_file(
+///     "uki.efi".as_ref(), "uki.signed.efi".as_ref(), &key, &cert, &Default::default())?;
+/// let report = bootchain::sign::verify_file("uki.signed.efi".as_ref(), None, Some(&cert))?;
+/// assert!(report.passed(true));
+/// # let _ = digest;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn sign_file(
     input: &Path,
     output: &Path,

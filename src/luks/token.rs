@@ -801,6 +801,16 @@ pub fn token_policy_pcrs(v: &serde_json::Value) -> Vec<u32> {
 
 /// Unseal the passphrase of a `systemd-tpm2` or `bootchain-tpm2` token of `luks` (the given
 /// id, or each in turn until one works). Nothing is written to the header.
+///
+/// ```no_run
+/// use bootchain::luks::Luks;
+/// let mut tpm = bootchain::tpm::Tpm::open("device:/dev/tpmrm0")?;
+/// let luks = Luks::new("/dev/vda2".as_ref());
+/// let sigs = bootchain::measure::default_signatures()?; // the booted UKI's .pcrsig
+/// let u = bootchain::token::unlock_luks(&mut tpm, &luks, None, sigs.as_ref(), None)?;
+/// luks.test_passphrase(u.keyslot, u.passphrase.as_bytes())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn unlock_luks(
     tpm: &mut Tpm,
     luks: &crate::luks::Luks,

@@ -374,6 +374,21 @@ impl BootPrediction {
 /// Predict a UKI's boot: PCR 11 for `phases` (stub rules from its `.sdmagic`, or
 /// `stub_version`), and with `secure_boot` = (state, images booted before the UKI) PCR 4, 7
 /// and 9 as well.
+///
+/// ```no_run
+/// use bootchain::firmware::{predict_boot, SecureBootFiles};
+/// use bootchain::hash::HashAlg;
+/// let mut sb = SecureBootFiles::new(true);
+/// sb.pk = Some("PK.esl".into());
+/// sb.kek = Some("KEK.esl".into());
+/// sb.db = vec!["db.esl".into()];
+/// let state = sb.state()?;
+/// let boot = predict_boot("uki.efi".as_ref(), None, &[HashAlg::Sha256], &["enter-initrd".into()],
+///     Some((&state, &[])))?;
+/// // PCR 4, 7, 9 and 11 as `seal --pcr-values` reads them.
+/// println!("{}", boot.to_json()["values"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn predict_boot(
     uki: &std::path::Path,
     stub_version: Option<u32>,

@@ -579,6 +579,20 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
 }
 
 /// Seal `secret` as `req` says.
+///
+/// ```no_run
+/// use bootchain::hash::HashAlg;
+/// use bootchain::seal::plan::SealPlan;
+/// use bootchain::tpm::{ParentChoice, Tpm};
+/// let plan = SealPlan::new(HashAlg::Sha256)
+///     .literal_pcrs(&[7])?
+///     .values_from_json("predicted.json".as_ref())?;
+/// let mut tpm = Tpm::open("device:/dev/tpmrm0")?;
+/// let env = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto), b"key")?;
+/// let back = bootchain::seal::unseal(&mut tpm, &env, &Default::default())?;
+/// assert_eq!(&back[..], b"key");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envelope, SealError> {
     let c = compute(req)?;
     let (pin, auth) = match req.pin {

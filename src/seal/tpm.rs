@@ -161,6 +161,14 @@ impl Tpm {
     /// Open a TPM. tpm2-tss prints ESYS errors on stderr for expected failures (a policy that
     /// does not match) unless `TSS2_LOG=all+none`; a library must not change the process
     /// environment (racy with threads), so programs set it at start ([`quiet_tss_log`]).
+    ///
+    /// ```no_run
+    /// // A vTPM through the kernel's resource manager, or a swtpm for tests.
+    /// let mut tpm = bootchain::tpm::Tpm::open("swtpm:host=127.0.0.1,port=2321")?;
+    /// let pcrs = tpm.read_pcrs(&[(bootchain::hash::HashAlg::Sha256, 7)])?;
+    /// # let _ = pcrs;
+    /// # Ok::<(), bootchain::tpm::TpmError>(())
+    /// ```
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
         if let Some(dev) = tcti.strip_prefix("device:") {
             let path = if dev.is_empty() { "/dev/tpm0" } else { dev };
