@@ -558,17 +558,20 @@ fn mutated_images_never_panic() {
         orig.len() - 1,
     ] {
         std::fs::write(&bad, &orig[..len]).unwrap();
-        match uki::inspect(&bad) {
+        // The error names the file, then says what is wrong with it.
+        match uki::inspect(&bad).map_err(|e| bootchain::error::Chain(&e).to_string()) {
             // Cut in the headers or sections: "truncated"; in the signature: the
             // certificate table no longer ends the file.
             Err(e) if len == orig.len() - 1 => assert!(
-                e.to_string().contains("certificate table")
-                    && e.to_string().contains("is not at the end of the file"),
+                e.starts_with(&bad.display().to_string())
+                    && e.contains("certificate table")
+                    && e.contains("is not at the end of the file"),
                 "{len}: {e}"
             ),
             Err(e) => assert!(
-                e.to_string().contains("truncated PE image")
-                    && e.to_string().contains(&format!("file has {len}")),
+                e.starts_with(&bad.display().to_string())
+                    && e.contains("truncated PE image")
+                    && e.contains(&format!("file has {len}")),
                 "{len}: {e}"
             ),
             Ok(_) => assert!(len > 0x8000, "a {len}-byte prefix inspected"),

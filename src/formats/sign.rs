@@ -82,6 +82,15 @@ pub enum SignError {
         /// The length the output would have.
         len: u64,
     },
+    /// Something went wrong with this file (the source says what).
+    #[error("{path}")]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<SignError>,
+    },
     /// A signature refused before decoding: too large, too deep, or a SET (certificates,
     /// attributes) with too many elements.
     #[error("Authenticode signature refused before decoding")]
@@ -379,9 +388,16 @@ pub fn sign_file(
     opts: &SignOptions,
 ) -> Result<Digest, SignError> {
     key.check_matches(cert)?;
-    let mut f = File::open(input)?;
-    let img = signable_image(&mut f)?;
-    let digest = signable_digest(&mut f, &img, HashAlg::Sha256)?;
+    let in_file = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SignError::InFile {
+            path,
+            source: Box::new(source),
+        }
+    };
+    let mut f = File::open(input).map_err(|e| in_file(input)(SignError::Io(e)))?;
+    let img = signable_image(&mut f).map_err(in_file(input))?;
+    let digest = signable_digest(&mut f, &img, HashAlg::Sha256).map_err(in_file(input))?;
     let pkcs7 = authenticode_signature(&digest, key, cert, opts)?;
     let mut table = Vec::new();
     for c in &img.existing {
@@ -413,7 +429,8 @@ pub fn sign_file(
     let cks_off = img.headers.checksum_offset();
     let keep_zero_checksum = img.headers.checksum == 0;
 
-    let mut out = AtomicFile::create(output, 0o644)?;
+    let mut out =
+        AtomicFile::create(output, 0o644).map_err(|e| in_file(output)(SignError::Io(e)))?;
     let mut ck = PeChecksum::new(cks_off as u64);
     {
         let w = out.file();
@@ -777,8 +794,12 @@ pub fn verify_file(
     detached: Option<&[u8]>,
     trusted: Option<&Certificate>,
 ) -> Result<VerifyReport, SignError> {
-    let mut f = File::open(path)?;
-    verify_reader(&mut f, detached, trusted)
+    let in_file = |source| SignError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let mut f = File::open(path).map_err(|e| in_file(SignError::Io(e)))?;
+    verify_reader(&mut f, detached, trusted).map_err(in_file)
 }
 
 /// [`verify_file`] on an open image (a file, or a `Cursor` over bytes in memory).

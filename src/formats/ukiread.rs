@@ -104,9 +104,31 @@ pub enum InspectError {
     /// Reading the image failed.
     #[error("I/O error")]
     Io(#[from] io::Error),
+    /// Something went wrong reading this file (the source says what).
+    #[error("{path}")]
+    InFile {
+        /// The image.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<InspectError>,
+    },
     /// No SHA-256 digest came out of the Authenticode hash (asked for one).
     #[error("the Authenticode hash returned no digest")]
     NoDigest,
+}
+
+impl InspectError {
+    /// Name the file an error happened in (errors that name it already stay as they are).
+    fn in_file(self, path: &Path) -> Self {
+        match self {
+            e @ (InspectError::Input { .. } | InspectError::InFile { .. }) => e,
+            e => InspectError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            },
+        }
+    }
 }
 
 fn input_err(path: &Path) -> impl FnOnce(io::Error) -> InspectError + '_ {
@@ -202,6 +224,10 @@ pub const MAX_READ_SECTION: u64 = 16 << 20;
 /// small metadata sections (`.pcrsig`, `.pcrpkey`, `.cmdline` ...); refuses sections over
 /// [`MAX_READ_SECTION`] with [`InspectError::SectionTooLarge`].
 pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, InspectError> {
+    read_section_in(path, name).map_err(|e| e.in_file(path))
+}
+
+fn read_section_in(path: &Path, name: &str) -> Result<Option<Vec<u8>>, InspectError> {
     let mut f = File::open(path).map_err(input_err(path))?;
     let (h, _) = PeHeaders::read(&mut f)?;
     let Some(s) = h.sections.iter().find(|s| s.name.as_str() == name) else {
@@ -226,7 +252,7 @@ pub fn read_section(path: &Path, name: &str) -> Result<Option<Vec<u8>>, InspectE
 /// ```
 pub fn inspect(path: &Path) -> Result<UkiInfo, InspectError> {
     let mut f = File::open(path).map_err(input_err(path))?;
-    inspect_reader(&mut f)
+    inspect_reader(&mut f).map_err(|e| e.in_file(path))
 }
 
 /// [`inspect`] on an open image (a file, or a `Cursor` over bytes in memory).

@@ -448,8 +448,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Uki(UkiCmd::Build(a)) => uki_build(*a),
         Cmd::Uki(UkiCmd::Inspect { file, json }) => {
-            let info =
-                uki::inspect(&file).with_context(|| format!("inspecting {}", file.display()))?;
+            let info = uki::inspect(&file)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&info)?);
             } else {
@@ -621,8 +620,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .as_deref()
                 .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
                 .transpose()?;
-            let report = sign::verify_file(&file, det.as_deref(), anchor.as_ref())
-                .with_context(|| format!("verifying {}", file.display()))?;
+            let report = sign::verify_file(&file, det.as_deref(), anchor.as_ref())?;
             let passed = report.passed(anchor.is_some());
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);
