@@ -70,9 +70,12 @@ pub enum MeasureError {
     /// Policy computation failed.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
-    /// Key problem.
-    #[error("PCR signing key: {0}")]
-    Key(String),
+    /// A PCR index out of range.
+    #[error(transparent)]
+    Pcr(#[from] crate::pcr::PcrIndexError),
+    /// The PCR signing key (or public key) is not usable.
+    #[error("PCR signing key")]
+    Key(#[from] PcrKeyError),
     /// An image's Authenticode hash could not be computed.
     #[error("{path}: Authenticode hash")]
     Image {
@@ -427,6 +430,31 @@ pub struct PcrSignature {
     pub sig: String,
 }
 
+/// Why a PCR signing key or PCR public key is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PcrKeyError {
+    /// The private key could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::keys::KeyError),
+    /// Not an RSA key: PCR policies are verified by TPM2_VerifySignature with RSASSA, which
+    /// systemd uses.
+    #[error("PCR policies are signed with RSA keys (TPM2_VerifySignature with RSASSA)")]
+    NotRsa,
+    /// The public key given does not belong to the private key.
+    #[error("{0} does not match the private key")]
+    Mismatch(PathBuf),
+    /// Neither SubjectPublicKeyInfo, PKCS#1 nor a certificate with an RSA key.
+    #[error("not an RSA public key (PEM)")]
+    NotRsaPublic,
+    /// Encoding the public key (PKCS#1 DER for its fingerprint, SPKI PEM) failed.
+    #[error("encoding the public key")]
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The RSA signature could not be made.
+    #[error("signing")]
+    Sign(#[source] rsa::Error),
+}
+
 /// A whole `.pcrsig` document: bank name -> entries. Keys keep insertion order.
 pub type PcrSignatures = Vec<(HashAlg, Vec<PcrSignature>)>;
 
@@ -435,7 +463,7 @@ pub fn public_key_fingerprint(key: &rsa::RsaPublicKey) -> Result<Digest, Measure
     use pkcs1::EncodeRsaPublicKey;
     let der = key
         .to_pkcs1_der()
-        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
+        .map_err(|e| PcrKeyError::Encode(Box::new(e)))?;
     Ok(HashAlg::Sha256.digest(der.as_bytes()))
 }
 
@@ -445,12 +473,9 @@ pub fn load_pcr_signing_key(
     private: &Path,
     public: Option<&Path>,
 ) -> Result<rsa::RsaPrivateKey, MeasureError> {
-    let key = crate::keys::SigningKey::from_file(private)
-        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
+    let key = crate::keys::SigningKey::from_file(private).map_err(PcrKeyError::Load)?;
     let crate::keys::SigningKey::Rsa(k) = key else {
-        return Err(MeasureError::Key(
-            "PCR policies are signed with RSA keys (TPM2_VerifySignature with RSASSA)".into(),
-        ));
+        return Err(PcrKeyError::NotRsa.into());
     };
     if let Some(p) = public {
         let pem = std::fs::read(p).map_err(|source| MeasureError::Input {
@@ -459,10 +484,7 @@ pub fn load_pcr_signing_key(
         })?;
         let pubkey = rsa_public_key_from_pem(&pem)?;
         if pubkey != k.to_public_key() {
-            return Err(MeasureError::Key(format!(
-                "{} does not match the private key",
-                p.display()
-            )));
+            return Err(PcrKeyError::Mismatch(p.to_path_buf()).into());
         }
     }
     Ok(*k)
@@ -484,14 +506,14 @@ pub fn rsa_public_key_from_pem(pem: &[u8]) -> Result<rsa::RsaPublicKey, MeasureE
             return Ok(k);
         }
     }
-    Err(MeasureError::Key("not an RSA public key (PEM)".into()))
+    Err(PcrKeyError::NotRsaPublic.into())
 }
 
 /// The public key as PEM SubjectPublicKeyInfo (the `.pcrpkey` content ukify writes).
 pub fn public_key_pem(key: &rsa::RsaPublicKey) -> Result<String, MeasureError> {
     use pkcs8::EncodePublicKey;
     key.to_public_key_pem(pkcs8::LineEnding::LF)
-        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))
+        .map_err(|e| PcrKeyError::Encode(Box::new(e)).into())
 }
 
 /// Sign the PCR 11 policy of every bank and phase of `pred`, like `systemd-measure sign`
@@ -502,8 +524,7 @@ pub fn sign_policies(
     key: &rsa::RsaPrivateKey,
 ) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
-    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT)
-        .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
+    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT)?;
     let mut out: PcrSignatures = Vec::new();
     for (bi, bank) in pred.banks.iter().enumerate() {
         let mut entries = Vec::new();
@@ -519,7 +540,7 @@ pub fn sign_policies(
             };
             let sig = key
                 .sign(scheme, digest.as_bytes())
-                .map_err(|e| MeasureError::Key(crate::error::Chain(&e).to_string()))?;
+                .map_err(PcrKeyError::Sign)?;
             entries.push(PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
                 pkfp: pkfp.clone(),
