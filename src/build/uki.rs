@@ -44,6 +44,12 @@ pub const DEFAULT_UKI_SBAT: &str =
     "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/";
 /// Largest stub we read into memory.
 const MAX_STUB_LEN: u64 = 64 * 1024 * 1024;
+/// Size of the MS-DOS header (`IMAGE_DOS_HEADER`, PE/COFF spec "MS-DOS Stub"): the lowest
+/// offset the PE signature may sit at.
+const DOS_HEADER_LEN: usize = std::mem::size_of::<object::pe::ImageDosHeader>();
+const _: () = assert!(DOS_HEADER_LEN == 0x40);
+/// The "PE\0\0" signature before the COFF file header (PE/COFF spec "Signature (Image Only)").
+const PE_SIGNATURE_LEN: usize = 4;
 /// Copy buffer size: bounds peak memory whatever the input sizes.
 const COPY_BUF: usize = 4 << 20;
 
@@ -601,7 +607,9 @@ impl UkiBuilder {
         }
 
         let needed = sized.len();
-        if needed * SECTION_HEADER_LEN > headers.spare_header_room() && headers.pe_offset > 0x40 {
+        if needed * SECTION_HEADER_LEN > headers.spare_header_room()
+            && headers.pe_offset > DOS_HEADER_LEN
+        {
             // Gain room by moving the PE headers down over the MS-DOS stub program (e_lfanew
             // may be 0x40, right after the MS-DOS header). Section data does not move.
             compact_headers(&mut stub_data, &mut headers);
@@ -677,7 +685,7 @@ impl UkiBuilder {
         let mut hdr = stub_data[..headers.size_of_headers as usize].to_vec();
         // Field offsets from object's structures (pecoff "COFF File Header", "Optional Header
         // Standard Fields", "Windows-Specific Fields").
-        let coff = headers.pe_offset + 4;
+        let coff = headers.pe_offset + PE_SIGNATURE_LEN;
         let fh = |field: usize| coff + field;
         let nsec = u16::try_from(headers.sections.len() + new_headers.len()).map_err(|_| {
             UkiError::NoHeaderRoom {
@@ -1026,13 +1034,15 @@ const _: () = assert!(
         && OPT_SIZE_OF_IMAGE == offset_of!(ImageOptionalHeader32, size_of_image)
 );
 
-/// Move the PE signature, COFF and optional headers and the section table to offset 0x40.
+/// Move the PE signature, COFF and optional headers and the section table to offset 0x40,
+/// right after the MS-DOS header.
 fn compact_headers(data: &mut [u8], h: &mut PeHeaders) {
-    let shift = h.pe_offset - 0x40;
+    let shift = h.pe_offset - DOS_HEADER_LEN;
     let end = h.section_table_end();
-    data.copy_within(h.pe_offset..end, 0x40);
+    data.copy_within(h.pe_offset..end, DOS_HEADER_LEN);
     data[end - shift..end].fill(0);
-    data[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes()); // e_lfanew
+    let lfanew = std::mem::offset_of!(object::pe::ImageDosHeader, e_lfanew);
+    data[lfanew..lfanew + 4].copy_from_slice(&(DOS_HEADER_LEN as u32).to_le_bytes());
     h.pe_offset -= shift;
     h.optional_header_offset -= shift;
     h.section_table_offset -= shift;
