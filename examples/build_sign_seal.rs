@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 
 use bootchain::hash::HashAlg;
+use bootchain::measure::Phase;
 use bootchain::seal::plan::SealPlan;
 use bootchain::tpm::{ParentChoice, Tpm};
 use bootchain::uki::{SectionContent, UkiBuilder};
@@ -26,8 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     let uki = out.join("example.efi");
 
-    // 1. Build and sign (reproducibly: SOURCE_DATE_EPOCH or 0).
+    // 1. Build and sign (reproducibly: SOURCE_DATE_EPOCH or 0), and have the build report
+    //    PCR 11 right after the stub (no phase word), from the digests it computes while
+    //    writing: no second pass over the image.
     let cert = bootchain::keys::load_certificate(cert.as_ref())?;
+    let after_stub = Phase::after_stub();
     let report = UkiBuilder::new()
         .stub(stub)
         .linux(kernel)
@@ -36,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b"ID=example\nVERSION_ID=1\n".to_vec(),
         ))
         .timestamp(bootchain::uki::source_date_epoch()?)
+        .measure(vec![HashAlg::Sha256], vec![after_stub.clone()])
         .sign_with(
             bootchain::keys::SigningKey::from_file(key.as_ref())?,
             cert.clone(),
@@ -51,22 +56,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         verified.passed(true)
     );
 
-    // 2. Predict PCR 11 right after the stub (phase ""), before the UKI ever boots.
-    let boot =
-        bootchain::firmware::predict_boot(&uki, None, &[HashAlg::Sha256], &["".into()], None)?;
-    let predicted = boot.values();
-    println!("predicted PCR 11: {}", predicted[&(HashAlg::Sha256, 11)]);
+    // 2. The predicted PCR 11, before the UKI ever boots.
+    let pcr11 = report.pcr11.ok_or("the build was asked to measure")?;
+    let predicted = pcr11
+        .value(HashAlg::Sha256, &after_stub)
+        .ok_or("no sha256 value")?
+        .clone();
+    println!("predicted PCR 11: {predicted}");
 
     // 3. Seal a root key to that prediction, and write the envelope (mode 0600).
     let mut plan = SealPlan::new(HashAlg::Sha256).literal_pcrs(&[11])?;
-    plan.values.extend(predicted);
+    plan.values.insert((HashAlg::Sha256, 11), predicted);
     let mut tpm = Tpm::open(tcti)?;
     let root_key = b"example root volume key";
     let envelope = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto), root_key)?;
     bootchain::seal::write_envelope(&envelope, &out.join("root.envelope"), None)?;
 
     // 4. "Boot": the stub's measurements into PCR 11, then unseal.
-    for e in &boot.pcr11.events {
+    for e in &pcr11.events {
         tpm.extend(11, &[e.digests[&HashAlg::Sha256].clone()])?;
     }
     let secret = bootchain::seal::unseal(&mut tpm, &envelope, &Default::default())?;

@@ -119,12 +119,18 @@ fn check_log_against_pcrs(
     );
     // PCR 11 as predicted for this very UKI (stub 252 rules, no boot phase: the test initrd
     // is not systemd) equals what the guest read.
-    let pred =
-        bootchain::measure::predict_uki(uki, None, &[HashAlg::Sha1, HashAlg::Sha256], &["".into()])
-            .unwrap();
+    let pred = bootchain::measure::predict_uki(
+        uki,
+        None,
+        &[HashAlg::Sha1, HashAlg::Sha256],
+        &[bootchain::measure::Phase::after_stub()],
+    )
+    .unwrap();
     for bank in [HashAlg::Sha1, HashAlg::Sha256] {
         assert_eq!(
-            pred.value(bank, "").unwrap().as_bytes(),
+            pred.value(bank, &bootchain::measure::Phase::after_stub())
+                .unwrap()
+                .as_bytes(),
             r.pcr(bank.name(), 11),
             "{bank} PCR 11 prediction"
         );
@@ -149,7 +155,7 @@ fn check_log_against_pcrs(
         uki,
         &state,
         &[HashAlg::Sha1, HashAlg::Sha256],
-        &["".into()],
+        &[bootchain::measure::Phase::after_stub()],
     )
     .unwrap();
     for p in &preds {

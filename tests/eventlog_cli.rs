@@ -235,8 +235,13 @@ fn pcr_predict_cli_matches_the_library() {
         db: var(&crt),
         dbx: vec![],
     };
-    let lib = bootchain::firmware::predict_uki_boot(&uki, &state, &[HashAlg::Sha256], &["".into()])
-        .unwrap();
+    let lib = bootchain::firmware::predict_uki_boot(
+        &uki,
+        &state,
+        &[HashAlg::Sha256],
+        &[bootchain::measure::Phase::after_stub()],
+    )
+    .unwrap();
     for p in lib.iter().filter(|p| p.pcr != 11) {
         let cli = v["firmware"]
             .as_array()

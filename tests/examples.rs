@@ -59,7 +59,7 @@ fn build_sign_seal_runs_against_swtpm() {
         &uki,
         None,
         &[bootchain::hash::HashAlg::Sha256],
-        &["".into()],
+        &[bootchain::measure::Phase::after_stub()],
     )
     .unwrap();
     let mut t = bootchain::tpm::Tpm::open(&sw.tcti()).unwrap();
@@ -68,7 +68,10 @@ fn build_sign_seal_runs_against_swtpm() {
         .unwrap();
     assert_eq!(
         Some(&now[&(bootchain::hash::HashAlg::Sha256, 11)]),
-        predicted.value(bootchain::hash::HashAlg::Sha256, "")
+        predicted.value(
+            bootchain::hash::HashAlg::Sha256,
+            &bootchain::measure::Phase::after_stub()
+        )
     );
     let mode = std::fs::metadata(d.path().join("root.envelope")).unwrap();
     use std::os::unix::fs::PermissionsExt;

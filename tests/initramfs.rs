@@ -174,7 +174,7 @@ fn uki_with_signed_policy(out: &Path, initrd: &Path, key: &Path) {
         .sign_pcr_policy(PcrPolicySigner {
             key: bootchain::measure::load_pcr_signing_key(key, None).unwrap(),
             // The busybox initrd runs no systemd-pcrphase: sign PCR 11 as the stub leaves it.
-            phases: vec![String::new()],
+            phases: vec![bootchain::measure::Phase::after_stub()],
             banks: vec![HashAlg::Sha256],
         })
         .build(out)

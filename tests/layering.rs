@@ -16,12 +16,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("luks", 6),
 ];
 
-fn layer_of_folder(folder: &str) -> Option<u32> {
-    LAYERS.iter().find(|(f, _)| *f == folder).map(|(_, l)| *l)
-}
-
 /// Root name (as in `crate::NAME`) → layer, from the folder tree: `src/<folder>/<name>.rs`,
-/// `src/<folder>/mod.rs` (NAME = folder).
+/// `src/<folder>/<name>/` (a module split into files), `src/<folder>/mod.rs` (NAME = folder).
 fn names() -> BTreeMap<String, u32> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut m = BTreeMap::new();
@@ -36,6 +32,32 @@ fn names() -> BTreeMap<String, u32> {
         }
     }
     m
+}
+
+/// The `.rs` files of a layer folder with the module each belongs to: its stem, the folder
+/// for `mod.rs`, and for files in a sub-folder that sub-folder (the module split into files).
+fn files(folder: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(folder).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            let module = p.file_name().unwrap().to_string_lossy().into_owned();
+            let mut stack = vec![p];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let f = e.unwrap().path();
+                    if f.is_dir() {
+                        stack.push(f);
+                    } else if f.extension().is_some_and(|x| x == "rs") {
+                        out.push((module.clone(), f));
+                    }
+                }
+            }
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push((module_name(&p), p));
+        }
+    }
+    out
 }
 
 /// The code of a file: without its `#[cfg(test)] mod tests { ... }` (always last in our
@@ -71,15 +93,14 @@ fn edges() -> Vec<(String, std::path::PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out = Vec::new();
     for (folder, _) in LAYERS {
-        for e in std::fs::read_dir(src.join(folder)).unwrap() {
-            let p = e.unwrap().path();
+        for (module, p) in files(&src.join(folder)) {
             let body = code(&std::fs::read_to_string(&p).unwrap());
             for (i, _) in body.match_indices("crate::") {
                 let name: String = body[i + "crate::".len()..]
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                out.push((module_name(&p), p.clone(), name));
+                out.push((module.clone(), p.clone(), name));
             }
         }
     }
@@ -151,15 +172,9 @@ fn no_module_uses_a_layer_above_its_own() {
     let mut violations = Vec::new();
     let mut checked = 0;
     for (module, p, name) in edges() {
-        let folder = p
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let own = layer_of_folder(&folder).unwrap();
-        let _ = module;
+        // The module's layer: that of the layer folder it sits in (for a module split into
+        // files, the folder above its own).
+        let own = names[&module];
         checked += 1;
         match names.get(&name) {
             Some(l) if *l > own => {

@@ -479,7 +479,7 @@ fn bootchain_enroll_signed_and_pin_round_trip_and_wrong_unlock_key() {
         banks: vec![HashAlg::Sha256],
         events: vec![],
         phases: vec![bootchain::measure::PhaseValue {
-            phase: String::new(),
+            phase: bootchain::measure::Phase::after_stub(),
             values: vec![v11],
         }],
     };
@@ -869,7 +869,7 @@ fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
         banks: vec![HashAlg::Sha256],
         events: vec![],
         phases: vec![bootchain::measure::PhaseValue {
-            phase: String::new(),
+            phase: bootchain::measure::Phase::after_stub(),
             values: vec![v11],
         }],
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bootchain::hash::{Digest, HashAlg};
-use bootchain::measure::{self, SectionDigests, StubRules};
+use bootchain::measure::{self, Phase, SectionDigests, StubRules};
 use bootchain::policy::{self, PcrIndex, PcrSelection};
 use bootchain::uki::{PcrPolicySigner, SectionContent, UkiBuilder};
 use common::swtpm::Swtpm;
@@ -67,17 +67,21 @@ fn part_args(p: &Parts, kernel: &Path) -> Vec<String> {
     ]
 }
 
+fn enter_initrd() -> Phase {
+    Phase::parse("enter-initrd").unwrap()
+}
+
 fn loose_prediction(
     files: &[(&str, &Path)],
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[Phase],
 ) -> measure::Pcr11Prediction {
     let sections: Vec<SectionDigests> = files
         .iter()
         .map(|(n, p)| {
             let (size, digests) = measure::file_digests(p, banks).unwrap();
             SectionDigests {
-                name: n.to_string(),
+                section: n.parse().unwrap(),
                 size,
                 digests,
             }
@@ -130,7 +134,7 @@ fn uki_prediction_with_stub_252_rules_equals_systemd_measure() {
         .unwrap();
     // The UKI also carries .uname and .sbat, which the 252 stub does not measure and
     // systemd-measure 252 does not know.
-    let phases = vec!["".to_string(), "enter-initrd".to_string()];
+    let phases = Phase::list(&["", "enter-initrd"]).unwrap();
     let ours = measure::predict_uki(&uki, None, &HashAlg::ALL, &phases).unwrap();
     let mut args = part_args(&p, &k);
     args.push("--phase=".into());
@@ -139,8 +143,8 @@ fn uki_prediction_with_stub_252_rules_equals_systemd_measure() {
     // With the newest rules, .uname and .sbat count and the value differs.
     let newest = measure::predict_uki(&uki, Some(257), &[HashAlg::Sha256], &phases).unwrap();
     assert_ne!(
-        newest.value(HashAlg::Sha256, ""),
-        ours.value(HashAlg::Sha256, "")
+        newest.value(HashAlg::Sha256, &Phase::after_stub()),
+        ours.value(HashAlg::Sha256, &Phase::after_stub())
     );
     // Event list: name then data for each of the four sections, in stub order.
     let names: Vec<&str> = ours.events.iter().map(|e| e.description.as_str()).collect();
@@ -377,7 +381,7 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
     let (private, public) = pcr_keys(&p.dir);
     let uki = p.dir.join("signed-policy.efi");
     let key = measure::load_pcr_signing_key(&private, Some(&public)).unwrap();
-    UkiBuilder::new()
+    let report = UkiBuilder::new()
         .stub(require_stub())
         .linux(&k)
         .initrd(&p.initrd)
@@ -386,11 +390,14 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
         .pcrpkey(SectionContent::File(public.clone()))
         .sign_pcr_policy(PcrPolicySigner {
             key,
-            phases: vec!["enter-initrd".into()],
+            phases: vec![enter_initrd()],
             banks: vec![HashAlg::Sha256],
         })
         .build(&uki)
         .unwrap();
+    let reported = report
+        .pcr11
+        .expect("a PCR-signed build reports the PCR 11 it signed");
     let info = bootchain::uki::inspect(&uki).unwrap();
     let text = |n: &str| {
         info.sections
@@ -402,9 +409,12 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
     assert_eq!(text(".pcrpkey"), std::fs::read_to_string(&public).unwrap());
     let sigs = measure::parse_signatures(text(".pcrsig").as_bytes()).unwrap();
     // The policy signed is PolicyPCR over the PCR 11 the stub will produce for this file.
-    let pred =
-        measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["enter-initrd".into()]).unwrap();
-    let v = pred.value(HashAlg::Sha256, "enter-initrd").unwrap().clone();
+    let pred = measure::predict_uki(&uki, None, &[HashAlg::Sha256], &[enter_initrd()]).unwrap();
+    let v = pred
+        .value(HashAlg::Sha256, &enter_initrd())
+        .unwrap()
+        .clone();
+    assert_eq!(reported.value(HashAlg::Sha256, &enter_initrd()), Some(&v));
     let sel = PcrSelection::new(HashAlg::Sha256, [PcrIndex::new(11).unwrap()]);
     let pol = policy::policy_pcr(&policy::zero_policy(), &[sel], &[v]).unwrap();
     assert_eq!(sigs[0].1[0].pol, pol.to_hex());
@@ -416,7 +426,7 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
     let theirs = systemd_calculate(&args);
     assert_eq!(
         theirs["sha256"][0]["hash"],
-        pred.value(HashAlg::Sha256, "enter-initrd")
+        pred.value(HashAlg::Sha256, &enter_initrd())
             .unwrap()
             .to_hex()
     );
@@ -473,8 +483,12 @@ fn boot_vectors_pcr11_equals_prediction() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| SectionDigests {
-                name: s["name"].as_str().unwrap().to_string(),
+            .filter_map(|s| {
+                let section = s["name"].as_str().unwrap().parse().ok()?;
+                Some((section, s))
+            })
+            .map(|(section, s)| SectionDigests {
+                section,
                 size: s["size"].as_u64().unwrap(),
                 digests: HashAlg::ALL
                     .iter()
@@ -490,11 +504,13 @@ fn boot_vectors_pcr11_equals_prediction() {
             &sections,
             Some(rules),
             &[HashAlg::Sha1, HashAlg::Sha256],
-            &["".into()],
+            &[bootchain::measure::Phase::after_stub()],
         );
         for bank in [HashAlg::Sha1, HashAlg::Sha256] {
             assert_eq!(
-                pred.value(bank, "").unwrap().as_bytes(),
+                pred.value(bank, &bootchain::measure::Phase::after_stub())
+                    .unwrap()
+                    .as_bytes(),
                 &b.pcrs[bank.name()][&11][..],
                 "{name} {bank} PCR 11"
             );
@@ -552,4 +568,77 @@ fn policy_authorize_equals_systemd_cryptenroll() {
     let name = policy::object_name(&policy::rsa_public_area(&key).unwrap());
     let ours = policy::policy_authorize(&name, b"");
     assert_eq!(token["tpm2-policy-hash"], ours.to_hex());
+}
+
+/// The build reports the PCR 11 the stub will measure from the digests it computed while
+/// writing (no second pass): equal to predicting the written file, in every bank and phase,
+/// with the in-place `.sbat` and the appended sections; `uki build --measure` prints it as
+/// `systemd-measure calculate` does.
+#[test]
+fn build_report_pcr11_equals_prediction_of_the_written_image() {
+    let p = parts();
+    let k = kernel();
+    let uki = p.dir.join("measured.efi");
+    let phases = Phase::list(&["", "enter-initrd", "enter-initrd:leave-initrd"]).unwrap();
+    let report = UkiBuilder::new()
+        .stub(require_stub())
+        .linux(&k)
+        .initrd(&p.initrd)
+        .cmdline(SectionContent::File(p.cmdline.clone()))
+        .os_release(SectionContent::File(p.osrel.clone()))
+        .measure(HashAlg::ALL.to_vec(), phases.clone())
+        .build(&uki)
+        .unwrap();
+    let reported = report.pcr11.expect("asked for PCR 11");
+    let written = measure::predict_uki(&uki, None, &HashAlg::ALL, &phases).unwrap();
+    assert_eq!(reported.phases.len(), 3);
+    for ph in &phases {
+        for bank in HashAlg::ALL {
+            assert_eq!(
+                reported.value(bank, ph),
+                written.value(bank, ph),
+                "{bank} after phase {ph:?}"
+            );
+        }
+    }
+    assert_eq!(reported.events.len(), written.events.len());
+    assert!(
+        report.os_release_from_host.is_none(),
+        "os-release was given"
+    );
+
+    // Without an os-release the host's is embedded, and the report says so.
+    let uki2 = p.dir.join("host-osrel.efi");
+    let out = run_ok(
+        Command::new(bootchain_bin())
+            .args(["uki", "build", "--measure", "--phases", "enter-initrd"])
+            .arg("--stub")
+            .arg(require_stub())
+            .arg("--linux")
+            .arg(&k)
+            .arg(format!("--cmdline=@{}", p.cmdline.display()))
+            .arg("-o")
+            .arg(&uki2),
+    );
+    let pred = measure::predict_uki(&uki2, None, &[HashAlg::Sha256], &[enter_initrd()]).unwrap();
+    assert_eq!(
+        out.trim(),
+        format!(
+            "11:sha256={}",
+            pred.value(HashAlg::Sha256, &enter_initrd()).unwrap()
+        )
+    );
+    let json = run_ok(
+        Command::new(bootchain_bin())
+            .args(["uki", "build", "--json"])
+            .arg("--stub")
+            .arg(require_stub())
+            .arg("--linux")
+            .arg(&k)
+            .arg("-o")
+            .arg(p.dir.join("host-osrel-2.efi")),
+    );
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["os_release_from_host"], "/etc/os-release");
+    assert!(json["pcr11"].is_null(), "not asked, no signer: no PCR 11");
 }

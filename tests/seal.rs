@@ -135,12 +135,19 @@ fn sealing_to_a_predicted_uki_unseals_after_replaying_its_events() {
         .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
         .build(&uki)
         .unwrap();
-    let pred =
-        bootchain::measure::predict_uki(&uki, None, &[HashAlg::Sha256], &["".into()]).unwrap();
+    let pred = bootchain::measure::predict_uki(
+        &uki,
+        None,
+        &[HashAlg::Sha256],
+        &[bootchain::measure::Phase::after_stub()],
+    )
+    .unwrap();
     let mut vals = PcrValues::new();
     vals.insert(
         (HashAlg::Sha256, 11),
-        pred.value(HashAlg::Sha256, "").unwrap().clone(),
+        pred.value(HashAlg::Sha256, &bootchain::measure::Phase::after_stub())
+            .unwrap()
+            .clone(),
     );
     let sw = Swtpm::start();
     let mut t = fresh_tpm(&sw);

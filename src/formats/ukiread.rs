@@ -39,6 +39,12 @@ pub enum UkiSection {
     Pcrsig,
     /// PCR signing public key (`.pcrpkey`).
     Pcrpkey,
+    /// A profile of a multi-profile UKI (`.profile`, systemd 257).
+    Profile,
+    /// Devicetrees matched by hardware ID (`.dtbauto`, systemd 257).
+    Dtbauto,
+    /// Hardware IDs (`.hwids`, systemd 257).
+    Hwids,
 }
 
 impl UkiSection {
@@ -56,16 +62,70 @@ impl UkiSection {
             UkiSection::Sbat => ".sbat",
             UkiSection::Pcrsig => ".pcrsig",
             UkiSection::Pcrpkey => ".pcrpkey",
+            UkiSection::Profile => ".profile",
+            UkiSection::Dtbauto => ".dtbauto",
+            UkiSection::Hwids => ".hwids",
         }
     }
 
-    /// Sections whose content is text (shown by `inspect`).
-    pub fn is_text(name: &str) -> bool {
+    /// Every known section in systemd-stub's measurement order: the order of systemd's
+    /// `enum UnifiedSection` (`src/fundamental/uki.h`), which systemd never reorders.
+    pub const MEASUREMENT_ORDER: &'static [UkiSection] = &[
+        UkiSection::Linux,
+        UkiSection::Osrel,
+        UkiSection::Cmdline,
+        UkiSection::Initrd,
+        UkiSection::Ucode,
+        UkiSection::Splash,
+        UkiSection::Dtb,
+        UkiSection::Uname,
+        UkiSection::Sbat,
+        UkiSection::Pcrsig,
+        UkiSection::Pcrpkey,
+        UkiSection::Profile,
+        UkiSection::Dtbauto,
+        UkiSection::Hwids,
+    ];
+
+    /// The section with PE name `name`, if it is one the stub knows.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::MEASUREMENT_ORDER
+            .iter()
+            .copied()
+            .find(|s| s.name() == name)
+    }
+
+    /// Whether the content is text (shown by `inspect`).
+    pub fn is_text(self) -> bool {
+        use UkiSection::*;
         matches!(
-            name,
-            ".cmdline" | ".osrel" | ".uname" | ".sbat" | ".pcrsig" | ".pcrpkey" | ".sdmagic"
+            self,
+            Cmdline | Osrel | Uname | Sbat | Pcrsig | Pcrpkey | Profile
         )
     }
+}
+
+impl std::fmt::Display for UkiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for UkiSection {
+    type Err = UnknownSection;
+    fn from_str(s: &str) -> Result<Self, UnknownSection> {
+        Self::from_name(s).ok_or_else(|| UnknownSection(s.into()))
+    }
+}
+
+/// A name that is not a section the stub knows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a UKI section systemd-stub knows")]
+pub struct UnknownSection(pub String);
+
+/// Whether a section named `name` holds text (`.sdmagic` and the text UKI sections).
+pub fn is_text_section(name: &str) -> bool {
+    name == ".sdmagic" || UkiSection::from_name(name).is_some_and(UkiSection::is_text)
 }
 
 /// Errors reading or inspecting a UKI.
@@ -266,7 +326,7 @@ pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, InspectError
     for s in &h.sections {
         let name = s.name.as_str();
         let d = section_memory_digests(f, s, &[HashAlg::Sha256])?;
-        let text = if UkiSection::is_text(&name) && s.virtual_size <= 1 << 20 {
+        let text = if is_text_section(&name) && s.virtual_size <= 1 << 20 {
             let b = pe::read_section_memory(f, s)?;
             Some(
                 String::from_utf8_lossy(&b)

@@ -393,13 +393,19 @@ pub fn predict_boot(
     uki: &std::path::Path,
     stub_version: Option<u32>,
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[crate::measure::Phase],
     secure_boot: Option<(&SecureBootState, &[std::path::PathBuf])>,
 ) -> Result<BootPrediction, crate::measure::MeasureError> {
     let pcr11 = crate::measure::predict_uki(uki, stub_version, banks, phases)?;
     let firmware = match secure_boot {
         Some((state, chain)) => {
-            let mut preds = predict_chain_boot(chain, uki, state, banks, &["".into()])?;
+            let mut preds = predict_chain_boot(
+                chain,
+                uki,
+                state,
+                banks,
+                &[crate::measure::Phase::after_stub()],
+            )?;
             preds.retain(|p| p.pcr != crate::measure::PCR_KERNEL_BOOT);
             preds
         }
@@ -537,7 +543,7 @@ pub fn predict_uki_boot(
     uki: &std::path::Path,
     state: &SecureBootState,
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[crate::measure::Phase],
 ) -> Result<Vec<PcrPrediction>, crate::measure::MeasureError> {
     predict_chain_boot(&[], uki, state, banks, phases)
 }
@@ -549,7 +555,7 @@ pub fn predict_chain_boot(
     uki: &std::path::Path,
     state: &SecureBootState,
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[crate::measure::Phase],
 ) -> Result<Vec<PcrPrediction>, crate::measure::MeasureError> {
     use crate::measure::MeasureError;
     let io = |source| MeasureError::Input {
@@ -626,7 +632,7 @@ pub fn predict_chain_boot(
     };
     let initrd: Option<BTreeMap<HashAlg, Digest>> = sections
         .iter()
-        .find(|s| s.name == ".initrd")
+        .find(|s| s.section == crate::ukiread::UkiSection::Initrd)
         .map(|s| s.digests.iter().map(|d| (d.alg(), d.clone())).collect());
     out.push(predict_pcr9(cmdline.as_deref(), initrd.as_ref(), banks));
     if let Some(ph) = pcr11.phases.first() {
@@ -714,7 +720,7 @@ pub fn predict_next_boot(
     if let Some(dbx) = new_dbx {
         state.dbx = dbx.to_vec();
     }
-    let preds = predict_uki_boot(uki, &state, &banks, &["".to_string()])?;
+    let preds = predict_uki_boot(uki, &state, &banks, &[crate::measure::Phase::after_stub()])?;
     let pred = |pcr: u32| preds.iter().find(|p| p.pcr == pcr);
 
     let mut out: Vec<crate::eventlog::Event> = Vec::new();

@@ -20,28 +20,12 @@ use crate::eventlog::extend;
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::pe::PeHeaders;
 use crate::policy::{self, PcrIndex, PcrSelection};
+use crate::ukiread::UkiSection;
 
 /// The PCR the stub measures UKI sections into (systemd `TPM2_PCR_KERNEL_BOOT`).
 pub const PCR_KERNEL_BOOT: u32 = 11;
 
-/// Sections in systemd-stub's measurement order (`enum UnifiedSection`, never reordered).
-pub const MEASUREMENT_ORDER: &[&str] = &[
-    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
-    ".pcrsig", ".pcrpkey", ".profile", ".dtbauto", ".hwids",
-];
-
-/// The boot phases systemd-measure signs by default (`systemd-pcrphase` units).
-pub const DEFAULT_PHASES: &[&str] = &[
-    "enter-initrd",
-    "enter-initrd:leave-initrd",
-    "enter-initrd:leave-initrd:sysinit",
-    "enter-initrd:leave-initrd:sysinit:ready",
-];
-
-/// The phases `uki build` signs by default: the initrd ones only, where disk keys are
-/// released — right after the stub ("", an initrd without systemd-pcrphase) and systemd's
-/// `enter-initrd`. Signing later phases would let the booted system unseal disk keys again.
-pub const INITRD_PHASES: &[&str] = &["", "enter-initrd"];
+pub use super::phase::{Phase, PhaseError, DEFAULT_PHASES, INITRD_PHASES};
 
 /// The newest stub behaviour we know (what systemd-measure assumes).
 pub const NEWEST_STUB: u32 = 257;
@@ -65,8 +49,8 @@ pub enum MeasureError {
     #[error("{0}: no .sdmagic stub version found; give the stub's systemd version")]
     NoStubVersion(PathBuf),
     /// A bad phase path.
-    #[error("invalid boot phase path {0:?}")]
-    Phase(String),
+    #[error(transparent)]
+    Phase(#[from] PhaseError),
     /// Policy computation failed.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
@@ -109,14 +93,15 @@ impl StubRules {
         StubRules { version }
     }
 
-    /// Whether this stub measures section `name` into PCR 11.
-    pub fn measures(&self, name: &str) -> bool {
-        match name {
-            ".linux" | ".osrel" | ".cmdline" | ".initrd" | ".splash" | ".dtb" | ".pcrpkey" => true,
-            ".uname" | ".sbat" => self.version >= 254,
-            ".ucode" => self.version >= 256,
-            ".profile" | ".dtbauto" | ".hwids" => self.version >= 257,
-            _ => false,
+    /// Whether this stub measures `section` into PCR 11.
+    pub fn measures(&self, section: UkiSection) -> bool {
+        use UkiSection::*;
+        match section {
+            Linux | Osrel | Cmdline | Initrd | Splash | Dtb | Pcrpkey => true,
+            Uname | Sbat => self.version >= 254,
+            Ucode => self.version >= 256,
+            Profile | Dtbauto | Hwids => self.version >= 257,
+            Pcrsig => false,
         }
     }
 }
@@ -130,8 +115,8 @@ pub fn stub_major(version: &str) -> Option<u32> {
 /// A section's measured bytes, as digests in several banks.
 #[derive(Clone, Debug)]
 pub struct SectionDigests {
-    /// Section name (".linux").
-    pub name: String,
+    /// The section.
+    pub section: UkiSection,
     /// Byte count.
     pub size: u64,
     /// One digest per bank.
@@ -153,16 +138,16 @@ pub struct PredictedEvent {
 }
 
 /// A PCR 11 value after a phase path.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct PhaseValue {
-    /// The phase path ("" = right after the stub, before any phase).
-    pub phase: String,
+    /// The phase path.
+    pub phase: Phase,
     /// One value per bank.
     pub values: Vec<Digest>,
 }
 
 /// A PCR 11 prediction.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Pcr11Prediction {
     /// Banks, in output order.
     pub banks: Vec<HashAlg>,
@@ -174,38 +159,20 @@ pub struct Pcr11Prediction {
 
 impl Pcr11Prediction {
     /// The value for a bank and phase.
-    pub fn value(&self, bank: HashAlg, phase: &str) -> Option<&Digest> {
+    pub fn value(&self, bank: HashAlg, phase: &Phase) -> Option<&Digest> {
         self.phases
             .iter()
-            .find(|p| p.phase == phase)
+            .find(|p| p.phase == *phase)
             .and_then(|p| p.values.iter().find(|v| v.alg() == bank))
     }
 }
 
-/// Normalise a phase path: split on ':', drop empty words (systemd-measure does the same).
-pub fn normalize_phase(path: &str) -> Result<String, MeasureError> {
-    let words: Vec<&str> = path.split(':').filter(|w| !w.is_empty()).collect();
-    for w in &words {
-        if !w.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(MeasureError::Phase(path.to_string()));
-        }
+/// [`Phase::list`] of `paths`, or systemd-measure's default phases when none are given.
+pub fn phase_list<S: AsRef<str>>(paths: &[S]) -> Result<Vec<Phase>, MeasureError> {
+    if paths.is_empty() {
+        return Ok(Phase::defaults());
     }
-    Ok(words.join(":"))
-}
-
-/// Normalise, sort and de-duplicate phase paths (the order systemd-measure emits).
-pub fn phase_list(paths: &[String]) -> Result<Vec<String>, MeasureError> {
-    let mut v: Vec<String> = if paths.is_empty() {
-        DEFAULT_PHASES.iter().map(|s| s.to_string()).collect()
-    } else {
-        paths
-            .iter()
-            .map(|p| normalize_phase(p))
-            .collect::<Result<_, _>>()?
-    };
-    v.sort();
-    v.dedup();
-    Ok(v)
+    Ok(Phase::list(paths)?)
 }
 
 fn utf16_description(s: &str) -> String {
@@ -223,20 +190,21 @@ fn utf16_description(s: &str) -> String {
 ///     (UkiSection::Linux, "vmlinuz".as_ref()),
 ///     (UkiSection::Cmdline, "cmdline.txt".as_ref()),
 /// ];
-/// let pred = bootchain::measure::predict_parts(&parts, &[HashAlg::Sha256], &["enter-initrd".into()])?;
+/// let phases = [bootchain::measure::Phase::parse("enter-initrd")?];
+/// let pred = bootchain::measure::predict_parts(&parts, &[HashAlg::Sha256], &phases)?;
 /// println!("PCR 11 = {}", pred.phases[0].values[0]);
 /// # Ok::<(), bootchain::measure::MeasureError>(())
 /// ```
 pub fn predict_parts(
     parts: &[(crate::ukiread::UkiSection, &Path)],
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[Phase],
 ) -> Result<Pcr11Prediction, MeasureError> {
     let mut sections = Vec::new();
     for (section, path) in parts {
         let (size, digests) = file_digests(path, banks)?;
         sections.push(SectionDigests {
-            name: section.name().to_string(),
+            section: *section,
             size,
             digests,
         });
@@ -251,22 +219,19 @@ pub fn predict_pcr11(
     sections: &[SectionDigests],
     rules: Option<StubRules>,
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[Phase],
 ) -> Pcr11Prediction {
     let mut pcr: Vec<Digest> = banks.iter().map(|b| Digest::zero(*b)).collect();
     let mut events = Vec::new();
-    for name in MEASUREMENT_ORDER {
-        if *name == ".pcrsig" {
+    for &section in UkiSection::MEASUREMENT_ORDER {
+        // systemd-measure (no rules) knows every section; none measures `.pcrsig`.
+        if section == UkiSection::Pcrsig || rules.is_some_and(|r| !r.measures(section)) {
             continue;
         }
-        if let Some(r) = rules {
-            if !r.measures(name) {
-                continue;
-            }
-        }
-        let Some(s) = sections.iter().find(|s| s.name == *name) else {
+        let Some(s) = sections.iter().find(|s| s.section == section) else {
             continue;
         };
+        let name = section.name();
         if s.size == 0 {
             continue;
         }
@@ -306,7 +271,7 @@ pub fn predict_pcr11(
         .iter()
         .map(|path| {
             let mut v = pcr.clone();
-            for word in path.split(':').filter(|w| !w.is_empty()) {
+            for word in path.words() {
                 for (i, b) in banks.iter().enumerate() {
                     v[i] = extend(&v[i], &b.digest(word.as_bytes()));
                 }
@@ -373,12 +338,15 @@ pub fn uki_sections_from<R: Read + std::io::Seek>(
             let b = crate::pe::read_section_memory(f, s).map_err(err)?;
             version = crate::ukiread::parse_sdmagic(&String::from_utf8_lossy(&b));
         }
-        if out.iter().any(|o| o.name == name) || !MEASUREMENT_ORDER.contains(&name.as_str()) {
+        let Some(section) = UkiSection::from_name(name.as_str()) else {
+            continue;
+        };
+        if out.iter().any(|o| o.section == section) {
             continue;
         }
         let digests = crate::ukiread::section_memory_digests(f, s, banks).map_err(err)?;
         out.push(SectionDigests {
-            name,
+            section,
             size: u64::from(s.virtual_size),
             digests,
         });
@@ -390,15 +358,16 @@ pub fn uki_sections_from<R: Read + std::io::Seek>(
 ///
 /// ```no_run
 /// use bootchain::hash::HashAlg;
-/// let p = bootchain::measure::predict_uki("uki.efi".as_ref(), None, &[HashAlg::Sha256], &["".into()])?;
-/// println!("{}", p.value(HashAlg::Sha256, "").unwrap());
+/// use bootchain::measure::Phase;
+/// let p = bootchain::measure::predict_uki("uki.efi".as_ref(), None, &[HashAlg::Sha256], &[Phase::after_stub()])?;
+/// println!("{}", p.value(HashAlg::Sha256, &Phase::after_stub()).unwrap());
 /// # Ok::<(), bootchain::measure::MeasureError>(())
 /// ```
 pub fn predict_uki(
     path: &Path,
     stub_version: Option<u32>,
     banks: &[HashAlg],
-    phases: &[String],
+    phases: &[Phase],
 ) -> Result<Pcr11Prediction, MeasureError> {
     let (sections, version) = uki_sections(path, banks)?;
     let major = match stub_version {
@@ -647,8 +616,8 @@ pub fn calculate_json(pred: &Pcr11Prediction) -> serde_json::Value {
             .iter()
             .map(|p| {
                 let mut o = serde_json::Map::new();
-                if !p.phase.is_empty() {
-                    o.insert("phase".into(), p.phase.clone().into());
+                if !p.phase.is_after_stub() {
+                    o.insert("phase".into(), p.phase.as_str().into());
                 }
                 o.insert("pcr".into(), PCR_KERNEL_BOOT.into());
                 o.insert("hash".into(), p.values[bi].to_hex().into());
@@ -709,15 +678,17 @@ mod tests {
     #[test]
     fn section_name_and_phase_digests() {
         let sha = HashAlg::Sha256;
-        let sections: Vec<SectionDigests> = [".cmdline", ".osrel", ".linux"]
-            .iter()
-            .map(|n| SectionDigests {
-                name: n.to_string(),
-                size: 1,
-                digests: vec![sha.digest(n.as_bytes())],
-            })
-            .collect();
-        let p = predict_pcr11(&sections, None, &[sha], &["".into(), "enter-initrd".into()]);
+        let sections: Vec<SectionDigests> =
+            [UkiSection::Cmdline, UkiSection::Osrel, UkiSection::Linux]
+                .iter()
+                .map(|n| SectionDigests {
+                    section: *n,
+                    size: 1,
+                    digests: vec![sha.digest(n.name().as_bytes())],
+                })
+                .collect();
+        let phases = Phase::list(&["", "enter-initrd"]).unwrap();
+        let p = predict_pcr11(&sections, None, &[sha], &phases);
         let names: Vec<String> = p
             .events
             .iter()
@@ -738,39 +709,42 @@ mod tests {
         for e in &p.events {
             want = ext(&want, e.digests[&sha].as_bytes());
         }
-        assert_eq!(p.value(sha, ""), Some(&want));
+        assert_eq!(p.value(sha, &phases[0]), Some(&want));
         let word = hex::decode("51e6b92f405d1f98d96e3de343d61d420ad6923b25de21d766f9298192f14fed")
             .unwrap();
-        assert_eq!(p.value(sha, "enter-initrd"), Some(&ext(&want, &word)));
+        assert_eq!(p.value(sha, &phases[1]), Some(&ext(&want, &word)));
     }
 
     #[test]
     fn rules_by_version() {
-        assert!(!StubRules::new(252).measures(".uname"));
-        assert!(StubRules::new(254).measures(".sbat"));
-        assert!(!StubRules::new(257).measures(".pcrsig"));
+        assert!(!StubRules::new(252).measures(UkiSection::Uname));
+        assert!(StubRules::new(254).measures(UkiSection::Sbat));
+        assert!(!StubRules::new(257).measures(UkiSection::Pcrsig));
         assert_eq!(stub_major("252.39-1~deb12u2"), Some(252));
     }
 
     #[test]
     fn phases_sorted_and_normalised() {
-        let p = phase_list(&["enter-initrd".into(), "".into(), "::enter-initrd:".into()]).unwrap();
-        assert_eq!(p, vec!["".to_string(), "enter-initrd".to_string()]);
-        assert_eq!(phase_list(&[]).unwrap().len(), 4);
+        let p = phase_list(&["enter-initrd", "", "::enter-initrd:"]).unwrap();
+        assert_eq!(
+            p,
+            vec![Phase::after_stub(), Phase::parse("enter-initrd").unwrap()]
+        );
+        assert_eq!(phase_list::<&str>(&[]).unwrap().len(), 4);
     }
 
     #[test]
     fn empty_sections_are_skipped() {
         let banks = [HashAlg::Sha256];
         let s = vec![SectionDigests {
-            name: ".cmdline".into(),
+            section: UkiSection::Cmdline,
             size: 0,
             digests: vec![HashAlg::Sha256.digest(b"")],
         }];
-        let p = predict_pcr11(&s, None, &banks, &["".into()]);
+        let p = predict_pcr11(&s, None, &banks, &[Phase::after_stub()]);
         assert!(p.events.is_empty());
         assert_eq!(
-            p.value(HashAlg::Sha256, "").unwrap(),
+            p.value(HashAlg::Sha256, &Phase::after_stub()).unwrap(),
             &Digest::zero(HashAlg::Sha256)
         );
     }

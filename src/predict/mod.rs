@@ -4,3 +4,4 @@
 
 pub mod firmware;
 pub mod measure;
+pub mod phase;

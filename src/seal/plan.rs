@@ -143,10 +143,14 @@ impl SealPlan {
         Ok(self)
     }
 
-    /// Take PCR 11 from the value predicted for `uki` at boot `phase` ("" = right after the
-    /// stub), before the UKI ever boots.
-    pub fn predicted_pcr11(mut self, uki: &Path, phase: &str) -> Result<Self, PlanError> {
-        let phases = vec![crate::measure::normalize_phase(phase).map_err(PlanError::Predict)?];
+    /// Take PCR 11 from the value predicted for `uki` at boot `phase`, before the UKI ever
+    /// boots.
+    pub fn predicted_pcr11(
+        mut self,
+        uki: &Path,
+        phase: &crate::measure::Phase,
+    ) -> Result<Self, PlanError> {
+        let phases = [phase.clone()];
         let pred = crate::measure::predict_uki(uki, None, &[self.bank], &phases)
             .map_err(PlanError::Predict)?;
         if let Some(v) = pred.phases.first().and_then(|p| p.values.first()) {

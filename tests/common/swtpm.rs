@@ -286,21 +286,27 @@ impl Swtpm {
     /// predicted value, and returns it.
     pub fn boot_uki(&self, uki: &std::path::Path, phase: &str) -> bootchain::hash::Digest {
         use bootchain::hash::HashAlg;
-        let pred = bootchain::measure::predict_uki(uki, None, &[HashAlg::Sha256], &[phase.into()])
-            .unwrap();
+        let phase: bootchain::measure::Phase = phase.parse().unwrap();
+        let pred = bootchain::measure::predict_uki(
+            uki,
+            None,
+            &[HashAlg::Sha256],
+            std::slice::from_ref(&phase),
+        )
+        .unwrap();
         let mut t = bootchain::tpm::Tpm::open(&self.tcti()).unwrap();
         for e in &pred.events {
             t.extend(11, &[e.digests[&HashAlg::Sha256].clone()])
                 .unwrap();
         }
-        for word in phase.split(':').filter(|w| !w.is_empty()) {
+        for word in phase.words() {
             t.extend(11, &[HashAlg::Sha256.digest(word.as_bytes())])
                 .unwrap();
         }
         let now = t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone();
         assert_eq!(
             Some(&now),
-            pred.value(HashAlg::Sha256, phase),
+            pred.value(HashAlg::Sha256, &phase),
             "PCR 11 after booting"
         );
         now

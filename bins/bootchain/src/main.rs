@@ -351,6 +351,11 @@ struct BuildArgs {
     /// PCR banks to sign for, comma separated (default: sha256).
     #[arg(long = "pcr-banks")]
     pcr_banks: Option<String>,
+    /// Print PCR 11 as the stub will measure the result, like `systemd-measure calculate`
+    /// (ukify --measure), from the digests the build computes anyway: for --phases (default:
+    /// systemd-measure's four phases) and --pcr-banks.
+    #[arg(long)]
+    measure: bool,
     /// Output file.
     #[arg(long, short)]
     output: PathBuf,
@@ -459,16 +464,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Measure(MeasureCmd::Calculate { parts, json }) => {
             let pred = predict_parts(&parts)?;
             match json {
-                JsonMode::Off => {
-                    for (pi, ph) in pred.phases.iter().enumerate() {
-                        if pred.phases.len() > 1 && !ph.phase.is_empty() {
-                            eprintln!("# PCR[11] Phase <{}>", ph.phase);
-                        }
-                        for (bi, bank) in pred.banks.iter().enumerate() {
-                            outln!("11:{bank}={}", pred.phases[pi].values[bi]);
-                        }
-                    }
-                }
+                JsonMode::Off => print_calculate(&pred),
                 JsonMode::Short => outln!("{}", bootchain::measure::calculate_json(&pred)),
                 JsonMode::Pretty => out!(
                     "{}",
@@ -558,7 +554,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             "11:{}={}{}",
                             v.alg(),
                             v,
-                            if ph.phase.is_empty() {
+                            if ph.phase.is_after_stub() {
                                 String::new()
                             } else {
                                 format!("  # phase {}", ph.phase)
@@ -712,31 +708,32 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         };
         b = b.section(name, SectionContent::text_or_file(content));
     }
+    let split = |s: &str| -> Vec<String> {
+        s.split([',', ' '])
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let banks = a
+        .pcr_banks
+        .as_deref()
+        .map(split)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.parse::<HashAlg>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let phases =
+        bootchain::measure::Phase::list(&a.phases.as_deref().map(split).unwrap_or_default())?;
+    if a.measure {
+        b = b.measure(banks.clone(), phases.clone());
+    }
     if let Some(pk) = &a.pcr_private_key {
         let key = bootchain::measure::load_pcr_signing_key(pk, a.pcr_public_key.as_deref())?;
         if let Some(p) = &a.pcr_public_key {
             b = b.pcrpkey(SectionContent::File(p.clone()));
         }
-        let split = |s: &str| -> Vec<String> {
-            s.split([',', ' '])
-                .filter(|w| !w.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        let banks = a
-            .pcr_banks
-            .as_deref()
-            .map(split)
-            .unwrap_or_default()
-            .iter()
-            .map(|s| s.parse::<HashAlg>())
-            .collect::<Result<Vec<_>, _>>()?;
         b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
-        b = b.sign_pcr_policy(uki::PcrPolicySigner {
-            key,
-            phases: a.phases.as_deref().map(split).unwrap_or_default(),
-            banks,
-        });
+        b = b.sign_pcr_policy(uki::PcrPolicySigner { key, phases, banks });
     }
     if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
         let key = SigningKey::from_file(k)?;
@@ -748,6 +745,9 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     let report = b.build(&a.output)?;
     for w in &report.warnings {
         eprintln!("bootchain: warning: {w}");
+    }
+    if let (true, Some(pred), false) = (a.measure, &report.pcr11, a.json) {
+        print_calculate(pred);
     }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -761,6 +761,18 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// PCR 11 values as `systemd-measure calculate` prints them.
+fn print_calculate(pred: &bootchain::measure::Pcr11Prediction) {
+    for ph in &pred.phases {
+        if pred.phases.len() > 1 && !ph.phase.is_after_stub() {
+            eprintln!("# PCR[11] Phase <{}>", ph.phase);
+        }
+        for (bank, v) in pred.banks.iter().zip(&ph.values) {
+            outln!("11:{bank}={v}");
+        }
+    }
 }
 
 fn print_inspect(info: &uki::UkiInfo) {

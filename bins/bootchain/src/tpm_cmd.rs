@@ -36,7 +36,7 @@ pub struct PolicyArgs {
     uki: Option<PathBuf>,
     /// Boot phase for --uki ("" = right after the stub).
     #[arg(long, default_value = "")]
-    phase: String,
+    phase: bootchain::measure::Phase,
     /// RSA public key (PEM, or a UKI whose .pcrpkey to use) whose signed PCR policies
     /// (.pcrsig) unlock: PolicyAuthorize, so PCR changes need a new signature, not a reseal.
     #[arg(long = "pcr-public-key")]

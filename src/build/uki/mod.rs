@@ -18,9 +18,6 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use core::mem::offset_of;
-
-use object::pe::{ImageFileHeader, ImageOptionalHeader32, ImageOptionalHeader64};
 use serde::Serialize;
 use x509_cert::Certificate;
 
@@ -28,30 +25,23 @@ use crate::authenticode;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::keys::SigningKey;
-use crate::pe::{
-    self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN,
-};
+use crate::measure::{self, Pcr11Prediction, Phase, SectionDigests, StubRules};
+use crate::pe::{self, SectionName, SECTION_HEADER_LEN};
 use crate::sign::{self, SignError, SignOptions};
 pub use crate::ukiread::*;
 
+mod inputs;
+mod layout;
+mod sbat;
+mod write;
+
+pub use inputs::scrape_uname;
+pub use layout::StubLayoutError;
+pub use sbat::{SbatError, SbatSource, DEFAULT_UKI_SBAT, SBAT_HEADER};
+use write::{copy_content, EarlyWriteback, HashingWriter, COPY_BUF};
+
 /// Where Debian's `systemd-boot-efi` package installs the x86-64 stub.
 pub const DEFAULT_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-/// The SBAT header line that must come first (shim `SBAT.md`).
-pub const SBAT_HEADER: &str =
-    "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md";
-/// The entry ukify adds when no `--sbat` is given.
-pub const DEFAULT_UKI_SBAT: &str =
-    "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/";
-/// Largest stub we read into memory.
-const MAX_STUB_LEN: u64 = 64 * 1024 * 1024;
-/// Size of the MS-DOS header (`IMAGE_DOS_HEADER`, PE/COFF spec "MS-DOS Stub"): the lowest
-/// offset the PE signature may sit at.
-const DOS_HEADER_LEN: usize = std::mem::size_of::<object::pe::ImageDosHeader>();
-const _: () = assert!(DOS_HEADER_LEN == 0x40);
-/// The "PE\0\0" signature before the COFF file header (PE/COFF spec "Signature (Image Only)").
-const PE_SIGNATURE_LEN: usize = 4;
-/// Copy buffer size: bounds peak memory whatever the input sizes.
-const COPY_BUF: usize = 4 << 20;
 
 /// Errors building a UKI.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +72,13 @@ pub enum UkiError {
     )]
     StubSigned(PathBuf),
     /// The stub's layout is not one we can append to safely.
-    #[error("stub {path}: {reason}")]
+    #[error("stub {path}: unsupported layout")]
     StubLayout {
         /// The stub.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: StubLayoutError,
     },
     /// Not enough spare header room for the new section headers.
     #[error("not enough header space in the stub for {needed} new section headers ({available} bytes free, {per} bytes each): drop optional sections such as .uname or .splash")]
@@ -104,10 +95,10 @@ pub enum UkiError {
     SectionName(#[from] pe::SectionNameError),
     /// The same section twice.
     #[error("section {0} given twice")]
-    DuplicateSection(String),
+    DuplicateSection(SectionName),
     /// Bad SBAT text.
-    #[error("invalid SBAT: {0}")]
-    Sbat(String),
+    #[error("invalid SBAT")]
+    Sbat(#[from] SbatError),
     /// A PCR policy signature was asked for a UKI without `.cmdline`: the stub would then take
     /// the boot loader's command line, which PCR 11 does not cover, so the signed policy would
     /// approve any command line the host chooses.
@@ -138,6 +129,19 @@ pub enum UkiError {
         /// The I/O error.
         source: io::Error,
     },
+    /// An input changed size between planning and writing.
+    #[error("section {section}: input changed while reading ({read} bytes instead of {expected})")]
+    InputChanged {
+        /// The section.
+        section: SectionName,
+        /// The length planned.
+        expected: u64,
+        /// The length read.
+        read: u64,
+    },
+    /// The hasher gave no digest (an internal error).
+    #[error("no Authenticode digest was computed")]
+    NoDigest,
     /// Signing failed.
     #[error(transparent)]
     Sign(#[from] SignError),
@@ -147,9 +151,6 @@ pub enum UkiError {
     /// Hashing failed.
     #[error(transparent)]
     Authenticode(#[from] authenticode::AuthenticodeError),
-    /// Reading a file failed.
-    #[error("I/O error")]
-    Io(#[from] io::Error),
     /// PCR policy signing failed.
     #[error(transparent)]
     Measure(crate::measure::MeasureError),
@@ -157,8 +158,14 @@ pub enum UkiError {
     #[error(transparent)]
     Inspect(#[from] InspectError),
     /// `SOURCE_DATE_EPOCH` is not a 32-bit Unix time (PE's TimeDateStamp is 32-bit).
-    #[error("SOURCE_DATE_EPOCH={0:?} is not a 32-bit Unix time")]
-    SourceDateEpoch(String),
+    #[error("SOURCE_DATE_EPOCH={value:?} is not a 32-bit Unix time")]
+    SourceDateEpoch {
+        /// The variable's value.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 /// The PE TimeDateStamp for a reproducible build: `$SOURCE_DATE_EPOCH`
@@ -169,7 +176,7 @@ pub fn source_date_epoch() -> Result<u32, UkiError> {
         Ok(v) if !v.is_empty() => v
             .trim()
             .parse::<u32>()
-            .map_err(|_| UkiError::SourceDateEpoch(v)),
+            .map_err(|source| UkiError::SourceDateEpoch { value: v, source }),
         _ => Ok(0),
     }
 }
@@ -307,18 +314,20 @@ pub struct UkiBuilder {
     allow_unmeasured_cmdline: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
     pcr_signer: Option<PcrPolicySigner>,
+    measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
 }
 
 /// Signing of the PCR 11 policy embedded as `.pcrsig` (ukify `--pcr-private-key`).
 ///
 /// `.pcrsig` sits before `.linux` in the file, so its content must be known before the kernel
 /// is written: with a PCR signer the inputs are read twice (a hashing pass for the PCR banks,
-/// then the writing pass for the Authenticode digest), each digest still computed once.
+/// then the writing pass for the Authenticode digest), each digest still computed once; the
+/// build report's PCR 11 prediction reuses the first pass.
 pub struct PcrPolicySigner {
     /// The RSA key.
     pub key: rsa::RsaPrivateKey,
-    /// Phase paths to sign for (empty: the initrd phases, [`crate::measure::INITRD_PHASES`]).
-    pub phases: Vec<String>,
+    /// Phase paths to sign for (empty: the initrd phases, [`Phase::initrd`]).
+    pub phases: Vec<Phase>,
     /// Banks to sign for (ukify's default is sha256).
     pub banks: Vec<HashAlg>,
 }
@@ -348,6 +357,15 @@ pub struct BuildReport {
     pub sbat_placement: Option<String>,
     /// Whether the image was signed.
     pub signed: bool,
+    /// The build host's os-release file embedded as `.osrel` because none was given (ukify
+    /// does the same; see [`UkiBuilder::no_default_os_release`]).
+    pub os_release_from_host: Option<PathBuf>,
+    /// PCR 11 as the image's stub will measure it, from the digests the build computed
+    /// anyway: present with a PCR policy signer (the signed phases and banks) or when asked
+    /// with [`UkiBuilder::measure`].
+    pub pcr11: Option<Pcr11Prediction>,
+    /// The stub's systemd version (from `.sdmagic`), whose rules `pcr11` follows.
+    pub stub_version: Option<String>,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
 }
@@ -378,7 +396,8 @@ impl UkiBuilder {
         self.cmdline = Some(c);
         self
     }
-    /// os-release (default: the host's `/etc/os-release` when a kernel is given, as ukify).
+    /// os-release (default: the build host's `/etc/os-release` when a kernel is given, as
+    /// ukify does; the report names the file, [`BuildReport::os_release_from_host`]).
     pub fn os_release(mut self, c: SectionContent) -> Self {
         self.os_release = Some(c);
         self
@@ -442,6 +461,14 @@ impl UkiBuilder {
         self
     }
 
+    /// Report PCR 11 for these banks and phases ([`BuildReport::pcr11`], ukify `--measure`),
+    /// hashing each measured section while it is written rather than in a second pass. With
+    /// a PCR policy signer the report has the signed banks and phases without this.
+    pub fn measure(mut self, banks: Vec<HashAlg>, phases: Vec<Phase>) -> Self {
+        self.measure = Some((banks, phases));
+        self
+    }
+
     /// Sign the result for Secure Boot.
     pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
         self.signer = Some((key, cert, opts));
@@ -456,15 +483,15 @@ impl UkiBuilder {
             if let Some(c) = c {
                 let n = SectionName::new(name)?;
                 if out.iter().any(|(m, _)| *m == n) {
-                    return Err(UkiError::DuplicateSection(name.into()));
+                    return Err(UkiError::DuplicateSection(n));
                 }
                 out.push((n, c));
             }
             Ok(())
         };
-        let os_release = match (&self.os_release, &self.linux) {
+        let os_release = match (&self.os_release, self.host_os_release()) {
             (Some(c), _) => Some(c.clone()),
-            (None, Some(_)) if !self.no_default_os_release => default_os_release(),
+            (None, Some(p)) => Some(SectionContent::File(p)),
             _ => None,
         };
         let uname = match (&self.uname, &self.linux) {
@@ -494,6 +521,14 @@ impl UkiBuilder {
         Ok(out)
     }
 
+    /// The build host's os-release when it will be embedded by default.
+    fn host_os_release(&self) -> Option<PathBuf> {
+        if self.os_release.is_some() || self.linux.is_none() || self.no_default_os_release {
+            return None;
+        }
+        inputs::default_os_release()
+    }
+
     /// Assemble (and optionally sign) the UKI, writing `output` atomically.
     pub fn build(self, output: &Path) -> Result<BuildReport, UkiError> {
         let stub_path = self
@@ -503,18 +538,36 @@ impl UkiBuilder {
         if !stub_path.exists() && self.stub.is_none() {
             return Err(UkiError::StubMissing(stub_path));
         }
-        let stub = read_stub(&stub_path)?;
+        let stub = layout::read_stub(&stub_path)?;
+        let stub_version = stub
+            .headers
+            .section(".sdmagic")
+            .and_then(|s| {
+                let mut c = io::Cursor::new(&stub.data);
+                pe::read_section_memory(&mut c, s).ok()
+            })
+            .and_then(|b| parse_sdmagic(&String::from_utf8_lossy(&b)));
+        let rules = StubRules::new(
+            stub_version
+                .as_deref()
+                .and_then(measure::stub_major)
+                .unwrap_or(measure::NEWEST_STUB),
+        );
         let mut warnings = Vec::new();
+        let os_release_from_host = self.host_os_release();
+        if let Some(p) = &os_release_from_host {
+            warnings.push(format!(
+                "no os-release given: embedded the build host's {} as .osrel (as ukify does)",
+                p.display()
+            ));
+        }
         let mut planned = self.planned_sections()?;
         if planned.iter().any(|(n, _)| n.as_str() == ".sbat") {
-            return Err(UkiError::Sbat(
-                "give SBAT entries as SBAT content (UkiBuilder::sbat), not as an extra section"
-                    .into(),
-            ));
+            return Err(SbatError::ExtraSection.into());
         }
 
         // SBAT: merge stub + kernel + user entries into one text.
-        let sbat_text = self.merged_sbat(&stub)?;
+        let sbat_text = sbat::merge(stub.sbat.as_deref(), self.linux.as_deref(), &self.sbat)?;
         if self.pcr_signer.is_some()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
@@ -524,7 +577,7 @@ impl UkiBuilder {
         }
         if let Some(ps) = &self.pcr_signer {
             if self.pcrpkey.is_none() {
-                let pem = crate::measure::public_key_pem(&ps.key.to_public_key())?;
+                let pem = measure::public_key_pem(&ps.key.to_public_key())?;
                 let pos = planned
                     .iter()
                     .position(|(n, _)| n.as_str() == ".initrd" || n.as_str() == ".linux")
@@ -544,7 +597,7 @@ impl UkiBuilder {
         let mut sbat_in_place: Option<Vec<u8>> = None;
         if let Some(text) = sbat_text {
             let bytes = text.into_bytes();
-            match stub_sbat_slot(&headers) {
+            match layout::stub_sbat_slot(&headers) {
                 Some((idx, room)) if bytes.len() as u64 <= room => {
                     let s = &mut headers.sections[idx];
                     let start = s.pointer_to_raw_data as usize;
@@ -570,24 +623,49 @@ impl UkiBuilder {
                         "merged SBAT ({} bytes) does not fit the stub's .sbat slot ({room} bytes): stub section renamed .sbatstb, merged .sbat appended",
                         bytes.len()
                     ));
-                    insert_before_linux(&mut planned, ".sbat", SectionContent::Bytes(bytes))?;
+                    layout::insert_before_linux(
+                        &mut planned,
+                        ".sbat",
+                        SectionContent::Bytes(bytes),
+                    )?;
                     sbat_placement = Some("appended".to_string());
                 }
                 None => {
-                    insert_before_linux(&mut planned, ".sbat", SectionContent::Bytes(bytes))?;
+                    layout::insert_before_linux(
+                        &mut planned,
+                        ".sbat",
+                        SectionContent::Bytes(bytes),
+                    )?;
                     sbat_placement = Some("appended".to_string());
                 }
             }
         }
 
+        // Measured sections hashed by the PCR signer's pass, reused for the report.
+        let mut signer_pass = None;
         if let Some(ps) = &self.pcr_signer {
-            let json = self.pcrsig_json(ps, &stub, &planned, sbat_in_place.as_deref())?;
-            insert_before_linux(
+            let pass = self.pcrsig_json(ps, rules, &planned, sbat_in_place.as_deref())?;
+            layout::insert_before_linux(
                 &mut planned,
                 ".pcrsig",
-                SectionContent::Bytes(json.into_bytes()),
+                SectionContent::Bytes(pass.json.clone().into_bytes()),
             )?;
+            signer_pass = Some(pass);
         }
+        let measure_req = self.measure.as_ref().map(|(banks, phases)| {
+            let banks = if banks.is_empty() {
+                vec![HashAlg::Sha256]
+            } else {
+                banks.clone()
+            };
+            (banks, phases_or_default(phases))
+        });
+        // Hash sections while writing only when no signer pass has their digests already.
+        let measure_banks: Option<&[HashAlg]> = match (&measure_req, &signer_pass) {
+            (Some((banks, _)), Some(pass)) if banks.iter().all(|b| pass.banks.contains(b)) => None,
+            (Some((banks, _)), _) => Some(banks),
+            (None, _) => None,
+        };
 
         // Sizes, dropping empty sections (the stub and systemd-measure skip them too).
         let mut sized = Vec::new();
@@ -608,11 +686,11 @@ impl UkiBuilder {
 
         let needed = sized.len();
         if needed * SECTION_HEADER_LEN > headers.spare_header_room()
-            && headers.pe_offset > DOS_HEADER_LEN
+            && headers.pe_offset > layout::DOS_HEADER_LEN
         {
             // Gain room by moving the PE headers down over the MS-DOS stub program (e_lfanew
             // may be 0x40, right after the MS-DOS header). Section data does not move.
-            compact_headers(&mut stub_data, &mut headers);
+            layout::compact_headers(&mut stub_data, &mut headers);
             warnings.push(
                 "moved the PE headers to offset 0x40 (over the MS-DOS stub program) to make room for section headers".into(),
             );
@@ -626,156 +704,73 @@ impl UkiBuilder {
             });
         }
 
-        // Layout after the stub's image.
-        let fa = u64::from(headers.file_alignment);
-        let sa = u64::from(headers.section_alignment);
-        let mut file_off = pe::align_up(stub_data.len() as u64, fa);
-        let mut rva = pe::align_up(
-            headers.virtual_end().max(u64::from(headers.size_of_image)),
-            sa,
-        );
-        let mut new_headers = Vec::new();
-        let (mut add_code, mut add_data) = (0u64, 0u64);
-        for (name, _, len) in &sized {
-            let raw = pe::align_up(*len, fa);
-            let too_large = || UkiError::TooLarge {
-                name: name.as_str(),
-                len: *len,
-            };
-            let code = name.as_str() == ".linux";
-            let sh = SectionHeader {
-                name: *name,
-                virtual_size: u32::try_from(*len).map_err(|_| too_large())?,
-                virtual_address: u32::try_from(rva).map_err(|_| UkiError::TooLarge {
-                    name: name.as_str(),
-                    len: rva,
-                })?,
-                size_of_raw_data: u32::try_from(raw).map_err(|_| too_large())?,
-                pointer_to_raw_data: u32::try_from(file_off).map_err(|_| UkiError::TooLarge {
-                    name: name.as_str(),
-                    len: file_off,
-                })?,
-                characteristics: scn::MEM_READ
-                    | if code {
-                        scn::CNT_CODE
-                    } else {
-                        scn::CNT_INITIALIZED_DATA
-                    },
-            };
-            if code {
-                add_code += raw;
-            } else {
-                add_data += raw;
-            }
-            new_headers.push(sh);
-            file_off += raw;
-            rva = pe::align_up(rva + len, sa);
-        }
-        let size_of_image = u32::try_from(rva).map_err(|_| UkiError::TooLarge {
-            name: "image".into(),
-            len: rva,
-        })?;
-        let total_len = pe::align_up(file_off, 8);
+        let placement = layout::place(&headers, stub_data.len() as u64, &sized)?;
+        let total_len = placement.total_len;
         // Refuse before writing anything: the certificate table offset (and the end of the last
         // section) must fit 32 bits, or a signed image's directory would point elsewhere.
         let total_len_u32 =
             u32::try_from(total_len).map_err(|_| UkiError::OutputTooLarge { len: total_len })?;
-
-        // Patch the header region.
-        let mut hdr = stub_data[..headers.size_of_headers as usize].to_vec();
-        // Field offsets from object's structures (pecoff "COFF File Header", "Optional Header
-        // Standard Fields", "Windows-Specific Fields").
-        let coff = headers.pe_offset + PE_SIGNATURE_LEN;
-        let fh = |field: usize| coff + field;
-        let nsec = u16::try_from(headers.sections.len() + new_headers.len()).map_err(|_| {
-            UkiError::NoHeaderRoom {
-                needed,
-                available,
-                per: SECTION_HEADER_LEN,
-            }
-        })?;
-        let o = fh(offset_of!(ImageFileHeader, number_of_sections));
-        hdr[o..o + 2].copy_from_slice(&nsec.to_le_bytes());
-        let o = fh(offset_of!(ImageFileHeader, time_date_stamp));
-        hdr[o..o + 4].copy_from_slice(&self.timestamp.to_le_bytes());
-        if stub.stripped_symbols {
-            // PointerToSymbolTable and NumberOfSymbols.
-            let o = fh(offset_of!(ImageFileHeader, pointer_to_symbol_table));
-            hdr[o..o + 8].fill(0);
-        }
-        let opt = headers.optional_header_offset;
-        let add32 = |hdr: &mut [u8], off: usize, add: u64| {
-            let old = u32::from_le_bytes([hdr[off], hdr[off + 1], hdr[off + 2], hdr[off + 3]]);
-            let new = (u64::from(old) + add).min(u64::from(u32::MAX)) as u32;
-            hdr[off..off + 4].copy_from_slice(&new.to_le_bytes());
-        };
-        add32(&mut hdr, opt + OPT_SIZE_OF_CODE, add_code);
-        add32(&mut hdr, opt + OPT_SIZE_OF_INITIALIZED_DATA, add_data);
-        hdr[opt + OPT_SIZE_OF_IMAGE..opt + OPT_SIZE_OF_IMAGE + 4]
-            .copy_from_slice(&size_of_image.to_le_bytes());
-        let cks = headers.checksum_offset();
-        hdr[cks..cks + 4].fill(0);
-        let has_secdir = headers.data_directories.len() > DIR_SECURITY;
-        let sd = headers.data_directory_offset(DIR_SECURITY);
-        if has_secdir {
-            hdr[sd..sd + 8].fill(0);
-        }
-        for (i, s) in headers.sections.iter().enumerate() {
-            let o = headers.section_table_offset + i * SECTION_HEADER_LEN;
-            hdr[o..o + SECTION_HEADER_LEN].copy_from_slice(&s.to_bytes());
-        }
-        for (i, s) in new_headers.iter().enumerate() {
-            let o = headers.section_table_end() + i * SECTION_HEADER_LEN;
-            hdr[o..o + SECTION_HEADER_LEN].copy_from_slice(&s.to_bytes());
-        }
-        if self.signer.is_some() && !has_secdir {
+        let patched =
+            layout::patch_headers(&stub, &headers, &stub_data, &placement, self.timestamp)?;
+        if self.signer.is_some() && patched.security_dir.is_none() {
             return Err(SignError::NoSecurityDirectory(headers.data_directories.len()).into());
         }
 
-        // Stream the output, hashing every byte once.
+        // Stream the output, hashing every byte once (and, when PCR 11 is reported and no
+        // signer pass hashed them, every measured section's bytes on the side).
         let out_err = |source: io::Error| UkiError::Output {
             path: output.to_path_buf(),
             source,
         };
         let mut out = AtomicFile::create(output, 0o644).map_err(out_err)?;
         let syncer = EarlyWriteback::start(out.file()).map_err(out_err)?;
+        let mut skip = vec![(patched.checksum_offset as u64, 4)];
+        if let Some(sd) = patched.security_dir {
+            skip.push((sd as u64, 8));
+        }
         let mut w = HashingWriter {
             inner: out.file(),
+            path: output,
             hasher: MultiHasher::new(&[HashAlg::Sha256]),
             pos: 0,
             syncer,
-            skip: if has_secdir {
-                vec![(cks as u64, 4), (sd as u64, 8)]
-            } else {
-                vec![(cks as u64, 4)]
-            },
+            skip,
+            section: None,
         };
-        w.write_all(&hdr).map_err(out_err)?;
-        w.write_all(&stub_data[hdr.len()..]).map_err(out_err)?;
+        w.put(&patched.bytes)?;
+        w.put(&stub_data[patched.bytes.len()..])?;
         let mut buf = vec![0u8; COPY_BUF];
-        for ((_, content, len), sh) in sized.iter().zip(&new_headers) {
-            w.pad_to(u64::from(sh.pointer_to_raw_data), &mut buf)
-                .map_err(out_err)?;
+        let mut measured = Vec::new();
+        for ((name, content, len), sh) in sized.iter().zip(&placement.headers) {
+            w.pad_to(u64::from(sh.pointer_to_raw_data), &mut buf)?;
+            let section = UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s));
+            w.section = match (measure_banks, section) {
+                (Some(banks), Some(_)) => Some(MultiHasher::new(banks)),
+                _ => None,
+            };
             let written = copy_content(content, &mut w, &mut buf)?;
             if written != *len {
-                return Err(UkiError::Input {
-                    path: PathBuf::from(sh.name.as_str()),
-                    source: io::Error::other(format!(
-                        "input changed while reading ({written} bytes instead of {len})"
-                    )),
+                return Err(UkiError::InputChanged {
+                    section: *name,
+                    expected: *len,
+                    read: written,
+                });
+            }
+            if let (Some(section), Some(h)) = (section, w.section.take()) {
+                measured.push(SectionDigests {
+                    section,
+                    size: *len,
+                    digests: h.finalize(),
                 });
             }
         }
-        w.pad_to(total_len, &mut buf).map_err(out_err)?;
+        w.pad_to(total_len, &mut buf)?;
         let HashingWriter { hasher, syncer, .. } = w;
         drop(syncer);
-        let digest = hasher
-            .finalize()
-            .pop()
-            .ok_or_else(|| UkiError::Io(io::Error::other("no digest")))?;
+        let digest = hasher.finalize().pop().ok_or(UkiError::NoDigest)?;
 
         let signed = self.signer.is_some();
-        if let Some((key, cert, opts)) = &self.signer {
+        if let (Some((key, cert, opts)), Some(sd)) = (&self.signer, patched.security_dir) {
             let pkcs7 = sign::authenticode_signature(&digest, key, cert, opts)?;
             let entry = authenticode::WinCertificate {
                 offset: total_len,
@@ -800,26 +795,51 @@ impl UkiBuilder {
         }
         let size = out.file().seek(SeekFrom::End(0)).map_err(out_err)?;
         out.commit().map_err(out_err)?;
+
+        let pcr11 = match (&measure_req, signer_pass) {
+            (Some((banks, phases)), pass) => {
+                let sections = match (measure_banks, pass) {
+                    (None, Some(pass)) => pass.sections,
+                    _ => {
+                        if let Some(b) = &sbat_in_place {
+                            measured.push(sbat_digests(b, banks));
+                        }
+                        measured
+                    }
+                };
+                Some(measure::predict_pcr11(
+                    &sections,
+                    Some(rules),
+                    banks,
+                    phases,
+                ))
+            }
+            (None, Some(pass)) => Some(pass.prediction),
+            (None, None) => None,
+        };
         Ok(BuildReport {
             output: output.to_path_buf(),
             size,
             authenticode_sha256: digest.clone(),
-            added_sections: new_headers.iter().map(|s| s.name.as_str()).collect(),
+            added_sections: placement.headers.iter().map(|s| s.name.as_str()).collect(),
             sbat_placement,
             signed,
+            os_release_from_host,
+            pcr11,
+            stub_version,
             warnings,
         })
     }
 
-    /// The `.pcrsig` JSON for the sections about to be written.
+    /// The `.pcrsig` JSON for the sections about to be written, with the digests and the
+    /// PCR 11 prediction it signs.
     fn pcrsig_json(
         &self,
         ps: &PcrPolicySigner,
-        stub: &Stub,
+        rules: StubRules,
         planned: &[(SectionName, SectionContent)],
         sbat_in_place: Option<&[u8]>,
-    ) -> Result<String, UkiError> {
-        use crate::measure;
+    ) -> Result<SignerPass, UkiError> {
         let banks = if ps.banks.is_empty() {
             vec![HashAlg::Sha256]
         } else {
@@ -827,459 +847,69 @@ impl UkiBuilder {
         };
         let mut sections = Vec::new();
         for (name, content) in planned {
+            // Only what the stub measures is hashed.
+            let Some(section) =
+                UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
+            else {
+                continue;
+            };
             let (size, digests) = content.digests(&banks)?;
-            sections.push(measure::SectionDigests {
-                name: name.as_str(),
+            sections.push(SectionDigests {
+                section,
                 size,
                 digests,
             });
         }
         if let Some(b) = sbat_in_place {
-            sections.push(measure::SectionDigests {
-                name: ".sbat".into(),
-                size: b.len() as u64,
-                digests: banks.iter().map(|a| a.digest(b)).collect(),
-            });
+            sections.push(sbat_digests(b, &banks));
         }
-        let version = stub
-            .headers
-            .section(".sdmagic")
-            .and_then(|s| {
-                let mut c = io::Cursor::new(&stub.data);
-                pe::read_section_memory(&mut c, s).ok()
-            })
-            .and_then(|b| parse_sdmagic(&String::from_utf8_lossy(&b)))
-            .and_then(|v| measure::stub_major(&v))
-            .unwrap_or(measure::NEWEST_STUB);
         // Disk keys are released in the initrd: sign only the initrd phases unless told.
         let phases = if ps.phases.is_empty() {
-            measure::INITRD_PHASES
-                .iter()
-                .map(|p| p.to_string())
-                .collect()
+            Phase::initrd()
         } else {
-            measure::phase_list(&ps.phases).map_err(UkiError::Measure)?
+            let mut p = ps.phases.clone();
+            p.sort();
+            p.dedup();
+            p
         };
-        let pred = measure::predict_pcr11(
-            &sections,
-            Some(measure::StubRules::new(version)),
-            &banks,
-            &phases,
-        );
-        let sigs = measure::sign_policies(&pred, &ps.key).map_err(UkiError::Measure)?;
-        Ok(measure::signatures_json(&sigs).to_string())
-    }
-
-    fn merged_sbat(&self, stub: &Stub) -> Result<Option<String>, UkiError> {
-        if self.linux.is_none() && self.sbat.is_empty() {
-            return Ok(None);
-        }
-        let mut entries: Vec<String> = Vec::new();
-        let mut take = |text: &str, what: &str, strict: bool| -> Result<(), UkiError> {
-            let text = text.trim_end_matches('\0');
-            let mut lines = text.lines();
-            match lines.next() {
-                Some(first) if first.starts_with("sbat,") => {}
-                _ if !strict => return Ok(()),
-                _ => {
-                    return Err(UkiError::Sbat(format!(
-                        "{what} must start with an \"sbat,\" header line"
-                    )))
-                }
-            }
-            for l in lines.filter(|l| !l.trim().is_empty()) {
-                if l.split(',').count() < 6 {
-                    return Err(UkiError::Sbat(format!(
-                        "{what}: entry {l:?} needs 6 comma-separated fields"
-                    )));
-                }
-                entries.push(l.to_string());
-            }
-            Ok(())
-        };
-        if let Some(t) = &stub.sbat {
-            take(t, "stub .sbat", false)?;
-        }
-        if let Some(l) = &self.linux {
-            if let Some(t) = pe_section_text(l, ".sbat")? {
-                take(&t, "kernel .sbat", false)?;
-            }
-        }
-        if self.sbat.is_empty() {
-            take(
-                &format!("{SBAT_HEADER}\n{DEFAULT_UKI_SBAT}\n"),
-                "default",
-                true,
-            )?;
-        }
-        for c in &self.sbat {
-            let bytes = c.read_all()?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| UkiError::Sbat("the SBAT text is not UTF-8".into()))?;
-            take(&text, "the SBAT text", true)?;
-        }
-        Ok(Some(format!("{SBAT_HEADER}\n{}\n\0", entries.join("\n"))))
-    }
-}
-
-/// The stub, read and checked.
-struct Stub {
-    headers: PeHeaders,
-    /// Bytes from 0 to the end of the last section's raw data (symbol table dropped).
-    data: Vec<u8>,
-    stripped_symbols: bool,
-    sbat: Option<String>,
-}
-
-fn read_stub(path: &Path) -> Result<Stub, UkiError> {
-    let mut data = match crate::fsutil::read_bounded(path, MAX_STUB_LEN) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-            return Err(UkiError::StubLayout {
-                path: path.into(),
-                reason: format!("more than {MAX_STUB_LEN} bytes is too large for a stub"),
-            })
-        }
-        Err(e) => return Err(input_err(path)(e)),
-    };
-    let headers =
-        PeHeaders::parse(&data, data.len() as u64).map_err(|source| UkiError::StubNotPe {
-            path: path.into(),
-            source,
-        })?;
-    if headers.is_signed() {
-        return Err(UkiError::StubSigned(path.into()));
-    }
-    let layout = |reason: String| UkiError::StubLayout {
-        path: path.into(),
-        reason,
-    };
-    if headers.section_table_end() > headers.size_of_headers as usize {
-        return Err(layout("section table extends past SizeOfHeaders".into()));
-    }
-    // Section data must be contiguous from SizeOfHeaders, so that the Authenticode hash of
-    // the result is simply "every byte but CheckSum and the certificate directory".
-    let mut secs: Vec<_> = headers
-        .sections
-        .iter()
-        .filter(|s| s.size_of_raw_data != 0)
-        .collect();
-    secs.sort_by_key(|s| s.pointer_to_raw_data);
-    let mut end = u64::from(headers.size_of_headers);
-    for s in &secs {
-        if u64::from(s.pointer_to_raw_data) != end {
-            return Err(layout(format!(
-                "section {} starts at file offset {:#x}, expected {end:#x}: gaps or overlaps between sections are not supported",
-                s.name, s.pointer_to_raw_data
-            )));
-        }
-        end = s.raw_end();
-    }
-    let mut stripped_symbols = false;
-    if (end as usize) < data.len() {
-        let sym = u64::from(headers.pointer_to_symbol_table);
-        let gap_is_zero = |to: u64| data[end as usize..to as usize].iter().all(|&b| b == 0);
-        if sym >= end && sym <= data.len() as u64 && gap_is_zero(sym) {
-            stripped_symbols = true;
-        } else if gap_is_zero(data.len() as u64) {
-            // Zero padding only.
-        } else {
-            return Err(layout(format!(
-                "{} bytes of unknown data after the last section",
-                data.len() as u64 - end
-            )));
-        }
-        data.truncate(end as usize);
-    }
-    let mut cursor = io::Cursor::new(&data);
-    let sbat = match headers.section(".sbat") {
-        Some(s) => {
-            let b = pe::read_section_memory(&mut cursor, s)?;
-            Some(String::from_utf8_lossy(&b).into_owned())
-        }
-        None => None,
-    };
-    Ok(Stub {
-        headers,
-        data,
-        stripped_symbols,
-        sbat,
-    })
-}
-
-/// Insert a section before `.linux` (which stays last), or at the end.
-fn insert_before_linux(
-    planned: &mut Vec<(SectionName, SectionContent)>,
-    name: &str,
-    content: SectionContent,
-) -> Result<(), UkiError> {
-    let pos = planned
-        .iter()
-        .position(|(n, _)| n.as_str() == ".linux")
-        .unwrap_or(planned.len());
-    planned.insert(pos, (SectionName::new(name)?, content));
-    Ok(())
-}
-
-/// Offsets of the optional header fields a UKI build patches; the same in PE32 and PE32+
-/// (the wider ImageBase of PE32+ takes the place of PE32's BaseOfData).
-const OPT_SIZE_OF_CODE: usize = offset_of!(ImageOptionalHeader64, size_of_code);
-const OPT_SIZE_OF_INITIALIZED_DATA: usize =
-    offset_of!(ImageOptionalHeader64, size_of_initialized_data);
-const OPT_SIZE_OF_IMAGE: usize = offset_of!(ImageOptionalHeader64, size_of_image);
-const _: () = assert!(
-    OPT_SIZE_OF_CODE == offset_of!(ImageOptionalHeader32, size_of_code)
-        && OPT_SIZE_OF_INITIALIZED_DATA
-            == offset_of!(ImageOptionalHeader32, size_of_initialized_data)
-        && OPT_SIZE_OF_IMAGE == offset_of!(ImageOptionalHeader32, size_of_image)
-);
-
-/// Move the PE signature, COFF and optional headers and the section table to offset 0x40,
-/// right after the MS-DOS header.
-fn compact_headers(data: &mut [u8], h: &mut PeHeaders) {
-    let shift = h.pe_offset - DOS_HEADER_LEN;
-    let end = h.section_table_end();
-    data.copy_within(h.pe_offset..end, DOS_HEADER_LEN);
-    data[end - shift..end].fill(0);
-    let lfanew = std::mem::offset_of!(object::pe::ImageDosHeader, e_lfanew);
-    data[lfanew..lfanew + 4].copy_from_slice(&(DOS_HEADER_LEN as u32).to_le_bytes());
-    h.pe_offset -= shift;
-    h.optional_header_offset -= shift;
-    h.section_table_offset -= shift;
-}
-
-/// The stub's `.sbat` section index and the bytes it can hold without overlapping the next
-/// section in memory or growing in the file.
-fn stub_sbat_slot(h: &PeHeaders) -> Option<(usize, u64)> {
-    let idx = h.sections.iter().position(|s| s.name.as_str() == ".sbat")?;
-    let s = &h.sections[idx];
-    let next_rva = h
-        .sections
-        .iter()
-        .map(|t| u64::from(t.virtual_address))
-        .filter(|&va| va > u64::from(s.virtual_address))
-        .min()
-        .unwrap_or(u64::MAX);
-    let room = (next_rva - u64::from(s.virtual_address)).min(u64::from(s.size_of_raw_data));
-    Some((idx, room))
-}
-
-fn default_os_release() -> Option<SectionContent> {
-    ["/etc/os-release", "/usr/lib/os-release"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .map(SectionContent::File)
-}
-
-/// Read a small section of a PE file as text, if the file is a PE with that section.
-fn pe_section_text(path: &Path, name: &str) -> Result<Option<String>, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
-    let Ok((h, _)) = PeHeaders::read(&mut f) else {
-        return Ok(None);
-    };
-    match h.section(name) {
-        Some(s) if s.virtual_size <= 1 << 20 => {
-            let b = pe::read_section_memory(&mut f, s).map_err(input_err(path))?;
-            Ok(Some(String::from_utf8_lossy(&b).into_owned()))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The kernel release from an x86 bzImage's setup header (Linux boot protocol, "The Real-Mode
-/// Kernel Header": `HdrS` at 0x202, `kernel_version` pointer at 0x20E, relative to 0x200).
-pub fn scrape_uname(kernel: &Path) -> Result<Option<String>, UkiError> {
-    let mut f = File::open(kernel).map_err(input_err(kernel))?;
-    let mut hdr = [0u8; 0x210];
-    if f.read_exact(&mut hdr).is_err() || &hdr[0x202..0x206] != b"HdrS" {
-        return Ok(None);
-    }
-    let ptr = u16::from_le_bytes([hdr[0x20e], hdr[0x20f]]);
-    if ptr == 0 {
-        return Ok(None);
-    }
-    let mut text = [0u8; 128];
-    f.seek(SeekFrom::Start(0x200 + u64::from(ptr)))
-        .map_err(input_err(kernel))?;
-    let n = f.read(&mut text).map_err(input_err(kernel))?;
-    let s = &text[..n];
-    let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
-    let s = String::from_utf8_lossy(s);
-    Ok(s.split_whitespace()
-        .next()
-        .filter(|v| {
-            v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
-        })
-        .map(str::to_string))
-}
-
-/// A writer that hashes what it writes, except for the byte ranges in `skip`.
-///
-/// Large writes hash on a second thread while the first writes, so on two cores a build
-/// costs about max(hash, write) rather than their sum.
-struct HashingWriter<'a> {
-    inner: &'a mut File,
-    hasher: MultiHasher,
-    pos: u64,
-    syncer: EarlyWriteback,
-    skip: Vec<(u64, u64)>,
-}
-
-/// Starts writeback of a large output while it is still being written (fdatasync on a
-/// helper thread every [`EarlyWriteback::EVERY`] bytes), so the final fsync before the rename
-/// has little left to do.
-struct EarlyWriteback {
-    tx: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    last: u64,
-}
-
-impl EarlyWriteback {
-    const EVERY: u64 = 32 << 20;
-
-    fn start(f: &File) -> io::Result<Self> {
-        let f = f.try_clone()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::spawn(move || {
-            while rx.recv().is_ok() {
-                // Best effort: the final sync_all before the rename is what guarantees
-                // durability, and reports errors.
-                let _ = f.sync_data();
-            }
-        });
-        Ok(EarlyWriteback {
-            tx: Some(tx),
-            thread: Some(thread),
-            last: 0,
+        let prediction = measure::predict_pcr11(&sections, Some(rules), &banks, &phases);
+        let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+        Ok(SignerPass {
+            json: measure::signatures_json(&sigs).to_string(),
+            sections,
+            banks,
+            prediction,
         })
     }
+}
 
-    fn progress(&mut self, pos: u64) {
-        if pos - self.last >= Self::EVERY {
-            if let Some(tx) = &self.tx {
-                // A full channel means a sync is still running: skip this one.
-                let _ = tx.try_send(());
-            }
-            self.last = pos;
-        }
+/// What the PCR signer's hashing pass computed.
+struct SignerPass {
+    json: String,
+    sections: Vec<SectionDigests>,
+    banks: Vec<HashAlg>,
+    prediction: Pcr11Prediction,
+}
+
+/// The digests of the stub's own `.sbat`, rewritten in place.
+fn sbat_digests(bytes: &[u8], banks: &[HashAlg]) -> SectionDigests {
+    SectionDigests {
+        section: UkiSection::Sbat,
+        size: bytes.len() as u64,
+        digests: banks.iter().map(|a| a.digest(bytes)).collect(),
     }
 }
 
-impl Drop for EarlyWriteback {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// The phases to report: the given ones, or systemd-measure's defaults (what ukify
+/// `--measure` prints).
+fn phases_or_default(phases: &[Phase]) -> Vec<Phase> {
+    if phases.is_empty() {
+        return Phase::defaults();
     }
-}
-
-/// Hash `data`, which sits at file offset `start`, leaving out the `skip` ranges.
-fn hash_skipping(hasher: &mut MultiHasher, skip: &[(u64, u64)], start: u64, data: &[u8]) {
-    let end = start + data.len() as u64;
-    let mut cur = start;
-    let mut skips: Vec<_> = skip
-        .iter()
-        .filter(|(o, l)| *o < end && o + l > start)
-        .copied()
-        .collect();
-    skips.sort();
-    for (o, l) in skips {
-        let s = o.max(start);
-        if s > cur {
-            hasher.update(&data[(cur - start) as usize..(s - start) as usize]);
-        }
-        cur = cur.max((o + l).min(end));
-    }
-    if cur < end {
-        hasher.update(&data[(cur - start) as usize..]);
-    }
-}
-
-/// Writes at least this large are hashed on a helper thread.
-const PARALLEL_MIN: usize = 256 * 1024;
-
-impl HashingWriter<'_> {
-    fn pad_to(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        while self.pos < offset {
-            let n = (offset - self.pos).min(buf.len() as u64) as usize;
-            buf[..n].fill(0);
-            self.write_all(&buf[..n])?;
-        }
-        Ok(())
-    }
-}
-
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let start = self.pos;
-        let HashingWriter {
-            inner,
-            hasher,
-            skip,
-            ..
-        } = self;
-        if data.len() >= PARALLEL_MIN {
-            std::thread::scope(|s| {
-                let t = s.spawn(|| hash_skipping(hasher, skip, start, data));
-                let r = inner.write_all(data);
-                t.join()
-                    .map_err(|_| io::Error::other("hashing thread panicked"))?;
-                r
-            })?;
-        } else {
-            inner.write_all(data)?;
-            hash_skipping(hasher, skip, start, data);
-        }
-        self.pos += data.len() as u64;
-        self.syncer.progress(self.pos);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u64, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
-    let mut total = 0u64;
-    loop {
-        let n = f.read(buf).map_err(input_err(path))?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n]).map_err(UkiError::Io)?;
-        total += n as u64;
-    }
-    Ok(total)
-}
-
-fn copy_content(
-    c: &SectionContent,
-    w: &mut HashingWriter<'_>,
-    buf: &mut [u8],
-) -> Result<u64, UkiError> {
-    match c {
-        SectionContent::Bytes(b) => {
-            w.write_all(b)?;
-            Ok(b.len() as u64)
-        }
-        SectionContent::File(p) => copy_file(p, w, buf),
-        SectionContent::Concat(ps) => {
-            let mut total = 0;
-            for p in ps {
-                total += copy_file(p, w, buf)?;
-                if ps.len() > 1 {
-                    let pad = (pe::align_up(total, 4) - total) as usize;
-                    w.write_all(&[0u8; 4][..pad])?;
-                    total += pad as u64;
-                }
-            }
-            Ok(total)
-        }
-    }
+    let mut p = phases.to_vec();
+    p.sort();
+    p.dedup();
+    p
 }
 
 #[cfg(test)]

@@ -1,0 +1,201 @@
+//! The output stream: every byte written once and hashed as it is written (Authenticode
+//! SHA-256, and the section digests PCR 11 needs when asked), with early writeback so the
+//! final fsync has little left to do.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::{input_err, SectionContent, UkiError};
+use crate::hash::MultiHasher;
+use crate::pe;
+
+/// Copy buffer size: bounds peak memory whatever the input sizes.
+pub(super) const COPY_BUF: usize = 4 << 20;
+
+/// A writer that hashes what it writes, except for the byte ranges in `skip`.
+///
+/// Large writes hash on helper threads while the first writes, so on two cores a build
+/// costs about max(hash, write) rather than their sum.
+pub(super) struct HashingWriter<'a> {
+    pub(super) inner: &'a mut File,
+    /// The output's path, for errors.
+    pub(super) path: &'a Path,
+    pub(super) hasher: MultiHasher,
+    pub(super) pos: u64,
+    pub(super) syncer: EarlyWriteback,
+    pub(super) skip: Vec<(u64, u64)>,
+    /// Hashes the bytes of the section being written (its PCR 11 digests), when set.
+    pub(super) section: Option<MultiHasher>,
+}
+
+/// Starts writeback of a large output while it is still being written (fdatasync on a
+/// helper thread every [`EarlyWriteback::EVERY`] bytes), so the final fsync before the rename
+/// has little left to do.
+pub(super) struct EarlyWriteback {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    last: u64,
+}
+
+impl EarlyWriteback {
+    const EVERY: u64 = 32 << 20;
+
+    pub(super) fn start(f: &File) -> io::Result<Self> {
+        let f = f.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                // Best effort: the final sync_all before the rename is what guarantees
+                // durability, and reports errors.
+                let _ = f.sync_data();
+            }
+        });
+        Ok(EarlyWriteback {
+            tx: Some(tx),
+            thread: Some(thread),
+            last: 0,
+        })
+    }
+
+    fn progress(&mut self, pos: u64) {
+        if pos - self.last >= Self::EVERY {
+            if let Some(tx) = &self.tx {
+                // A full channel means a sync is still running: skip this one.
+                let _ = tx.try_send(());
+            }
+            self.last = pos;
+        }
+    }
+}
+
+impl Drop for EarlyWriteback {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Hash `data`, which sits at file offset `start`, leaving out the `skip` ranges.
+fn hash_skipping(hasher: &mut MultiHasher, skip: &[(u64, u64)], start: u64, data: &[u8]) {
+    let end = start + data.len() as u64;
+    let mut cur = start;
+    let mut skips: Vec<_> = skip
+        .iter()
+        .filter(|(o, l)| *o < end && o + l > start)
+        .copied()
+        .collect();
+    skips.sort();
+    for (o, l) in skips {
+        let s = o.max(start);
+        if s > cur {
+            hasher.update(&data[(cur - start) as usize..(s - start) as usize]);
+        }
+        cur = cur.max((o + l).min(end));
+    }
+    if cur < end {
+        hasher.update(&data[(cur - start) as usize..]);
+    }
+}
+
+/// Writes at least this large are hashed on a helper thread.
+const PARALLEL_MIN: usize = 256 * 1024;
+
+impl HashingWriter<'_> {
+    pub(super) fn pad_to(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), UkiError> {
+        while self.pos < offset {
+            let n = (offset - self.pos).min(buf.len() as u64) as usize;
+            buf[..n].fill(0);
+            self.put(&buf[..n])?;
+        }
+        Ok(())
+    }
+
+    /// Write all of `data`; an error names the output.
+    pub(super) fn put(&mut self, data: &[u8]) -> Result<(), UkiError> {
+        self.write_all(data).map_err(|source| UkiError::Output {
+            path: self.path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let start = self.pos;
+        let HashingWriter {
+            inner,
+            hasher,
+            skip,
+            section,
+            ..
+        } = self;
+        if data.len() >= PARALLEL_MIN {
+            std::thread::scope(|s| {
+                let t = s.spawn(|| hash_skipping(hasher, skip, start, data));
+                let t2 = section.as_mut().map(|h| s.spawn(move || h.update(data)));
+                let r = inner.write_all(data);
+                let panicked = || io::Error::other("hashing thread panicked");
+                t.join().map_err(|_| panicked())?;
+                if let Some(t2) = t2 {
+                    t2.join().map_err(|_| panicked())?;
+                }
+                r
+            })?;
+        } else {
+            inner.write_all(data)?;
+            hash_skipping(hasher, skip, start, data);
+            if let Some(h) = section {
+                h.update(data);
+            }
+        }
+        self.pos += data.len() as u64;
+        self.syncer.progress(self.pos);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u64, UkiError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    let mut total = 0u64;
+    loop {
+        let n = f.read(buf).map_err(input_err(path))?;
+        if n == 0 {
+            break;
+        }
+        w.put(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+pub(super) fn copy_content(
+    c: &SectionContent,
+    w: &mut HashingWriter<'_>,
+    buf: &mut [u8],
+) -> Result<u64, UkiError> {
+    match c {
+        SectionContent::Bytes(b) => {
+            w.put(b)?;
+            Ok(b.len() as u64)
+        }
+        SectionContent::File(p) => copy_file(p, w, buf),
+        SectionContent::Concat(ps) => {
+            let mut total = 0;
+            for p in ps {
+                total += copy_file(p, w, buf)?;
+                if ps.len() > 1 {
+                    let pad = (pe::align_up(total, 4) - total) as usize;
+                    w.put(&[0u8; 4][..pad])?;
+                    total += pad as u64;
+                }
+            }
+            Ok(total)
+        }
+    }
+}
