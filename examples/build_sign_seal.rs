@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .os_release(SectionContent::Bytes(
             b"ID=example\nVERSION_ID=1\n".to_vec(),
         ))
-        .timestamp(bootchain::uki::source_date_epoch()?)
+        .timestamp(bootchain::uki::source_date_epoch()?.unwrap_or(0))
         .measure(vec![HashAlg::Sha256], vec![after_stub.clone()])
         .sign_with(
             bootchain::keys::SigningKey::from_file(key.as_ref())?,

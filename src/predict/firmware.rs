@@ -371,9 +371,9 @@ impl BootPrediction {
     }
 }
 
-/// Predict a UKI's boot: PCR 11 for `phases` (stub rules from its `.sdmagic`, or
-/// `stub_version`), and with `secure_boot` = (state, images booted before the UKI) PCR 4, 7
-/// and 9 as well.
+/// Predict a UKI's boot: PCR 11 for `phases` when the stub boots `profile` (0 unless the
+/// UKI has several; stub rules from its `.sdmagic`, or `stub_version`), and with
+/// `secure_boot` = (state, images booted before the UKI) PCR 4, 7 and 9 as well.
 ///
 /// ```no_run
 /// use bootchain::firmware::{predict_boot, SecureBootFiles};
@@ -383,7 +383,8 @@ impl BootPrediction {
 /// sb.kek = Some("KEK.esl".into());
 /// sb.db = vec!["db.esl".into()];
 /// let state = sb.state()?;
-/// let boot = predict_boot("uki.efi".as_ref(), None, &[HashAlg::Sha256], &["enter-initrd".into()],
+/// let phases = ["enter-initrd".parse()?];
+/// let boot = predict_boot("uki.efi".as_ref(), None, &[HashAlg::Sha256], &phases, 0,
 ///     Some((&state, &[])))?;
 /// // PCR 4, 7, 9 and 11 as `seal --pcr-values` reads them.
 /// println!("{}", boot.to_json()["values"]);
@@ -394,9 +395,10 @@ pub fn predict_boot(
     stub_version: Option<u32>,
     banks: &[HashAlg],
     phases: &[crate::measure::Phase],
+    profile: u32,
     secure_boot: Option<(&SecureBootState, &[std::path::PathBuf])>,
 ) -> Result<BootPrediction, crate::measure::MeasureError> {
-    let pcr11 = crate::measure::predict_uki(uki, stub_version, banks, phases)?;
+    let pcr11 = crate::measure::predict_uki_profile(uki, stub_version, banks, phases, profile)?;
     let firmware = match secure_boot {
         Some((state, chain)) => {
             let mut preds = predict_chain_boot(

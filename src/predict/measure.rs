@@ -75,6 +75,14 @@ pub enum MeasureError {
     /// An event log has no bank whose digests bootchain computes.
     #[error("the log has no bank bootchain can compute")]
     NoBank,
+    /// The UKI has no such profile.
+    #[error("the UKI has no profile {profile} ({profiles} profiles)")]
+    NoProfile {
+        /// The profile asked for.
+        profile: u32,
+        /// How many the UKI has (0: not a multi-profile UKI).
+        profiles: u32,
+    },
     /// Malformed `.pcrsig` JSON.
     #[error("malformed PCR signature JSON: {0}")]
     Json(String),
@@ -301,16 +309,29 @@ pub fn file_digests(path: &Path, banks: &[HashAlg]) -> Result<(u64, Vec<Digest>)
     Ok((n_total, mh.finalize()))
 }
 
-/// Section digests and stub version of a UKI file (first section of each name).
+/// Section digests and stub version of a UKI file, as the stub measures them when it boots
+/// profile 0 (the only one of a single-profile UKI).
 pub fn uki_sections(
     path: &Path,
     banks: &[HashAlg],
+) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
+    uki_profile_sections(path, banks, 0)
+}
+
+/// Section digests and stub version of a UKI file when the stub boots `profile`: the
+/// profile's sections (from its `.profile` to the next), and the base's (those before the
+/// first `.profile`) it does not replace — systemd 257 `pe_locate_profile_sections`, and
+/// ukify's `call_systemd_measure`.
+pub fn uki_profile_sections(
+    path: &Path,
+    banks: &[HashAlg],
+    profile: u32,
 ) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
     let mut f = File::open(path).map_err(|source| MeasureError::Input {
         path: path.to_path_buf(),
         source,
     })?;
-    uki_sections_from(&mut f, banks).map_err(|e| match e {
+    uki_profile_sections_from(&mut f, banks, profile).map_err(|e| match e {
         MeasureError::Input { source, .. } => MeasureError::Input {
             path: path.to_path_buf(),
             source,
@@ -320,25 +341,54 @@ pub fn uki_sections(
 }
 
 /// Section digests and stub version of a UKI in memory (`Cursor<&[u8]>`) or any seekable
-/// stream; sections are hashed in streaming fashion.
+/// stream, for profile 0; sections are hashed in streaming fashion.
 pub fn uki_sections_from<R: Read + std::io::Seek>(
     f: &mut R,
     banks: &[HashAlg],
+) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
+    uki_profile_sections_from(f, banks, 0)
+}
+
+/// [`uki_profile_sections`] of a stream.
+pub fn uki_profile_sections_from<R: Read + std::io::Seek>(
+    f: &mut R,
+    banks: &[HashAlg],
+    profile: u32,
 ) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
     let err = |source| MeasureError::Input {
         path: PathBuf::from("<uki>"),
         source,
     };
     let (h, _) = PeHeaders::read(f)?;
+    // Which profile each section belongs to: None for the base, Some(n) from the n-th
+    // `.profile` on.
+    let mut owner = Vec::with_capacity(h.sections.len());
+    let mut seen: Option<u32> = None;
+    for s in &h.sections {
+        if s.name.as_str() == ".profile" {
+            seen = Some(seen.map_or(0, |n| n.saturating_add(1)));
+        }
+        owner.push(seen);
+    }
+    let profiles = seen.map_or(0, |n| n.saturating_add(1));
+    if profile > 0 && profile >= profiles {
+        return Err(MeasureError::NoProfile { profile, profiles });
+    }
+    // The profile's own sections first, so they win over the base's of the same name.
+    let order = h
+        .sections
+        .iter()
+        .zip(&owner)
+        .filter(|(_, o)| **o == Some(profile))
+        .chain(h.sections.iter().zip(&owner).filter(|(_, o)| o.is_none()));
     let mut out: Vec<SectionDigests> = Vec::new();
     let mut version = None;
-    for s in &h.sections {
-        let name = s.name.as_str();
-        if name == ".sdmagic" {
-            let b = crate::pe::read_section_memory(f, s).map_err(err)?;
-            version = crate::ukiread::parse_sdmagic(&String::from_utf8_lossy(&b));
-        }
-        let Some(section) = UkiSection::from_name(name.as_str()) else {
+    for s in h.sections.iter().filter(|s| s.name.as_str() == ".sdmagic") {
+        let b = crate::pe::read_section_memory(f, s).map_err(err)?;
+        version = crate::ukiread::parse_sdmagic(&String::from_utf8_lossy(&b));
+    }
+    for (s, _) in order {
+        let Some(section) = UkiSection::from_name(&s.name.as_str()) else {
             continue;
         };
         if out.iter().any(|o| o.section == section) {
@@ -369,7 +419,18 @@ pub fn predict_uki(
     banks: &[HashAlg],
     phases: &[Phase],
 ) -> Result<Pcr11Prediction, MeasureError> {
-    let (sections, version) = uki_sections(path, banks)?;
+    predict_uki_profile(path, stub_version, banks, phases, 0)
+}
+
+/// [`predict_uki`] for the stub booting `profile` of a multi-profile UKI.
+pub fn predict_uki_profile(
+    path: &Path,
+    stub_version: Option<u32>,
+    banks: &[HashAlg],
+    phases: &[Phase],
+    profile: u32,
+) -> Result<Pcr11Prediction, MeasureError> {
+    let (sections, version) = uki_profile_sections(path, banks, profile)?;
     let major = match stub_version {
         Some(v) => v,
         None => version

@@ -202,6 +202,15 @@ struct PartArgs {
     /// PCR public key (.pcrpkey).
     #[arg(long)]
     pcrpkey: Option<PathBuf>,
+    /// Profile metadata (.profile, systemd 257).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Devicetree picked by hardware ID (.dtbauto, systemd 257).
+    #[arg(long)]
+    dtbauto: Option<PathBuf>,
+    /// Hardware IDs (.hwids, systemd 257).
+    #[arg(long)]
+    hwids: Option<PathBuf>,
     /// PCR bank (repeatable; default sha1, sha256, sha384, sha512).
     #[arg(long = "bank")]
     banks: Vec<HashAlg>,
@@ -262,6 +271,9 @@ enum PcrCmd {
         /// Use this stub version's rules instead of the one in .sdmagic.
         #[arg(long)]
         stub_version: Option<u32>,
+        /// The profile the stub boots, of a multi-profile UKI (PCR 11 only).
+        #[arg(long, default_value_t = 0)]
+        profile: u32,
         /// Images the firmware loads before the UKI (shim, boot loader), in order (PCR 4).
         #[arg(long = "boot-chain")]
         boot_chain: Vec<PathBuf>,
@@ -321,9 +333,35 @@ struct BuildArgs {
     /// Extra section NAME:TEXT or NAME:@FILE. Repeatable.
     #[arg(long)]
     section: Vec<String>,
-    /// The systemd stub.
-    #[arg(long, default_value = uki::DEFAULT_STUB)]
-    stub: PathBuf,
+    /// The systemd stub (default: linuxx64.efi.stub with --linux, else the addon stub
+    /// addonx64.efi.stub, as ukify).
+    #[arg(long)]
+    stub: Option<PathBuf>,
+    /// Microcode initrd for the .ucode section.
+    #[arg(long)]
+    microcode: Option<PathBuf>,
+    /// Devicetree the stub picks by hardware ID (.dtbauto). Repeatable.
+    #[arg(long = "devicetree-auto")]
+    devicetree_auto: Vec<PathBuf>,
+    /// Profile metadata for the .profile section: TEXT or @FILE. Alone it builds a profile PE
+    /// to join; with --join-profile it is the base profile (default then: ID=main).
+    #[arg(long)]
+    profile: Option<String>,
+    /// A profile PE (built with --profile) to add as the next profile. Repeatable.
+    #[arg(long = "join-profile")]
+    join_profile: Vec<PathBuf>,
+    /// EFI architecture of the stub (ukify --efi-arch); only x64 is supported, which selects
+    /// the default stubs.
+    #[arg(long = "efi-arch", value_parser = ["x64"])]
+    efi_arch: Option<String>,
+    /// ukify's choice of signing program; bootchain signs itself, with output equal to
+    /// sbsign's (sbsign, systemd-sbsign). pesign is not offered.
+    #[arg(long, value_parser = ["sbsign", "systemd-sbsign"])]
+    signtool: Option<String>,
+    /// ukify's directories to search for helper programs: accepted and unused (bootchain
+    /// runs none).
+    #[arg(long)]
+    tools: Vec<PathBuf>,
     /// Secure Boot signing key (PEM or DER).
     #[arg(long = "secureboot-private-key", requires = "secureboot_certificate")]
     secureboot_private_key: Option<PathBuf>,
@@ -513,6 +551,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             banks,
             phases,
             stub_version,
+            profile,
             boot_chain,
             sb,
             json,
@@ -532,6 +571,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stub_version,
                 &banks,
                 &phases,
+                profile,
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -666,14 +706,27 @@ fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
 }
 
 fn uki_build(a: BuildArgs) -> Result<ExitCode> {
-    let mut b = UkiBuilder::new()
-        .stub(&a.stub)
-        .timestamp(bootchain::uki::source_date_epoch()?);
-    if !a.stub.exists() {
-        if a.stub.as_os_str() == uki::DEFAULT_STUB {
-            bail!(bootchain::uki::UkiError::StubMissing(a.stub));
+    let mut b = UkiBuilder::new();
+    if let Some(t) = bootchain::uki::source_date_epoch()? {
+        b = b.timestamp(t);
+    }
+    if let Some(stub) = &a.stub {
+        if !stub.exists() {
+            bail!("stub {} does not exist", stub.display());
         }
-        bail!("stub {} does not exist", a.stub.display());
+        b = b.stub(stub);
+    }
+    if let Some(m) = &a.microcode {
+        b = b.microcode(m);
+    }
+    for d in &a.devicetree_auto {
+        b = b.devicetree_auto(d);
+    }
+    if let Some(p) = &a.profile {
+        b = b.profile(SectionContent::text_or_file(p));
+    }
+    for p in &a.join_profile {
+        b = b.join_profile(p);
     }
     if let Some(l) = &a.linux {
         b = b.linux(l);
@@ -847,6 +900,9 @@ fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
         (S::Uname, &p.uname),
         (S::Sbat, &p.sbat),
         (S::Pcrpkey, &p.pcrpkey),
+        (S::Profile, &p.profile),
+        (S::Dtbauto, &p.dtbauto),
+        (S::Hwids, &p.hwids),
     ]
     .into_iter()
     .filter_map(|(s, path)| path.as_deref().map(|p| (s, p)))

@@ -59,3 +59,17 @@ pub fn scrape_uname(kernel: &Path) -> Result<Option<String>, UkiError> {
         })
         .map(str::to_string))
 }
+
+/// Whether the kernel PE sets NX_COMPAT (pecoff "DLL Characteristics"); `None` when it is
+/// not a PE we can read (ukify then leaves the stub's flag alone).
+pub(super) fn nx_compat(kernel: &Path) -> Result<Option<bool>, UkiError> {
+    let mut f = File::open(kernel).map_err(input_err(kernel))?;
+    let Ok((h, _)) = PeHeaders::read(&mut f) else {
+        return Ok(None);
+    };
+    let mut b = [0u8; 2];
+    let at = (h.optional_header_offset + super::layout::OPT_DLL_CHARACTERISTICS) as u64;
+    f.seek(SeekFrom::Start(at)).map_err(input_err(kernel))?;
+    f.read_exact(&mut b).map_err(input_err(kernel))?;
+    Ok(Some(u16::from_le_bytes(b) & super::layout::NX_COMPAT != 0))
+}

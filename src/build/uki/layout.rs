@@ -9,7 +9,7 @@ use core::mem::offset_of;
 
 use object::pe::{ImageFileHeader, ImageOptionalHeader32, ImageOptionalHeader64};
 
-use super::{input_err, SectionContent, UkiError};
+use super::{input_err, Layout, SectionContent, UkiError};
 use crate::pe::{
     self, scn, PeHeaders, SectionHeader, SectionName, DIR_SECURITY, SECTION_HEADER_LEN,
 };
@@ -139,18 +139,110 @@ pub(super) fn read_stub(path: &Path) -> Result<Stub, UkiError> {
     })
 }
 
-/// Insert a section before `.linux` (which stays last), or at the end.
-pub(super) fn insert_before_linux(
+/// Insert `.sbat` or `.pcrsig`, made by the build, where `layout` puts them: before
+/// `.linux` (which stays last) in ukify 252's; in ukify 257's `.sbat` before the base
+/// `.profile` (or `.pcrsig`) and `.pcrsig` at the end of the image's own sections.
+pub(super) fn insert_appended(
     planned: &mut Vec<(SectionName, SectionContent)>,
+    layout: Layout,
     name: &str,
     content: SectionContent,
 ) -> Result<(), UkiError> {
-    let pos = planned
+    let before: &[&str] = match (layout, name) {
+        (Layout::Ukify252, _) => &[".linux"],
+        (Layout::Ukify257, ".sbat") => &[".pcrsig"],
+        (Layout::Ukify257, _) => &[],
+    };
+    let mut pos = planned
         .iter()
-        .position(|(n, _)| n.as_str() == ".linux")
+        .position(|(n, _)| before.contains(&n.as_str().as_str()))
         .unwrap_or(planned.len());
+    // The base profile of a multi-profile UKI closes the shared part; SBAT is shared.
+    if layout == Layout::Ukify257
+        && name == ".sbat"
+        && pos > 0
+        && planned[pos - 1].0.as_str() == ".profile"
+        && planned.len() > 1
+    {
+        pos -= 1;
+    }
     planned.insert(pos, (SectionName::new(name)?, content));
     Ok(())
+}
+
+/// Sections ukify 257 takes from a profile PE (`make_uki`, `to_import`); `.osrel` only when
+/// the UKI has its own os-release.
+const PROFILE_IMPORT: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
+    ".profile",
+];
+
+/// Why a profile PE cannot be joined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// It has none of the sections a profile contributes.
+    #[error("no profile sections")]
+    Empty,
+    /// Its first profile section is not `.profile`.
+    #[error("the first profile section is {0}, not .profile")]
+    NotFirst(SectionName),
+    /// More than one `.profile`.
+    #[error("more than one .profile section")]
+    Several,
+}
+
+/// The sections a profile PE contributes, in its file order, as ranges of the file
+/// (min(VirtualSize, SizeOfRawData) bytes each, as ukify copies them).
+pub(super) fn profile_sections(
+    path: &Path,
+    with_osrel: bool,
+) -> Result<Vec<(SectionName, SectionContent)>, UkiError> {
+    let mut f = std::fs::File::open(path).map_err(input_err(path))?;
+    let (h, _) = PeHeaders::read(&mut f).map_err(|source| UkiError::ProfileNotPe {
+        path: path.into(),
+        source,
+    })?;
+    let bad = |reason| UkiError::Profile {
+        path: path.into(),
+        reason,
+    };
+    let picked: Vec<_> = h
+        .sections
+        .iter()
+        .filter(|s| {
+            let n = s.name.as_str();
+            PROFILE_IMPORT.contains(&n.as_str()) && (with_osrel || n != ".osrel")
+        })
+        .collect();
+    match picked.first() {
+        None => return Err(bad(ProfileError::Empty)),
+        Some(s) if s.name.as_str() != ".profile" => {
+            return Err(bad(ProfileError::NotFirst(s.name)))
+        }
+        _ => {}
+    }
+    if picked
+        .iter()
+        .filter(|s| s.name.as_str() == ".profile")
+        .count()
+        > 1
+    {
+        return Err(bad(ProfileError::Several));
+    }
+    Ok(picked
+        .into_iter()
+        .map(|s| {
+            (
+                s.name,
+                SectionContent::Range {
+                    path: path.to_path_buf(),
+                    offset: u64::from(s.pointer_to_raw_data),
+                    len: u64::from(s.virtual_size.min(s.size_of_raw_data)),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Offsets of the optional header fields a UKI build patches; the same in PE32 and PE32+
@@ -159,6 +251,13 @@ const OPT_SIZE_OF_CODE: usize = offset_of!(ImageOptionalHeader64, size_of_code);
 const OPT_SIZE_OF_INITIALIZED_DATA: usize =
     offset_of!(ImageOptionalHeader64, size_of_initialized_data);
 const OPT_SIZE_OF_IMAGE: usize = offset_of!(ImageOptionalHeader64, size_of_image);
+pub(super) const OPT_DLL_CHARACTERISTICS: usize =
+    offset_of!(ImageOptionalHeader64, dll_characteristics);
+/// IMAGE_DLLCHARACTERISTICS_NX_COMPAT (pecoff "DLL Characteristics"); object's constant is a
+/// typed flag, this is the raw bit the header holds.
+pub(super) const NX_COMPAT: u16 = 0x0100;
+const _: () =
+    assert!(OPT_DLL_CHARACTERISTICS == offset_of!(ImageOptionalHeader32, dll_characteristics));
 const _: () = assert!(
     OPT_SIZE_OF_CODE == offset_of!(ImageOptionalHeader32, size_of_code)
         && OPT_SIZE_OF_INITIALIZED_DATA
@@ -216,6 +315,7 @@ pub(super) fn place(
     headers: &PeHeaders,
     stub_len: u64,
     sized: &[(SectionName, SectionContent, u64)],
+    layout: Layout,
 ) -> Result<Placement, UkiError> {
     let fa = u64::from(headers.file_alignment);
     let sa = u64::from(headers.section_alignment);
@@ -246,10 +346,11 @@ pub(super) fn place(
                     scn::CNT_INITIALIZED_DATA
                 },
         };
-        if code {
-            add_code += raw;
-        } else {
-            add_data += raw;
+        match layout {
+            Layout::Ukify252 if code => add_code += raw,
+            Layout::Ukify252 => add_data += raw,
+            // ukify 257 adds each VirtualSize to SizeOfInitializedData, the kernel's too.
+            Layout::Ukify257 => add_data += *len,
         }
         out.push(sh);
         file_off += raw;
@@ -283,7 +384,8 @@ pub(super) fn patch_headers(
     headers: &PeHeaders,
     data: &[u8],
     placement: &Placement,
-    timestamp: u32,
+    timestamp: Option<u32>,
+    kernel_nx_compat: Option<bool>,
 ) -> Result<PatchedHeaders, UkiError> {
     let mut hdr = data[..headers.size_of_headers as usize].to_vec();
     // Field offsets from object's structures (pecoff "COFF File Header", "Optional Header
@@ -299,8 +401,10 @@ pub(super) fn patch_headers(
     })?;
     let o = fh(offset_of!(ImageFileHeader, number_of_sections));
     hdr[o..o + 2].copy_from_slice(&nsec.to_le_bytes());
-    let o = fh(offset_of!(ImageFileHeader, time_date_stamp));
-    hdr[o..o + 4].copy_from_slice(&timestamp.to_le_bytes());
+    if let Some(t) = timestamp {
+        let o = fh(offset_of!(ImageFileHeader, time_date_stamp));
+        hdr[o..o + 4].copy_from_slice(&t.to_le_bytes());
+    }
     if stub.stripped_symbols {
         // PointerToSymbolTable and NumberOfSymbols.
         let o = fh(offset_of!(ImageFileHeader, pointer_to_symbol_table));
@@ -320,6 +424,11 @@ pub(super) fn patch_headers(
     );
     hdr[opt + OPT_SIZE_OF_IMAGE..opt + OPT_SIZE_OF_IMAGE + 4]
         .copy_from_slice(&placement.size_of_image.to_le_bytes());
+    if kernel_nx_compat == Some(false) {
+        let o = opt + OPT_DLL_CHARACTERISTICS;
+        let v = u16::from_le_bytes([hdr[o], hdr[o + 1]]) & !NX_COMPAT;
+        hdr[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    }
     let cks = headers.checksum_offset();
     hdr[cks..cks + 4].fill(0);
     let security_dir = (headers.data_directories.len() > DIR_SECURITY)

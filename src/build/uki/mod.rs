@@ -36,7 +36,7 @@ mod sbat;
 mod write;
 
 pub use inputs::scrape_uname;
-pub use layout::StubLayoutError;
+pub use layout::{ProfileError, StubLayoutError};
 pub use sbat::{SbatError, SbatSource, DEFAULT_UKI_SBAT, SBAT_HEADER};
 use write::{copy_content, EarlyWriteback, HashingWriter, COPY_BUF};
 
@@ -129,6 +129,24 @@ pub enum UkiError {
         /// The I/O error.
         source: io::Error,
     },
+    /// A profile PE to join is not a PE.
+    #[error("profile {path} is not a usable PE image")]
+    ProfileNotPe {
+        /// The profile PE.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: pe::PeError,
+    },
+    /// A profile PE to join has no proper profile.
+    #[error("profile {path} cannot be joined")]
+    Profile {
+        /// The profile PE.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        reason: layout::ProfileError,
+    },
     /// An input changed size between planning and writing.
     #[error("section {section}: input changed while reading ({read} bytes instead of {expected})")]
     InputChanged {
@@ -169,15 +187,17 @@ pub enum UkiError {
 }
 
 /// The PE TimeDateStamp for a reproducible build: `$SOURCE_DATE_EPOCH`
-/// (reproducible-builds.org/specs/source-date-epoch) if set and not empty, else 0 — never
-/// the build time, so the same inputs give the same bytes.
-pub fn source_date_epoch() -> Result<u32, UkiError> {
+/// (reproducible-builds.org/specs/source-date-epoch) if set and not empty; `None` otherwise,
+/// and the build keeps the stub's (as ukify does) — never the build time, so the same inputs
+/// give the same bytes.
+pub fn source_date_epoch() -> Result<Option<u32>, UkiError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v
             .trim()
             .parse::<u32>()
+            .map(Some)
             .map_err(|source| UkiError::SourceDateEpoch { value: v, source }),
-        _ => Ok(0),
+        _ => Ok(None),
     }
 }
 
@@ -204,6 +224,16 @@ pub enum SectionContent {
     /// Several files concatenated, each padded to 4 bytes (ukify's `join_initrds`; a single
     /// file is taken as is).
     Concat(Vec<PathBuf>),
+    /// `len` bytes of a file from `offset` (a section copied from another PE, such as a
+    /// profile joined with [`UkiBuilder::join_profile`]), streamed.
+    Range {
+        /// The file.
+        path: PathBuf,
+        /// Where the bytes start.
+        offset: u64,
+        /// How many.
+        len: u64,
+    },
 }
 
 impl SectionContent {
@@ -229,7 +259,24 @@ impl SectionContent {
                 }
                 Ok(total)
             }
+            SectionContent::Range { len, .. } => Ok(*len),
         }
+    }
+
+    /// A reader of a [`SectionContent::Range`]: exactly `len` bytes, or an error naming the
+    /// file when it is shorter.
+    fn range_reader(path: &Path, offset: u64, len: u64) -> Result<io::Take<File>, UkiError> {
+        let mut f = File::open(path).map_err(input_err(path))?;
+        let end = offset.checked_add(len);
+        let size = f.metadata().map_err(input_err(path))?.len();
+        if end.is_none_or(|e| e > size) {
+            return Err(UkiError::Input {
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "section past the end"),
+            });
+        }
+        f.seek(SeekFrom::Start(offset)).map_err(input_err(path))?;
+        Ok(f.take(len))
     }
 
     /// Length and digests of the content in several banks, streamed.
@@ -261,6 +308,12 @@ impl SectionContent {
                 }
                 Ok((total, mh.finalize()))
             }
+            SectionContent::Range { path, offset, len } => {
+                let mut r = Self::range_reader(path, *offset, *len)?;
+                let mut mh = MultiHasher::new(banks);
+                let n = io::copy(&mut r, &mut mh).map_err(input_err(path))?;
+                Ok((n, mh.finalize()))
+            }
         }
     }
 
@@ -277,6 +330,13 @@ impl SectionContent {
                         v.resize(pe::align_up(v.len() as u64, 4) as usize, 0);
                     }
                 }
+                Ok(v)
+            }
+            SectionContent::Range { path, offset, len } => {
+                let mut v = Vec::new();
+                Self::range_reader(path, *offset, *len)?
+                    .read_to_end(&mut v)
+                    .map_err(input_err(path))?;
                 Ok(v)
             }
         }
@@ -309,7 +369,12 @@ pub struct UkiBuilder {
     pcrpkey: Option<SectionContent>,
     pcrsig: Option<SectionContent>,
     extra: Vec<(String, SectionContent)>,
-    timestamp: u32,
+    timestamp: Option<u32>,
+    microcode: Option<PathBuf>,
+    devicetree_auto: Vec<PathBuf>,
+    profile: Option<SectionContent>,
+    join_profiles: Vec<PathBuf>,
+    layout: Option<Layout>,
     no_default_os_release: bool,
     allow_unmeasured_cmdline: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
@@ -341,6 +406,53 @@ impl std::fmt::Debug for PcrPolicySigner {
     }
 }
 
+/// Whose file layout a build follows. Sections are measured in the stub's fixed order
+/// whatever the layout; the layout decides the bytes, so it matters for byte-identical
+/// output next to ukify and for what a signature covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum Layout {
+    /// ukify 252 (`pe_add_sections` of systemd 252): metadata sections, `.initrd`, extra
+    /// sections, `.pcrsig`, then `.linux` last; SizeOfCode and SizeOfInitializedData grow by
+    /// the raw sizes.
+    Ukify252,
+    /// ukify 257: a profile PE's `.profile` first; metadata sections, `.linux`, `.initrd`,
+    /// `.ucode`, extra sections, `.sbat` (if it does not fit the stub's), the base `.profile`,
+    /// `.pcrsig`, then each joined profile's sections; SizeOfInitializedData grows by each
+    /// VirtualSize and SizeOfCode stays the stub's; NX_COMPAT is cleared when the kernel
+    /// lacks it (both must agree for firmware that enforces it).
+    Ukify257,
+}
+
+impl Layout {
+    /// The layout of the ukify released with a stub of systemd `major` (257 on; 252 before —
+    /// the versions between were not compared byte for byte).
+    pub fn for_stub(major: u32) -> Self {
+        if major >= 257 {
+            Layout::Ukify257
+        } else {
+            Layout::Ukify252
+        }
+    }
+}
+
+/// What a build makes, as ukify tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ImageKind {
+    /// A UKI (has a kernel).
+    Uki,
+    /// An addon (no kernel, usually on the addon stub): `.sbat` from ukify's addon entry only.
+    Addon,
+    /// A profile PE to join into a multi-profile UKI: no `.sbat`.
+    ProfilePe,
+}
+
+/// The SBAT entry ukify 257 gives addons when none is given.
+pub const DEFAULT_ADDON_SBAT: &str = "uki-addon,1,UKI Addon,addon,1,https://www.freedesktop.org/software/systemd/man/latest/systemd-stub.html";
+
+/// Where Debian's `systemd-boot-efi` (257 and later) installs the x86-64 addon stub.
+pub const DEFAULT_ADDON_STUB: &str = "/usr/lib/systemd/boot/efi/addonx64.efi.stub";
+
 /// What [`UkiBuilder::build`] produced.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -366,6 +478,8 @@ pub struct BuildReport {
     pub pcr11: Option<Pcr11Prediction>,
     /// The stub's systemd version (from `.sdmagic`), whose rules `pcr11` follows.
     pub stub_version: Option<String>,
+    /// The file layout followed.
+    pub layout: Layout,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
 }
@@ -442,9 +556,41 @@ impl UkiBuilder {
         self.extra.push((name.into(), c));
         self
     }
-    /// COFF TimeDateStamp (use `SOURCE_DATE_EPOCH`; default 0).
+    /// COFF TimeDateStamp (`SOURCE_DATE_EPOCH`, see [`source_date_epoch`]; default: the
+    /// stub's, as ukify keeps it).
     pub fn timestamp(mut self, t: u32) -> Self {
-        self.timestamp = t;
+        self.timestamp = Some(t);
+        self
+    }
+    /// Microcode initrd (`.ucode`, ukify `--microcode`; measured by stubs from 256 on, loaded
+    /// before the other initrds).
+    pub fn microcode(mut self, p: impl Into<PathBuf>) -> Self {
+        self.microcode = Some(p.into());
+        self
+    }
+    /// A devicetree the stub picks by hardware ID (`.dtbauto`, ukify `--devicetree-auto`;
+    /// repeatable).
+    pub fn devicetree_auto(mut self, p: impl Into<PathBuf>) -> Self {
+        self.devicetree_auto.push(p.into());
+        self
+    }
+    /// This image's profile (`.profile`, ukify `--profile`): alone, the image is a profile PE
+    /// to join into a multi-profile UKI (`.profile` first, no `.sbat`); with
+    /// [`join_profile`](Self::join_profile) it is the base profile (profile 0).
+    pub fn profile(mut self, c: SectionContent) -> Self {
+        self.profile = Some(c);
+        self
+    }
+    /// Append the profile in PE `p` (built with [`profile`](Self::profile)) as the next
+    /// profile of a multi-profile UKI (ukify `--join-profile`, repeatable). Without a base
+    /// profile, the base gets ukify's `ID=main`.
+    pub fn join_profile(mut self, p: impl Into<PathBuf>) -> Self {
+        self.join_profiles.push(p.into());
+        self
+    }
+    /// Follow this ukify's layout rather than the one of the stub's systemd version.
+    pub fn layout(mut self, l: Layout) -> Self {
+        self.layout = Some(l);
         self
     }
     /// Embed `.pcrpkey` (unless given) and a `.pcrsig` signing the PCR 11 values of the final
@@ -475,14 +621,18 @@ impl UkiBuilder {
         self
     }
 
-    /// The sections this builder will add, in canonical file order (without `.sbat`), with
-    /// their contents. Used by `build` and by PCR prediction from loose parts.
-    pub fn planned_sections(&self) -> Result<Vec<(SectionName, SectionContent)>, UkiError> {
+    /// The sections this builder will add, in `layout`'s file order (without `.sbat`,
+    /// `.pcrsig` and joined profiles, which the build places), with their contents.
+    pub fn planned_sections(
+        &self,
+        layout: Layout,
+    ) -> Result<Vec<(SectionName, SectionContent)>, UkiError> {
         let mut out: Vec<(SectionName, SectionContent)> = Vec::new();
         let mut push = |name: &str, c: Option<SectionContent>| -> Result<(), UkiError> {
             if let Some(c) = c {
                 let n = SectionName::new(name)?;
-                if out.iter().any(|(m, _)| *m == n) {
+                // .dtbauto is the one section ukify repeats.
+                if name != ".dtbauto" && out.iter().any(|(m, _)| *m == n) {
                     return Err(UkiError::DuplicateSection(n));
                 }
                 out.push((n, c));
@@ -499,26 +649,77 @@ impl UkiBuilder {
             (None, Some(l)) => scrape_uname(l)?,
             _ => None,
         };
-        // File order as ukify writes it; measurement order is fixed by the stub regardless.
-        push(".osrel", os_release)?;
-        push(".cmdline", self.cmdline.clone())?;
-        push(".dtb", self.devicetree.clone().map(SectionContent::File))?;
-        push(
-            ".uname",
-            uname.map(|u| SectionContent::Bytes(u.into_bytes())),
-        )?;
-        push(".splash", self.splash.clone().map(SectionContent::File))?;
-        push(".pcrpkey", self.pcrpkey.clone())?;
-        push(
-            ".initrd",
-            (!self.initrds.is_empty()).then(|| SectionContent::Concat(self.initrds.clone())),
-        )?;
-        for (name, c) in &self.extra {
-            push(name, Some(c.clone()))?;
+        let uname = uname.map(|u| SectionContent::Bytes(u.into_bytes()));
+        let file = |p: &Option<PathBuf>| p.clone().map(SectionContent::File);
+        let initrd =
+            (!self.initrds.is_empty()).then(|| SectionContent::Concat(self.initrds.clone()));
+        let base_profile = self.base_profile();
+        match layout {
+            // ukify 252 `make_uki`; the stub measures in its own order regardless.
+            Layout::Ukify252 => {
+                push(".osrel", os_release)?;
+                push(".cmdline", self.cmdline.clone())?;
+                push(".dtb", file(&self.devicetree))?;
+                push(".uname", uname)?;
+                push(".splash", file(&self.splash))?;
+                push(".pcrpkey", self.pcrpkey.clone())?;
+                push(".initrd", initrd)?;
+                push(".ucode", file(&self.microcode))?;
+                for d in &self.devicetree_auto {
+                    push(".dtbauto", Some(SectionContent::File(d.clone())))?;
+                }
+                for (name, c) in &self.extra {
+                    push(name, Some(c.clone()))?;
+                }
+                push(".pcrsig", self.pcrsig.clone())?;
+                push(".linux", file(&self.linux))?;
+            }
+            // ukify 257 `make_uki`: a profile PE starts with `.profile`; a multi-profile UKI
+            // ends its shared part with the base `.profile`.
+            Layout::Ukify257 => {
+                if self.join_profiles.is_empty() {
+                    push(".profile", base_profile.clone())?;
+                }
+                push(".osrel", os_release)?;
+                push(".cmdline", self.cmdline.clone())?;
+                push(".dtb", file(&self.devicetree))?;
+                for d in &self.devicetree_auto {
+                    push(".dtbauto", Some(SectionContent::File(d.clone())))?;
+                }
+                push(".uname", uname)?;
+                push(".splash", file(&self.splash))?;
+                push(".pcrpkey", self.pcrpkey.clone())?;
+                push(".linux", file(&self.linux))?;
+                push(".initrd", initrd)?;
+                push(".ucode", file(&self.microcode))?;
+                for (name, c) in &self.extra {
+                    push(name, Some(c.clone()))?;
+                }
+                if !self.join_profiles.is_empty() {
+                    push(".profile", base_profile)?;
+                }
+                push(".pcrsig", self.pcrsig.clone())?;
+            }
         }
-        push(".pcrsig", self.pcrsig.clone())?;
-        push(".linux", self.linux.clone().map(SectionContent::File))?;
         Ok(out)
+    }
+
+    /// The base profile: the one given, or ukify's `ID=main` when profiles are joined.
+    fn base_profile(&self) -> Option<SectionContent> {
+        match (&self.profile, self.join_profiles.is_empty()) {
+            (Some(p), _) => Some(p.clone()),
+            (None, false) => Some(SectionContent::Bytes(b"ID=main".to_vec())),
+            (None, true) => None,
+        }
+    }
+
+    /// What is being built.
+    fn kind(&self) -> ImageKind {
+        match (&self.linux, &self.profile, self.join_profiles.is_empty()) {
+            (_, Some(_), true) => ImageKind::ProfilePe,
+            (Some(_), _, _) => ImageKind::Uki,
+            (None, _, _) => ImageKind::Addon,
+        }
     }
 
     /// The build host's os-release when it will be embedded by default.
@@ -531,10 +732,14 @@ impl UkiBuilder {
 
     /// Assemble (and optionally sign) the UKI, writing `output` atomically.
     pub fn build(self, output: &Path) -> Result<BuildReport, UkiError> {
-        let stub_path = self
-            .stub
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STUB));
+        let kind = self.kind();
+        let stub_path = self.stub.clone().unwrap_or_else(|| {
+            PathBuf::from(if kind == ImageKind::Addon {
+                DEFAULT_ADDON_STUB
+            } else {
+                DEFAULT_STUB
+            })
+        });
         if !stub_path.exists() && self.stub.is_none() {
             return Err(UkiError::StubMissing(stub_path));
         }
@@ -561,13 +766,24 @@ impl UkiBuilder {
                 p.display()
             ));
         }
-        let mut planned = self.planned_sections()?;
+        let layout = self.layout.unwrap_or(Layout::for_stub(rules.version));
+        let mut planned = self.planned_sections(layout)?;
         if planned.iter().any(|(n, _)| n.as_str() == ".sbat") {
             return Err(SbatError::ExtraSection.into());
         }
 
-        // SBAT: merge stub + kernel + user entries into one text.
-        let sbat_text = sbat::merge(stub.sbat.as_deref(), self.linux.as_deref(), &self.sbat)?;
+        // SBAT, as ukify 257 decides it: a UKI merges the stub's, the kernel's and the user's
+        // entries; an addon has the user's (or ukify's addon entry) only; a profile PE none.
+        let sbat_text = match kind {
+            ImageKind::Uki => Some(sbat::merge(
+                stub.sbat.as_deref(),
+                self.linux.as_deref(),
+                &self.sbat,
+                DEFAULT_UKI_SBAT,
+            )?),
+            ImageKind::Addon => Some(sbat::merge(None, None, &self.sbat, DEFAULT_ADDON_SBAT)?),
+            ImageKind::ProfilePe => None,
+        };
         if self.pcr_signer.is_some()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
@@ -578,9 +794,13 @@ impl UkiBuilder {
         if let Some(ps) = &self.pcr_signer {
             if self.pcrpkey.is_none() {
                 let pem = measure::public_key_pem(&ps.key.to_public_key())?;
+                let before: &[&str] = match layout {
+                    Layout::Ukify252 => &[".initrd", ".linux"],
+                    Layout::Ukify257 => &[".linux"],
+                };
                 let pos = planned
                     .iter()
-                    .position(|(n, _)| n.as_str() == ".initrd" || n.as_str() == ".linux")
+                    .position(|(n, _)| before.contains(&n.as_str().as_str()))
                     .unwrap_or(planned.len());
                 planned.insert(
                     pos,
@@ -623,16 +843,18 @@ impl UkiBuilder {
                         "merged SBAT ({} bytes) does not fit the stub's .sbat slot ({room} bytes): stub section renamed .sbatstb, merged .sbat appended",
                         bytes.len()
                     ));
-                    layout::insert_before_linux(
+                    layout::insert_appended(
                         &mut planned,
+                        layout,
                         ".sbat",
                         SectionContent::Bytes(bytes),
                     )?;
                     sbat_placement = Some("appended".to_string());
                 }
                 None => {
-                    layout::insert_before_linux(
+                    layout::insert_appended(
                         &mut planned,
+                        layout,
                         ".sbat",
                         SectionContent::Bytes(bytes),
                     )?;
@@ -644,9 +866,10 @@ impl UkiBuilder {
         // Measured sections hashed by the PCR signer's pass, reused for the report.
         let mut signer_pass = None;
         if let Some(ps) = &self.pcr_signer {
-            let pass = self.pcrsig_json(ps, rules, &planned, sbat_in_place.as_deref())?;
-            layout::insert_before_linux(
+            let pass = self.pcrsig_json(ps, rules, layout, &planned, sbat_in_place.as_deref())?;
+            layout::insert_appended(
                 &mut planned,
+                layout,
                 ".pcrsig",
                 SectionContent::Bytes(pass.json.clone().into_bytes()),
             )?;
@@ -666,6 +889,22 @@ impl UkiBuilder {
             (Some((banks, _)), _) => Some(banks),
             (None, _) => None,
         };
+
+        // Joined profiles follow, each signed on its own (base sections it does not replace,
+        // plus its own) when PCR policies are signed.
+        for path in &self.join_profiles {
+            let sections = layout::profile_sections(path, self.os_release.is_some())?;
+            if let (Some(ps), Some(pass)) = (&self.pcr_signer, &signer_pass) {
+                let json = self.profile_pcrsig(ps, rules, layout, pass, &sections)?;
+                planned.extend(sections);
+                planned.push((
+                    SectionName::new(".pcrsig")?,
+                    SectionContent::Bytes(json.into_bytes()),
+                ));
+            } else {
+                planned.extend(sections);
+            }
+        }
 
         // Sizes, dropping empty sections (the stub and systemd-measure skip them too).
         let mut sized = Vec::new();
@@ -704,14 +943,24 @@ impl UkiBuilder {
             });
         }
 
-        let placement = layout::place(&headers, stub_data.len() as u64, &sized)?;
+        let placement = layout::place(&headers, stub_data.len() as u64, &sized, layout)?;
         let total_len = placement.total_len;
         // Refuse before writing anything: the certificate table offset (and the end of the last
         // section) must fit 32 bits, or a signed image's directory would point elsewhere.
         let total_len_u32 =
             u32::try_from(total_len).map_err(|_| UkiError::OutputTooLarge { len: total_len })?;
-        let patched =
-            layout::patch_headers(&stub, &headers, &stub_data, &placement, self.timestamp)?;
+        let nx_compat = match (layout, &self.linux) {
+            (Layout::Ukify257, Some(k)) => inputs::nx_compat(k)?,
+            _ => None,
+        };
+        let patched = layout::patch_headers(
+            &stub,
+            &headers,
+            &stub_data,
+            &placement,
+            self.timestamp,
+            nx_compat,
+        )?;
         if self.signer.is_some() && patched.security_dir.is_none() {
             return Err(SignError::NoSecurityDirectory(headers.data_directories.len()).into());
         }
@@ -827,6 +1076,7 @@ impl UkiBuilder {
             os_release_from_host,
             pcr11,
             stub_version,
+            layout,
             warnings,
         })
     }
@@ -837,6 +1087,7 @@ impl UkiBuilder {
         &self,
         ps: &PcrPolicySigner,
         rules: StubRules,
+        layout: Layout,
         planned: &[(SectionName, SectionContent)],
         sbat_in_place: Option<&[u8]>,
     ) -> Result<SignerPass, UkiError> {
@@ -875,11 +1126,108 @@ impl UkiBuilder {
         let prediction = measure::predict_pcr11(&sections, Some(rules), &banks, &phases);
         let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
         Ok(SignerPass {
-            json: measure::signatures_json(&sigs).to_string(),
+            json: pcrsig_text(&sigs, layout),
             sections,
             banks,
             prediction,
         })
+    }
+}
+
+impl UkiBuilder {
+    /// The `.pcrsig` of a joined profile: PCR 11 when the stub boots that profile — its
+    /// measured sections, and the base's (the part before the first `.profile`) that it does
+    /// not replace (ukify 257 `call_systemd_measure` with `profile_start`).
+    fn profile_pcrsig(
+        &self,
+        ps: &PcrPolicySigner,
+        rules: StubRules,
+        layout: Layout,
+        base: &SignerPass,
+        sections: &[(SectionName, SectionContent)],
+    ) -> Result<String, UkiError> {
+        let mut measured = Vec::new();
+        for (name, content) in sections {
+            let Some(section) =
+                UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
+            else {
+                continue;
+            };
+            let (size, digests) = content.digests(&base.banks)?;
+            measured.push(SectionDigests {
+                section,
+                size,
+                digests,
+            });
+        }
+        for s in base
+            .sections
+            .iter()
+            .filter(|s| s.section != UkiSection::Profile)
+        {
+            if !measured.iter().any(|m| m.section == s.section) {
+                measured.push(s.clone());
+            }
+        }
+        let prediction = measure::predict_pcr11(
+            &measured,
+            Some(rules),
+            &base.banks,
+            &base.prediction_phases(),
+        );
+        let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+        Ok(pcrsig_text(&sigs, layout))
+    }
+}
+
+/// `.pcrsig` as the layout's ukify writes it: systemd-measure's compact JSON (252), or
+/// Python's `json.dumps` of it (257 `combine_signatures`: ", " and ": " separators).
+fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> String {
+    let v = measure::signatures_json(sigs);
+    match layout {
+        Layout::Ukify252 => v.to_string(),
+        Layout::Ukify257 => {
+            let mut out = Vec::new();
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonJson);
+            // Serializing a Value into a Vec cannot fail, and its text is UTF-8.
+            match v.serialize(&mut ser) {
+                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+                Err(_) => v.to_string(),
+            }
+        }
+    }
+}
+
+/// serde_json formatting as Python's `json.dumps` with default separators.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+impl SignerPass {
+    fn prediction_phases(&self) -> Vec<Phase> {
+        self.prediction
+            .phases
+            .iter()
+            .map(|p| p.phase.clone())
+            .collect()
     }
 }
 

@@ -60,17 +60,14 @@ pub enum SbatError {
     ExtraSection,
 }
 
-/// Merge the stub's, the kernel's and the user's SBAT entries (ukify's default entry when
-/// the user gives none) under one header. `None` when there is no kernel and no user SBAT
-/// (an addon keeps what it has).
+/// Merge the stub's, the kernel's and the user's SBAT entries (`default_entry` when the user
+/// gives none) under one header.
 pub(super) fn merge(
     stub: Option<&str>,
     kernel: Option<&Path>,
     user: &[SectionContent],
-) -> Result<Option<String>, UkiError> {
-    if kernel.is_none() && user.is_empty() {
-        return Ok(None);
-    }
+    default_entry: &str,
+) -> Result<String, UkiError> {
     let mut entries: Vec<String> = Vec::new();
     // Non-strict sources without a header are skipped; strict ones are errors.
     let mut take = |text: &str, from: SbatSource, strict: bool| -> Result<(), SbatError> {
@@ -102,7 +99,7 @@ pub(super) fn merge(
     }
     if user.is_empty() {
         take(
-            &format!("{SBAT_HEADER}\n{DEFAULT_UKI_SBAT}\n"),
+            &format!("{SBAT_HEADER}\n{default_entry}\n"),
             SbatSource::Default,
             true,
         )?;
@@ -111,5 +108,5 @@ pub(super) fn merge(
         let text = String::from_utf8(c.read_all()?).map_err(SbatError::NotUtf8)?;
         take(&text, SbatSource::User, true)?;
     }
-    Ok(Some(format!("{SBAT_HEADER}\n{}\n\0", entries.join("\n"))))
+    Ok(format!("{SBAT_HEADER}\n{}\n\0", entries.join("\n")))
 }

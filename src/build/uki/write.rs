@@ -161,7 +161,16 @@ impl Write for HashingWriter<'_> {
 }
 
 fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u64, UkiError> {
-    let mut f = File::open(path).map_err(input_err(path))?;
+    let f = File::open(path).map_err(input_err(path))?;
+    copy_reader(path, f, w, buf)
+}
+
+fn copy_reader(
+    path: &Path,
+    mut f: impl Read,
+    w: &mut HashingWriter<'_>,
+    buf: &mut [u8],
+) -> Result<u64, UkiError> {
     let mut total = 0u64;
     loop {
         let n = f.read(buf).map_err(input_err(path))?;
@@ -196,6 +205,10 @@ pub(super) fn copy_content(
                 }
             }
             Ok(total)
+        }
+        SectionContent::Range { path, offset, len } => {
+            let r = SectionContent::range_reader(path, *offset, *len)?;
+            copy_reader(path, r, w, buf)
         }
     }
 }
