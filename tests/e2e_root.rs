@@ -213,6 +213,7 @@ fn boot(
             end_marker: Some("BOOTCHAIN-ROOT-DONE"),
             persist_tpm: true,
             count_tpm_commands: false,
+            ..Default::default()
         },
     );
     assert!(!r.timed_out, "boot timed out:\n{}", r.serial);
@@ -426,6 +427,7 @@ fn initramfs_tools_root_opens_only_for_the_signed_image() {
             end_marker: Some("BOOTCHAIN-ROOT-DONE"),
             persist_tpm: true,
             count_tpm_commands: false,
+            ..Default::default()
         },
     );
     assert!(!r.timed_out, "{}", r.serial);

@@ -100,25 +100,47 @@ pub fn enrolled_vars(keys: &SbKeys, out: &Path) {
 
 /// A FAT ESP image holding `uki` as \EFI\BOOT\BOOTX64.EFI, made without loop devices.
 pub fn make_esp(uki: &Path, out: &Path) {
-    let size = std::fs::metadata(uki).unwrap().len();
+    make_esp_with(uki, out, "EFI/BOOT/BOOTX64.EFI", &[]);
+}
+
+/// A FAT ESP image holding `uki` at `uki_at` and each (ESP path, file) of `extra`, with the
+/// directories they need.
+pub fn make_esp_with(uki: &Path, out: &Path, uki_at: &str, extra: &[(&str, &Path)]) {
+    let size = std::fs::metadata(uki).unwrap().len()
+        + extra
+            .iter()
+            .map(|(_, f)| std::fs::metadata(f).unwrap().len())
+            .sum::<u64>();
     let mib = (size / (1 << 20)) + 40;
     let f = std::fs::File::create(out).unwrap();
     f.set_len(mib << 20).unwrap();
     drop(f);
     run_ok(Command::new("mkfs.vfat").arg("-F").arg("32").arg(out));
-    run_ok(
-        Command::new("mmd")
-            .arg("-i")
-            .arg(out)
-            .args(["::/EFI", "::/EFI/BOOT"]),
-    );
-    run_ok(
-        Command::new("mcopy")
-            .arg("-i")
-            .arg(out)
-            .arg(uki)
-            .arg("::/EFI/BOOT/BOOTX64.EFI"),
-    );
+    let files: Vec<(&str, &Path)> = std::iter::once((uki_at, uki))
+        .chain(extra.iter().copied())
+        .collect();
+    let mut dirs: Vec<String> = Vec::new();
+    for (at, _) in &files {
+        let parts: Vec<&str> = at.split('/').collect();
+        for i in 1..parts.len() {
+            let d = format!("::/{}", parts[..i].join("/"));
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    if !dirs.is_empty() {
+        run_ok(Command::new("mmd").arg("-i").arg(out).args(&dirs));
+    }
+    for (at, f) in files {
+        run_ok(
+            Command::new("mcopy")
+                .arg("-i")
+                .arg(out)
+                .arg(f)
+                .arg(format!("::/{at}")),
+        );
+    }
 }
 
 /// The test initrd's /init: print PCRs, the event log and the command line between markers,
@@ -393,6 +415,11 @@ pub struct BootExtras<'a> {
     pub persist_tpm: bool,
     /// Count the TPM commands of the whole boot (swtpm logs each one at level 20).
     pub count_tpm_commands: bool,
+    /// Where the UKI goes on the ESP (default `EFI/BOOT/BOOTX64.EFI`, booted by the
+    /// firmware's removable-media path).
+    pub uki_at: Option<&'a str>,
+    /// More files on the ESP: (path, file).
+    pub esp_files: Vec<(&'a str, &'a Path)>,
 }
 
 /// Boot a UKI and collect what the initrd printed.
@@ -405,7 +432,12 @@ pub fn boot_with(spec: &BootSpec<'_>, extras: &BootExtras<'_>) -> BootResult {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
-    make_esp(spec.uki, &esp);
+    make_esp_with(
+        spec.uki,
+        &esp,
+        extras.uki_at.unwrap_or("EFI/BOOT/BOOTX64.EFI"),
+        &extras.esp_files,
+    );
     let vars = dir.path().join("vars.fd");
     match spec.secure_boot {
         Some(keys) => enrolled_vars(keys, &vars),
