@@ -557,7 +557,10 @@ pub fn predict_chain_boot(
         source,
     };
     let mut f = std::fs::File::open(uki).map_err(io)?;
-    let (h, _) = crate::pe::PeHeaders::read(&mut f)?;
+    let (h, _) = crate::pe::PeHeaders::read(&mut f).map_err(|e| MeasureError::Image {
+        path: uki.to_path_buf(),
+        source: e.into(),
+    })?;
     let auth =
         crate::authenticode::image_digests_with_headers(&mut f, &h, banks).map_err(|source| {
             MeasureError::Image {
