@@ -261,7 +261,7 @@ impl Tpm {
             let data = tss_pcr::read_all(&mut self.ctx, sel).map_err(cmd_err("PCR_Read"))?;
             let bank_data = data
                 .pcr_bank(hashing(bank))
-                .ok_or_else(|| TpmError::Data(TpmDataError::NoBank(bank)))?;
+                .ok_or(TpmError::Data(TpmDataError::NoBank(bank)))?;
             for (p, s) in pcrs.iter().zip(&slots) {
                 let d = bank_data
                     .get_digest(*s)
