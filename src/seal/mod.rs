@@ -153,6 +153,9 @@ pub enum SealError {
     /// The sealing policy could not be put together.
     #[error(transparent)]
     Plan(Box<plan::PlanError>),
+    /// The envelope could not be turned into JSON.
+    #[error("serializing the envelope")]
+    Serialize(#[source] serde_json::Error),
     /// Writing an output file failed.
     #[error("writing {path}")]
     Output {
@@ -476,7 +479,7 @@ pub fn write_envelope(
         let path = path.to_path_buf();
         move |source| SealError::Output { path, source }
     };
-    let json = serde_json::to_vec_pretty(env).map_err(|e| output(out)(std::io::Error::other(e)))?;
+    let json = serde_json::to_vec_pretty(env).map_err(SealError::Serialize)?;
     let mut files = Vec::new();
     let mut f = crate::fsutil::AtomicFile::create(out, 0o600).map_err(output(out))?;
     f.file().write_all(&json).map_err(output(out))?;
