@@ -165,7 +165,7 @@ pub enum MalformedHeader {
     /// SizeOfOptionalHeader is zero.
     #[error("optional header is empty")]
     EmptyOptionalHeader,
-    /// The headers are larger than [`MAX_HEADER_LEN`].
+    /// The headers claim more than the 16 MiB bootchain reads.
     #[error("headers claim {0} bytes")]
     HeadersTooLong(u64),
     /// SizeOfOptionalHeader is smaller than the fixed optional header of its magic.
