@@ -158,7 +158,14 @@ fn malformed_tokens_are_typed_errors() {
                 base64::engine::general_purpose::STANDARD
                     .decode(&t.blob)
                     .map(|_| ())
-                    .map_err(|e| bootchain::token::TokenError::Malformed(e.to_string()))
+                    .map_err(|source| {
+                        bootchain::token::TokenError::Malformed(
+                            bootchain::token::MalformedToken::Base64 {
+                                field: "tpm2-blob",
+                                source,
+                            },
+                        )
+                    })
             }
         };
         assert!(r.is_err(), "{key}={val}");

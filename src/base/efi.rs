@@ -116,15 +116,51 @@ pub enum FirmwareError {
         /// Offset within it.
         offset: usize,
         /// Why.
-        reason: String,
+        reason: MalformedReason,
     },
 }
 
-fn malformed(what: &'static str, offset: usize, reason: impl Into<String>) -> FirmwareError {
+/// What is wrong in a UEFI structure ([`FirmwareError::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedReason {
+    /// A UEFI_VARIABLE_DATA shorter than its header.
+    #[error("shorter than its 32-byte header")]
+    ShortVariable,
+    /// The name and data lengths do not add up to the structure's length.
+    #[error("name length {name_len} and data length {data_len} do not match {len} bytes")]
+    Lengths {
+        /// NameLength (UTF-16 characters).
+        name_len: u64,
+        /// DataLength.
+        data_len: u64,
+        /// The structure's length.
+        len: usize,
+    },
+    /// Fewer bytes left than a list header.
+    #[error("truncated header")]
+    TruncatedHeader,
+    /// SignatureListSize is too small or runs past the data.
+    #[error("SignatureListSize {0}")]
+    ListSize(usize),
+    /// SignatureSize or SignatureHeaderSize do not fit the list.
+    #[error("SignatureSize {sig_size}, header {header_size}")]
+    SignatureSize {
+        /// SignatureSize.
+        sig_size: usize,
+        /// SignatureHeaderSize.
+        header_size: usize,
+    },
+    /// The list body is not a whole number of entries.
+    #[error("entries do not fill the list")]
+    Unfilled,
+}
+
+fn malformed(what: &'static str, offset: usize, reason: MalformedReason) -> FirmwareError {
     FirmwareError::Malformed {
         what,
         offset,
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -163,7 +199,7 @@ impl VariableData {
     pub fn parse(b: &[u8]) -> Result<Self, FirmwareError> {
         const W: &str = "UEFI_VARIABLE_DATA";
         if b.len() < 32 {
-            return Err(malformed(W, 0, "shorter than its 32-byte header"));
+            return Err(malformed(W, 0, MalformedReason::ShortVariable));
         }
         let mut guid = [0u8; 16];
         guid.copy_from_slice(&b[..16]);
@@ -177,10 +213,11 @@ impl VariableData {
             return Err(malformed(
                 W,
                 16,
-                format!(
-                    "name length {nlen} and data length {dlen} do not match {} bytes",
-                    b.len()
-                ),
+                MalformedReason::Lengths {
+                    name_len: nlen,
+                    data_len: dlen,
+                    len: b.len(),
+                },
             ));
         }
         let nend = 32 + nlen as usize * 2;
@@ -234,7 +271,7 @@ pub fn parse_signature_lists(b: &[u8]) -> Result<Vec<SignatureList>, FirmwareErr
     let mut pos = 0usize;
     while pos < b.len() {
         if b.len() - pos < 28 {
-            return Err(malformed(W, pos, "truncated header"));
+            return Err(malformed(W, pos, MalformedReason::TruncatedHeader));
         }
         let mut t = [0u8; 16];
         t.copy_from_slice(&b[pos..pos + 16]);
@@ -243,18 +280,21 @@ pub fn parse_signature_lists(b: &[u8]) -> Result<Vec<SignatureList>, FirmwareErr
         let header_size = u(pos + 20);
         let sig_size = u(pos + 24);
         if list_size < 28 || list_size > b.len() - pos {
-            return Err(malformed(W, pos, format!("SignatureListSize {list_size}")));
+            return Err(malformed(W, pos, MalformedReason::ListSize(list_size)));
         }
         if sig_size < 16 || header_size > list_size - 28 {
             return Err(malformed(
                 W,
                 pos,
-                format!("SignatureSize {sig_size}, header {header_size}"),
+                MalformedReason::SignatureSize {
+                    sig_size,
+                    header_size,
+                },
             ));
         }
         let body = list_size - 28 - header_size;
         if body % sig_size != 0 {
-            return Err(malformed(W, pos, "entries do not fill the list"));
+            return Err(malformed(W, pos, MalformedReason::Unfilled));
         }
         let header = b[pos + 28..pos + 28 + header_size].to_vec();
         let mut entries = Vec::new();

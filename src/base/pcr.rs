@@ -161,9 +161,12 @@ pub fn parse_pcr_values_json(text: &str) -> Result<PcrValues, PcrValuesError> {
         for (idx, val) in m {
             let i = idx
                 .parse::<u32>()
-                .ok()
-                .and_then(|i| PcrIndex::new(i).ok())
-                .ok_or_else(|| PcrValuesError::Index(idx.clone()))?;
+                .map_err(BadPcrIndex::from)
+                .and_then(|i| PcrIndex::new(i).map_err(BadPcrIndex::from))
+                .map_err(|source| PcrValuesError::Index {
+                    index: idx.clone(),
+                    source,
+                })?;
             let d = Digest::from_hex(alg, &val).map_err(|source| PcrValuesError::Value {
                 bank: alg,
                 pcr: i.get(),
@@ -186,6 +189,18 @@ pub fn pcr_values_json(v: &PcrValues) -> serde_json::Value {
     serde_json::to_value(m).unwrap_or_default()
 }
 
+/// Why a PCR values JSON key is not a PCR index ([`PcrValuesError::Index`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadPcrIndex {
+    /// Not a decimal number.
+    #[error(transparent)]
+    NotNumber(#[from] std::num::ParseIntError),
+    /// Above 23.
+    #[error(transparent)]
+    Range(#[from] PcrIndexError),
+}
+
 /// Why a PCR values JSON document is refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -197,8 +212,14 @@ pub enum PcrValuesError {
     #[error("PCR values JSON")]
     Bank(#[source] UnknownHashAlg),
     /// A PCR index that is not 0-23.
-    #[error("PCR values JSON: bad PCR index {0:?}")]
-    Index(String),
+    #[error("PCR values JSON: bad PCR index {index:?}")]
+    Index {
+        /// The key as written.
+        index: String,
+        /// Why it is not an index.
+        #[source]
+        source: BadPcrIndex,
+    },
     /// A value that is not a digest of its bank.
     #[error("PCR values JSON: {bank}:{pcr}")]
     Value {

@@ -42,35 +42,91 @@ pub enum AuthenticodeError {
     Pe(#[from] crate::pe::PeError),
     /// The layout violates what the hash algorithm assumes.
     #[error("image cannot be hashed: {0}")]
-    Layout(String),
+    Layout(LayoutError),
     /// The certificate table is malformed.
     #[error("malformed certificate table at offset {offset:#x}: {reason}")]
     CertTable {
         /// File offset of the bad entry.
         offset: u64,
         /// What is wrong.
-        reason: String,
+        reason: CertTableError,
     },
+}
+
+/// How an image's layout breaks the Authenticode hash's assumptions
+/// ([`AuthenticodeError::Layout`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// The CheckSum field is not inside the headers.
+    #[error("CheckSum field ends past SizeOfHeaders ({size_of_headers:#x})")]
+    ChecksumPastHeaders {
+        /// SizeOfHeaders.
+        size_of_headers: u64,
+    },
+    /// The certificate directory entry is not inside the headers.
+    #[error("certificate directory entry lies past SizeOfHeaders")]
+    DirectoryPastHeaders,
+    /// Two sections share file bytes.
+    #[error("section {name} overlaps the previous section's file data")]
+    SectionOverlap {
+        /// The later section.
+        name: String,
+    },
+    /// The certificate table is not the last thing in the file.
+    #[error(
+        "certificate table {start:#x}..{end:#x} is not at the end of the file ({file_len:#x})"
+    )]
+    CertTableNotAtEnd {
+        /// Table start.
+        start: u64,
+        /// Table end.
+        end: u64,
+        /// File length.
+        file_len: u64,
+    },
+    /// The certificate table starts inside section data.
+    #[error("certificate table overlaps the hashed image data")]
+    CertTableOverlap,
+}
+
+/// What is wrong with the certificate table ([`AuthenticodeError::CertTable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertTableError {
+    /// The table ends past the file.
+    #[error("table ends at {end:#x}, past the end of the file")]
+    PastEnd {
+        /// Table end.
+        end: u64,
+    },
+    /// Fewer than 8 non-zero bytes left.
+    #[error("truncated WIN_CERTIFICATE header")]
+    TruncatedHeader,
+    /// dwLength is too small or runs past the table.
+    #[error("dwLength {0} does not fit the table")]
+    Length(usize),
+    /// More than [`MAX_WIN_CERTIFICATES`] entries.
+    #[error("more than {MAX_WIN_CERTIFICATES} WIN_CERTIFICATE entries")]
+    TooMany,
 }
 
 /// The file byte ranges that make up the Authenticode hash, in hashing order.
 pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> {
-    let layout = |m: String| AuthenticodeError::Layout(m);
+    let layout = AuthenticodeError::Layout;
     let soh = u64::from(h.size_of_headers);
     let cks = h.checksum_offset() as u64;
     if cks + 4 > soh {
-        return Err(layout(format!(
-            "CheckSum field ends past SizeOfHeaders ({soh:#x})"
-        )));
+        return Err(layout(LayoutError::ChecksumPastHeaders {
+            size_of_headers: soh,
+        }));
     }
     let mut ranges = Vec::with_capacity(4 + h.sections.len());
     ranges.push(0..cks);
     if h.data_directories.len() > DIR_SECURITY {
         let sd = h.data_directory_offset(DIR_SECURITY) as u64;
         if sd + 8 > soh {
-            return Err(layout(
-                "certificate directory entry lies past SizeOfHeaders".into(),
-            ));
+            return Err(layout(LayoutError::DirectoryPastHeaders));
         }
         ranges.push(cks + 4..sd);
         ranges.push(sd + 8..soh);
@@ -90,10 +146,9 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
         // PeHeaders::parse refuses shared file bytes; headers built by hand must not slip
         // past it, or hashing would cost sections × file size.
         if u64::from(s.pointer_to_raw_data) < prev_end {
-            return Err(layout(format!(
-                "section {} overlaps the previous section's file data",
-                s.name
-            )));
+            return Err(layout(LayoutError::SectionOverlap {
+                name: s.name.to_string(),
+            }));
         }
         prev_end = s.raw_end();
         ranges.push(u64::from(s.pointer_to_raw_data)..s.raw_end());
@@ -105,10 +160,11 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
             let start = u64::from(d.virtual_address);
             let end = start + u64::from(d.size);
             if end != h.file_len {
-                return Err(layout(format!(
-                    "certificate table {start:#x}..{end:#x} is not at the end of the file ({:#x})",
-                    h.file_len
-                )));
+                return Err(layout(LayoutError::CertTableNotAtEnd {
+                    start,
+                    end,
+                    file_len: h.file_len,
+                }));
             }
             u64::from(d.size)
         }
@@ -117,9 +173,7 @@ pub fn hash_ranges(h: &PeHeaders) -> Result<Vec<Range<u64>>, AuthenticodeError> 
     if h.file_len > sum {
         let end = h.file_len.checked_sub(cert_size).filter(|&e| e >= sum);
         let Some(end) = end else {
-            return Err(layout(
-                "certificate table overlaps the hashed image data".into(),
-            ));
+            return Err(layout(LayoutError::CertTableOverlap));
         };
         if end > sum {
             ranges.push(sum..end);
@@ -230,7 +284,7 @@ pub fn read_certificates<R: Read + Seek>(
     if end > h.file_len {
         return Err(AuthenticodeError::CertTable {
             offset: start,
-            reason: format!("table ends at {end:#x}, past the end of the file"),
+            reason: CertTableError::PastEnd { end },
         });
     }
     let table = crate::pe::read_at(r, start, dir.size as usize)?;
@@ -238,25 +292,23 @@ pub fn read_certificates<R: Read + Seek>(
     let mut pos = 0usize;
     while pos < table.len() {
         let offset = start + pos as u64;
-        let bad = |reason: String| AuthenticodeError::CertTable { offset, reason };
+        let bad = |reason| AuthenticodeError::CertTable { offset, reason };
         if table.len() - pos < WIN_CERT_HEADER_LEN {
             // Trailing zero padding is tolerated; anything else is not.
             if table[pos..].iter().all(|&b| b == 0) {
                 break;
             }
-            return Err(bad("truncated WIN_CERTIFICATE header".into()));
+            return Err(bad(CertTableError::TruncatedHeader));
         }
         let len = u32::from_le_bytes([table[pos], table[pos + 1], table[pos + 2], table[pos + 3]])
             as usize;
         let revision = u16::from_le_bytes([table[pos + 4], table[pos + 5]]);
         let cert_type = u16::from_le_bytes([table[pos + 6], table[pos + 7]]);
         if len < WIN_CERT_HEADER_LEN || len > table.len() - pos {
-            return Err(bad(format!("dwLength {len} does not fit the table")));
+            return Err(bad(CertTableError::Length(len)));
         }
         if out.len() == MAX_WIN_CERTIFICATES {
-            return Err(bad(format!(
-                "more than {MAX_WIN_CERTIFICATES} WIN_CERTIFICATE entries"
-            )));
+            return Err(bad(CertTableError::TooMany));
         }
         out.push(WinCertificate {
             offset,

@@ -4,7 +4,7 @@
 //! (SEC1 or PKCS#8). Encrypted keys are refused with a clear error; decrypt them first.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode};
 use rsa::traits::PublicKeyParts;
@@ -16,35 +16,40 @@ use zeroize::Zeroizing;
 #[non_exhaustive]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
     /// The key is encrypted.
-    #[error("{0}: encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out PLAIN)")]
-    Encrypted(String),
+    #[error("{what}: encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out PLAIN)")]
+    Encrypted {
+        /// Where it came from.
+        what: String,
+    },
     /// Not a key format we know.
-    #[error("{what} is not a readable private key: {reason}")]
+    #[error("{what} is not a readable private key")]
     BadKey {
         /// Where it came from.
         what: String,
         /// Why it failed.
-        reason: String,
+        #[source]
+        reason: BadKeyReason,
     },
     /// Not a certificate.
-    #[error("{what} is not a readable X.509 certificate: {reason}")]
+    #[error("{what} is not a readable X.509 certificate")]
     BadCert {
         /// Where it came from.
         what: String,
         /// Why it failed.
-        reason: String,
+        #[source]
+        reason: BadCertReason,
     },
     /// A key type we do not sign with.
-    #[error("unsupported key: {0}")]
-    Unsupported(String),
+    #[error("unsupported key")]
+    Unsupported(#[source] UnsupportedKey),
     /// The key does not belong to the certificate.
     #[error("the private key does not match the certificate's public key ({cert_subject})")]
     Mismatch {
@@ -52,8 +57,86 @@ pub enum KeyError {
         cert_subject: String,
     },
     /// The signature operation failed.
-    #[error("signing failed: {0}")]
-    Sign(String),
+    #[error("signing failed")]
+    Sign(#[source] SigningFailure),
+}
+
+/// Why bytes are not a readable private key ([`KeyError::BadKey`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadKeyReason {
+    /// Refused before decoding (too large, too deep, too many SET elements).
+    #[error(transparent)]
+    Shape(#[from] crate::formats::der_lite::DerShapeError),
+    /// Not a PKCS#8 PrivateKeyInfo, or a bad key inside one.
+    #[error(transparent)]
+    Pkcs8(#[from] pkcs8::Error),
+    /// Not a PKCS#1 RSAPrivateKey.
+    #[error(transparent)]
+    Pkcs1(#[from] pkcs1::Error),
+    /// PEM without a private key block.
+    #[error("no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block")]
+    NoPemBlock,
+    /// DER that is none of the key formats.
+    #[error("not PEM, and not a DER PKCS#8, PKCS#1 or SEC1 key")]
+    UnknownDer,
+    /// An `EC PRIVATE KEY` that is not SEC1 on a supported curve.
+    #[error("not a SEC1 P-256 or P-384 key")]
+    NotSec1,
+}
+
+/// Why bytes are not a readable certificate ([`KeyError::BadCert`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadCertReason {
+    /// PEM without a certificate block.
+    #[error("no CERTIFICATE PEM block")]
+    NoPemBlock,
+    /// Refused before decoding (too large, too deep, too many SET elements).
+    #[error(transparent)]
+    Shape(#[from] crate::formats::der_lite::DerShapeError),
+    /// The DER decoder refused it.
+    #[error(transparent)]
+    Der(#[from] der::Error),
+}
+
+/// A key bootchain does not sign or verify with ([`KeyError::Unsupported`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsupportedKey {
+    /// A SubjectPublicKeyInfo that does not decode.
+    #[error("public key")]
+    PublicKey(#[source] spki::Error),
+    /// A public EC key on another curve.
+    #[error("public key: EC curve is not P-256 or P-384")]
+    PublicCurve,
+    /// A public key of another algorithm.
+    #[error("public key: algorithm {0} is not RSA or EC")]
+    PublicAlgorithm(const_oid::ObjectIdentifier),
+    /// The certificate's SubjectPublicKeyInfo could not be re-encoded.
+    #[error("cannot encode the certificate's public key")]
+    EncodeSpki(#[source] der::Error),
+    /// A private EC key on another curve.
+    #[error("EC keys must be on P-256 or P-384")]
+    PrivateCurve,
+    /// A private key of another algorithm.
+    #[error("private key algorithm {0} (only RSA and ECDSA P-256/P-384)")]
+    PrivateAlgorithm(const_oid::ObjectIdentifier),
+    /// An RSA key of an unsupported size.
+    #[error("RSA-{0}: use 2048, 3072 or 4096 bits")]
+    RsaBits(usize),
+}
+
+/// The error of the signature primitive ([`KeyError::Sign`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SigningFailure {
+    /// RSASSA-PKCS1-v1_5.
+    #[error(transparent)]
+    Rsa(#[from] rsa::Error),
+    /// ECDSA.
+    #[error(transparent)]
+    Ecdsa(#[from] signature::Error),
 }
 
 /// Largest certificate accepted, checked before decoding (real ones are 1–2 KiB; a
@@ -127,14 +210,13 @@ impl PublicKey {
     /// From a DER SubjectPublicKeyInfo.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         use pkcs8::DecodePublicKey;
-        let bad = |r: String| KeyError::Unsupported(format!("public key: {r}"));
-        let spki = spki::SubjectPublicKeyInfoRef::try_from(der)
-            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
+        let bad = |e| KeyError::Unsupported(UnsupportedKey::PublicKey(e));
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(der).map_err(bad)?;
         let oid = spki.algorithm.oid;
         if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
             return rsa::RsaPublicKey::from_public_key_der(der)
                 .map(PublicKey::Rsa)
-                .map_err(|e| bad(crate::error::Chain(&e).to_string()));
+                .map_err(bad);
         }
         if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
             if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
@@ -143,9 +225,9 @@ impl PublicKey {
             if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
                 return Ok(PublicKey::P384(k));
             }
-            return Err(bad("EC curve is not P-256 or P-384".into()));
+            return Err(KeyError::Unsupported(UnsupportedKey::PublicCurve));
         }
-        Err(bad(format!("algorithm {oid} is not RSA or EC")))
+        Err(KeyError::Unsupported(UnsupportedKey::PublicAlgorithm(oid)))
     }
 
     /// The public key of a certificate.
@@ -154,7 +236,7 @@ impl PublicKey {
             .tbs_certificate
             .subject_public_key_info
             .to_der()
-            .map_err(|e| KeyError::Unsupported(crate::error::Chain(&e).to_string()))?;
+            .map_err(|e| KeyError::Unsupported(UnsupportedKey::EncodeSpki(e)))?;
         PublicKey::from_spki_der(&der)
     }
 
@@ -185,7 +267,7 @@ impl SigningKey {
     /// Load from a PEM or DER file.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             source,
         })?);
         SigningKey::from_bytes(&bytes, &path.display().to_string())
@@ -196,7 +278,7 @@ impl SigningKey {
         let shape = |der: &[u8]| {
             crate::formats::der_lite::check_shape(der, MAX_KEY_LEN).map_err(|e| KeyError::BadKey {
                 what: what.into(),
-                reason: crate::error::Chain(&e).to_string(),
+                reason: e.into(),
             })
         };
         if is_pem(bytes) {
@@ -210,13 +292,15 @@ impl SigningKey {
                     "PRIVATE KEY" => return Self::from_pkcs8(&b.der, what),
                     "RSA PRIVATE KEY" => return Self::from_pkcs1(&b.der, what),
                     "EC PRIVATE KEY" => return Self::from_sec1(&b.der, what),
-                    "ENCRYPTED PRIVATE KEY" => return Err(KeyError::Encrypted(what.into())),
+                    "ENCRYPTED PRIVATE KEY" => {
+                        return Err(KeyError::Encrypted { what: what.into() })
+                    }
                     _ => {}
                 }
             }
             return Err(KeyError::BadKey {
                 what: what.into(),
-                reason: "no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block".into(),
+                reason: BadKeyReason::NoPemBlock,
             });
         }
         shape(bytes)?;
@@ -225,22 +309,20 @@ impl SigningKey {
             .or_else(|_| Self::from_sec1(bytes, what))
             .map_err(|_| KeyError::BadKey {
                 what: what.into(),
-                reason: "not PEM, and not a DER PKCS#8, PKCS#1 or SEC1 key".into(),
+                reason: BadKeyReason::UnknownDer,
             })
     }
 
     fn from_pkcs8(der: &[u8], what: &str) -> Result<Self, KeyError> {
         use pkcs8::DecodePrivateKey;
-        let bad = |r: String| KeyError::BadKey {
+        let bad = |e: pkcs8::Error| KeyError::BadKey {
             what: what.into(),
-            reason: r,
+            reason: e.into(),
         };
-        let info = pkcs8::PrivateKeyInfo::try_from(der)
-            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
+        let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(bad)?;
         let oid = info.algorithm.oid;
         if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
-            let k = rsa::RsaPrivateKey::from_pkcs8_der(der)
-                .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
+            let k = rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(bad)?;
             return Self::checked_rsa(k);
         }
         if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
@@ -250,20 +332,16 @@ impl SigningKey {
             if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_der(der) {
                 return Ok(SigningKey::P384(k));
             }
-            return Err(KeyError::Unsupported(
-                "EC keys must be on P-256 or P-384".into(),
-            ));
+            return Err(KeyError::Unsupported(UnsupportedKey::PrivateCurve));
         }
-        Err(KeyError::Unsupported(format!(
-            "private key algorithm {oid} (only RSA and ECDSA P-256/P-384)"
-        )))
+        Err(KeyError::Unsupported(UnsupportedKey::PrivateAlgorithm(oid)))
     }
 
     fn from_pkcs1(der: &[u8], what: &str) -> Result<Self, KeyError> {
         use pkcs1::DecodeRsaPrivateKey;
         let k = rsa::RsaPrivateKey::from_pkcs1_der(der).map_err(|e| KeyError::BadKey {
             what: what.into(),
-            reason: crate::error::Chain(&e).to_string(),
+            reason: e.into(),
         })?;
         Self::checked_rsa(k)
     }
@@ -277,16 +355,14 @@ impl SigningKey {
         }
         Err(KeyError::BadKey {
             what: what.into(),
-            reason: "not a SEC1 P-256 or P-384 key".into(),
+            reason: BadKeyReason::NotSec1,
         })
     }
 
     fn checked_rsa(k: rsa::RsaPrivateKey) -> Result<Self, KeyError> {
         let bits = k.size() * 8;
         if !(2048..=8192).contains(&bits) {
-            return Err(KeyError::Unsupported(format!(
-                "RSA-{bits}: use 2048, 3072 or 4096 bits"
-            )));
+            return Err(KeyError::Unsupported(UnsupportedKey::RsaBits(bits)));
         }
         Ok(SigningKey::Rsa(Box::new(k)))
     }
@@ -318,17 +394,17 @@ impl SigningKey {
         match self {
             SigningKey::Rsa(k) => k
                 .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest.as_bytes())
-                .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string())),
+                .map_err(|e| KeyError::Sign(e.into())),
             SigningKey::P256(k) => {
                 let sig: p256::ecdsa::Signature = k
                     .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string()))?;
+                    .map_err(|e| KeyError::Sign(e.into()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
             SigningKey::P384(k) => {
                 let sig: p384::ecdsa::Signature = k
                     .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(crate::error::Chain(&e).to_string()))?;
+                    .map_err(|e| KeyError::Sign(e.into()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
         }
@@ -379,7 +455,7 @@ pub fn verify_prehashed(
 /// Load one certificate from a PEM or DER file.
 pub fn load_certificate(path: &Path) -> Result<Certificate, KeyError> {
     let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.display().to_string(),
+        path: path.to_path_buf(),
         source,
     })?;
     certificate_from_bytes(&bytes, &path.display().to_string())
@@ -387,7 +463,7 @@ pub fn load_certificate(path: &Path) -> Result<Certificate, KeyError> {
 
 /// Parse one certificate from PEM or DER bytes.
 pub fn certificate_from_bytes(bytes: &[u8], what: &str) -> Result<Certificate, KeyError> {
-    let bad = |r: String| KeyError::BadCert {
+    let bad = |r: BadCertReason| KeyError::BadCert {
         what: what.into(),
         reason: r,
     };
@@ -396,14 +472,12 @@ pub fn certificate_from_bytes(bytes: &[u8], what: &str) -> Result<Certificate, K
         let b = blocks
             .iter()
             .find(|b| b.label == "CERTIFICATE")
-            .ok_or_else(|| bad("no CERTIFICATE PEM block".into()))?;
-        crate::formats::der_lite::check_shape(&b.der, MAX_CERT_LEN)
-            .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
-        return Certificate::from_der(&b.der).map_err(|e| bad(crate::error::Chain(&e).to_string()));
+            .ok_or_else(|| bad(BadCertReason::NoPemBlock))?;
+        crate::formats::der_lite::check_shape(&b.der, MAX_CERT_LEN).map_err(|e| bad(e.into()))?;
+        return Certificate::from_der(&b.der).map_err(|e| bad(e.into()));
     }
-    crate::formats::der_lite::check_shape(bytes, MAX_CERT_LEN)
-        .map_err(|e| bad(crate::error::Chain(&e).to_string()))?;
-    Certificate::from_der(bytes).map_err(|e| bad(crate::error::Chain(&e).to_string()))
+    crate::formats::der_lite::check_shape(bytes, MAX_CERT_LEN).map_err(|e| bad(e.into()))?;
+    Certificate::from_der(bytes).map_err(|e| bad(e.into()))
 }
 
 #[cfg(test)]
@@ -423,7 +497,7 @@ mod tests {
                 b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
                 "x"
             ),
-            Err(KeyError::Encrypted(_))
+            Err(KeyError::Encrypted { .. })
         ));
         assert!(certificate_from_bytes(b"\x30\x03\x02\x01\x01", "x").is_err());
     }

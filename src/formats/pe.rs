@@ -101,7 +101,7 @@ pub enum PeError {
     BadMagic(u16),
     /// A header field has an impossible value.
     #[error("malformed PE header: {0}")]
-    Malformed(String),
+    Malformed(MalformedHeader),
     /// A section claims more memory than its file data plus [`MAX_SECTION_ZERO_FILL`].
     #[error("section {name}: VirtualSize {virtual_size:#x} exceeds SizeOfRawData {raw_size:#x} by more than the {limit:#x}-byte zero-fill limit")]
     SectionZeroFill {
@@ -155,8 +155,35 @@ pub enum PeError {
     },
 }
 
-fn malformed(msg: impl Into<String>) -> PeError {
-    PeError::Malformed(msg.into())
+/// Which header field has an impossible value ([`PeError::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedHeader {
+    /// `e_lfanew` plus the COFF header offset overflows.
+    #[error("e_lfanew overflows")]
+    LfanewOverflow,
+    /// SizeOfOptionalHeader is zero.
+    #[error("optional header is empty")]
+    EmptyOptionalHeader,
+    /// The headers claim more than the 16 MiB bootchain reads.
+    #[error("headers claim {0} bytes")]
+    HeadersTooLong(u64),
+    /// SizeOfOptionalHeader is smaller than the fixed optional header of its magic.
+    #[error("SizeOfOptionalHeader {0} is too small for its magic")]
+    OptionalHeaderTooSmall(u16),
+    /// NumberOfRvaAndSizes is too large for the optional header.
+    #[error("NumberOfRvaAndSizes {0} does not fit the optional header")]
+    DirectoryCount(usize),
+    /// FileAlignment is not a power of two.
+    #[error("FileAlignment {0:#x} is not a power of two")]
+    FileAlignment(u32),
+    /// SectionAlignment is not a power of two.
+    #[error("SectionAlignment {0:#x} is not a power of two")]
+    SectionAlignment(u32),
+}
+
+fn malformed(m: MalformedHeader) -> PeError {
+    PeError::Malformed(m)
 }
 
 /// PE32 or PE32+.
@@ -185,21 +212,31 @@ pub struct SectionName([u8; 8]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SectionNameError {
     /// Longer than 8 bytes (the systemd stub does not support long names via the string table).
-    #[error("section name {0:?} is longer than 8 characters")]
-    TooLong(String),
+    #[error("section name {name:?} is longer than 8 characters")]
+    TooLong {
+        /// The name given.
+        name: String,
+    },
     /// Empty, or not printable ASCII.
-    #[error("section name {0:?} must be 1-8 printable ASCII characters")]
-    Invalid(String),
+    #[error("section name {name:?} must be 1-8 printable ASCII characters")]
+    Invalid {
+        /// The name given.
+        name: String,
+    },
 }
 
 impl SectionName {
     /// Validate a name: 1 to 8 printable ASCII characters.
     pub fn new(name: &str) -> Result<Self, SectionNameError> {
         if name.len() > 8 {
-            return Err(SectionNameError::TooLong(name.to_string()));
+            return Err(SectionNameError::TooLong {
+                name: name.to_string(),
+            });
         }
         if name.is_empty() || !name.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(SectionNameError::Invalid(name.to_string()));
+            return Err(SectionNameError::Invalid {
+                name: name.to_string(),
+            });
         }
         let mut raw = [0u8; 8];
         raw[..name.len()].copy_from_slice(name.as_bytes());
@@ -391,7 +428,7 @@ impl PeHeaders {
         let coff = usize::try_from(e_lfanew)
             .ok()
             .and_then(|p| p.checked_add(FILE_HEADER_OFFSET))
-            .ok_or_else(|| malformed("e_lfanew overflows"))?;
+            .ok_or_else(|| malformed(MalformedHeader::LfanewOverflow))?;
         let pe_offset = coff - FILE_HEADER_OFFSET;
         let file_header: &ImageFileHeader =
             pod_at(buf, coff, "PE signature and COFF header", file_len)?;
@@ -407,7 +444,7 @@ impl PeHeaders {
         }
         let magic: &U16<LE> = buf
             .read_at(opt as u64)
-            .map_err(|()| malformed("optional header is empty"))?;
+            .map_err(|()| malformed(MalformedHeader::EmptyOptionalHeader))?;
         let coff = Coff {
             pe_offset,
             file_header,
@@ -446,7 +483,7 @@ impl PeHeaders {
                 Err(e) => return Err(e),
             }
             if want > MAX_HEADER_LEN {
-                return Err(malformed(format!("headers claim {want} bytes")));
+                return Err(malformed(MalformedHeader::HeadersTooLong(want)));
             }
         }
     }
@@ -524,8 +561,8 @@ fn parse_nt<Pe: ImageNtHeaders>(
     let size_of_optional_header = coff.file_header.size_of_optional_header.get(LE);
     let fixed = size_of::<Pe::ImageOptionalHeader>();
     if usize::from(size_of_optional_header) < fixed {
-        return Err(malformed(format!(
-            "SizeOfOptionalHeader {size_of_optional_header} is too small for its magic"
+        return Err(malformed(MalformedHeader::OptionalHeaderTooSmall(
+            size_of_optional_header,
         )));
     }
     // The directory count is checked before object reads the directories: object accepts any
@@ -535,9 +572,7 @@ fn parse_nt<Pe: ImageNtHeaders>(
     if n_rva > MAX_DATA_DIRECTORIES
         || fixed + n_rva * size_of::<ImageDataDirectory>() > usize::from(size_of_optional_header)
     {
-        return Err(malformed(format!(
-            "NumberOfRvaAndSizes {n_rva} does not fit the optional header"
-        )));
+        return Err(malformed(MalformedHeader::DirectoryCount(n_rva)));
     }
     let mut offset = coff.pe_offset as u64;
     let (nt, dirs) = Pe::parse(buf, &mut offset).map_err(object_error("NT headers"))?;
@@ -555,13 +590,11 @@ fn parse_nt<Pe: ImageNtHeaders>(
         .collect();
 
     if file_alignment == 0 || !file_alignment.is_power_of_two() {
-        return Err(malformed(format!(
-            "FileAlignment {file_alignment:#x} is not a power of two"
-        )));
+        return Err(malformed(MalformedHeader::FileAlignment(file_alignment)));
     }
     if section_alignment == 0 || !section_alignment.is_power_of_two() {
-        return Err(malformed(format!(
-            "SectionAlignment {section_alignment:#x} is not a power of two"
+        return Err(malformed(MalformedHeader::SectionAlignment(
+            section_alignment,
         )));
     }
 
@@ -769,7 +802,7 @@ mod tests {
         assert_eq!(SectionName::new(".linux").unwrap().as_str(), ".linux");
         assert!(matches!(
             SectionName::new(".toolongname"),
-            Err(SectionNameError::TooLong(_))
+            Err(SectionNameError::TooLong { .. })
         ));
         assert!(SectionName::new("").is_err());
         assert!(SectionName::new("a b").is_err());

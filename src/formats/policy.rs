@@ -87,9 +87,9 @@ pub enum PolicyError {
         /// The value's algorithm.
         got: HashAlg,
     },
-    /// Not an RSA key we can name.
-    #[error("unsupported public key for a TPM Name: {0}")]
-    Key(String),
+    /// An RSA key whose exponent a TPMT_PUBLIC cannot hold.
+    #[error("unsupported public key for a TPM Name: RSA exponent does not fit 32 bits")]
+    RsaExponentTooLarge,
 }
 
 /// PolicyPCR (Part 3 §23.7): `H(prev || TPM_CC_PolicyPCR || pcrs || pcrDigest)` where
@@ -212,7 +212,7 @@ pub fn rsa_public_area(key: &rsa::RsaPublicKey) -> Result<Vec<u8>, PolicyError> 
     let n = key.n().to_bytes_be();
     let e = key.e().to_bytes_be();
     if e.len() > 4 {
-        return Err(PolicyError::Key("RSA exponent does not fit 32 bits".into()));
+        return Err(PolicyError::RsaExponentTooLarge);
     }
     let exponent = e.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
     let mut v = Vec::with_capacity(32 + n.len());

@@ -67,11 +67,14 @@ pub enum SignError {
     #[error("the image has only {0} data directories; it needs the certificate table (5th) to be signed")]
     NoSecurityDirectory(usize),
     /// Encoding failed.
-    #[error("DER encoding failed: {0}")]
-    Encode(String),
+    #[error("DER encoding failed")]
+    Encode(#[source] der::Error),
+    /// An image digest that verification needs was not computed (not expected).
+    #[error("no {0} image digest was computed")]
+    MissingDigest(HashAlg),
     /// A signature blob is malformed.
-    #[error("malformed Authenticode signature: {0}")]
-    Malformed(String),
+    #[error("malformed Authenticode signature")]
+    Malformed(#[source] MalformedSignature),
     /// The image has no signature.
     #[error("the image is not signed (no certificate table)")]
     Unsigned,
@@ -101,8 +104,86 @@ pub enum SignError {
 /// certificates and a timestamp countersignature are under 20 KiB.
 pub const MAX_SIGNATURE_LEN: usize = 1 << 20;
 
+/// Why a signature blob is malformed ([`SignError::Malformed`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedSignature {
+    /// Not a DER element at all.
+    #[error("not a DER structure")]
+    NotDer,
+    /// Non-zero bytes follow the PKCS#7 structure.
+    #[error("non-zero bytes after the PKCS#7 structure")]
+    TrailingBytes,
+    /// A structure did not decode.
+    #[error("{what}")]
+    Decode {
+        /// The structure.
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: der::Error,
+    },
+    /// The ContentInfo is not signedData.
+    #[error("content type is not signedData")]
+    NotSignedData,
+    /// The encapsulated content is of another type.
+    #[error("encapsulated content is not SpcIndirectDataContent")]
+    NotSpcIndirectData,
+    /// No encapsulated content.
+    #[error("no encapsulated content")]
+    NoContent,
+    /// The image digest is of an unknown algorithm or the wrong length.
+    #[error("unsupported image digest algorithm {0}, or a digest of the wrong length")]
+    ImageDigest(ObjectIdentifier),
+    /// A digest algorithm whose image hash is not computed by this caller.
+    #[error("{0} image hashes are not checked here")]
+    DigestNotChecked(HashAlg),
+}
+
+/// Why one SignerInfo does not verify (reported in [`SignerReport::problem`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignerError {
+    /// The signer's certificate is not in the signature.
+    #[error("signer certificate is not embedded in the signature")]
+    NoCertificate,
+    /// The certificate's key is not usable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// An unknown digest algorithm.
+    #[error("unsupported digest algorithm {0}")]
+    DigestAlgorithm(ObjectIdentifier),
+    /// An unknown signature algorithm.
+    #[error("unsupported signature algorithm {0}")]
+    SignatureAlgorithm(ObjectIdentifier),
+    /// A structure did not decode or encode.
+    #[error("{what}")]
+    Der {
+        /// The structure.
+        what: &'static str,
+        /// The DER error.
+        #[source]
+        source: der::Error,
+    },
+    /// No contentType signed attribute.
+    #[error("no contentType signed attribute")]
+    NoContentType,
+    /// The contentType attribute names another type.
+    #[error("contentType attribute is not SpcIndirectDataContent")]
+    WrongContentType,
+    /// No messageDigest signed attribute.
+    #[error("no messageDigest signed attribute")]
+    NoMessageDigest,
+    /// The messageDigest attribute does not match.
+    #[error("messageDigest does not match the signed content")]
+    MessageDigestMismatch,
+    /// The signature value does not verify.
+    #[error("the signature does not verify with the signer certificate's key")]
+    BadSignature,
+}
+
 fn enc_err(e: der::Error) -> SignError {
-    SignError::Encode(crate::error::Chain(&e).to_string())
+    SignError::Encode(e)
 }
 
 /// Options for making a signature.
@@ -311,9 +392,7 @@ fn signable_digest<R: Read + Seek>(
         pos: 0,
     };
     let d = authenticode::image_digests_with_headers(&mut r, &img.headers, &[alg])?;
-    d.into_iter()
-        .next()
-        .ok_or_else(|| SignError::Encode("no digest".into()))
+    d.into_iter().next().ok_or(SignError::MissingDigest(alg))
 }
 
 /// The PE checksum (pecoff "CheckSum"; the algorithm of imagehlp `CheckSumMappedFile`):
@@ -467,9 +546,16 @@ pub fn detached_signature(
     cert: &Certificate,
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SignError> {
-    let mut f = File::open(input)?;
-    let img = signable_image(&mut f)?;
-    let digest = signable_digest(&mut f, &img, HashAlg::Sha256)?;
+    let in_file = |source| SignError::InFile {
+        path: input.to_path_buf(),
+        source: Box::new(source),
+    };
+    let digest = (|| {
+        let mut f = File::open(input)?;
+        let img = signable_image(&mut f)?;
+        signable_digest(&mut f, &img, HashAlg::Sha256)
+    })()
+    .map_err(in_file)?;
     authenticode_signature(&digest, key, cert, opts)
 }
 
@@ -539,43 +625,39 @@ struct ParsedSignature {
 }
 
 fn parse_signature(pkcs7: &[u8]) -> Result<ParsedSignature, SignError> {
-    let m = |s: &str| SignError::Malformed(s.to_string());
+    let m = SignError::Malformed;
+    let decode = |what: &'static str| {
+        move |source| SignError::Malformed(MalformedSignature::Decode { what, source })
+    };
     // Some signers (osslsigncode) count their zero padding in dwLength: decode the first DER
     // element and require that only zeros follow it.
-    let first = der_lite::read(pkcs7).ok_or_else(|| m("not a DER structure"))?;
+    let first = der_lite::read(pkcs7).ok_or(m(MalformedSignature::NotDer))?;
     let der_len = pkcs7.len() - first.rest.len();
     if first.rest.iter().any(|&b| b != 0) {
-        return Err(m("non-zero bytes after the PKCS#7 structure"));
+        return Err(m(MalformedSignature::TrailingBytes));
     }
     // The der crate sorts every decoded SET OF in quadratic time: bound the element counts
     // (and so the certificate count) and the size first.
     der_lite::check_shape(&pkcs7[..der_len], MAX_SIGNATURE_LEN).map_err(SignError::Shape)?;
-    let ci = ContentInfo::from_der(&pkcs7[..der_len])
-        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
+    let ci = ContentInfo::from_der(&pkcs7[..der_len]).map_err(decode("ContentInfo"))?;
     if ci.content_type != ID_SIGNED_DATA {
-        return Err(m("content type is not signedData"));
+        return Err(m(MalformedSignature::NotSignedData));
     }
-    let sd: SignedData = ci
-        .content
-        .decode_as()
-        .map_err(|e| SignError::Malformed(crate::error::Chain(&e).to_string()))?;
+    let sd: SignedData = ci.content.decode_as().map_err(decode("SignedData"))?;
     if sd.encap_content_info.econtent_type != SPC_INDIRECT_DATA {
-        return Err(m("encapsulated content is not SpcIndirectDataContent"));
+        return Err(m(MalformedSignature::NotSpcIndirectData));
     }
     let econtent = sd
         .encap_content_info
         .econtent
         .as_ref()
-        .ok_or_else(|| m("no encapsulated content"))?;
+        .ok_or(m(MalformedSignature::NoContent))?;
     let idc = econtent.to_der().map_err(enc_err)?;
-    let content = SpcIndirectDataContent::parse(&idc)
-        .map_err(|e| SignError::Malformed(format!("SpcIndirectDataContent: {e}")))?;
+    let content = SpcIndirectDataContent::parse(&idc).map_err(decode("SpcIndirectDataContent"))?;
     let oid = content.message_digest.digest_algorithm.oid;
-    let image_digest = content.image_digest().ok_or_else(|| {
-        SignError::Malformed(format!(
-            "unsupported image digest algorithm {oid}, or a digest of the wrong length"
-        ))
-    })?;
+    let image_digest = content
+        .image_digest()
+        .ok_or(m(MalformedSignature::ImageDigest(oid)))?;
     Ok(ParsedSignature {
         sd,
         idc,
@@ -680,7 +762,8 @@ fn verify_parsed(
                 r.key = Some(key.describe());
             }
             Err(e) => {
-                r.problem.get_or_insert(e);
+                r.problem
+                    .get_or_insert_with(|| crate::error::Chain(&e).to_string());
             }
         }
         if let Some(anchor) = trusted {
@@ -712,18 +795,15 @@ fn check_signer(
     si: &SignerInfo,
     cert: Option<&Certificate>,
     idc: &[u8],
-) -> Result<PublicKey, String> {
-    let cert = cert.ok_or("signer certificate is not embedded in the signature")?;
-    let key = PublicKey::from_certificate(cert).map_err(|e| crate::error::Chain(&e).to_string())?;
+) -> Result<PublicKey, SignerError> {
+    let der = |what: &'static str| move |source| SignerError::Der { what, source };
+    let cert = cert.ok_or(SignerError::NoCertificate)?;
+    let key = PublicKey::from_certificate(cert)?;
     let digest_alg = HashAlg::from_oid(&si.digest_alg.oid)
-        .ok_or_else(|| format!("unsupported digest algorithm {}", si.digest_alg.oid))?;
-    let sig_hash = sig_hash_for(&si.signature_algorithm.oid, digest_alg).ok_or_else(|| {
-        format!(
-            "unsupported signature algorithm {}",
-            si.signature_algorithm.oid
-        )
-    })?;
-    let idc_any = Any::from_der(idc).map_err(|e| crate::error::Chain(&e).to_string())?;
+        .ok_or(SignerError::DigestAlgorithm(si.digest_alg.oid))?;
+    let sig_hash = sig_hash_for(&si.signature_algorithm.oid, digest_alg)
+        .ok_or(SignerError::SignatureAlgorithm(si.signature_algorithm.oid))?;
+    let idc_any = Any::from_der(idc).map_err(der("SpcIndirectDataContent"))?;
     let signed_bytes = match &si.signed_attrs {
         Some(attrs) => {
             let find = |oid: ObjectIdentifier| {
@@ -732,23 +812,17 @@ fn check_signer(
                     .find(|a| a.oid == oid)
                     .and_then(|a| a.values.iter().next())
             };
-            let ct = find(ID_CONTENT_TYPE).ok_or("no contentType signed attribute")?;
-            let ct: ObjectIdentifier = ct
-                .decode_as()
-                .map_err(|e| crate::error::Chain(&e).to_string())?;
+            let ct = find(ID_CONTENT_TYPE).ok_or(SignerError::NoContentType)?;
+            let ct: ObjectIdentifier = ct.decode_as().map_err(der("contentType attribute"))?;
             if ct != SPC_INDIRECT_DATA {
-                return Err("contentType attribute is not SpcIndirectDataContent".into());
+                return Err(SignerError::WrongContentType);
             }
-            let md = find(ID_MESSAGE_DIGEST).ok_or("no messageDigest signed attribute")?;
-            let md: OctetString = md
-                .decode_as()
-                .map_err(|e| crate::error::Chain(&e).to_string())?;
+            let md = find(ID_MESSAGE_DIGEST).ok_or(SignerError::NoMessageDigest)?;
+            let md: OctetString = md.decode_as().map_err(der("messageDigest attribute"))?;
             if md.as_bytes() != digest_alg.digest(idc_any.value()).as_bytes() {
-                return Err("messageDigest does not match the signed content".into());
+                return Err(SignerError::MessageDigestMismatch);
             }
-            attrs
-                .to_der()
-                .map_err(|e| crate::error::Chain(&e).to_string())?
+            attrs.to_der().map_err(der("signed attributes"))?
         }
         None => idc_any.value().to_vec(),
     };
@@ -756,7 +830,7 @@ fn check_signer(
     if keys::verify_prehashed(&key, sig_hash, d.as_bytes(), si.signature.as_bytes()) {
         Ok(key)
     } else {
-        Err("the signature does not verify with the signer certificate's key".into())
+        Err(SignerError::BadSignature)
     }
 }
 
@@ -823,7 +897,7 @@ pub fn verify_reader<R: Read + Seek>(
         // Signed file: hash as the firmware does. Detached: as a signer does (padded to 8).
         if detached.is_none() {
             let mut d = authenticode::image_digests_with_headers(f, &headers, &[alg])?;
-            return d.pop().ok_or_else(|| SignError::Encode("no digest".into()));
+            return d.pop().ok_or(SignError::MissingDigest(alg));
         }
         let img = signable_image(f)?;
         signable_digest(f, &img, alg)
@@ -843,7 +917,7 @@ pub fn verify_reader<R: Read + Seek>(
                         .iter()
                         .find(|d| d.alg() == a)
                         .cloned()
-                        .ok_or_else(|| SignError::Encode("digest".into()))
+                        .ok_or(SignError::MissingDigest(a))
                 };
                 signers.extend(verify_parsed(i, &p, &lookup, trusted));
             }
@@ -867,29 +941,37 @@ pub fn first_trusting_anchor(
     path: &Path,
     anchors: &[Certificate],
 ) -> Result<Option<usize>, SignError> {
-    let mut f = File::open(path)?;
-    let (headers, _) = PeHeaders::read(&mut f)?;
-    let parsed: Vec<ParsedSignature> = authenticode::read_certificates(&mut f, &headers)?
-        .iter()
-        .filter_map(|c| parse_signature(&c.data).ok())
-        .collect();
-    let mut digests: Vec<Digest> = Vec::new();
-    for p in &parsed {
-        let alg = p.image_digest.alg();
-        if !digests.iter().any(|d| d.alg() == alg) {
-            digests.extend(authenticode::image_digests_with_headers(
-                &mut f,
-                &headers,
-                &[alg],
-            )?);
+    let in_file = |source| SignError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let (parsed, digests) = (|| -> Result<_, SignError> {
+        let mut f = File::open(path)?;
+        let (headers, _) = PeHeaders::read(&mut f)?;
+        let parsed: Vec<ParsedSignature> = authenticode::read_certificates(&mut f, &headers)?
+            .iter()
+            .filter_map(|c| parse_signature(&c.data).ok())
+            .collect();
+        let mut digests: Vec<Digest> = Vec::new();
+        for p in &parsed {
+            let alg = p.image_digest.alg();
+            if !digests.iter().any(|d| d.alg() == alg) {
+                digests.extend(authenticode::image_digests_with_headers(
+                    &mut f,
+                    &headers,
+                    &[alg],
+                )?);
+            }
         }
-    }
+        Ok((parsed, digests))
+    })()
+    .map_err(in_file)?;
     let lookup = |a: HashAlg| {
         digests
             .iter()
             .find(|d| d.alg() == a)
             .cloned()
-            .ok_or_else(|| SignError::Encode("digest".into()))
+            .ok_or(SignError::MissingDigest(a))
     };
     Ok(anchors.iter().position(|anchor| {
         parsed.iter().any(|p| {
@@ -916,8 +998,8 @@ pub fn describe_signatures<R: Read + Seek>(
                     if a == d.alg() {
                         Ok(d.clone())
                     } else {
-                        Err(SignError::Malformed(format!(
-                            "{a} image hashes are not checked here"
+                        Err(SignError::Malformed(MalformedSignature::DigestNotChecked(
+                            a,
                         )))
                     }
                 };

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::hash::{Digest, HashAlg};
 use crate::measure::PcrSignatures;
 use crate::policy;
-use crate::seal::{signature_candidates, SealError, SealRequest};
+use crate::seal::{signature_candidates, RequestError, SealError, SealRequest};
 use crate::tpm::{
     AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
     SRK_HANDLE,
@@ -50,11 +50,80 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[non_exhaustive]
 pub enum TokenError {
     /// The JSON is not a systemd-tpm2 token.
-    #[error("malformed systemd-tpm2 token: {0}")]
-    Malformed(String),
+    #[error("malformed systemd-tpm2 token")]
+    Malformed(#[source] MalformedToken),
+    /// A TPM object is too large for `tpm2-blob`'s 16-bit sizes.
+    #[error("TPM object too large for tpm2-blob ({0} bytes)")]
+    ObjectTooLarge(usize),
+    /// A token or envelope could not be turned into JSON.
+    #[error("serializing the {what}")]
+    Serialize {
+        /// What was serialized.
+        what: &'static str,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Sealing or unsealing failed.
     #[error(transparent)]
     Seal(#[from] SealError),
+}
+
+/// What is wrong with a token ([`TokenError::Malformed`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedToken {
+    /// Not JSON of a token's shape.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// Another token type.
+    #[error("type {0:?} is not {TOKEN_TYPE}")]
+    Type(String),
+    /// `tpm2-blob` is empty.
+    #[error("empty tpm2-blob")]
+    EmptyBlob,
+    /// A member that is not base64.
+    #[error("{field} is not base64")]
+    Base64 {
+        /// The member.
+        field: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// `tpm2-pcr-bank` names no hash algorithm.
+    #[error("tpm2-pcr-bank")]
+    Bank(#[source] crate::hash::UnknownHashAlg),
+    /// `tpm2_srk` is not a serialized ESYS_TR.
+    #[error("tpm2_srk is not a serialized ESYS_TR")]
+    SrkNotEsysTr,
+    /// `tpm2_srk` names another handle.
+    #[error("tpm2_srk names handle {0:#x}, only {SRK_HANDLE:#x} is supported")]
+    SrkHandle(u32),
+    /// An unknown `tpm2-primary-alg`.
+    #[error("tpm2-primary-alg {0:?}")]
+    PrimaryAlg(String),
+    /// `tpm2_pubkey` is not an RSA public key.
+    #[error("tpm2_pubkey")]
+    PublicKey(#[source] Box<crate::measure::MeasureError>),
+    /// `tpm2-blob` ends inside a structure.
+    #[error("tpm2-blob: {0} truncated")]
+    BlobTruncated(&'static str),
+    /// `tpm2-blob` has bytes after TPM2B_PUBLIC.
+    #[error("tpm2-blob has trailing data (an offline-sealed object with a seed is not supported)")]
+    BlobTrailing,
+    /// `tpm2-policy-hash` is not a SHA-256 digest.
+    #[error("tpm2-policy-hash")]
+    PolicyHash(#[source] crate::hash::DigestParseError),
+    /// A `bootchain-tpm2` token without its envelope.
+    #[error("no {ENVELOPE_MEMBER} member")]
+    NoEnvelope,
+}
+
+impl From<MalformedToken> for TokenError {
+    fn from(e: MalformedToken) -> Self {
+        TokenError::Malformed(e)
+    }
 }
 
 impl From<crate::pin::PinError> for TokenError {
@@ -134,8 +203,7 @@ pub struct SystemdTpm2Token {
 pub fn marshal_blob(obj: &SealedObject) -> Result<Vec<u8>, TokenError> {
     let mut v = Vec::with_capacity(4 + obj.private.len() + obj.public.len());
     for part in [&obj.private, &obj.public] {
-        let n = u16::try_from(part.len())
-            .map_err(|_| TokenError::Malformed("TPM object too large".into()))?;
+        let n = u16::try_from(part.len()).map_err(|_| TokenError::ObjectTooLarge(part.len()))?;
         v.extend_from_slice(&n.to_be_bytes());
         v.extend_from_slice(part);
     }
@@ -146,17 +214,13 @@ pub fn marshal_blob(obj: &SealedObject) -> Result<Vec<u8>, TokenError> {
 /// (offline-sealed objects, systemd ≥ 255) is refused: those need TPM2_Import.
 pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     let mut rest = b;
-    let mut take = |what: &str| -> Result<Vec<u8>, TokenError> {
+    let mut take = |what: &'static str| -> Result<Vec<u8>, TokenError> {
         if rest.len() < 2 {
-            return Err(TokenError::Malformed(format!(
-                "tpm2-blob: {what} truncated"
-            )));
+            return Err(MalformedToken::BlobTruncated(what).into());
         }
         let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
         if rest.len() < 2 + n {
-            return Err(TokenError::Malformed(format!(
-                "tpm2-blob: {what} truncated"
-            )));
+            return Err(MalformedToken::BlobTruncated(what).into());
         }
         let part = rest[2..2 + n].to_vec();
         rest = &rest[2 + n..];
@@ -165,10 +229,7 @@ pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     let private = take("TPM2B_PRIVATE")?;
     let public = take("TPM2B_PUBLIC")?;
     if !rest.is_empty() {
-        return Err(TokenError::Malformed(
-            "tpm2-blob has trailing data (an offline-sealed object with a seed is not supported)"
-                .into(),
-        ));
+        return Err(MalformedToken::BlobTrailing.into());
     }
     Ok((private, public))
 }
@@ -177,7 +238,7 @@ pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
 /// `u32 handle || TPM2B_NAME || u32 IESYSC_KEY_RSRC(1) || TPM2B_PUBLIC`. We read the handle and
 /// the Name.
 fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
-    let bad = || TokenError::Malformed("tpm2_srk is not a serialized ESYS_TR".into());
+    let bad = || TokenError::Malformed(MalformedToken::SrkNotEsysTr);
     let handle = u32::from_be_bytes(b.get(0..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
     let n = usize::from(u16::from_be_bytes(
         b.get(4..6).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
@@ -189,16 +250,13 @@ fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
 impl SystemdTpm2Token {
     /// Parse a token's JSON.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
-        let t: SystemdTpm2Token = serde_json::from_value(v.clone())
-            .map_err(|e| TokenError::Malformed(crate::error::Chain(&e).to_string()))?;
+        let t: SystemdTpm2Token =
+            serde_json::from_value(v.clone()).map_err(MalformedToken::Json)?;
         if t.kind != TOKEN_TYPE {
-            return Err(TokenError::Malformed(format!(
-                "type {:?} is not {TOKEN_TYPE}",
-                t.kind
-            )));
+            return Err(MalformedToken::Type(t.kind).into());
         }
         if t.blob.is_empty() {
-            return Err(TokenError::Malformed("empty tpm2-blob".into()));
+            return Err(MalformedToken::EmptyBlob.into());
         }
         Ok(t)
     }
@@ -207,30 +265,27 @@ impl SystemdTpm2Token {
     pub fn bank(&self) -> Result<HashAlg, TokenError> {
         match &self.pcr_bank {
             None => Ok(HashAlg::Sha256),
-            Some(b) => b
-                .parse()
-                .map_err(|_| TokenError::Malformed(format!("tpm2-pcr-bank {b:?}"))),
+            Some(b) => b.parse().map_err(|e| MalformedToken::Bank(e).into()),
         }
     }
 
     /// The parent this token's object lives under.
     pub fn parent(&self) -> Result<(ParentKind, Option<Vec<u8>>), TokenError> {
         if let Some(srk) = &self.srk {
-            let raw = B64
-                .decode(srk)
-                .map_err(|_| TokenError::Malformed("tpm2_srk is not base64".into()))?;
+            let raw = B64.decode(srk).map_err(|source| MalformedToken::Base64 {
+                field: "tpm2_srk",
+                source,
+            })?;
             let (handle, name) = parse_srk_tr(&raw)?;
             if handle != SRK_HANDLE {
-                return Err(TokenError::Malformed(format!(
-                    "tpm2_srk names handle {handle:#x}, only {SRK_HANDLE:#x} is supported"
-                )));
+                return Err(MalformedToken::SrkHandle(handle).into());
             }
             return Ok((ParentKind::Srk, Some(name)));
         }
         match self.primary_alg.as_deref() {
             None | Some("ecc") => Ok((ParentKind::LegacyEcc, None)),
             Some("rsa") => Ok((ParentKind::LegacyRsa, None)),
-            Some(other) => Err(TokenError::Malformed(format!("tpm2-primary-alg {other:?}"))),
+            Some(other) => Err(MalformedToken::PrimaryAlg(other.to_string()).into()),
         }
     }
 
@@ -239,12 +294,13 @@ impl SystemdTpm2Token {
         let Some(p) = &self.pubkey else {
             return Ok(None);
         };
-        let pem = B64
-            .decode(p)
-            .map_err(|_| TokenError::Malformed("tpm2_pubkey is not base64".into()))?;
+        let pem = B64.decode(p).map_err(|source| MalformedToken::Base64 {
+            field: "tpm2_pubkey",
+            source,
+        })?;
         crate::measure::rsa_public_key_from_pem(&pem)
             .map(Some)
-            .map_err(|e| TokenError::Malformed(format!("tpm2_pubkey: {e}")))
+            .map_err(|e| MalformedToken::PublicKey(Box::new(e)).into())
     }
 }
 
@@ -269,8 +325,10 @@ pub fn enroll_envelope(
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
     getrandom_fill(&mut secret)?;
     let env = crate::seal::seal(tpm, &req.seal, &secret)?;
-    let env = serde_json::to_value(&env)
-        .map_err(|e| TokenError::Malformed(format!("serializing the envelope: {e}")))?;
+    let env = serde_json::to_value(&env).map_err(|source| TokenError::Serialize {
+        what: "envelope",
+        source,
+    })?;
     Ok((
         serde_json::json!({ "type": BOOTCHAIN_TOKEN_TYPE, "keyslots": [], ENVELOPE_MEMBER: env }),
         secret,
@@ -290,7 +348,7 @@ pub fn unseal_envelope(
 pub fn envelope_of(token: &serde_json::Value) -> Result<crate::seal::Envelope, TokenError> {
     let env = token
         .get(ENVELOPE_MEMBER)
-        .ok_or_else(|| TokenError::Malformed(format!("no {ENVELOPE_MEMBER} member")))?;
+        .ok_or(MalformedToken::NoEnvelope)?;
     Ok(crate::seal::Envelope::from_json(&env.to_string())?)
 }
 
@@ -309,12 +367,7 @@ pub fn enroll(
         ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
         ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
         ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
-        other => {
-            return Err(SealError::Request(format!(
-                "systemd tokens cannot record a {other} parent (use legacy-ecc, legacy-rsa or srk)"
-            ))
-            .into())
-        }
+        other => return Err(SealError::Request(RequestError::SystemdParent(other)).into()),
     };
     let policy =
         crate::seal::compute_policy(r.bank, r.pcrs, r.values, r.authorize, r.pin.is_some())?;
@@ -369,7 +422,7 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), TokenError> {
     use aes_gcm::aead::rand_core::RngCore;
     aes_gcm::aead::OsRng
         .try_fill_bytes(buf)
-        .map_err(|e| SealError::Request(format!("system random generator: {e}")).into())
+        .map_err(|e| SealError::Request(RequestError::Random(e)).into())
 }
 
 /// The LUKS passphrase for a token secret: base64, standard alphabet, padded.
@@ -425,12 +478,15 @@ pub fn prepare(
 ) -> Result<PreparedToken, TokenError> {
     let raw = B64
         .decode(&t.blob)
-        .map_err(|_| TokenError::Malformed("tpm2-blob is not base64".into()))?;
+        .map_err(|source| MalformedToken::Base64 {
+            field: "tpm2-blob",
+            source,
+        })?;
     let (private, public) = unmarshal_blob(&raw)?;
     let (parent, parent_name) = t.parent()?;
     let bank = t.bank()?;
-    let expected = Digest::from_hex(HashAlg::Sha256, &t.policy_hash)
-        .map_err(|_| TokenError::Malformed("tpm2-policy-hash".into()))?;
+    let expected =
+        Digest::from_hex(HashAlg::Sha256, &t.policy_hash).map_err(MalformedToken::PolicyHash)?;
     let key = t.public_key()?;
     let area = key
         .as_ref()
@@ -452,7 +508,10 @@ pub fn prepare(
                 .as_ref()
                 .map(|s| B64.decode(s))
                 .transpose()
-                .map_err(|_| TokenError::Malformed("tpm2_salt is not base64".into()))?;
+                .map_err(|source| MalformedToken::Base64 {
+                    field: "tpm2_salt",
+                    source,
+                })?;
             Some(crate::pin::pin_auth_value(pin, salt.as_deref())?)
         }
         (true, None) => return Err(SealError::PinRequired.into()),
@@ -737,8 +796,10 @@ pub fn enroll_luks(
     let (mut json, secret) = match req.kind {
         TokenKind::Systemd => {
             let (token, secret) = enroll(tpm, req)?;
-            let json = serde_json::to_value(&token)
-                .map_err(|e| TokenError::Malformed(format!("serializing the token: {e}")))?;
+            let json = serde_json::to_value(&token).map_err(|source| TokenError::Serialize {
+                what: "token",
+                source,
+            })?;
             (json, secret)
         }
         TokenKind::Bootchain => enroll_envelope(tpm, req)?,

@@ -438,6 +438,15 @@ pub enum VariableFileError {
         #[source]
         source: FirmwareError,
     },
+    /// The certificate could not be re-encoded as DER.
+    #[error("{path}: encoding the certificate")]
+    Encode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The DER error.
+        #[source]
+        source: der::Error,
+    },
     /// A certificate, but no SignatureOwner to list it under.
     #[error("{path}: a certificate needs the SignatureOwner GUID it was enrolled with")]
     NeedsOwner {
@@ -457,28 +466,23 @@ pub fn variable_from_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let esl = parse_signature_lists(&bytes);
-    if esl.is_ok() {
+    let Err(esl_err) = parse_signature_lists(&bytes) else {
         return Ok(bytes);
-    }
+    };
     if let Ok(cert) = crate::keys::certificate_from_bytes(&bytes, &path.display().to_string()) {
         use der::Encode;
         let owner = owner.ok_or_else(|| VariableFileError::NeedsOwner {
             path: path.to_path_buf(),
         })?;
-        let der = cert.to_der().map_err(|e| VariableFileError::Read {
+        let der = cert.to_der().map_err(|source| VariableFileError::Encode {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            source,
         })?;
         return Ok(encode_signature_lists(&[x509_list(owner, &der)]));
     }
     Err(VariableFileError::Neither {
         path: path.to_path_buf(),
-        source: esl.err().unwrap_or(FirmwareError::Malformed {
-            what: "EFI_SIGNATURE_LIST",
-            offset: 0,
-            reason: String::new(),
-        }),
+        source: esl_err,
     })
 }
 
@@ -565,7 +569,10 @@ pub fn predict_chain_boot(
         source,
     };
     let mut f = std::fs::File::open(uki).map_err(io)?;
-    let (h, _) = crate::pe::PeHeaders::read(&mut f)?;
+    let (h, _) = crate::pe::PeHeaders::read(&mut f).map_err(|e| MeasureError::Image {
+        path: uki.to_path_buf(),
+        source: e.into(),
+    })?;
     let auth =
         crate::authenticode::image_digests_with_headers(&mut f, &h, banks).map_err(|source| {
             MeasureError::Image {

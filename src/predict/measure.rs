@@ -84,8 +84,32 @@ pub enum MeasureError {
         profiles: u32,
     },
     /// Malformed `.pcrsig` JSON.
-    #[error("malformed PCR signature JSON: {0}")]
-    Json(String),
+    #[error("malformed PCR signature JSON")]
+    Json(#[source] PcrSignatureJsonError),
+}
+
+/// What is wrong with `.pcrsig` JSON ([`MeasureError::Json`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PcrSignatureJsonError {
+    /// Not JSON.
+    #[error(transparent)]
+    Syntax(serde_json::Error),
+    /// The top level is not an object of banks.
+    #[error("top level is not an object")]
+    NotObject,
+    /// A bank name that is not a hash algorithm.
+    #[error("unknown bank")]
+    Bank(#[source] crate::hash::UnknownHashAlg),
+    /// A bank's entries are not signature objects.
+    #[error("{bank}")]
+    Entries {
+        /// The bank.
+        bank: String,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// What a systemd-stub version measures.
@@ -620,17 +644,21 @@ pub fn default_signatures() -> Result<Option<PcrSignatures>, MeasureError> {
 pub fn parse_signatures(text: &[u8]) -> Result<PcrSignatures, MeasureError> {
     let text = String::from_utf8_lossy(text);
     let v: serde_json::Value = serde_json::from_str(text.trim_end_matches('\0').trim())
-        .map_err(|e| MeasureError::Json(crate::error::Chain(&e).to_string()))?;
+        .map_err(|e| MeasureError::Json(PcrSignatureJsonError::Syntax(e)))?;
     let obj = v
         .as_object()
-        .ok_or_else(|| MeasureError::Json("top level is not an object".into()))?;
+        .ok_or(MeasureError::Json(PcrSignatureJsonError::NotObject))?;
     let mut out = Vec::new();
     for (k, arr) in obj {
         let bank: HashAlg = k
             .parse()
-            .map_err(|_| MeasureError::Json(format!("unknown bank {k:?}")))?;
-        let entries: Vec<PcrSignature> = serde_json::from_value(arr.clone())
-            .map_err(|e| MeasureError::Json(format!("{k}: {e}")))?;
+            .map_err(|e| MeasureError::Json(PcrSignatureJsonError::Bank(e)))?;
+        let entries: Vec<PcrSignature> = serde_json::from_value(arr.clone()).map_err(|source| {
+            MeasureError::Json(PcrSignatureJsonError::Entries {
+                bank: k.clone(),
+                source,
+            })
+        })?;
         out.push((bank, entries));
     }
     Ok(out)

@@ -136,11 +136,11 @@ pub enum SealError {
         pcr: u32,
     },
     /// The envelope is malformed.
-    #[error("malformed sealed envelope: {0}")]
-    Envelope(String),
+    #[error("malformed sealed envelope")]
+    Envelope(#[source] EnvelopeError),
     /// A bad argument (an empty policy, a key that cannot sign PCR policies).
-    #[error("{0}")]
-    Request(String),
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// Decryption failed: the envelope or its sealed key was tampered with.
     #[error("the envelope does not decrypt: it was modified, or belongs to another sealed key")]
     Tampered,
@@ -153,6 +153,9 @@ pub enum SealError {
     /// The sealing policy could not be put together.
     #[error(transparent)]
     Plan(Box<plan::PlanError>),
+    /// The envelope could not be turned into JSON.
+    #[error("serializing the envelope")]
+    Serialize(#[source] serde_json::Error),
     /// Writing an output file failed.
     #[error("writing {path}")]
     Output {
@@ -162,6 +165,76 @@ pub enum SealError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What is wrong with a sealed envelope ([`SealError::Envelope`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not JSON of the envelope's shape (or a binary member that does not decode).
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// Another format, or a version this build does not read.
+    #[error("format {format:?} version {version} is not {FORMAT} {VERSION}")]
+    Version {
+        /// The `format` member.
+        format: String,
+        /// The `version` member.
+        version: u32,
+    },
+    /// A payload encryption other than AES-256-GCM.
+    #[error("payload alg {0:?}")]
+    PayloadAlg(String),
+    /// `policy.digest` is of another algorithm.
+    #[error("policy.digest is not a SHA-256 digest")]
+    DigestNotSha256,
+    /// `policy.pcrs` holds an index out of range.
+    #[error("policy.pcrs")]
+    Pcrs(#[source] policy::PcrIndexError),
+    /// `policy.values` lacks a value of the bank for a selected PCR.
+    #[error("policy.values has no {bank} value for PCR {pcr}")]
+    Values {
+        /// The bank.
+        bank: HashAlg,
+        /// The PCR.
+        pcr: u32,
+    },
+    /// `policy.authorize.public_key` is not an RSA public key.
+    #[error("policy.authorize.public_key")]
+    AuthorizeKey(#[source] Box<crate::measure::MeasureError>),
+    /// `policy.authorize.key_name` is not the Name of the key.
+    #[error("policy.authorize.key_name does not match the public key")]
+    KeyName,
+    /// The recorded members do not give the recorded policy digest.
+    #[error("policy members do not produce policy.digest")]
+    PolicyDigest,
+    /// The AES-GCM nonce has the wrong length.
+    #[error("payload.nonce must be 12 bytes")]
+    Nonce,
+}
+
+/// A request that cannot be sealed as asked ([`SealError::Request`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Neither literal PCRs nor a PCR public key.
+    #[error("nothing to seal to: give PCRs, a PCR public key, or both")]
+    NothingToSeal,
+    /// A PCR public key without the PCRs its signatures cover.
+    #[error("a PCR public key needs the PCRs its signatures cover")]
+    NoSignedPcrs,
+    /// A PCR index out of range.
+    #[error(transparent)]
+    PcrIndex(#[from] policy::PcrIndexError),
+    /// The PCR public key cannot be encoded or fingerprinted.
+    #[error(transparent)]
+    PcrKey(Box<crate::measure::MeasureError>),
+    /// A parent a systemd token cannot name.
+    #[error("systemd tokens cannot record a {0} parent (use legacy-ecc, legacy-rsa or srk)")]
+    SystemdParent(ParentKind),
+    /// The system random generator failed.
+    #[error("system random generator")]
+    Random(#[source] aes_gcm::aead::rand_core::Error),
 }
 
 /// A PCR whose current value differs from the sealed one.
@@ -349,7 +422,7 @@ impl Envelope {
 
     /// Parse and check the header fields.
     pub fn from_json(text: &str) -> Result<Self, SealError> {
-        let bad = |e: serde_json::Error| SealError::Envelope(crate::error::Chain(&e).to_string());
+        let bad = |e| SealError::Envelope(EnvelopeError::Json(e));
         // Format and version first: a newer envelope is refused as such, not for a member
         // this version cannot read.
         #[derive(Deserialize)]
@@ -359,16 +432,15 @@ impl Envelope {
         }
         let h: Header = serde_json::from_str(text).map_err(bad)?;
         if h.format != FORMAT || h.version != VERSION {
-            return Err(SealError::Envelope(format!(
-                "format {:?} version {} is not {FORMAT} {VERSION}",
-                h.format, h.version
-            )));
+            return Err(SealError::Envelope(EnvelopeError::Version {
+                format: h.format,
+                version: h.version,
+            }));
         }
         let e: Envelope = serde_json::from_str(text).map_err(bad)?;
         if e.payload.alg != "A256GCM" {
-            return Err(SealError::Envelope(format!(
-                "payload alg {:?}",
-                e.payload.alg
+            return Err(SealError::Envelope(EnvelopeError::PayloadAlg(
+                e.payload.alg,
             )));
         }
         Ok(e)
@@ -407,7 +479,7 @@ pub fn write_envelope(
         let path = path.to_path_buf();
         move |source| SealError::Output { path, source }
     };
-    let json = serde_json::to_vec_pretty(env).map_err(|e| output(out)(std::io::Error::other(e)))?;
+    let json = serde_json::to_vec_pretty(env).map_err(SealError::Serialize)?;
     let mut files = Vec::new();
     let mut f = crate::fsutil::AtomicFile::create(out, 0o600).map_err(output(out))?;
     f.file().write_all(&json).map_err(output(out))?;
@@ -421,12 +493,10 @@ pub fn write_envelope(
     crate::fsutil::commit_all(files).map_err(|(path, source)| SealError::Output { path, source })
 }
 
-fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, SealError> {
+fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, policy::PcrIndexError> {
     let idx = pcrs
         .iter()
-        .map(|p| {
-            PcrIndex::new(*p).map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))
-        })
+        .map(|p| PcrIndex::new(*p))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PcrSelection::new(bank, idx))
 }
@@ -528,9 +598,7 @@ pub fn compute_policy(
 fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
     let literal = sorted(req.pcrs);
     if literal.is_empty() && req.authorize.is_none() {
-        return Err(SealError::Request(
-            "nothing to seal to: give PCRs, a PCR public key, or both".into(),
-        ));
+        return Err(RequestError::NothingToSeal.into());
     }
     let values = literal
         .iter()
@@ -545,22 +613,20 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let binding = PcrBinding {
-        selection: selection(req.bank, &literal)?,
+        selection: selection(req.bank, &literal).map_err(RequestError::from)?,
         values: values.clone(),
     };
     let authorize = match req.authorize {
         Some(k) => {
             let signed = sorted(&k.pcrs);
             if signed.is_empty() {
-                return Err(SealError::Request(
-                    "a PCR public key needs the PCRs its signatures cover".into(),
-                ));
+                return Err(RequestError::NoSignedPcrs.into());
             }
-            selection(req.bank, &signed)?;
+            selection(req.bank, &signed).map_err(RequestError::from)?;
             let name = policy::object_name(&k.public_area()?);
             Some(AuthorizeInfo {
                 public_key: crate::measure::public_key_pem(&k.key)
-                    .map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))?,
+                    .map_err(|e| RequestError::PcrKey(Box::new(e)))?,
                 key_name: name,
                 bank: req.bank,
                 pcrs: signed,
@@ -682,7 +748,7 @@ pub fn signature_candidates(
     pcrs: &[u32],
 ) -> Result<Vec<(Digest, Vec<u8>)>, SealError> {
     let fp = crate::measure::public_key_fingerprint(key)
-        .map_err(|e| SealError::Request(crate::error::Chain(&e).to_string()))?
+        .map_err(|e| RequestError::PcrKey(Box::new(e)))?
         .to_hex();
     let want = sorted(pcrs);
     Ok(sigs
@@ -758,7 +824,7 @@ pub fn prepare_unseal(
     env: &Envelope,
     opts: &UnsealOptions<'_>,
 ) -> Result<PreparedUnseal, SealError> {
-    let bad = |m: &str| SealError::Envelope(m.to_string());
+    let bad = SealError::Envelope;
     let obj = SealedObject {
         private: env.tpm.private.clone(),
         public: env.tpm.public.clone(),
@@ -766,11 +832,11 @@ pub fn prepare_unseal(
         parent: env.parent.kind,
     };
     if env.policy.digest.alg() != HashAlg::Sha256 {
-        return Err(bad("policy.digest is not a SHA-256 digest"));
+        return Err(bad(EnvelopeError::DigestNotSha256));
     }
     let expected = env.policy.digest.clone();
     let literal = env.policy.pcrs.clone();
-    let sel = selection(env.policy.bank, &literal).map_err(|_| bad("policy.pcrs"))?;
+    let sel = selection(env.policy.bank, &literal).map_err(|e| bad(EnvelopeError::Pcrs(e)))?;
     // The recorded values and key must produce the recorded policy (else the envelope was
     // edited).
     let recorded = literal
@@ -781,7 +847,10 @@ pub fn prepare_unseal(
                 .get(p)
                 .filter(|d| d.alg() == env.policy.bank)
                 .cloned()
-                .ok_or_else(|| bad("policy.values"))
+                .ok_or(bad(EnvelopeError::Values {
+                    bank: env.policy.bank,
+                    pcr: *p,
+                }))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let key = env
@@ -790,16 +859,14 @@ pub fn prepare_unseal(
         .as_ref()
         .map(|a| {
             crate::measure::rsa_public_key_from_pem(a.public_key.as_bytes())
-                .map_err(|_| bad("policy.authorize.public_key"))
+                .map_err(|e| bad(EnvelopeError::AuthorizeKey(Box::new(e))))
         })
         .transpose()?;
     let key_area = key.as_ref().map(policy::rsa_public_area).transpose()?;
     let name = key_area.as_deref().map(policy::object_name);
     if let (Some(a), Some(n)) = (&env.policy.authorize, &name) {
         if *n != a.key_name {
-            return Err(bad(
-                "policy.authorize.key_name does not match the public key",
-            ));
+            return Err(bad(EnvelopeError::KeyName));
         }
     }
     let binding = PcrBinding {
@@ -809,7 +876,7 @@ pub fn prepare_unseal(
     if policy::sealing_policy(name.as_deref(), Some(&binding), env.policy.pin.is_some())?
         != expected
     {
-        return Err(bad("policy members do not produce policy.digest"));
+        return Err(bad(EnvelopeError::PolicyDigest));
     }
     let auth = match (&env.policy.pin, opts.pin) {
         (Some(p), Some(pin)) => Some(crate::pin::pin_auth_value(pin, Some(&p.salt))?),
@@ -926,14 +993,13 @@ fn pcr_diffs(
 }
 
 fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    let bad = |m: &str| SealError::Envelope(m.to_string());
     let cipher = Aes256Gcm::new_from_slice(kek).map_err(|_| SealError::Tampered)?;
     let nonce: [u8; 12] = env
         .payload
         .nonce
         .as_slice()
         .try_into()
-        .map_err(|_| bad("payload.nonce must be 12 bytes"))?;
+        .map_err(|_| SealError::Envelope(EnvelopeError::Nonce))?;
     let ct = &env.payload.ciphertext;
     let aad = env.aad();
     let pt = cipher

@@ -90,7 +90,57 @@ pub enum TpmError {
     },
     /// A value from the TPM was not what we expected.
     #[error("unexpected TPM data: {0}")]
-    Data(String),
+    Data(TpmDataError),
+}
+
+/// What the TPM returned or lacks ([`TpmError::Data`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmDataError {
+    /// A PCR index above 23.
+    #[error("PCR {0} out of range")]
+    PcrOutOfRange(u32),
+    /// PCR_Read returned no values for the bank.
+    #[error("the TPM returned no {0} bank (is it allocated?)")]
+    NoBank(HashAlg),
+    /// PCR_Read returned no value for a selected PCR.
+    #[error("no value for {bank} PCR {pcr}")]
+    NoValue {
+        /// The bank.
+        bank: HashAlg,
+        /// The PCR.
+        pcr: u32,
+    },
+    /// GetCapability(ASSIGNED_PCR) answered with something else.
+    #[error("GetCapability returned no PCR banks")]
+    NoPcrBanks,
+    /// A PCR allocated in no bank.
+    #[error("PCR {0} is allocated in no bank")]
+    Unallocated(u32),
+    /// An unknown parent key name.
+    #[error("unknown parent key kind {0:?}")]
+    UnknownParent(String),
+    /// The SRK is not created as a primary.
+    #[error("the SRK is persistent")]
+    SrkPersistent,
+    /// The persistent key at the SRK handle is not a storage root key.
+    #[error("the key at {SRK_HANDLE:#x} is not a storage root key (it must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt, not sign): refusing to seal under it")]
+    NotStorageRootKey,
+    /// No persistent key at the SRK handle.
+    #[error("no storage key at persistent handle {SRK_HANDLE:#x}")]
+    NoSrk,
+    /// StartAuthSession returned no session.
+    #[error("no session returned")]
+    NoSession,
+    /// The SRK's public area does not fit a TPM2B.
+    #[error("the SRK's public area is too large ({0} bytes)")]
+    TooLarge(usize),
+    /// GetCapability(TPM_PROPERTIES) answered with something else.
+    #[error("GetCapability returned no properties")]
+    NoProperties,
+    /// A TPM property missing from GetCapability's answer.
+    #[error("the TPM did not report {0:?}")]
+    MissingProperty(tss_esapi::constants::PropertyTag),
 }
 
 /// A tss-esapi structure conversion failed.
@@ -125,7 +175,7 @@ fn hashing(alg: HashAlg) -> HashingAlgorithm {
 
 fn slot(pcr: u32) -> Result<PcrSlot, TpmError> {
     if pcr > 23 {
-        return Err(TpmError::Data(format!("PCR {pcr} out of range")));
+        return Err(TpmError::Data(TpmDataError::PcrOutOfRange(pcr)));
     }
     PcrSlot::try_from(1u32 << pcr).map_err(structure("conversion"))
 }
@@ -209,15 +259,13 @@ impl Tpm {
             }
             let (slots, sel) = selection_list(bank, &pcrs)?;
             let data = tss_pcr::read_all(&mut self.ctx, sel).map_err(cmd_err("PCR_Read"))?;
-            let bank_data = data.pcr_bank(hashing(bank)).ok_or_else(|| {
-                TpmError::Data(format!(
-                    "the TPM returned no {bank} bank (is it allocated?)"
-                ))
-            })?;
+            let bank_data = data
+                .pcr_bank(hashing(bank))
+                .ok_or(TpmError::Data(TpmDataError::NoBank(bank)))?;
             for (p, s) in pcrs.iter().zip(&slots) {
                 let d = bank_data
                     .get_digest(*s)
-                    .ok_or_else(|| TpmError::Data(format!("no value for {bank} PCR {p}")))?;
+                    .ok_or(TpmError::Data(TpmDataError::NoValue { bank, pcr: *p }))?;
                 let d = Digest::new(bank, d.value().to_vec()).map_err(|source| {
                     TpmError::DigestLength {
                         bank,
@@ -242,7 +290,7 @@ impl Tpm {
             .execute_without_session(|ctx| ctx.get_capability(CapabilityType::AssignedPcr, 0, 1))
             .map_err(cmd_err("GetCapability"))?;
         let CapabilityData::AssignedPcr(list) = data else {
-            return Err(TpmError::Data("GetCapability returned no PCR banks".into()));
+            return Err(TpmError::Data(TpmDataError::NoPcrBanks));
         };
         Ok(list
             .get_selections()
@@ -261,7 +309,7 @@ impl Tpm {
     pub fn extend_event(&mut self, pcr: u32, data: &[u8]) -> Result<(), TpmError> {
         let banks = self.allocated_banks(pcr)?;
         if banks.is_empty() {
-            return Err(TpmError::Data(format!("PCR {pcr} is allocated in no bank")));
+            return Err(TpmError::Data(TpmDataError::Unallocated(pcr)));
         }
         let digests: Vec<Digest> = banks.iter().map(|b| b.digest(data)).collect();
         self.extend(pcr, &digests)
@@ -271,7 +319,7 @@ impl Tpm {
     pub fn extend(&mut self, pcr: u32, digests: &[Digest]) -> Result<(), TpmError> {
         use tss_esapi::handles::PcrHandle;
         if pcr > 23 {
-            return Err(TpmError::Data(format!("PCR {pcr} out of range")));
+            return Err(TpmError::Data(TpmDataError::PcrOutOfRange(pcr)));
         }
         let handle = PcrHandle::try_from(tss_esapi::tss2_esys::ESYS_TR_PCR0 + pcr)
             .map_err(structure("conversion"))?;
@@ -350,7 +398,7 @@ impl std::str::FromStr for ParentKind {
             "rsa-2048" => ParentKind::Rsa2048,
             "legacy-ecc" => ParentKind::LegacyEcc,
             "legacy-rsa" => ParentKind::LegacyRsa,
-            _ => return Err(TpmError::Data(format!("unknown parent key kind {s:?}"))),
+            _ => return Err(TpmError::Data(TpmDataError::UnknownParent(s.to_string()))),
         })
     }
 }
@@ -575,7 +623,7 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
                 .with_rsa_unique_identifier(PublicKeyRsa::default())
                 .build()
         }
-        ParentKind::Srk => return Err(TpmError::Data("the SRK is persistent".into())),
+        ParentKind::Srk => return Err(TpmError::Data(TpmDataError::SrkPersistent)),
     };
     public.map_err(d)
 }
@@ -618,9 +666,7 @@ impl Tpm {
             && a.decrypt()
             && !a.sign_encrypt();
         if !ok {
-            return Err(TpmError::Data(format!(
-                "the key at {SRK_HANDLE:#x} is not a storage root key (it must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, decrypt, not sign): refusing to seal under it"
-            )));
+            return Err(TpmError::Data(TpmDataError::NotStorageRootKey));
         }
         Ok(Some(Parent {
             handle: KeyHandle::from(obj),
@@ -660,11 +706,9 @@ impl Tpm {
 
     fn parent(&mut self, choice: ParentChoice) -> Result<Parent, TpmError> {
         match choice {
-            ParentChoice::Kind(ParentKind::Srk) => self.persistent_srk()?.ok_or_else(|| {
-                TpmError::Data(format!(
-                    "no storage key at persistent handle {SRK_HANDLE:#x}"
-                ))
-            }),
+            ParentChoice::Kind(ParentKind::Srk) => self
+                .persistent_srk()?
+                .ok_or(TpmError::Data(TpmDataError::NoSrk)),
             ParentChoice::Kind(kind) => self.create_primary(kind),
             ParentChoice::Auto => {
                 if let Some(p) = self.persistent_srk()? {
@@ -708,7 +752,7 @@ impl Tpm {
                 HashingAlgorithm::Sha256,
             )
             .map_err(cmd_err("StartAuthSession"))?
-            .ok_or_else(|| TpmError::Data("no session returned".into()))?;
+            .ok_or(TpmError::Data(TpmDataError::NoSession))?;
         let (attrs, mask) = SessionAttributesBuilder::new()
             .with_decrypt(true)
             .with_encrypt(true)
@@ -733,14 +777,15 @@ impl Tpm {
         use tss_esapi::traits::Marshall;
         let p = self
             .persistent_srk()?
-            .ok_or_else(|| TpmError::Data(format!("no storage key at {SRK_HANDLE:#x}")))?;
+            .ok_or(TpmError::Data(TpmDataError::NoSrk))?;
         let (public, name, _) = self
             .ctx
             .read_public(p.handle)
             .map_err(cmd_err("ReadPublic"))?;
         let public = public.marshall().map_err(structure("conversion"))?;
         let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
-            let n = u16::try_from(part.len()).map_err(|_| TpmError::Data("too large".into()))?;
+            let n = u16::try_from(part.len())
+                .map_err(|_| TpmError::Data(TpmDataError::TooLarge(part.len())))?;
             v.extend_from_slice(&n.to_be_bytes());
             v.extend_from_slice(part);
             Ok(())
@@ -790,15 +835,15 @@ impl Tpm {
             })
             .map_err(cmd_err("GetCapability"))?;
         let CapabilityData::TpmProperties(props) = data else {
-            return Err(TpmError::Data(
-                "GetCapability returned no properties".into(),
-            ));
+            return Err(TpmError::Data(TpmDataError::NoProperties));
         };
         props
             .iter()
             .find(|p| p.property() == PropertyTag::Permanent)
             .map(|p| p.value() & (1 << 2) != 0)
-            .ok_or_else(|| TpmError::Data("the TPM did not report TPM_PT_PERMANENT".into()))
+            .ok_or(TpmError::Data(TpmDataError::MissingProperty(
+                PropertyTag::Permanent,
+            )))
     }
 
     /// The dictionary-attack counters. Read with GetCapability each time: tss-esapi's
@@ -817,16 +862,14 @@ impl Tpm {
             })
             .map_err(cmd_err("GetCapability"))?;
         let CapabilityData::TpmProperties(props) = data else {
-            return Err(TpmError::Data(
-                "GetCapability returned no properties".into(),
-            ));
+            return Err(TpmError::Data(TpmDataError::NoProperties));
         };
         let get = |tag: PropertyTag| {
             props
                 .iter()
                 .find(|p| p.property() == tag)
                 .map(|p| p.value())
-                .ok_or_else(|| TpmError::Data(format!("the TPM did not report {tag:?}")))
+                .ok_or(TpmError::Data(TpmDataError::MissingProperty(tag)))
         };
         Ok(LockoutStatus {
             counter: get(PropertyTag::LockoutCounter)?,
@@ -870,11 +913,11 @@ impl Tpm {
             .build()
             .map_err(structure("conversion"))?;
         let data = SensitiveData::try_from(secret.to_vec())
-            .map_err(|e| TpmError::Data(format!("secret too large to seal: {e}")))?;
+            .map_err(structure("sealed data (secret too large?)"))?;
         let auth = auth_value
             .map(|a| Auth::try_from(a.to_vec()))
             .transpose()
-            .map_err(|e| TpmError::Data(format!("PIN auth value: {e}")))?;
+            .map_err(structure("PIN auth value"))?;
         let parent = self.parent(parent)?;
         let session = match self.salted_session(&parent, tss_esapi::constants::SessionType::Hmac) {
             Ok(s) => s,
@@ -913,9 +956,9 @@ impl Tpm {
         use tss_esapi::structures::{Auth, Private};
         use tss_esapi::traits::UnMarshall;
         let public = tss_esapi::structures::Public::unmarshall(&obj.public)
-            .map_err(|e| TpmError::Data(format!("sealed public area: {e}")))?;
-        let private = Private::try_from(obj.private.clone())
-            .map_err(|e| TpmError::Data(format!("sealed private area: {e}")))?;
+            .map_err(structure("sealed public area"))?;
+        let private =
+            Private::try_from(obj.private.clone()).map_err(structure("sealed private area"))?;
         let parent = self.parent(ParentChoice::Kind(obj.parent))?;
         if let Some(expected) = expected_parent_name.filter(|n| *n != parent.name.as_slice()) {
             let e = UnsealError::ParentMismatch {
@@ -941,8 +984,7 @@ impl Tpm {
         };
         let result = (|| -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
             if let Some(a) = steps.auth_value {
-                let auth = Auth::try_from(a.to_vec())
-                    .map_err(|e| TpmError::Data(format!("PIN auth value: {e}")))?;
+                let auth = Auth::try_from(a.to_vec()).map_err(structure("PIN auth value"))?;
                 self.ctx
                     .tr_set_auth(loaded.into(), auth)
                     .map_err(cmd_err("TR_SetAuth"))?;
@@ -1055,7 +1097,7 @@ impl Tpm {
             });
         };
         let key_public = tss_esapi::structures::Public::unmarshall(a.public_area)
-            .map_err(|e| TpmError::Data(format!("PCR public key: {e}")))?;
+            .map_err(structure("PCR public key"))?;
         // Owner hierarchy: a key loaded in the Null hierarchy yields a NULL ticket.
         let key = self
             .ctx
