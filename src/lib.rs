@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`] |
 //! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`eventlog`], [`policy`], [`ukiread`] |
-//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`), [`firmware`] (PCR 4/7/9, whole boots) |
+//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12: profiles, addons), [`firmware`] (PCR 4/7/9, whole boots) |
 //! | 4 building | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
@@ -41,7 +41,7 @@ pub use build::uki;
 pub use formats::{authenticode, eventlog, keys, pe, policy, sign, ukiread};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, measure};
+pub use predict::{firmware, kernel_config, measure};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 
@@ -92,6 +92,12 @@ pub enum Error {
     /// PCR 11 prediction and `.pcrsig`.
     #[error(transparent)]
     Measure(#[from] measure::MeasureError),
+    /// PCR 12 prediction (addons).
+    #[error(transparent)]
+    Addon(#[from] kernel_config::AddonError),
+    /// Whole-boot prediction.
+    #[error(transparent)]
+    Boot(#[from] firmware::BootError),
     /// Secure Boot variable files.
     #[error(transparent)]
     VariableFile(#[from] firmware::VariableFileError),

@@ -474,10 +474,11 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
 }
 
 /// The PCR 11 the booted guests read equals our prediction from the manifest's section
-/// digests with the 252 stub's rules (no phase: the test initrd is not systemd).
+/// digests with the rules of the stub that booted (252, and 257 for the single-profile
+/// stub257 boots; no phase: the test initrd is not systemd).
 #[test]
 fn boot_vectors_pcr11_equals_prediction() {
-    for name in ["sb-on", "sb-off"] {
+    for name in ["sb-on", "sb-off", "stub257-single", "stub257-addons"] {
         let b = vectors::load_boot(name);
         let sections: Vec<SectionDigests> = b.manifest["sections"]
             .as_array()

@@ -14,13 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 pub use crate::efi::*;
 use crate::eventlog::EventType;
 use crate::hash::{Digest, HashAlg};
 use crate::measure::PredictedEvent;
-use crate::pcr::extend;
 
 /// The Secure Boot variables as the firmware will measure them.
 #[derive(Clone, Debug, Default)]
@@ -94,65 +91,8 @@ pub fn authorizing_db_entry(
     certs.get(hit).and_then(|(i, _)| db.get(*i)).cloned()
 }
 
-/// A predicted PCR: its events and final value per bank.
-#[derive(Clone, Debug, Serialize)]
-#[non_exhaustive]
-pub struct PcrPrediction {
-    /// PCR index.
-    pub pcr: u32,
-    /// Events in order.
-    pub events: Vec<PredictedEvent>,
-    /// Final values.
-    pub values: BTreeMap<HashAlg, Digest>,
-}
-
-fn event(
-    pcr: u32,
-    ty: EventType,
-    desc: String,
-    data_or_digest: EventPayload,
-    banks: &[HashAlg],
-) -> PredictedEvent {
-    let digests = banks
-        .iter()
-        .map(|b| {
-            let d = match &data_or_digest {
-                EventPayload::HashOfData(d) => b.digest(d),
-                EventPayload::Digests(m) => m.get(b).cloned().unwrap_or_else(|| Digest::zero(*b)),
-            };
-            (*b, d)
-        })
-        .collect();
-    PredictedEvent {
-        pcr,
-        event_type: ty,
-        description: desc,
-        digests,
-    }
-}
-
-enum EventPayload {
-    HashOfData(Vec<u8>),
-    Digests(BTreeMap<HashAlg, Digest>),
-}
-
-fn finish(pcr: u32, events: Vec<PredictedEvent>, banks: &[HashAlg]) -> PcrPrediction {
-    let values = banks
-        .iter()
-        .map(|b| {
-            let v = events
-                .iter()
-                .filter_map(|e| e.digests.get(b))
-                .fold(Digest::zero(*b), |acc, d| extend(&acc, d));
-            (*b, v)
-        })
-        .collect();
-    PcrPrediction {
-        pcr,
-        events,
-        values,
-    }
-}
+pub use crate::measure::PcrPrediction;
+use crate::measure::{event, finish, EventPayload};
 
 /// The EV_EFI_ACTION string before the first boot option's application (PFP §10.4.4).
 pub const CALLING_EFI_APPLICATION: &str = "Calling EFI Application from Boot Option";
@@ -338,6 +278,8 @@ pub struct BootPrediction {
     pub pcr11: crate::measure::Pcr11Prediction,
     /// Firmware PCRs (4, 7, 9), empty without a Secure Boot state.
     pub firmware: Vec<PcrPrediction>,
+    /// PCR 12 (the profile number, addons), when asked with addons or a profile ≠ 0.
+    pub kernel_config: Option<PcrPrediction>,
 }
 
 impl BootPrediction {
@@ -345,7 +287,7 @@ impl BootPrediction {
     /// predicted (with several, which one to seal to is the caller's choice).
     pub fn values(&self) -> crate::pcr::PcrValues {
         let mut values = crate::pcr::PcrValues::new();
-        for p in &self.firmware {
+        for p in self.firmware.iter().chain(&self.kernel_config) {
             for (bank, v) in &p.values {
                 values.insert((*bank, p.pcr), v.clone());
             }
@@ -366,14 +308,16 @@ impl BootPrediction {
             "events": self.pcr11.events,
             "pcr11": crate::measure::calculate_json(&self.pcr11),
             "firmware": self.firmware,
+            "pcr12": self.kernel_config,
             "values": crate::pcr::pcr_values_json(&self.values()),
         })
     }
 }
 
 /// Predict a UKI's boot: PCR 11 for `phases` when the stub boots `profile` (0 unless the
-/// UKI has several; stub rules from its `.sdmagic`, or `stub_version`), and with
-/// `secure_boot` = (state, images booted before the UKI) PCR 4, 7 and 9 as well.
+/// UKI has several; stub rules from its `.sdmagic`, or `stub_version`); PCR 12 with `addons`
+/// or a profile ≠ 0 ([`crate::kernel_config`]); and with `secure_boot` = (state, images
+/// booted before the UKI) PCR 4, 7 and 9 as well (PCR 9 from the UKI's own `.cmdline`).
 ///
 /// ```no_run
 /// use bootchain::firmware::{predict_boot, SecureBootFiles};
@@ -384,7 +328,7 @@ impl BootPrediction {
 /// sb.db = vec!["db.esl".into()];
 /// let state = sb.state()?;
 /// let phases = ["enter-initrd".parse()?];
-/// let boot = predict_boot("uki.efi".as_ref(), None, &[HashAlg::Sha256], &phases, 0,
+/// let boot = predict_boot("uki.efi".as_ref(), None, &[HashAlg::Sha256], &phases, 0, None,
 ///     Some((&state, &[])))?;
 /// // PCR 4, 7, 9 and 11 as `seal --pcr-values` reads them.
 /// println!("{}", boot.to_json()["values"]);
@@ -396,9 +340,18 @@ pub fn predict_boot(
     banks: &[HashAlg],
     phases: &[crate::measure::Phase],
     profile: u32,
+    addons: Option<&crate::kernel_config::Addons>,
     secure_boot: Option<(&SecureBootState, &[std::path::PathBuf])>,
-) -> Result<BootPrediction, crate::measure::MeasureError> {
+) -> Result<BootPrediction, BootError> {
     let pcr11 = crate::measure::predict_uki_profile(uki, stub_version, banks, phases, profile)?;
+    let kernel_config = match (addons, profile) {
+        (None, 0) => None,
+        (a, p) => Some(crate::kernel_config::predict_pcr12(
+            p,
+            a.unwrap_or(&crate::kernel_config::Addons::new()),
+            banks,
+        )?),
+    };
     let firmware = match secure_boot {
         Some((state, chain)) => {
             let mut preds = predict_chain_boot(
@@ -413,7 +366,23 @@ pub fn predict_boot(
         }
         None => Vec::new(),
     };
-    Ok(BootPrediction { pcr11, firmware })
+    Ok(BootPrediction {
+        pcr11,
+        firmware,
+        kernel_config,
+    })
+}
+
+/// Why a whole boot could not be predicted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootError {
+    /// PCR 11 or the firmware PCRs.
+    #[error(transparent)]
+    Measure(#[from] crate::measure::MeasureError),
+    /// PCR 12's addons.
+    #[error(transparent)]
+    Addon(#[from] crate::kernel_config::AddonError),
 }
 
 /// Why a Secure Boot variable file is refused.

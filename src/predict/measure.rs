@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::eventlog::extend;
+use crate::eventlog::{extend, EventType};
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::pe::PeHeaders;
 use crate::policy::{self, PcrIndex, PcrSelection};
@@ -41,6 +41,18 @@ pub enum MeasureError {
         path: PathBuf,
         /// The error.
         source: io::Error,
+    },
+    /// Reading a stream failed (the caller that knows the file names it: [`Self::Input`]).
+    #[error("reading the image")]
+    Read(#[source] io::Error),
+    /// The UKI file could not be parsed.
+    #[error("{path}: not a usable PE image")]
+    UkiPe {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::pe::PeError,
     },
     /// The UKI could not be parsed.
     #[error(transparent)]
@@ -167,6 +179,66 @@ pub struct PredictedEvent {
     pub description: String,
     /// Digest per bank (bank name -> hex).
     pub digests: BTreeMap<HashAlg, Digest>,
+}
+
+/// A predicted PCR: its events and final value per bank.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct PcrPrediction {
+    /// PCR index.
+    pub pcr: u32,
+    /// Events in order.
+    pub events: Vec<PredictedEvent>,
+    /// Final values.
+    pub values: BTreeMap<HashAlg, Digest>,
+}
+
+pub(crate) fn event(
+    pcr: u32,
+    ty: EventType,
+    desc: String,
+    data_or_digest: EventPayload,
+    banks: &[HashAlg],
+) -> PredictedEvent {
+    let digests = banks
+        .iter()
+        .map(|b| {
+            let d = match &data_or_digest {
+                EventPayload::HashOfData(d) => b.digest(d),
+                EventPayload::Digests(m) => m.get(b).cloned().unwrap_or_else(|| Digest::zero(*b)),
+            };
+            (*b, d)
+        })
+        .collect();
+    PredictedEvent {
+        pcr,
+        event_type: ty,
+        description: desc,
+        digests,
+    }
+}
+
+pub(crate) enum EventPayload {
+    HashOfData(Vec<u8>),
+    Digests(BTreeMap<HashAlg, Digest>),
+}
+
+pub(crate) fn finish(pcr: u32, events: Vec<PredictedEvent>, banks: &[HashAlg]) -> PcrPrediction {
+    let values = banks
+        .iter()
+        .map(|b| {
+            let v = events
+                .iter()
+                .filter_map(|e| e.digests.get(b))
+                .fold(Digest::zero(*b), |acc, d| extend(&acc, d));
+            (*b, v)
+        })
+        .collect();
+    PcrPrediction {
+        pcr,
+        events,
+        values,
+    }
 }
 
 /// A PCR 11 value after a phase path.
@@ -356,7 +428,11 @@ pub fn uki_profile_sections(
         source,
     })?;
     uki_profile_sections_from(&mut f, banks, profile).map_err(|e| match e {
-        MeasureError::Input { source, .. } => MeasureError::Input {
+        MeasureError::Read(source) => MeasureError::Input {
+            path: path.to_path_buf(),
+            source,
+        },
+        MeasureError::Pe(source) => MeasureError::UkiPe {
             path: path.to_path_buf(),
             source,
         },
@@ -379,10 +455,7 @@ pub fn uki_profile_sections_from<R: Read + std::io::Seek>(
     banks: &[HashAlg],
     profile: u32,
 ) -> Result<(Vec<SectionDigests>, Option<String>), MeasureError> {
-    let err = |source| MeasureError::Input {
-        path: PathBuf::from("<uki>"),
-        source,
-    };
+    let err = MeasureError::Read;
     let (h, _) = PeHeaders::read(f)?;
     // Which profile each section belongs to: None for the base, Some(n) from the n-th
     // `.profile` on.

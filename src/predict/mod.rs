@@ -3,5 +3,6 @@
 //! whole boot ([`firmware`]). Pure computation over formats; no TPM.
 
 pub mod firmware;
+pub mod kernel_config;
 pub mod measure;
 pub mod phase;

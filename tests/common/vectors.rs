@@ -30,6 +30,12 @@ fn digests_of(bytes_alg: impl Fn(HashAlg) -> String) -> Value {
 /// code path is exercised on every run).
 pub fn save_boot(r: &BootResult, log: &EventLog, uki: &Path, keys: Option<&SbKeys>) {
     let name = if keys.is_some() { "sb-on" } else { "sb-off" };
+    save_boot_as(name, r, log, uki, keys)
+}
+
+/// Save a boot as `test-vectors/boots/NAME` (written there with BOOTCHAIN_REGEN_VECTORS=1,
+/// else to a scratch directory, so the saving itself is always exercised).
+pub fn save_boot_as(name: &str, r: &BootResult, log: &EventLog, uki: &Path, keys: Option<&SbKeys>) {
     let regen = std::env::var("BOOTCHAIN_REGEN_VECTORS").as_deref() == Ok("1");
     let scratch;
     let dir = if regen {

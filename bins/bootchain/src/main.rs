@@ -271,9 +271,16 @@ enum PcrCmd {
         /// Use this stub version's rules instead of the one in .sdmagic.
         #[arg(long)]
         stub_version: Option<u32>,
-        /// The profile the stub boots, of a multi-profile UKI (PCR 11 only).
+        /// The profile the stub boots, of a multi-profile UKI (PCR 11; and PCR 12 when not 0).
         #[arg(long, default_value_t = 0)]
         profile: u32,
+        /// A cmdline addon the stub loads from the UKI's <uki>.extra.d/ (repeatable): PCR 12
+        /// is predicted too.
+        #[arg(long)]
+        addon: Vec<PathBuf>,
+        /// A cmdline addon from the ESP's /loader/addons/ (repeatable): PCR 12 is predicted.
+        #[arg(long = "global-addon")]
+        global_addon: Vec<PathBuf>,
         /// Images the firmware loads before the UKI (shim, boot loader), in order (PCR 4).
         #[arg(long = "boot-chain")]
         boot_chain: Vec<PathBuf>,
@@ -552,6 +559,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             phases,
             stub_version,
             profile,
+            addon,
+            global_addon,
             boot_chain,
             sb,
             json,
@@ -572,6 +581,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
+                (!addon.is_empty() || !global_addon.is_empty())
+                    .then(|| {
+                        let mut a = bootchain::kernel_config::Addons::new();
+                        a.per_uki = addon.clone();
+                        a.global = global_addon.clone();
+                        a
+                    })
+                    .as_ref(),
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -583,7 +600,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     print_events(&p.events);
                 }
                 print_events(&pred.events);
-                for p in firmware {
+                if let Some(p) = &boot.kernel_config {
+                    print_events(&p.events);
+                }
+                for p in firmware.iter().chain(&boot.kernel_config) {
                     for (bank, v) in &p.values {
                         outln!("{}:{bank}={v}", p.pcr);
                     }
