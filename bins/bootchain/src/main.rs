@@ -308,7 +308,9 @@ enum UkiCmd {
     },
 }
 
+/// `uki build`'s options; as with ukify (argparse), an option given twice takes the last value.
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct BuildArgs {
     /// The kernel image.
     #[arg(long)]

@@ -104,9 +104,13 @@ fn env() -> Env {
     }
 }
 
+/// A build without a kernel, on the Debian 12 UKI stub (without `--linux` the default stub
+/// would be the addon stub, which systemd-boot-efi 252 does not ship); `extra` may override
+/// `--stub` (the last one wins, as with ukify).
 fn build(e: &Env, extra: &[&str]) -> Command {
     let mut c = bin();
     c.args(["uki", "build", "--os-release", "ID=test"])
+        .args(["--stub", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"])
         .arg("--initrd")
         .arg(e.inputs.join("initrd"))
         .arg("--output")

@@ -56,7 +56,7 @@ pub enum UkiError {
         source: io::Error,
     },
     /// The default stub is not installed.
-    #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi) or give another stub")]
+    #[error("stub {0} not found: install the Debian package systemd-boot-efi (apt-get install systemd-boot-efi; the addon stub comes with systemd 255 and later) or give another stub")]
     StubMissing(PathBuf),
     /// The stub is not a usable PE image.
     #[error("stub {path} is not a usable PE image")]
