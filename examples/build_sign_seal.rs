@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     plan.values.insert((HashAlg::Sha256, 11), predicted);
     let mut tpm = Tpm::open(tcti)?;
     let root_key = b"example root volume key";
-    let envelope = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto), root_key)?;
+    let envelope = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto)?, root_key)?;
     bootchain::seal::write_envelope(&envelope, &out.join("root.envelope"), None)?;
 
     // 4. "Boot": the stub's measurements into PCR 11, then unseal.

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let luks = Luks::new(device.as_ref());
     let req = EnrollRequest {
         // systemd-cryptsetup's own primary key template, so systemd can open the token.
-        seal: plan.request(ParentChoice::Kind(ParentKind::LegacyEcc)),
+        seal: plan.request(ParentChoice::Kind(ParentKind::LegacyEcc))?,
         unsalted_pin: false,
         kind: TokenKind::Systemd,
     };

@@ -369,8 +369,7 @@ pub fn enroll(
         ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
         other => return Err(SealError::Request(RequestError::SystemdParent(other)).into()),
     };
-    let policy =
-        crate::seal::compute_policy(r.bank, r.pcrs, r.values, r.authorize, r.pin.is_some())?;
+    let policy = crate::seal::compute_policy(&r.literal, r.authorize, r.pin.is_some())?;
     let (pubkey, pubkey_pcrs) = match &policy.authorize {
         Some(a) => (
             Some(B64.encode(a.public_key.as_bytes())),
@@ -405,7 +404,7 @@ pub fn enroll(
         keyslots: Vec::new(),
         blob: B64.encode(marshal_blob(&obj)?),
         pcrs: literal,
-        pcr_bank: Some(r.bank.to_string()),
+        pcr_bank: Some(r.literal.bank().to_string()),
         primary_alg,
         policy_hash: digest.to_hex(),
         pin: r.pin.is_some(),

@@ -420,6 +420,12 @@ impl Envelope {
         s.into_bytes()
     }
 
+    /// The envelope as the JSON [`Envelope::from_json`] reads (pretty-printed, as
+    /// [`write_envelope`] writes it).
+    pub fn to_json(&self) -> Result<String, SealError> {
+        serde_json::to_string_pretty(self).map_err(SealError::Serialize)
+    }
+
     /// Parse and check the header fields.
     pub fn from_json(text: &str) -> Result<Self, SealError> {
         let bad = |e| SealError::Envelope(EnvelopeError::Json(e));
@@ -479,10 +485,10 @@ pub fn write_envelope(
         let path = path.to_path_buf();
         move |source| SealError::Output { path, source }
     };
-    let json = serde_json::to_vec_pretty(env).map_err(SealError::Serialize)?;
+    let json = env.to_json()?;
     let mut files = Vec::new();
     let mut f = crate::fsutil::AtomicFile::create(out, 0o600).map_err(output(out))?;
-    f.file().write_all(&json).map_err(output(out))?;
+    f.file().write_all(json.as_bytes()).map_err(output(out))?;
     // The secret is committed first: if the envelope then fails, the secret is removed again.
     if let Some((path, data)) = secret {
         let mut s = crate::fsutil::AtomicFile::create(path, 0o600).map_err(output(path))?;
@@ -523,17 +529,69 @@ impl AuthorizeKey {
     }
 }
 
+/// PCRs bound to literal values: one bank and each selected PCR with its value, taken in one
+/// step from a set of values — so a request never names a PCR without its value, nor a value
+/// of another bank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiteralPcrs {
+    bank: HashAlg,
+    values: BTreeMap<PcrIndex, Digest>,
+}
+
+impl LiteralPcrs {
+    /// No literal PCRs (a signed policy alone), in `bank` (which the signed PCRs use).
+    pub fn none(bank: HashAlg) -> Self {
+        LiteralPcrs {
+            bank,
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// `pcrs` of `bank` with their values from `values` (from the TPM, a prediction, or a
+    /// UKI); a missing value, a value of another length or an index past 23 is an error.
+    pub fn select(bank: HashAlg, pcrs: &[u32], values: &PcrValues) -> Result<Self, SealError> {
+        let mut out = BTreeMap::new();
+        for &p in pcrs {
+            let index = PcrIndex::new(p).map_err(RequestError::from)?;
+            let v = values
+                .get(&(bank, p))
+                .ok_or(SealError::MissingValue { bank, pcr: p })?;
+            if v.alg() != bank {
+                return Err(SealError::MissingValue { bank, pcr: p });
+            }
+            out.insert(index, v.clone());
+        }
+        Ok(LiteralPcrs { bank, values: out })
+    }
+
+    /// The bank.
+    pub fn bank(&self) -> HashAlg {
+        self.bank
+    }
+
+    /// The PCRs, ascending.
+    pub fn pcrs(&self) -> Vec<u32> {
+        self.values.keys().map(|p| p.get()).collect()
+    }
+
+    /// Each PCR with its value, ascending.
+    pub fn values(&self) -> impl Iterator<Item = (PcrIndex, &Digest)> {
+        self.values.iter().map(|(p, d)| (*p, d))
+    }
+
+    /// Whether no PCR is bound literally.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
 /// What to seal to. Its `Debug` shows whether a PIN is set, never the PIN.
 #[derive(Clone)]
 pub struct SealRequest<'a> {
     /// Parent key.
     pub parent: ParentChoice,
-    /// Bank for both the literal and the signed PCRs.
-    pub bank: HashAlg,
-    /// PCRs bound to literal values.
-    pub pcrs: &'a [u32],
-    /// Their values (from the TPM, a prediction, or a UKI).
-    pub values: &'a PcrValues,
+    /// PCRs bound to literal values, and the bank both they and the signed PCRs use.
+    pub literal: LiteralPcrs,
     /// Signed policy.
     pub authorize: Option<&'a AuthorizeKey>,
     /// PIN.
@@ -544,9 +602,7 @@ impl std::fmt::Debug for SealRequest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealRequest")
             .field("parent", &self.parent)
-            .field("bank", &self.bank)
-            .field("pcrs", &self.pcrs)
-            .field("values", &self.values)
+            .field("literal", &self.literal)
             .field("authorize", &self.authorize)
             .field("pin", &self.pin.map(|_| "<redacted>"))
             .finish()
@@ -575,20 +631,16 @@ pub struct ComputedPolicy {
     pub authorize: Option<AuthorizeInfo>,
 }
 
-/// Compute the sealing policy for literal `pcrs` (values from `values`), an optional signed
-/// policy key, and an optional PIN.
+/// Compute the sealing policy for `literal` PCRs, an optional signed policy key, and an
+/// optional PIN.
 pub fn compute_policy(
-    bank: HashAlg,
-    pcrs: &[u32],
-    values: &PcrValues,
+    literal: &LiteralPcrs,
     authorize: Option<&AuthorizeKey>,
     pin: bool,
 ) -> Result<ComputedPolicy, SealError> {
     let req = SealRequest {
         parent: ParentChoice::Auto,
-        bank,
-        pcrs,
-        values,
+        literal: literal.clone(),
         authorize,
         pin: pin.then_some(&[][..]),
     };
@@ -596,24 +648,14 @@ pub fn compute_policy(
 }
 
 fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
-    let literal = sorted(req.pcrs);
-    if literal.is_empty() && req.authorize.is_none() {
+    let bank = req.literal.bank();
+    if req.literal.is_empty() && req.authorize.is_none() {
         return Err(RequestError::NothingToSeal.into());
     }
-    let values = literal
-        .iter()
-        .map(|p| {
-            req.values
-                .get(&(req.bank, *p))
-                .cloned()
-                .ok_or(SealError::MissingValue {
-                    bank: req.bank,
-                    pcr: *p,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let literal = req.literal.pcrs();
+    let values: Vec<Digest> = req.literal.values().map(|(_, d)| d.clone()).collect();
     let binding = PcrBinding {
-        selection: selection(req.bank, &literal).map_err(RequestError::from)?,
+        selection: PcrSelection::new(bank, req.literal.values().map(|(p, _)| p)),
         values: values.clone(),
     };
     let authorize = match req.authorize {
@@ -622,13 +664,13 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
             if signed.is_empty() {
                 return Err(RequestError::NoSignedPcrs.into());
             }
-            selection(req.bank, &signed).map_err(RequestError::from)?;
+            selection(bank, &signed).map_err(RequestError::from)?;
             let name = policy::object_name(&k.public_area()?);
             Some(AuthorizeInfo {
                 public_key: crate::measure::public_key_pem(&k.key)
                     .map_err(|e| RequestError::PcrKey(Box::new(e)))?,
                 key_name: name,
-                bank: req.bank,
+                bank,
                 pcrs: signed,
             })
         }
@@ -654,7 +696,7 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
 ///     .literal_pcrs(&[7])?
 ///     .values_from_json("predicted.json".as_ref())?;
 /// let mut tpm = Tpm::open("device:/dev/tpmrm0")?;
-/// let env = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto), b"key")?;
+/// let env = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto)?, b"key")?;
 /// let back = bootchain::seal::unseal(&mut tpm, &env, &Default::default())?;
 /// assert_eq!(&back[..], b"key");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -692,7 +734,7 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
         },
         policy: PolicyInfo {
             digest: c.digest.clone(),
-            bank: req.bank,
+            bank: req.literal.bank(),
             pcrs: c.literal.clone(),
             values: c
                 .literal
@@ -1044,7 +1086,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_a_typed_error() {
-        let text = serde_json::to_string_pretty(&sample()).unwrap();
+        let text = sample().to_json().unwrap();
         assert_eq!(Envelope::from_json(&text).unwrap(), sample());
         for n in 0..text.len() {
             assert!(
@@ -1054,14 +1096,28 @@ mod tests {
         }
     }
 
+    /// A request's literal PCRs come with their values, of its bank, or not at all.
+    #[test]
+    fn literal_pcrs_are_consistent_or_refused() {
+        let mut values = PcrValues::new();
+        values.insert((HashAlg::Sha256, 7), HashAlg::Sha256.digest(b"seven"));
+        values.insert((HashAlg::Sha256, 11), HashAlg::Sha1.digest(b"wrong bank"));
+        let l = LiteralPcrs::select(HashAlg::Sha256, &[7, 7], &values).unwrap();
+        assert_eq!(l.pcrs(), [7]);
+        assert!(matches!(
+            LiteralPcrs::select(HashAlg::Sha256, &[7, 9], &values),
+            Err(SealError::MissingValue { pcr: 9, .. })
+        ));
+        assert!(LiteralPcrs::select(HashAlg::Sha256, &[11], &values).is_err());
+        assert!(LiteralPcrs::select(HashAlg::Sha256, &[24], &values).is_err());
+        assert!(LiteralPcrs::none(HashAlg::Sha256).is_empty());
+    }
+
     #[test]
     fn debug_never_shows_the_pin() {
-        let values = PcrValues::new();
         let req = SealRequest {
             parent: ParentChoice::Auto,
-            bank: HashAlg::Sha256,
-            pcrs: &[7],
-            values: &values,
+            literal: LiteralPcrs::none(HashAlg::Sha256),
             authorize: None,
             pin: Some(b"secret-pin-4711"),
         };

@@ -17,7 +17,7 @@
 //! let mut tpm = Tpm::open("swtpm:host=127.0.0.1,port=2321")?;
 //! let read_from_tpm = plan.fill_from_tpm(&mut tpm)?; // PCRs no prediction gave (warn!)
 //! assert!(read_from_tpm.is_empty());
-//! let env = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto), b"secret")?;
+//! let env = bootchain::seal::seal(&mut tpm, &plan.request(ParentChoice::Auto)?, b"secret")?;
 //! bootchain::seal::write_envelope(&env, "root.envelope".as_ref(), None)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -26,7 +26,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::{add_lock_pcr, AuthorizeKey, SealError, SealRequest};
+use super::{add_lock_pcr, AuthorizeKey, LiteralPcrs, SealError, SealRequest};
 use crate::hash::HashAlg;
 use crate::pcr::{PcrIndex, PcrValues};
 use crate::tpm::{ParentChoice, Tpm, TpmError};
@@ -218,16 +218,15 @@ impl SealPlan {
         Ok(())
     }
 
-    /// The request for [`super::seal`] under `parent`.
-    pub fn request(&self, parent: ParentChoice) -> SealRequest<'_> {
-        SealRequest {
+    /// The request for [`super::seal`] under `parent`: the literal PCRs with their values
+    /// (a PCR without one is [`SealError::MissingValue`]; fill them first).
+    pub fn request(&self, parent: ParentChoice) -> Result<SealRequest<'_>, SealError> {
+        Ok(SealRequest {
             parent,
-            bank: self.bank,
-            pcrs: &self.pcrs,
-            values: &self.values,
+            literal: LiteralPcrs::select(self.bank, &self.pcrs, &self.values)?,
             authorize: self.authorize.as_ref(),
             pin: self.pin.as_ref().map(|p| p.as_slice()),
-        }
+        })
     }
 }
 

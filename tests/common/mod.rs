@@ -205,9 +205,12 @@ pub fn seal_request<'a>(
 ) -> bootchain::seal::SealRequest<'a> {
     bootchain::seal::SealRequest {
         parent: bootchain::tpm::ParentChoice::Auto,
-        bank: bootchain::hash::HashAlg::Sha256,
-        pcrs,
-        values,
+        literal: bootchain::seal::LiteralPcrs::select(
+            bootchain::hash::HashAlg::Sha256,
+            pcrs,
+            values,
+        )
+        .expect("a value for every PCR"),
         authorize: None,
         pin: None,
     }

@@ -311,7 +311,7 @@ pub fn seal(a: SealArgs) -> Result<ExitCode> {
     let mut p = resolve_policy(&a.policy)?;
     let mut tpm = Tpm::open(&a.policy.tcti)?;
     fill_from_tpm(&mut p, &mut tpm)?;
-    let env = bootchain::seal::seal(&mut tpm, &p.request(parent), &secret)?;
+    let env = bootchain::seal::seal(&mut tpm, &p.request(parent)?, &secret)?;
     bootchain::seal::write_envelope(
         &env,
         &a.output,
@@ -393,7 +393,7 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             let mut tpm = Tpm::open(&policy.tcti)?;
             fill_from_tpm(&mut p, &mut tpm)?;
             let req = token::EnrollRequest {
-                seal: p.request(parent),
+                seal: p.request(parent)?,
                 unsalted_pin,
                 kind,
             };
