@@ -162,7 +162,7 @@ fn check_log_against_pcrs(
         for (bank, v) in &p.values {
             assert_eq!(
                 v.as_bytes(),
-                r.pcr(bank.name(), p.pcr),
+                r.pcr(bank.name(), p.pcr.get()),
                 "predicted {bank} PCR {}",
                 p.pcr
             );

@@ -247,7 +247,7 @@ fn pcr_predict_cli_matches_the_library() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|x| x["pcr"] == p.pcr)
+            .find(|x| x["pcr"] == p.pcr.get())
             .unwrap();
         assert_eq!(cli["values"]["sha256"], p.values[&HashAlg::Sha256].to_hex());
     }

@@ -47,7 +47,7 @@ fn assert_pcr(b: &SavedBoot, p: &firmware::PcrPrediction, what: &str) {
     for bank in BANKS {
         assert_eq!(
             p.values[&bank].as_bytes(),
-            &b.pcrs[bank.name()][&p.pcr][..],
+            &b.pcrs[bank.name()][&p.pcr.get()][..],
             "{what}: {bank} PCR {}",
             p.pcr
         );

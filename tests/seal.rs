@@ -84,7 +84,7 @@ fn tampered_envelope_or_blob_is_refused() {
     // Recorded values edited: refused before touching the TPM.
     let mut e = env.clone();
     e.policy.values.insert(
-        11,
+        bootchain::pcr::PcrIndex::new(11).unwrap(),
         bootchain::hash::Digest::new(HashAlg::Sha256, vec![0x11; 32]).unwrap(),
     );
     assert!(matches!(

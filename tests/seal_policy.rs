@@ -287,9 +287,10 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
     let parsed = Envelope::from_json(&text).unwrap();
     assert!(parsed.needs_signatures());
     // A signed PCR 11 policy also binds literal PCR 7 and the lock PCR 15 by default.
-    assert_eq!(parsed.policy.pcrs, vec![7, 15]);
+    let pcr = |i| bootchain::pcr::PcrIndex::new(i).unwrap();
+    assert_eq!(parsed.policy.pcrs, vec![pcr(7), pcr(15)]);
     assert_eq!(
-        parsed.policy.values[&15],
+        parsed.policy.values[&pcr(15)],
         bootchain::hash::Digest::zero(HashAlg::Sha256)
     );
     let unseal = || {

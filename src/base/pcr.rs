@@ -28,6 +28,11 @@ impl PcrIndex {
         }
         Ok(PcrIndex(i))
     }
+    /// An index fixed at compile time: `PcrIndex::of::<11>()` (past 23 it does not compile).
+    pub const fn of<const N: u32>() -> Self {
+        const { assert!(N <= MAX_PCR, "PCR index out of range") };
+        PcrIndex(N)
+    }
     /// The number.
     pub fn get(self) -> u32 {
         self.0
@@ -44,6 +49,13 @@ impl TryFrom<u32> for PcrIndex {
 impl From<PcrIndex> for u32 {
     fn from(p: PcrIndex) -> u32 {
         p.0
+    }
+}
+
+/// Compare with a plain number (`pcrs == [7, 11]`).
+impl PartialEq<u32> for PcrIndex {
+    fn eq(&self, other: &u32) -> bool {
+        self.0 == *other
     }
 }
 

@@ -706,7 +706,7 @@ fn summarize(id: u32, v: &serde_json::Value) -> TokenSummary {
             Ok(env) => {
                 s.tpm = Some(TpmTokenSummary {
                     pcr_bank: env.policy.bank.to_string(),
-                    pcrs: env.policy.pcrs.clone(),
+                    pcrs: env.policy.pcrs.iter().map(|p| p.get()).collect(),
                     pubkey_pcrs: env.policy.authorize.as_ref().map(|a| a.pcrs.clone()),
                     pin: env.policy.pin.is_some(),
                     parent: env.parent.kind.to_string(),

@@ -93,6 +93,7 @@ pub fn authorizing_db_entry(
 
 pub use crate::measure::PcrPrediction;
 use crate::measure::{event, finish, EventPayload};
+use crate::pcr::PcrIndex;
 
 /// The EV_EFI_ACTION string before the first boot option's application (PFP §10.4.4).
 pub const CALLING_EFI_APPLICATION: &str = "Calling EFI Application from Boot Option";
@@ -112,14 +113,14 @@ pub struct BootImage {
 pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
     let mut ev = vec![
         event(
-            4,
+            PcrIndex::of::<4>(),
             EventType::EfiAction,
             CALLING_EFI_APPLICATION.into(),
             EventPayload::HashOfData(CALLING_EFI_APPLICATION.as_bytes().to_vec()),
             banks,
         ),
         event(
-            4,
+            PcrIndex::of::<4>(),
             EventType::Separator,
             "separator".into(),
             EventPayload::HashOfData(SEPARATOR.to_vec()),
@@ -128,14 +129,14 @@ pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
     ];
     for img in images {
         ev.push(event(
-            4,
+            PcrIndex::of::<4>(),
             EventType::EfiBootServicesApplication,
             img.description.clone(),
             EventPayload::Digests(img.authenticode.clone()),
             banks,
         ));
     }
-    finish(4, ev, banks)
+    finish(PcrIndex::of::<4>(), ev, banks)
 }
 
 /// PCR 7: the Secure Boot variables, the separator, then one authority event per distinct db
@@ -150,7 +151,7 @@ pub fn predict_pcr7(
         .into_iter()
         .map(|v| {
             event(
-                7,
+                PcrIndex::of::<7>(),
                 EventType::EfiVariableDriverConfig,
                 v.name.clone(),
                 EventPayload::HashOfData(v.to_bytes()),
@@ -159,7 +160,7 @@ pub fn predict_pcr7(
         })
         .collect();
     ev.push(event(
-        7,
+        PcrIndex::of::<7>(),
         EventType::Separator,
         "separator".into(),
         EventPayload::HashOfData(SEPARATOR.to_vec()),
@@ -177,14 +178,14 @@ pub fn predict_pcr7(
             data: a.to_bytes(),
         };
         ev.push(event(
-            7,
+            PcrIndex::of::<7>(),
             EventType::EfiVariableAuthority,
             format!("db entry owned by {}", a.owner),
             EventPayload::HashOfData(v.to_bytes()),
             banks,
         ));
     }
-    finish(7, ev, banks)
+    finish(PcrIndex::of::<7>(), ev, banks)
 }
 
 #[cfg(test)]
@@ -249,7 +250,7 @@ pub fn predict_pcr9(
             .collect();
         utf16.extend_from_slice(&[0, 0]);
         ev.push(event(
-            9,
+            PcrIndex::of::<9>(),
             EventType::EventTag,
             "LOADED_IMAGE::LoadOptions".into(),
             EventPayload::HashOfData(utf16),
@@ -258,14 +259,14 @@ pub fn predict_pcr9(
     }
     if let Some(d) = initrd {
         ev.push(event(
-            9,
+            PcrIndex::of::<9>(),
             EventType::EventTag,
             "Linux initrd".into(),
             EventPayload::Digests(d.clone()),
             banks,
         ));
     }
-    finish(9, ev, banks)
+    finish(PcrIndex::of::<9>(), ev, banks)
 }
 
 /// What a UKI's boot measures before the root is opened: PCR 11 for each asked phase, and
@@ -289,7 +290,7 @@ impl BootPrediction {
         let mut values = crate::pcr::PcrValues::new();
         for p in self.firmware.iter().chain(&self.kernel_config) {
             for (bank, v) in &p.values {
-                values.insert((*bank, p.pcr), v.clone());
+                values.insert((*bank, p.pcr.get()), v.clone());
             }
         }
         if let [only] = self.pcr11.phases.as_slice() {
@@ -615,7 +616,7 @@ pub fn predict_chain_boot(
     out.push(predict_pcr9(cmdline.as_deref(), initrd.as_ref(), banks));
     if let Some(ph) = pcr11.phases.first() {
         out.push(PcrPrediction {
-            pcr: 11,
+            pcr: PcrIndex::of::<11>(),
             events: pcr11.events.clone(),
             values: ph.values.iter().map(|v| (v.alg(), v.clone())).collect(),
         });

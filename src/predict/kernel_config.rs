@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 
 use crate::eventlog::EventType;
 use crate::hash::HashAlg;
+use crate::pcr::PcrIndex;
 
 use crate::measure::{event, finish, EventPayload, PcrPrediction};
 
 /// The PCR the stub measures boot configuration into (systemd `TPM2_PCR_KERNEL_CONFIG`).
-pub const PCR_KERNEL_CONFIG: u32 = 12;
+pub const PCR_KERNEL_CONFIG: PcrIndex = PcrIndex::of::<12>();
 
 /// EV_EVENT_TAG id of the profile measurement (as the 257 stub logs it).
 pub const PROFILE_EVENT_TAG: u32 = 0x13ae_d6db;

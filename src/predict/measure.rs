@@ -172,7 +172,7 @@ pub struct SectionDigests {
 #[non_exhaustive]
 pub struct PredictedEvent {
     /// The PCR.
-    pub pcr: u32,
+    pub pcr: PcrIndex,
     /// The event type as the log records it.
     pub event_type: crate::eventlog::EventType,
     /// What was measured.
@@ -186,7 +186,7 @@ pub struct PredictedEvent {
 #[non_exhaustive]
 pub struct PcrPrediction {
     /// PCR index.
-    pub pcr: u32,
+    pub pcr: PcrIndex,
     /// Events in order.
     pub events: Vec<PredictedEvent>,
     /// Final values.
@@ -194,7 +194,7 @@ pub struct PcrPrediction {
 }
 
 pub(crate) fn event(
-    pcr: u32,
+    pcr: PcrIndex,
     ty: EventType,
     desc: String,
     data_or_digest: EventPayload,
@@ -223,7 +223,11 @@ pub(crate) enum EventPayload {
     Digests(BTreeMap<HashAlg, Digest>),
 }
 
-pub(crate) fn finish(pcr: u32, events: Vec<PredictedEvent>, banks: &[HashAlg]) -> PcrPrediction {
+pub(crate) fn finish(
+    pcr: PcrIndex,
+    events: Vec<PredictedEvent>,
+    banks: &[HashAlg],
+) -> PcrPrediction {
     let values = banks
         .iter()
         .map(|b| {
@@ -359,13 +363,13 @@ pub fn predict_pcr11(
             }
         }
         events.push(PredictedEvent {
-            pcr: PCR_KERNEL_BOOT,
+            pcr: PcrIndex::of::<11>(),
             event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: name_digests,
         });
         events.push(PredictedEvent {
-            pcr: PCR_KERNEL_BOOT,
+            pcr: PcrIndex::of::<11>(),
             event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: data_digests,

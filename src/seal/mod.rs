@@ -336,10 +336,10 @@ pub struct PolicyInfo {
     /// PCR bank of the literal values.
     pub bank: HashAlg,
     /// PCRs bound to literal values (may be empty with a signed policy).
-    pub pcrs: Vec<u32>,
+    pub pcrs: Vec<PcrIndex>,
     /// The values sealed to, by PCR (JSON: `{"7": "hex"}`); they and the key reproduce
     /// `digest`, which [`prepare_unseal`] checks.
-    pub values: BTreeMap<u32, Digest>,
+    pub values: BTreeMap<PcrIndex, Digest>,
     /// Signed policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorize: Option<AuthorizeInfo>,
@@ -403,7 +403,7 @@ impl Envelope {
             self.version,
             self.policy.digest.to_hex(),
             self.policy.bank,
-            join_pcrs(&self.policy.pcrs),
+            join_pcrs(&u32s(&self.policy.pcrs)),
             hex::encode(&self.parent.name)
         );
         if let Some(a) = &self.policy.authorize {
@@ -464,7 +464,7 @@ impl Envelope {
 
     /// Every PCR the policy covers, literal or signed.
     pub fn policy_pcrs(&self) -> Vec<u32> {
-        let mut v = self.policy.pcrs.clone();
+        let mut v = u32s(&self.policy.pcrs);
         if let Some(a) = &self.policy.authorize {
             v.extend_from_slice(&a.pcrs);
         }
@@ -505,6 +505,10 @@ fn selection(bank: HashAlg, pcrs: &[u32]) -> Result<PcrSelection, policy::PcrInd
         .map(|p| PcrIndex::new(*p))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PcrSelection::new(bank, idx))
+}
+
+fn u32s(pcrs: &[PcrIndex]) -> Vec<u32> {
+    pcrs.iter().map(|p| p.get()).collect()
 }
 
 fn sorted(pcrs: &[u32]) -> Vec<u32> {
@@ -735,13 +739,8 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
         policy: PolicyInfo {
             digest: c.digest.clone(),
             bank: req.literal.bank(),
-            pcrs: c.literal.clone(),
-            values: c
-                .literal
-                .iter()
-                .copied()
-                .zip(c.values.iter().cloned())
-                .collect(),
+            pcrs: req.literal.values().map(|(p, _)| p).collect(),
+            values: req.literal.values().map(|(p, d)| (p, d.clone())).collect(),
             authorize: c.authorize,
             pin,
         },
@@ -877,11 +876,13 @@ pub fn prepare_unseal(
         return Err(bad(EnvelopeError::DigestNotSha256));
     }
     let expected = env.policy.digest.clone();
-    let literal = env.policy.pcrs.clone();
-    let sel = selection(env.policy.bank, &literal).map_err(|e| bad(EnvelopeError::Pcrs(e)))?;
+    let sel = PcrSelection::new(env.policy.bank, env.policy.pcrs.iter().copied());
+    let literal = u32s(&env.policy.pcrs);
     // The recorded values and key must produce the recorded policy (else the envelope was
     // edited).
-    let recorded = literal
+    let recorded = env
+        .policy
+        .pcrs
         .iter()
         .map(|p| {
             env.policy
@@ -891,7 +892,7 @@ pub fn prepare_unseal(
                 .cloned()
                 .ok_or(bad(EnvelopeError::Values {
                     bank: env.policy.bank,
-                    pcr: *p,
+                    pcr: p.get(),
                 }))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -1054,6 +1055,10 @@ fn open_payload(env: &Envelope, kek: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealEr
 mod tests {
     use super::*;
 
+    fn pcr(i: u32) -> PcrIndex {
+        PcrIndex::new(i).unwrap()
+    }
+
     fn sample() -> Envelope {
         Envelope {
             format: FORMAT.into(),
@@ -1065,8 +1070,10 @@ mod tests {
             policy: PolicyInfo {
                 digest: Digest::zero(HashAlg::Sha256),
                 bank: HashAlg::Sha256,
-                pcrs: vec![7],
-                values: [(7, Digest::zero(HashAlg::Sha256))].into_iter().collect(),
+                pcrs: vec![pcr(7)],
+                values: [(pcr(7), Digest::zero(HashAlg::Sha256))]
+                    .into_iter()
+                    .collect(),
                 authorize: None,
                 pin: Some(PinInfo {
                     salt: vec![1u8; 32],
@@ -1154,7 +1161,7 @@ mod tests {
         e.policy.pin = None;
         assert_ne!(e.aad(), base);
         let mut e = sample();
-        e.policy.pcrs = vec![7, 11];
+        e.policy.pcrs = vec![pcr(7), pcr(11)];
         assert_ne!(e.aad(), base);
         let mut e = sample();
         e.parent.name = vec![0, 0x0c];
