@@ -36,9 +36,9 @@ pub mod seal;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use base::{efi, error, fsutil, hash, pcr};
+pub use base::{efi, error, fsutil, hash, pcr, python};
 pub use build::uki;
-pub use formats::{authenticode, eventlog, keys, pe, policy, sign, ukiread};
+pub use formats::{authenticode, eventlog, genkey, keys, pe, policy, sign, ukiread};
 #[cfg(feature = "luks")]
 pub use luks::token;
 pub use predict::{firmware, kernel_config, measure};

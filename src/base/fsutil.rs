@@ -13,6 +13,7 @@ pub struct AtomicFile {
     tmp: tempfile::NamedTempFile,
     dest: PathBuf,
     mode: u32,
+    no_clobber: bool,
 }
 
 impl AtomicFile {
@@ -35,7 +36,17 @@ impl AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
             mode,
+            no_clobber: false,
         })
+    }
+
+    /// Like [`AtomicFile::create`], but [`AtomicFile::commit`] never replaces an existing
+    /// `dest`: it fails with [`io::ErrorKind::AlreadyExists`] if something appeared there
+    /// (the rename is `RENAME_NOREPLACE`, or a hard link, so there is no window).
+    pub fn create_new(dest: &Path, mode: u32) -> io::Result<Self> {
+        let mut f = Self::create(dest, mode)?;
+        f.no_clobber = true;
+        Ok(f)
     }
 
     /// The open temporary file.
@@ -63,7 +74,11 @@ impl AtomicFile {
             .set_permissions(std::fs::Permissions::from_mode(self.mode))?;
         self.tmp.as_file().sync_all()?;
         let dest = self.dest.clone();
-        self.tmp.persist(&dest).map_err(|e| e.error)?;
+        if self.no_clobber {
+            self.tmp.persist_noclobber(&dest).map_err(|e| e.error)?;
+        } else {
+            self.tmp.persist(&dest).map_err(|e| e.error)?;
+        }
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -125,6 +140,20 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn create_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key.pem");
+        std::fs::write(&p, b"old").unwrap();
+        let mut f = AtomicFile::create_new(&p, 0o600).unwrap();
+        use std::io::Write;
+        f.file().write_all(b"new").unwrap();
+        let e = f.commit().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn uncommitted_leaves_nothing() {

@@ -6,3 +6,4 @@ pub mod error;
 pub mod fsutil;
 pub mod hash;
 pub mod pcr;
+pub mod python;

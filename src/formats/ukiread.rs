@@ -173,6 +173,14 @@ pub enum InspectError {
         #[source]
         source: Box<InspectError>,
     },
+    /// An extracted section (`inspect --section NAME:MODE@FILE`) could not be written.
+    #[error("cannot write {}", path.display())]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// No SHA-256 digest came out of the Authenticode hash (asked for one).
     #[error("the Authenticode hash returned no digest")]
     NoDigest,
@@ -182,7 +190,9 @@ impl InspectError {
     /// Name the file an error happened in (errors that name it already stay as they are).
     fn in_file(self, path: &Path) -> Self {
         match self {
-            e @ (InspectError::Input { .. } | InspectError::InFile { .. }) => e,
+            e @ (InspectError::Input { .. }
+            | InspectError::InFile { .. }
+            | InspectError::Output { .. }) => e,
             e => InspectError::InFile {
                 path: path.to_path_buf(),
                 source: Box::new(e),
@@ -357,4 +367,219 @@ pub fn inspect_reader<R: Read + Seek>(f: &mut R) -> Result<UkiInfo, InspectError
         sections,
         signatures,
     })
+}
+
+/// How `ukify inspect` shows a section: with its text, or size and digest only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowAs {
+    /// Size, SHA-256 and the text.
+    Text,
+    /// Size and SHA-256.
+    Binary,
+}
+
+/// The sections `ukify inspect` (systemd 257) shows when no `--section` is given, and how
+/// (ukify's `DEFAULT_SECTIONS_TO_SHOW`). Other sections show as binary with `--all`.
+pub fn ukify_default_show(name: &str) -> Option<ShowAs> {
+    match name {
+        ".linux" | ".initrd" | ".ucode" | ".splash" | ".dtb" | ".dtbauto" | ".hwids" | ".sbom" => {
+            Some(ShowAs::Binary)
+        }
+        ".cmdline" | ".osrel" | ".uname" | ".pcrpkey" | ".pcrsig" | ".sbat" | ".profile" => {
+            Some(ShowAs::Text)
+        }
+        _ => None,
+    }
+}
+
+/// A `--section NAME:text|binary[@FILE]` selector of `ukify inspect`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SectionSelector {
+    /// The section name.
+    pub name: String,
+    /// How to show it.
+    pub show: ShowAs,
+    /// Write the section's bytes (`min(VirtualSize, SizeOfRawData)`, trailing NULs kept)
+    /// here.
+    pub extract: Option<PathBuf>,
+}
+
+/// A selector that does not parse (ukify: "Cannot parse section spec").
+#[derive(Debug, thiserror::Error)]
+#[error("cannot parse section spec {0:?}: expected NAME:text|binary[@FILE]")]
+pub struct SelectorError(pub String);
+
+impl std::str::FromStr for SectionSelector {
+    type Err = SelectorError;
+    /// As ukify's `re.match(r'([a-zA-Z0-9_.]+):(text|binary)(?:@(.+))?', s)`: anchored at
+    /// the start only, so text after the mode that does not start with `@` is ignored, and
+    /// the file name ends at the first newline.
+    fn from_str(s: &str) -> Result<Self, SelectorError> {
+        let bad = || SelectorError(s.to_string());
+        let name_len = s
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+            .count();
+        if name_len == 0 {
+            return Err(bad());
+        }
+        let (name, rest) = s.split_at(name_len);
+        let rest = rest.strip_prefix(':').ok_or_else(bad)?;
+        let (show, rest) = if let Some(r) = rest.strip_prefix("text") {
+            (ShowAs::Text, r)
+        } else if let Some(r) = rest.strip_prefix("binary") {
+            (ShowAs::Binary, r)
+        } else {
+            return Err(bad());
+        };
+        let extract = rest
+            .strip_prefix('@')
+            .map(|r| r.split('\n').next().unwrap_or(""))
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        Ok(SectionSelector {
+            name: name.to_string(),
+            show,
+            extract,
+        })
+    }
+}
+
+/// What `ukify inspect` shows and extracts.
+#[derive(Clone, Debug, Default)]
+pub struct UkifyInspectOptions {
+    /// `--section` selectors (for a name given twice, the last counts).
+    pub selectors: Vec<SectionSelector>,
+    /// `--all`: every section.
+    pub all: bool,
+}
+
+/// The text of a section shown as text.
+#[derive(Clone, Debug)]
+pub enum SectionText {
+    /// `data.rstrip(b'\0').replace(b'\0', b'\\0')`, decoded.
+    Utf8(String),
+    /// Not UTF-8 (ukify shows "(not valid UTF-8)" and warns).
+    NotUtf8(std::str::Utf8Error),
+}
+
+/// One section as `ukify inspect` describes it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct UkifySection {
+    /// Name.
+    pub name: String,
+    /// `min(VirtualSize, SizeOfRawData)`.
+    pub size: u64,
+    /// SHA-256 of those bytes.
+    pub sha256: Digest,
+    /// The text, when shown as text.
+    pub text: Option<SectionText>,
+}
+
+/// `ukify inspect` (systemd 257): the sections shown, in table order (repeated names
+/// repeated), and each selector's `@FILE` written (atomically; a name present several
+/// times is written each time, so the last wins, as in ukify). Text sections are limited to
+/// [`MAX_READ_SECTION`] bytes ([`InspectError::SectionTooLarge`]).
+pub fn inspect_ukify(
+    path: &Path,
+    opts: &UkifyInspectOptions,
+) -> Result<Vec<UkifySection>, InspectError> {
+    let mut f = File::open(path).map_err(input_err(path))?;
+    inspect_ukify_in(&mut f, opts).map_err(|e| e.in_file(path))
+}
+
+fn inspect_ukify_in(
+    f: &mut File,
+    opts: &UkifyInspectOptions,
+) -> Result<Vec<UkifySection>, InspectError> {
+    let (h, _) = PeHeaders::read(f)?;
+    let mut out = Vec::new();
+    for s in &h.sections {
+        let name = s.name.as_str();
+        let selector = opts.selectors.iter().rev().find(|sel| sel.name == name);
+        let default = ukify_default_show(&name).filter(|_| opts.selectors.is_empty());
+        let show = match (selector, default) {
+            (Some(sel), _) => sel.show,
+            (None, Some(d)) => d,
+            (None, None) if opts.all => ShowAs::Binary,
+            (None, None) => continue,
+        };
+        let size = u64::from(s.loaded_file_len());
+        if show == ShowAs::Text && size > MAX_READ_SECTION {
+            return Err(InspectError::SectionTooLarge {
+                name,
+                len: size,
+                limit: MAX_READ_SECTION,
+            });
+        }
+        let mut file = match selector.and_then(|sel| sel.extract.as_deref()) {
+            Some(p) => Some(crate::fsutil::AtomicFile::create(p, 0o644).map_err(output_err(p))?),
+            None => None,
+        };
+        let mut text = (show == ShowAs::Text).then(Vec::new);
+        let mut hasher = MultiHasher::new(&[HashAlg::Sha256]);
+        let mut window = pe::Window::section(f, s);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = window.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            hasher.update(chunk);
+            if let Some(t) = text.as_mut() {
+                t.extend_from_slice(chunk);
+            }
+            if let Some(af) = file.as_mut() {
+                let p = af.dest().to_path_buf();
+                io::Write::write_all(af.file(), chunk).map_err(output_err(&p))?;
+            }
+        }
+        if window.stream_position()? != size {
+            return Err(InspectError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("section {name} ends past the end of the file"),
+            )));
+        }
+        if let Some(af) = file {
+            let p = af.dest().to_path_buf();
+            af.commit().map_err(output_err(&p))?;
+        }
+        out.push(UkifySection {
+            name,
+            size,
+            sha256: hasher
+                .finalize()
+                .into_iter()
+                .next()
+                .ok_or(InspectError::NoDigest)?,
+            text: text.map(|t| ukify_text(&t)),
+        });
+    }
+    Ok(out)
+}
+
+fn output_err(path: &Path) -> impl FnOnce(io::Error) -> InspectError + '_ {
+    move |source| InspectError::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// ukify's `data.rstrip(b'\0').replace(b'\0', b'\\0').decode()`.
+pub fn ukify_text(data: &[u8]) -> SectionText {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut v = Vec::with_capacity(end);
+    for &b in &data[..end] {
+        if b == 0 {
+            v.extend_from_slice(b"\\0");
+        } else {
+            v.push(b);
+        }
+    }
+    match String::from_utf8(v) {
+        Ok(s) => SectionText::Utf8(s),
+        Err(e) => SectionText::NotUtf8(e.utf8_error()),
+    }
 }

@@ -302,10 +302,47 @@ enum UkiCmd {
     Inspect {
         /// The UKI.
         file: PathBuf,
-        /// Print JSON (stable shape, see README).
+        /// Print JSON (stable shape, see README); with --format ukify, ukify's JSON.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+        json: Option<JsonMode>,
+        /// Output shape: bootchain's, or exactly `ukify inspect`'s (systemd 257).
+        #[arg(long, value_enum, default_value = "bootchain")]
+        format: InspectFormat,
+        /// NAME:text|binary[@FILE]: show this section (instead of ukify's default set) in
+        /// this mode, and with @FILE write its bytes there (repeatable; --format ukify).
+        #[arg(long = "section")]
+        sections: Vec<String>,
+        /// Show every section (--format ukify).
         #[arg(long)]
-        json: bool,
+        all: bool,
     },
+    /// Generate a Secure Boot key and certificate and/or PCR signing keys (as `ukify genkey`).
+    Genkey(GenkeyArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InspectFormat {
+    Bootchain,
+    Ukify,
+}
+
+#[derive(Args)]
+struct GenkeyArgs {
+    /// Secure Boot private key to create (PEM PKCS#1, mode 0600).
+    #[arg(long = "secureboot-private-key", requires = "sb_cert")]
+    sb_key: Option<PathBuf>,
+    /// Self-signed Secure Boot certificate to create (PEM).
+    #[arg(long = "secureboot-certificate", requires = "sb_key")]
+    sb_cert: Option<PathBuf>,
+    /// Validity of the certificate in days.
+    #[arg(long = "secureboot-certificate-validity", default_value_t = bootchain::genkey::DEFAULT_VALIDITY_DAYS)]
+    sb_days: u32,
+    /// PCR signing private key to create (repeatable; PEM PKCS#1, mode 0600).
+    #[arg(long = "pcr-private-key")]
+    pcr_private_keys: Vec<PathBuf>,
+    /// Public key of the PCR signing key in the same position (repeatable; PEM).
+    #[arg(long = "pcr-public-key")]
+    pcr_public_keys: Vec<PathBuf>,
 }
 
 /// `uki build`'s options; as with ukify (argparse), an option given twice takes the last value.
@@ -499,15 +536,32 @@ fn sign_opts(signing_time: bool) -> SignOptions {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Uki(UkiCmd::Build(a)) => uki_build(*a),
-        Cmd::Uki(UkiCmd::Inspect { file, json }) => {
+        Cmd::Uki(UkiCmd::Inspect {
+            file,
+            json,
+            format: InspectFormat::Ukify,
+            sections,
+            all,
+        }) => ukify_inspect(&file, json.unwrap_or(JsonMode::Off), &sections, all),
+        Cmd::Uki(UkiCmd::Inspect {
+            file,
+            json,
+            sections,
+            all,
+            ..
+        }) => {
+            if all || !sections.is_empty() {
+                bail!("--section and --all need --format ukify");
+            }
             let info = uki::inspect(&file)?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print_inspect(&info);
+            match json {
+                None | Some(JsonMode::Off) => print_inspect(&info),
+                Some(JsonMode::Pretty) => outln!("{}", serde_json::to_string_pretty(&info)?),
+                Some(JsonMode::Short) => outln!("{}", serde_json::to_string(&info)?),
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Uki(UkiCmd::Genkey(a)) => genkey(a),
         Cmd::Measure(MeasureCmd::Calculate { parts, json }) => {
             let pred = predict_parts(&parts)?;
             match json {
@@ -848,6 +902,86 @@ fn print_calculate(pred: &bootchain::measure::Pcr11Prediction) {
             outln!("11:{bank}={v}");
         }
     }
+}
+
+fn genkey(a: GenkeyArgs) -> Result<ExitCode> {
+    use bootchain::genkey::{GenkeyRequest, PcrKeyTarget, SecureBootTarget};
+    if a.pcr_public_keys.len() > a.pcr_private_keys.len() {
+        bail!("genkey: each --pcr-public-key needs a --pcr-private-key before it");
+    }
+    let secureboot = match (a.sb_key, a.sb_cert) {
+        (Some(key), Some(cert)) => Some(SecureBootTarget {
+            key,
+            cert,
+            validity_days: a.sb_days,
+            host: bootchain::genkey::host_fqdn(),
+        }),
+        _ => None,
+    };
+    let mut public = a.pcr_public_keys.into_iter();
+    let pcr = a
+        .pcr_private_keys
+        .into_iter()
+        .map(|private_key| PcrKeyTarget {
+            private_key,
+            public_key: public.next(),
+        })
+        .collect();
+    for w in bootchain::genkey::genkey(&GenkeyRequest { secureboot, pcr })? {
+        eprintln!("Wrote {} to {}", w.what, w.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ukify inspect` output, byte for byte (systemd 257).
+fn ukify_inspect(
+    file: &std::path::Path,
+    json: JsonMode,
+    sections: &[String],
+    all: bool,
+) -> Result<ExitCode> {
+    use bootchain::ukiread::{SectionSelector, SectionText, UkifyInspectOptions};
+    let selectors = sections
+        .iter()
+        .map(|s| s.parse::<SectionSelector>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let shown = bootchain::ukiread::inspect_ukify(file, &UkifyInspectOptions { selectors, all })?;
+    let mut descs = serde_json::Map::new();
+    for s in &shown {
+        let text = s.text.as_ref().map(|t| match t {
+            SectionText::Utf8(t) => t.as_str(),
+            SectionText::NotUtf8(e) => {
+                eprintln!("Section {:?} is not valid text: {e}", s.name);
+                "(not valid UTF-8)"
+            }
+        });
+        if matches!(json, JsonMode::Off) {
+            outln!(
+                "{}:\n  size: {} bytes\n  sha256: {}",
+                s.name,
+                s.size,
+                s.sha256
+            );
+            if let Some(t) = text {
+                let t = bootchain::python::textwrap_indent(bootchain::python::py_rstrip(t), "    ");
+                outln!("  text:\n{t}");
+            }
+        }
+        let mut d = serde_json::Map::new();
+        d.insert("size".into(), s.size.into());
+        d.insert("sha256".into(), s.sha256.to_string().into());
+        if let Some(t) = text {
+            d.insert("text".into(), t.into());
+        }
+        // As a Python dict: a repeated name keeps its place and takes the last value.
+        descs.insert(s.name.clone(), d.into());
+    }
+    match json {
+        JsonMode::Off => {}
+        JsonMode::Short => out!("{}", bootchain::python::json_dumps(&descs, None)?),
+        JsonMode::Pretty => out!("{}", bootchain::python::json_dumps(&descs, Some(4))?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_inspect(info: &uki::UkiInfo) {

@@ -1186,38 +1186,8 @@ fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> String {
     let v = measure::signatures_json(sigs);
     match layout {
         Layout::Ukify252 => v.to_string(),
-        Layout::Ukify257 => {
-            let mut out = Vec::new();
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonJson);
-            // Serializing a Value into a Vec cannot fail, and its text is UTF-8.
-            match v.serialize(&mut ser) {
-                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-                Err(_) => v.to_string(),
-            }
-        }
-    }
-}
-
-/// serde_json formatting as Python's `json.dumps` with default separators.
-struct PythonJson;
-
-impl serde_json::ser::Formatter for PythonJson {
-    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        w.write_all(b": ")
+        // Serializing a Value cannot fail.
+        Layout::Ukify257 => crate::python::json_dumps(&v, None).unwrap_or_else(|_| v.to_string()),
     }
 }
 
