@@ -168,6 +168,24 @@ fn ukify_257_layouts_are_byte_identical() {
         "multi-signed",
     );
 
+    // Two PCR signing groups, each with its own key and phases (no .pcrpkey then).
+    std::fs::copy(i.path("pcr.key"), i.path("pcr2.key")).unwrap();
+    i.same_bytes(
+        &with(
+            UKI,
+            &[
+                "--pcr-private-key=pcr.key",
+                "--pcr-public-key=pcr.pub",
+                "--phases=enter-initrd",
+                "--pcr-private-key=pcr2.key",
+                "--phases=enter-initrd:leave-initrd",
+                "--pcr-public-key=pcr.pub",
+                "--pcr-banks=sha256",
+            ],
+        ),
+        "two-groups",
+    );
+
     // What ukify signed for each profile is PolicyPCR over the PCR 11 we predict for it.
     let info = bootchain::uki::inspect(&signed).unwrap();
     let sigs: Vec<_> = info
@@ -246,4 +264,73 @@ fn systemd_measure_257_calculate_and_sign_equal_ours() {
         "--bank=sha256",
     ];
     assert_eq!(theirs("sign", &keys), ours("sign", &keys));
+}
+
+/// `--sign-kernel` as ukify 257 decides it: with a Secure Boot key an unsigned PE kernel is
+/// signed before it is embedded (and verifies with the certificate), `--no-sign-kernel`
+/// embeds it as given, and a kernel that is already signed (Debian's) is left alone.
+#[test]
+fn sign_kernel_signs_an_unsigned_kernel() {
+    let i = Inputs::new();
+    let d = i.dir.path();
+    run_ok(
+        Command::new(bootchain_bin())
+            .current_dir(d)
+            .args(["uki", "genkey", "--secureboot-private-key=sb.key"])
+            .arg("--secureboot-certificate=sb.crt"),
+    );
+    // An unsigned PE to stand in for a kernel: the addon stub.
+    std::fs::copy(i.path("addon-stub.efi"), i.path("unsigned-kernel")).unwrap();
+    let sb = [
+        "--secureboot-private-key=sb.key",
+        "--secureboot-certificate=sb.crt",
+    ];
+    let linux_of = |uki: &std::path::Path| {
+        bootchain::uki::read_section(uki, ".linux")
+            .unwrap()
+            .unwrap()
+    };
+    let build = |extra: &[&str], out: &str| {
+        let mut a = vec![
+            "--stub=stub.efi",
+            "--linux=unsigned-kernel",
+            "--cmdline=console=ttyS0",
+            "--os-release=ID=test",
+        ];
+        a.extend_from_slice(&sb);
+        a.extend_from_slice(extra);
+        i.ours(&a, out)
+    };
+    let given = std::fs::read(i.path("unsigned-kernel")).unwrap();
+
+    let signed = build(&[], "default.efi");
+    let linux = linux_of(&signed);
+    assert_ne!(linux, given, "the unsigned kernel was embedded unsigned");
+    std::fs::write(i.path("linux.signed"), &linux).unwrap();
+    let v = bootchain::sign::verify_file(
+        &i.path("linux.signed"),
+        None,
+        Some(&bootchain::keys::load_certificate(&i.path("sb.crt")).unwrap()),
+    )
+    .unwrap();
+    assert!(v.passed(true), "the embedded kernel's signature verifies");
+
+    let unsigned = build(&["--sign-kernel", "--no-sign-kernel"], "never.efi");
+    assert_eq!(
+        linux_of(&unsigned),
+        given,
+        "--no-sign-kernel (given last) wins"
+    );
+
+    // Debian's kernel is signed already: embedded byte for byte.
+    let debian = i.ours(&[UKI, &sb[..]].concat(), "debian.efi");
+    assert_eq!(linux_of(&debian), std::fs::read(i.path("vmlinuz")).unwrap());
+
+    // Asking for it without a key is refused.
+    let out = run(Command::new(bootchain_bin())
+        .current_dir(d)
+        .args(["uki", "build", "--stub=stub.efi", "--linux=unsigned-kernel"])
+        .args(["--sign-kernel", "-o", "nokey.efi"]));
+    assert!(!out.status.success());
+    assert!(!i.path("nokey.efi").exists());
 }

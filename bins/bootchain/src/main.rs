@@ -408,6 +408,12 @@ struct BuildArgs {
     /// runs none).
     #[arg(long)]
     tools: Vec<PathBuf>,
+    /// Sign the embedded kernel with the Secure Boot key too (default: when it is unsigned).
+    #[arg(long = "sign-kernel", overrides_with = "no_sign_kernel")]
+    sign_kernel: bool,
+    /// Never sign the embedded kernel.
+    #[arg(long = "no-sign-kernel", overrides_with = "sign_kernel")]
+    no_sign_kernel: bool,
     /// Secure Boot signing key (PEM or DER).
     #[arg(long = "secureboot-private-key", requires = "secureboot_certificate")]
     secureboot_private_key: Option<PathBuf>,
@@ -417,17 +423,21 @@ struct BuildArgs {
     /// Add a signingTime attribute (off by default: reproducible signatures).
     #[arg(long)]
     signing_time: bool,
-    /// RSA key to sign the PCR 11 policy with (embeds .pcrpkey and .pcrsig).
+    /// RSA key to sign the PCR 11 policy with (embeds .pcrsig, and .pcrpkey with one key).
+    /// Repeatable: each is one signing group, paired with the --pcr-public-key and --phases
+    /// of the same position, as ukify's.
     #[arg(long = "pcr-private-key")]
-    pcr_private_key: Option<PathBuf>,
-    /// Public key for .pcrpkey (default: derived from --pcr-private-key).
+    pcr_private_key: Vec<PathBuf>,
+    /// Public key of the same group (with one group, .pcrpkey; default: derived from the
+    /// private key).
     #[arg(long = "pcr-public-key", requires = "pcr_private_key")]
-    pcr_public_key: Option<PathBuf>,
+    pcr_public_key: Vec<PathBuf>,
     /// Phase paths to sign for, comma or space separated; ":" is the phase right after the
     /// stub (default: ": enter-initrd", the initrd phases only, where disk keys are released;
-    /// systemd-measure's default also signs the phases after the initrd).
+    /// systemd-measure's default also signs the phases after the initrd). One per group;
+    /// with --measure, all of them.
     #[arg(long)]
-    phases: Option<String>,
+    phases: Vec<String>,
     /// Sign a PCR policy even though the UKI has no .cmdline (the stub would then accept an
     /// unmeasured command line from the boot loader).
     #[arg(long = "allow-unmeasured-cmdline")]
@@ -795,6 +805,9 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     if let Some(m) = &a.microcode {
         b = b.microcode(m);
     }
+    if a.sign_kernel || a.no_sign_kernel {
+        b = b.sign_kernel(a.sign_kernel);
+    }
     for d in &a.devicetree_auto {
         b = b.devicetree_auto(d);
     }
@@ -851,18 +864,38 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| s.parse::<HashAlg>())
         .collect::<Result<Vec<_>, _>>()?;
-    let phases =
-        bootchain::measure::Phase::list(&a.phases.as_deref().map(split).unwrap_or_default())?;
-    if a.measure {
-        b = b.measure(banks.clone(), phases.clone());
+    // ukify pairs the i-th private key with the i-th public key and --phases; the counts
+    // must match when given.
+    let groups = a.pcr_private_key.len();
+    if !a.pcr_public_key.is_empty() && a.pcr_public_key.len() != groups {
+        bail!("--pcr-public-key= specifications must match --pcr-private-key=");
     }
-    if let Some(pk) = &a.pcr_private_key {
-        let key = bootchain::measure::load_pcr_signing_key(pk, a.pcr_public_key.as_deref())?;
-        if let Some(p) = &a.pcr_public_key {
+    if !a.phases.is_empty() && groups > 0 && a.phases.len() != groups {
+        bail!("--phases= specifications must match --pcr-private-key=");
+    }
+    let group_phases = a
+        .phases
+        .iter()
+        .map(|p| bootchain::measure::Phase::list(&split(p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if a.measure {
+        let mut all: Vec<_> = group_phases.iter().flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        b = b.measure(banks.clone(), all);
+    }
+    for (i, pk) in a.pcr_private_key.iter().enumerate() {
+        let public = a.pcr_public_key.get(i);
+        let key = bootchain::measure::load_pcr_signing_key(pk, public.map(PathBuf::as_path))?;
+        if let (Some(p), 1) = (public, groups) {
             b = b.pcrpkey(SectionContent::File(p.clone()));
         }
         b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
-        b = b.sign_pcr_policy(uki::PcrPolicySigner { key, phases, banks });
+        b = b.sign_pcr_policy(uki::PcrPolicySigner {
+            key,
+            phases: group_phases.get(i).cloned().unwrap_or_default(),
+            banks: banks.clone(),
+        });
     }
     if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
         let key = SigningKey::from_file(k)?;

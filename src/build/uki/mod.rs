@@ -26,7 +26,7 @@ use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::keys::SigningKey;
 use crate::measure::{self, Pcr11Prediction, Phase, SectionDigests, StubRules};
-use crate::pe::{self, SectionName, SECTION_HEADER_LEN};
+use crate::pe::{self, PeHeaders, SectionName, SECTION_HEADER_LEN};
 use crate::sign::{self, SignError, SignOptions};
 pub use crate::ukiread::*;
 
@@ -129,6 +129,9 @@ pub enum UkiError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The kernel was to be signed without a Secure Boot key.
+    #[error("signing the kernel needs the Secure Boot key and certificate")]
+    SignKernelWithoutKey,
     /// A profile PE to join is not a PE.
     #[error("profile {path} is not a usable PE image")]
     ProfileNotPe {
@@ -378,8 +381,9 @@ pub struct UkiBuilder {
     no_default_os_release: bool,
     allow_unmeasured_cmdline: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
-    pcr_signer: Option<PcrPolicySigner>,
+    pcr_signers: Vec<PcrPolicySigner>,
     measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
+    sign_kernel: Option<bool>,
 }
 
 /// Signing of the PCR 11 policy embedded as `.pcrsig` (ukify `--pcr-private-key`).
@@ -480,6 +484,8 @@ pub struct BuildReport {
     pub stub_version: Option<String>,
     /// The file layout followed.
     pub layout: Layout,
+    /// Whether the embedded kernel was signed with the Secure Boot key.
+    pub kernel_signed: bool,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
 }
@@ -593,10 +599,12 @@ impl UkiBuilder {
         self.layout = Some(l);
         self
     }
-    /// Embed `.pcrpkey` (unless given) and a `.pcrsig` signing the PCR 11 values of the final
-    /// image, as measured by the stub in use.
+    /// Embed a `.pcrsig` signing the PCR 11 values of the final image, as measured by the
+    /// stub in use, and `.pcrpkey` (unless given) when this is the only signer. Repeatable:
+    /// each call is one signing group with its own key and phases (ukify's
+    /// `[PCRSignature:NAME]`), and `.pcrsig` holds them all, merged per bank.
     pub fn sign_pcr_policy(mut self, signer: PcrPolicySigner) -> Self {
-        self.pcr_signer = Some(signer);
+        self.pcr_signers.push(signer);
         self
     }
 
@@ -612,6 +620,15 @@ impl UkiBuilder {
     /// a PCR policy signer the report has the signed banks and phases without this.
     pub fn measure(mut self, banks: Vec<HashAlg>, phases: Vec<Phase>) -> Self {
         self.measure = Some((banks, phases));
+        self
+    }
+
+    /// Sign the embedded kernel with the Secure Boot key too (ukify `--sign-kernel`):
+    /// `true` always, `false` never; unset (the default), as the layout's ukify decides —
+    /// 257: when the kernel is a PE without signatures, so firmware or shim that verifies the
+    /// kernel the stub loads accepts it; 252: never.
+    pub fn sign_kernel(mut self, sign: bool) -> Self {
+        self.sign_kernel = Some(sign);
         self
     }
 
@@ -722,6 +739,38 @@ impl UkiBuilder {
         }
     }
 
+    /// The kernel signed with the Secure Boot key, when [`Self::sign_kernel`] says so.
+    fn signed_kernel(&self, layout: Layout) -> Result<Option<tempfile::NamedTempFile>, UkiError> {
+        let Some(kernel) = &self.linux else {
+            return Ok(None);
+        };
+        let Some((key, cert, opts)) = &self.signer else {
+            return match self.sign_kernel {
+                Some(true) => Err(UkiError::SignKernelWithoutKey),
+                _ => Ok(None),
+            };
+        };
+        let sign = match (self.sign_kernel, layout) {
+            (Some(s), _) => s,
+            // ukify 252 never signs the kernel.
+            (None, Layout::Ukify252) => false,
+            (None, _) => {
+                let mut f = File::open(kernel).map_err(input_err(kernel))?;
+                // Not a PE (a compressed kernel): nothing firmware could verify.
+                matches!(PeHeaders::read(&mut f), Ok((h, _)) if !h.is_signed())
+            }
+        };
+        if !sign {
+            return Ok(None);
+        }
+        let tmp = tempfile::NamedTempFile::new().map_err(|source| UkiError::Input {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        sign::sign_file(kernel, tmp.path(), key, cert, opts)?;
+        Ok(Some(tmp))
+    }
+
     /// The build host's os-release when it will be embedded by default.
     fn host_os_release(&self) -> Option<PathBuf> {
         if self.os_release.is_some() || self.linux.is_none() || self.no_default_os_release {
@@ -768,6 +817,16 @@ impl UkiBuilder {
         }
         let layout = self.layout.unwrap_or(Layout::for_stub(rules.version));
         let mut planned = self.planned_sections(layout)?;
+        // The kernel signed for Secure Boot, in a temporary file that lives until the build
+        // has copied it.
+        let signed_kernel = self.signed_kernel(layout)?;
+        if let Some(tmp) = &signed_kernel {
+            for (name, content) in planned.iter_mut() {
+                if name.as_str() == ".linux" {
+                    *content = SectionContent::File(tmp.path().to_path_buf());
+                }
+            }
+        }
         if planned.iter().any(|(n, _)| n.as_str() == ".sbat") {
             return Err(SbatError::ExtraSection.into());
         }
@@ -784,14 +843,14 @@ impl UkiBuilder {
             ImageKind::Addon => Some(sbat::merge(None, None, &self.sbat, DEFAULT_ADDON_SBAT)?),
             ImageKind::ProfilePe => None,
         };
-        if self.pcr_signer.is_some()
+        if !self.pcr_signers.is_empty()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
             && !planned.iter().any(|(n, _)| n.as_str() == ".cmdline")
         {
             return Err(UkiError::UnmeasuredCmdline);
         }
-        if let Some(ps) = &self.pcr_signer {
+        if let [ps] = self.pcr_signers.as_slice() {
             if self.pcrpkey.is_none() {
                 let pem = measure::public_key_pem(&ps.key.to_public_key())?;
                 let before: &[&str] = match layout {
@@ -865,8 +924,8 @@ impl UkiBuilder {
 
         // Measured sections hashed by the PCR signer's pass, reused for the report.
         let mut signer_pass = None;
-        if let Some(ps) = &self.pcr_signer {
-            let pass = self.pcrsig_json(ps, rules, layout, &planned, sbat_in_place.as_deref())?;
+        if !self.pcr_signers.is_empty() {
+            let pass = self.pcrsig_json(rules, layout, &planned, sbat_in_place.as_deref())?;
             layout::insert_appended(
                 &mut planned,
                 layout,
@@ -894,8 +953,8 @@ impl UkiBuilder {
         // plus its own) when PCR policies are signed.
         for path in &self.join_profiles {
             let sections = layout::profile_sections(path, self.os_release.is_some())?;
-            if let (Some(ps), Some(pass)) = (&self.pcr_signer, &signer_pass) {
-                let json = self.profile_pcrsig(ps, rules, layout, pass, &sections)?;
+            if let Some(pass) = &signer_pass {
+                let json = self.profile_pcrsig(rules, layout, pass, &sections)?;
                 planned.extend(sections);
                 planned.push((
                     SectionName::new(".pcrsig")?,
@@ -1077,25 +1136,48 @@ impl UkiBuilder {
             pcr11,
             stub_version,
             layout,
+            kernel_signed: signed_kernel.is_some(),
             warnings,
         })
     }
 
     /// The `.pcrsig` JSON for the sections about to be written, with the digests and the
-    /// PCR 11 prediction it signs.
+    /// PCR 11 prediction it signs (the first group's).
     fn pcrsig_json(
         &self,
-        ps: &PcrPolicySigner,
         rules: StubRules,
         layout: Layout,
         planned: &[(SectionName, SectionContent)],
         sbat_in_place: Option<&[u8]>,
     ) -> Result<SignerPass, UkiError> {
-        let banks = if ps.banks.is_empty() {
-            vec![HashAlg::Sha256]
-        } else {
-            ps.banks.clone()
-        };
+        // Each group's banks (ukify's default: sha256) and phases (ours: the initrd phases,
+        // where disk keys are released); sections are hashed once in every bank any uses.
+        let groups: Vec<(Vec<HashAlg>, Vec<Phase>)> = self
+            .pcr_signers
+            .iter()
+            .map(|ps| {
+                let banks = if ps.banks.is_empty() {
+                    vec![HashAlg::Sha256]
+                } else {
+                    ps.banks.clone()
+                };
+                let phases = if ps.phases.is_empty() {
+                    Phase::initrd()
+                } else {
+                    let mut p = ps.phases.clone();
+                    p.sort();
+                    p.dedup();
+                    p
+                };
+                (banks, phases)
+            })
+            .collect();
+        let mut banks: Vec<HashAlg> = Vec::new();
+        for b in groups.iter().flat_map(|(b, _)| b) {
+            if !banks.contains(b) {
+                banks.push(*b);
+            }
+        }
         let mut sections = Vec::new();
         for (name, content) in planned {
             // Only what the stub measures is hashed.
@@ -1114,23 +1196,47 @@ impl UkiBuilder {
         if let Some(b) = sbat_in_place {
             sections.push(sbat_digests(b, &banks));
         }
-        // Disk keys are released in the initrd: sign only the initrd phases unless told.
-        let phases = if ps.phases.is_empty() {
-            Phase::initrd()
-        } else {
-            let mut p = ps.phases.clone();
-            p.sort();
-            p.dedup();
-            p
-        };
-        let prediction = measure::predict_pcr11(&sections, Some(rules), &banks, &phases);
-        let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+        let (sigs, predictions) = self.sign_groups(rules, &groups, &sections)?;
+        let prediction = predictions.into_iter().next().ok_or(UkiError::NoDigest)?;
         Ok(SignerPass {
             json: pcrsig_text(&sigs, layout),
             sections,
             banks,
+            groups,
             prediction,
         })
+    }
+
+    /// Sign PCR 11 as predicted from `sections` for each signing group, merged per bank
+    /// without duplicates (ukify `combine_signatures`); and each group's prediction.
+    fn sign_groups(
+        &self,
+        rules: StubRules,
+        groups: &[(Vec<HashAlg>, Vec<Phase>)],
+        sections: &[SectionDigests],
+    ) -> Result<(measure::PcrSignatures, Vec<Pcr11Prediction>), UkiError> {
+        let mut all: measure::PcrSignatures = Vec::new();
+        let mut predictions = Vec::new();
+        for (ps, (banks, phases)) in self.pcr_signers.iter().zip(groups) {
+            let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
+            let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+            for (bank, entries) in sigs {
+                let pos = match all.iter().position(|(b, _)| *b == bank) {
+                    Some(p) => p,
+                    None => {
+                        all.push((bank, Vec::new()));
+                        all.len() - 1
+                    }
+                };
+                for e in entries {
+                    if !all[pos].1.contains(&e) {
+                        all[pos].1.push(e);
+                    }
+                }
+            }
+            predictions.push(prediction);
+        }
+        Ok((all, predictions))
     }
 }
 
@@ -1140,7 +1246,6 @@ impl UkiBuilder {
     /// not replace (ukify 257 `call_systemd_measure` with `profile_start`).
     fn profile_pcrsig(
         &self,
-        ps: &PcrPolicySigner,
         rules: StubRules,
         layout: Layout,
         base: &SignerPass,
@@ -1169,13 +1274,7 @@ impl UkiBuilder {
                 measured.push(s.clone());
             }
         }
-        let prediction = measure::predict_pcr11(
-            &measured,
-            Some(rules),
-            &base.banks,
-            &base.prediction_phases(),
-        );
-        let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+        let (sigs, _) = self.sign_groups(rules, &base.groups, &measured)?;
         Ok(pcrsig_text(&sigs, layout))
     }
 }
@@ -1191,21 +1290,15 @@ fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> String {
     }
 }
 
-impl SignerPass {
-    fn prediction_phases(&self) -> Vec<Phase> {
-        self.prediction
-            .phases
-            .iter()
-            .map(|p| p.phase.clone())
-            .collect()
-    }
-}
-
 /// What the PCR signer's hashing pass computed.
 struct SignerPass {
     json: String,
     sections: Vec<SectionDigests>,
+    /// Every bank a group signs.
     banks: Vec<HashAlg>,
+    /// Each group's banks and phases.
+    groups: Vec<(Vec<HashAlg>, Vec<Phase>)>,
+    /// The first group's prediction.
     prediction: Pcr11Prediction,
 }
 
