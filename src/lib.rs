@@ -9,8 +9,8 @@
 //!
 //! | layer | folder | modules |
 //! |---|---|---|
-//! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`eventlog`], [`policy`], [`ukiread`] |
+//! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`] |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`eventlog`], [`policy`], [`ukiread`] |
 //! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12: profiles, addons), [`firmware`] (PCR 4/7/9, whole boots) |
 //! | 4 building | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |

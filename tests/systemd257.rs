@@ -129,6 +129,18 @@ fn ukify_257_layouts_are_byte_identical() {
     let names: Vec<&str> = info.sections.iter().map(|s| s.name.as_str()).collect();
     assert!(names.ends_with(&[".osrel", ".cmdline", ".uname", ".linux", ".initrd", ".ucode"]));
 
+    // A literal command line has its whitespace collapsed (an @FILE one is kept verbatim).
+    i.same_bytes(
+        &[
+            "--stub=stub.efi",
+            "--linux=vmlinuz",
+            "--cmdline=  console=ttyS0   quiet  ",
+            "--os-release=@osrel",
+            "--uname=x",
+        ],
+        "whitespace",
+    );
+
     // An addon on the addon stub: its own SBAT entry, appended (the addon stub has none).
     let addon = i.same_bytes(&["--stub=addon-stub.efi", "--cmdline=addon=1"], "addon");
     let sbat = bootchain::uki::read_section(&addon, ".sbat")

@@ -824,7 +824,16 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         b = b.initrd(i);
     }
     if let Some(c) = &a.cmdline {
-        b = b.cmdline(SectionContent::text_or_file(c));
+        // As ukify: a literal command line has its whitespace collapsed; @FILE is verbatim.
+        b = b.cmdline(match c.strip_prefix('@') {
+            Some(_) => SectionContent::text_or_file(c),
+            None => SectionContent::Bytes(
+                c.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .into_bytes(),
+            ),
+        });
     }
     if let Some(c) = &a.os_release {
         b = b.os_release(SectionContent::text_or_file(c));
