@@ -338,6 +338,90 @@ fn systemd_257_salted_pin_token() {
     assert!(opens_slot(&img, 1, &pass));
 }
 
+/// systemd-cryptenroll 257 (Debian 13) tokens with literal PCRs and with a signed PCR 11
+/// policy (`--tpm2-public-key`): `bootchain luks unlock` opens systemd's keyslot with each —
+/// the signed one with a `.pcrsig` over the TPM's current PCR 11.
+#[test]
+fn systemd_257_literal_and_signed_policy_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = luks_image(d.path());
+    let sw = Swtpm::start();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (private, public) = make_rsa_keypair(d.path(), "pcr");
+    std::fs::copy(&public, d.path().join("pcr.pub.pem")).unwrap();
+    let tcti = format!("--tpm2-device=swtpm:host=127.0.0.1,port={}", sw.port);
+    for extra in [
+        vec!["--tpm2-pcrs=7"],
+        vec![
+            "--tpm2-pcrs=",
+            "--tpm2-public-key=/w/pcr.pub.pem",
+            "--tpm2-public-key-pcrs=11",
+        ],
+    ] {
+        let mut args = vec!["systemd-cryptenroll", "--unlock-key-file=/w/pass", &tcti];
+        args.extend(extra);
+        args.push("/w/disk.img");
+        let out = run(&mut trixie_tools(d.path(), &[], &args));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let literal = token_json(&img, 0);
+    assert_eq!(literal["tpm2-pcrs"], serde_json::json!([7]));
+    let signed = token_json(&img, 1);
+    assert_eq!(signed["tpm2_pubkey_pcrs"], serde_json::json!([11]));
+
+    let pass = d.path().join("recovered");
+    let out = bootchain(
+        &sw,
+        &[
+            "luks",
+            "unlock",
+            "--token-id",
+            "0",
+            "--passphrase-output",
+            pass.to_str().unwrap(),
+        ],
+        &img,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 1, &pass));
+    std::fs::remove_file(&pass).unwrap();
+
+    // The signed token: PCR 11 is 0 on this fresh TPM; sign that as systemd-measure would.
+    let key_rsa = bootchain::measure::load_pcr_signing_key(&private, None).unwrap();
+    let pred = bootchain::measure::Pcr11Prediction {
+        banks: vec![HashAlg::Sha256],
+        events: vec![],
+        phases: vec![bootchain::measure::PhaseValue {
+            phase: bootchain::measure::Phase::after_stub(),
+            values: vec![bootchain::hash::Digest::zero(HashAlg::Sha256)],
+        }],
+    };
+    let sigs = bootchain::measure::sign_policies(&pred, &key_rsa).unwrap();
+    let sigfile = d.path().join("tpm2-pcr-signature.json");
+    std::fs::write(
+        &sigfile,
+        bootchain::measure::signatures_json(&sigs).to_string(),
+    )
+    .unwrap();
+    let args = |id: &'static str| {
+        vec![
+            "luks".to_string(),
+            "unlock".into(),
+            "--token-id".into(),
+            id.into(),
+            "--pcrsig".into(),
+            sigfile.display().to_string(),
+            "--passphrase-output".into(),
+            pass.display().to_string(),
+        ]
+    };
+    let a = args("1");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = bootchain(&sw, &a, &img);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(opens_slot(&img, 2, &pass));
+}
+
 /// A token enrolled by `bootchain luks enroll` is standard: tpm2-tools recreate systemd's
 /// legacy ECC primary, load the blob, satisfy PolicyPCR and unseal the secret whose base64
 /// opens the keyslot. `list` shows it; `remove` removes token and keyslot but never the last

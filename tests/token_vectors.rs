@@ -171,3 +171,37 @@ fn malformed_tokens_are_typed_errors() {
         assert!(r.is_err(), "{key}={val}");
     }
 }
+
+/// systemd 257's array-valued members: a single shard reads as the plain member (and
+/// unlocks as before); several shards and pcrlock policies are refused by name, not as
+/// malformed JSON or a policy mismatch.
+#[test]
+fn sharded_and_pcrlock_tokens_of_257() {
+    use bootchain::token::{TokenError, UnsupportedToken};
+    let (v, t) = vector("systemd-257-salted-pin-7.json");
+    let mut one = v.clone();
+    one["tpm2-blob"] = serde_json::json!([v["tpm2-blob"].clone()]);
+    one["tpm2-policy-hash"] = serde_json::json!([v["tpm2-policy-hash"].clone()]);
+    let parsed = SystemdTpm2Token::from_json(&one).unwrap();
+    assert_eq!(parsed.blob, t.blob);
+    assert_eq!(parsed.policy_hash, t.policy_hash);
+
+    let mut two = v.clone();
+    two["tpm2-blob"] = serde_json::json!([v["tpm2-blob"].clone(), v["tpm2-blob"].clone()]);
+    assert!(matches!(
+        SystemdTpm2Token::from_json(&two),
+        Err(TokenError::Unsupported(UnsupportedToken::Sharded {
+            member: "tpm2-blob",
+            shards: 2
+        }))
+    ));
+
+    let mut lock = v.clone();
+    lock["tpm2_pcrlock"] = serde_json::json!(true);
+    let e = SystemdTpm2Token::from_json(&lock).unwrap_err();
+    assert!(matches!(
+        e,
+        TokenError::Unsupported(UnsupportedToken::Pcrlock)
+    ));
+    assert!(bootchain::error::Chain(&e).to_string().contains("pcrlock"));
+}

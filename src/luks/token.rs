@@ -45,6 +45,24 @@ pub const SECRET_LEN: usize = 32;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Tokens systemd writes that bootchain cannot unlock yet, named precisely.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsupportedToken {
+    /// Sealed in several shards (systemd 257 writes `tpm2-blob`/`tpm2-policy-hash` as
+    /// arrays).
+    #[error("{member} has {shards} shards; bootchain unlocks single-shard tokens only")]
+    Sharded {
+        /// The member.
+        member: &'static str,
+        /// How many entries it has.
+        shards: usize,
+    },
+    /// A systemd-pcrlock policy (PolicyAuthorizeNV over the pcrlock NV index).
+    #[error("the token uses a systemd-pcrlock policy (tpm2_pcrlock), which bootchain does not evaluate yet")]
+    Pcrlock,
+}
+
 /// Errors with tokens.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +70,9 @@ pub enum TokenError {
     /// The JSON is not a systemd-tpm2 token.
     #[error("malformed systemd-tpm2 token")]
     Malformed(#[source] MalformedToken),
+    /// A token systemd writes that bootchain cannot unlock yet.
+    #[error("unsupported systemd-tpm2 token")]
+    Unsupported(#[from] UnsupportedToken),
     /// A TPM object is too large for `tpm2-blob`'s 16-bit sizes.
     #[error("TPM object too large for tpm2-blob ({0} bytes)")]
     ObjectTooLarge(usize),
@@ -248,10 +269,32 @@ fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
 }
 
 impl SystemdTpm2Token {
-    /// Parse a token's JSON.
+    /// Parse a token's JSON. systemd 257 may write `tpm2-blob` and `tpm2-policy-hash` as
+    /// arrays (one entry per shard); a single shard is read as the plain member, several and
+    /// pcrlock policies are refused with [`UnsupportedToken`] before anything else.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
-        let t: SystemdTpm2Token =
-            serde_json::from_value(v.clone()).map_err(MalformedToken::Json)?;
+        let mut v = v.clone();
+        if v.get("tpm2_pcrlock").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(UnsupportedToken::Pcrlock.into());
+        }
+        for member in ["tpm2-blob", "tpm2-policy-hash"] {
+            if let Some(serde_json::Value::Array(shards)) = v.get(member) {
+                match shards.as_slice() {
+                    [one] => {
+                        let one = one.clone();
+                        v[member] = one;
+                    }
+                    _ => {
+                        return Err(UnsupportedToken::Sharded {
+                            member,
+                            shards: shards.len(),
+                        }
+                        .into())
+                    }
+                }
+            }
+        }
+        let t: SystemdTpm2Token = serde_json::from_value(v).map_err(MalformedToken::Json)?;
         if t.kind != TOKEN_TYPE {
             return Err(MalformedToken::Type(t.kind).into());
         }
