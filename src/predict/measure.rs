@@ -484,7 +484,8 @@ pub fn uki_profile_sections_from<R: Read + std::io::Seek>(
         .chain(h.sections.iter().zip(&owner).filter(|(_, o)| o.is_none()));
     let mut out: Vec<SectionDigests> = Vec::new();
     let mut version = None;
-    for s in h.sections.iter().filter(|s| s.name.as_str() == ".sdmagic") {
+    // The first `.sdmagic` only: a crafted image with many would otherwise be read many times.
+    if let Some(s) = h.sections.iter().find(|s| s.name.as_str() == ".sdmagic") {
         let b = crate::pe::read_section_memory(f, s).map_err(err)?;
         version = crate::ukiread::parse_sdmagic(&String::from_utf8_lossy(&b));
     }
