@@ -36,7 +36,7 @@ pub mod seal;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use base::{efi, error, fsutil, hash, pcr, python};
+pub use base::{configparser, efi, error, fsutil, hash, pcr, python};
 pub use build::uki;
 pub use formats::{authenticode, eventlog, genkey, keys, pe, policy, sign, ukiread};
 #[cfg(feature = "luks")]
@@ -104,6 +104,9 @@ pub enum Error {
     /// Building a UKI.
     #[error(transparent)]
     Uki(#[from] uki::UkiError),
+    /// A `ukify.conf`.
+    #[error(transparent)]
+    UkifyConfig(#[from] uki::UkifyConfigError),
     /// Sealing and unsealing.
     #[cfg(feature = "tpm")]
     #[error(transparent)]

@@ -1,6 +1,7 @@
 //! Layer 1, the base: hash algorithms and digests, PCRs, UEFI structures, atomic files.
 //! Nothing here imports another layer.
 
+pub mod configparser;
 pub mod efi;
 pub mod error;
 pub mod fsutil;

@@ -64,6 +64,75 @@ enum Cmd {
     /// LUKS2 volumes: enroll, unlock, list and remove systemd-tpm2 TPM keyslots.
     #[command(subcommand)]
     Luks(tpm_cmd::LuksCmd),
+    /// ukify 257's command line: `bootchain ukify build|inspect|genkey ARGS` or `--version`
+    /// (what the `ukify` drop-in script runs; options as in ukify, before or after the verb).
+    #[command(disable_help_flag = true)]
+    Ukify {
+        /// The verb and ukify's options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+/// The version `bootchain ukify --version` reports: ukify's shape (`ukify MAJOR (FULL)`;
+/// mkosi reads the third word) for the systemd release whose ukify bootchain follows.
+const UKIFY_VERSION: &str = concat!("ukify 257 (257-bootchain-", env!("CARGO_PKG_VERSION"), ")");
+
+/// ukify's options that take no value (everything else takes one, as `--opt VALUE`).
+const UKIFY_FLAGS: &[&str] = &[
+    "--summary",
+    "--sign-kernel",
+    "--no-sign-kernel",
+    "--measure",
+    "--no-measure",
+    "--all",
+    "--version",
+    "-j",
+    "-h",
+    "--help",
+];
+
+/// Run ukify's command line as the matching `bootchain uki` subcommand.
+fn ukify_cmd(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+    // argparse takes options before or after the verb: find the verb by skipping options and
+    // their values.
+    let mut verb = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--version" {
+            outln!("{UKIFY_VERSION}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if a.starts_with('-') {
+            let takes_value = !a.contains('=') && !UKIFY_FLAGS.contains(&a.as_ref());
+            i += if takes_value { 2 } else { 1 };
+            continue;
+        }
+        verb = Some(i);
+        break;
+    }
+    let Some(at) = verb else {
+        bail!("ukify: give a verb: build, inspect or genkey");
+    };
+    let mut rest = args;
+    let v = rest.remove(at);
+    let mut argv: Vec<std::ffi::OsString> = vec!["bootchain".into(), "uki".into()];
+    match v.to_str() {
+        Some("build") => argv.extend(["build".into(), "--ukify-defaults".into()]),
+        Some("genkey") => argv.push("genkey".into()),
+        Some("inspect") => argv.extend(["inspect".into(), "--format=ukify".into()]),
+        _ => bail!(
+            "ukify: unknown verb {:?}; the legacy `ukify LINUX INITRD…` form is not supported: use `build --linux=LINUX --initrd=INITRD`",
+            v
+        ),
+    }
+    argv.extend(rest);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    run(cli)
 }
 
 /// The Secure Boot state the firmware will measure into PCR 7.
@@ -219,7 +288,7 @@ struct PartArgs {
     phases: Vec<String>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum JsonMode {
     Pretty,
     Short,
@@ -346,9 +415,18 @@ struct GenkeyArgs {
 }
 
 /// `uki build`'s options; as with ukify (argparse), an option given twice takes the last value.
-#[derive(Args)]
+#[derive(Args, Debug)]
 #[command(args_override_self = true)]
 struct BuildArgs {
+    /// A ukify.conf to read ([UKI] and [PCRSignature:NAME], as ukify 257). Without it the
+    /// first ukify.conf in /etc/systemd, /run/systemd, /usr/local/lib/systemd or
+    /// /usr/lib/systemd is read, as ukify does. Options given here win over the file, except
+    /// Initrd= and DeviceTreeAuto=, which come first.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Print the options after the configuration file is applied, and exit (ukify --summary).
+    #[arg(long)]
+    summary: bool,
     /// The kernel image.
     #[arg(long)]
     linux: Option<PathBuf>,
@@ -373,9 +451,9 @@ struct BuildArgs {
     /// Devicetree blob.
     #[arg(long)]
     devicetree: Option<PathBuf>,
-    /// PCR signing public key (PEM) for the `.pcrpkey` section: TEXT or @FILE.
+    /// PCR signing public key (PEM file) for the `.pcrpkey` section.
     #[arg(long)]
-    pcrpkey: Option<String>,
+    pcrpkey: Option<PathBuf>,
     /// Extra section NAME:TEXT or NAME:@FILE. Repeatable.
     #[arg(long)]
     section: Vec<String>,
@@ -448,14 +526,44 @@ struct BuildArgs {
     /// Print PCR 11 as the stub will measure the result, like `systemd-measure calculate`
     /// (ukify --measure), from the digests the build computes anyway: for --phases (default:
     /// systemd-measure's four phases) and --pcr-banks.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_measure")]
     measure: bool,
-    /// Output file.
+    /// Do not print PCR 11 (ukify --no-measure; the default).
+    #[arg(long = "no-measure", overrides_with = "measure")]
+    no_measure: bool,
+    /// Output file (default, as ukify: the kernel's file name with .efi when signing, else
+    /// .unsigned.efi, in the working directory).
     #[arg(long, short)]
-    output: PathBuf,
-    /// Print the build report as JSON.
-    #[arg(long)]
-    json: bool,
+    output: Option<PathBuf>,
+    /// Print the build report as JSON (pretty, short, or off; ukify 257 accepts and ignores
+    /// --json for build).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+    json: Option<JsonMode>,
+    /// --json=pretty.
+    #[arg(short = 'j')]
+    j: bool,
+    /// ukify's OpenSSL engine for signing keys: not supported (keys are files).
+    #[arg(long = "signing-engine", hide = true)]
+    signing_engine: Option<String>,
+    /// ukify's OpenSSL provider for signing keys: not supported (keys are files).
+    #[arg(long = "signing-provider", hide = true)]
+    signing_provider: Option<String>,
+    /// ukify's OpenSSL provider for certificates: not supported (certificates are files).
+    #[arg(long = "certificate-provider", hide = true)]
+    certificate_provider: Option<String>,
+    /// pesign's certificate nickname: not supported (pesign is not offered).
+    #[arg(long = "secureboot-certificate-name", hide = true)]
+    sb_cert_name: Option<String>,
+    /// pesign's NSS database directory: accepted and unused (pesign is not offered).
+    #[arg(long = "secureboot-certificate-dir", hide = true)]
+    sb_cert_dir: Option<PathBuf>,
+    /// Certificate validity for genkey: accepted and unused by build, as in ukify.
+    #[arg(long = "secureboot-certificate-validity", hide = true)]
+    sb_cert_validity: Option<u32>,
+    /// ukify's defaults for a PCR signing group without --phases/--pcr-banks: systemd-measure's
+    /// four phases (after the initrd too) in its four banks. Set by `bootchain ukify`.
+    #[arg(long = "ukify-defaults", hide = true)]
+    ukify_defaults: bool,
 }
 
 #[derive(Subcommand)]
@@ -545,6 +653,7 @@ fn sign_opts(signing_time: bool) -> SignOptions {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
+        Cmd::Ukify { args } => ukify_cmd(args),
         Cmd::Uki(UkiCmd::Build(a)) => uki_build(*a),
         Cmd::Uki(UkiCmd::Inspect {
             file,
@@ -791,7 +900,189 @@ fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn uki_build(a: BuildArgs) -> Result<ExitCode> {
+/// A ukify.conf applied to the command line's options with ukify 257's rules (see
+/// `bootchain::uki::UkifyConfig`): the command line wins, lists from the file come first,
+/// `[PCRSignature:NAME]` groups follow the command line's. Returns the file's groups.
+fn apply_ukify_config(a: &mut BuildArgs) -> Result<Vec<uki::PcrSignatureGroup>> {
+    let dirs: Vec<&std::path::Path> = uki::DEFAULT_CONFIG_DIRS
+        .iter()
+        .map(std::path::Path::new)
+        .collect();
+    let Some(path) = uki::UkifyConfig::locate(a.config.as_deref(), &dirs) else {
+        return Ok(Vec::new());
+    };
+    if a.config.is_some() {
+        eprintln!("Using config file: {}", path.display());
+    } else {
+        eprintln!("Using found config file: {}", path.display());
+    }
+    let c = uki::UkifyConfig::from_file(&path)?;
+    for (section, key) in &c.unknown {
+        eprintln!("Unknown config setting [{section}] {key}=");
+    }
+    fn unset<T>(cli: &mut Option<T>, file: Option<T>) {
+        if cli.is_none() {
+            *cli = file;
+        }
+    }
+    unset(&mut a.linux, c.linux);
+    unset(&mut a.os_release, c.os_release);
+    unset(&mut a.cmdline, c.cmdline);
+    unset(&mut a.microcode, c.microcode);
+    unset(&mut a.splash, c.splash);
+    unset(&mut a.devicetree, c.devicetree);
+    if c.hwids.is_some() {
+        bail!("HWIDs= is not supported yet");
+    }
+    unset(&mut a.uname, c.uname);
+    unset(&mut a.pcrpkey, c.pcrpkey);
+    unset(&mut a.profile, c.profile);
+    unset(&mut a.efi_arch, c.efi_arch);
+    unset(&mut a.stub, c.stub);
+    unset(&mut a.pcr_banks, c.pcr_banks);
+    unset(&mut a.signing_engine, c.signing_engine);
+    unset(&mut a.signing_provider, c.signing_provider);
+    unset(&mut a.certificate_provider, c.certificate_provider);
+    unset(&mut a.signtool, c.signtool);
+    unset(&mut a.secureboot_private_key, c.sb_key);
+    unset(&mut a.secureboot_certificate, c.sb_cert);
+    unset(&mut a.sb_cert_name, c.sb_cert_name);
+    if let (false, false, Some(sign)) = (a.sign_kernel, a.no_sign_kernel, c.sign_kernel) {
+        a.sign_kernel = sign;
+        a.no_sign_kernel = !sign;
+    }
+    // ukify's config_set: the file wins for these two.
+    if c.sb_cert_dir.is_some() {
+        a.sb_cert_dir = c.sb_cert_dir;
+    }
+    if c.sb_cert_validity.is_some() {
+        a.sb_cert_validity = c.sb_cert_validity;
+    }
+    // ukify's config_list_prepend.
+    a.initrd.splice(0..0, c.initrd);
+    a.devicetree_auto.splice(0..0, c.devicetree_auto);
+    // SBAT= is read and ignored, as ukify 257 ignores it (its --sbat default is [], not None).
+    if c.sbat.is_some() {
+        eprintln!(
+            "bootchain: note: SBAT= in {} is ignored, as ukify 257 ignores it; use --sbat",
+            path.display()
+        );
+    }
+    Ok(c.pcr_groups)
+}
+
+/// One PCR signing group after the command line and the file are merged.
+struct PcrGroup {
+    private_key: PathBuf,
+    public_key: Option<PathBuf>,
+    phases: Option<String>,
+}
+
+/// ukify's pairing: the i-th `--pcr-private-key` with the i-th `--pcr-public-key` and
+/// `--phases`, then the file's groups in order (ukify's config_set_group, which pads the
+/// lists with None for a group that leaves a key out).
+fn pcr_groups(a: &BuildArgs, file: &[uki::PcrSignatureGroup]) -> Result<Vec<PcrGroup>> {
+    fn put<T: Clone>(v: &mut Vec<Option<T>>, idx: usize, value: &Option<T>) {
+        if let Some(x) = value {
+            if v.len() < idx {
+                v.resize(idx, None);
+            }
+            v.push(Some(x.clone()));
+        }
+    }
+    let n = a.pcr_private_key.len();
+    let mut privs: Vec<Option<PathBuf>> = a.pcr_private_key.iter().cloned().map(Some).collect();
+    let mut pubs: Vec<Option<PathBuf>> = a.pcr_public_key.iter().cloned().map(Some).collect();
+    let mut phases: Vec<Option<String>> = a.phases.iter().cloned().map(Some).collect();
+    for (j, g) in file.iter().enumerate() {
+        put(&mut privs, n + j, &g.private_key);
+        put(&mut pubs, n + j, &g.public_key);
+        put(&mut phases, n + j, &g.phases);
+    }
+    if !pubs.is_empty() && pubs.len() != privs.len() {
+        bail!("--pcr-public-key= specifications must match --pcr-private-key=");
+    }
+    if !phases.is_empty() && !privs.is_empty() && phases.len() != privs.len() {
+        bail!("--phases= specifications must match --pcr-private-key=");
+    }
+    privs
+        .into_iter()
+        .enumerate()
+        .map(|(i, private_key)| {
+            let Some(private_key) = private_key else {
+                let name = i
+                    .checked_sub(n)
+                    .and_then(|j| file.get(j))
+                    .map_or("?", |g| g.name.as_str());
+                bail!("[PCRSignature:{name}] has no PCRPrivateKey=");
+            };
+            Ok(PcrGroup {
+                private_key,
+                public_key: pubs.get(i).cloned().flatten(),
+                phases: phases.get(i).cloned().flatten(),
+            })
+        })
+        .collect()
+}
+
+fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
+    let file_groups = apply_ukify_config(&mut a)?;
+    if a.summary {
+        outln!("{a:#?}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (set, opt) in [
+        (
+            a.signing_engine.is_some(),
+            "--signing-engine/SigningEngine=",
+        ),
+        (
+            a.signing_provider.is_some(),
+            "--signing-provider/SigningProvider=",
+        ),
+        (
+            a.certificate_provider.is_some(),
+            "--certificate-provider/CertificateProvider=",
+        ),
+        (
+            a.sb_cert_name.is_some(),
+            "--secureboot-certificate-name/SecureBootCertificateName= (pesign)",
+        ),
+    ] {
+        if set {
+            bail!("{opt} is not supported: bootchain signs with key and certificate files (--secureboot-private-key, --secureboot-certificate)");
+        }
+    }
+    match a.signtool.as_deref() {
+        None | Some("sbsign" | "systemd-sbsign") => {}
+        Some(t) => bail!("SecureBootSigningTool={t} is not supported: bootchain signs as sbsign does (sbsign, systemd-sbsign)"),
+    }
+    match a.efi_arch.as_deref() {
+        None | Some("x64") => {}
+        Some(arch) => bail!("EFIArch={arch} is not supported: only x64"),
+    }
+    if a.secureboot_private_key.is_some() != a.secureboot_certificate.is_some() {
+        bail!("--secureboot-private-key= and --secureboot-certificate= must be specified together");
+    }
+    let output = match (&a.output, &a.linux) {
+        (Some(o), _) => o.clone(),
+        (None, None) => bail!("--output= must be specified when building a PE addon"),
+        (None, Some(linux)) => {
+            let name = linux.file_name().context("--linux has no file name")?;
+            let suffix = if a.secureboot_private_key.is_some() {
+                ".efi"
+            } else {
+                ".unsigned.efi"
+            };
+            with_suffix(std::path::Path::new(name), suffix)
+        }
+    };
+    let json = match (a.json, a.j) {
+        (Some(m), _) => m,
+        (None, true) => JsonMode::Pretty,
+        (None, false) => JsonMode::Off,
+    };
+    let groups = pcr_groups(&a, &file_groups)?;
     let mut b = UkiBuilder::new();
     if let Some(t) = bootchain::uki::source_date_epoch()? {
         b = b.timestamp(t);
@@ -851,7 +1142,7 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         b = b.devicetree(d);
     }
     if let Some(p) = &a.pcrpkey {
-        b = b.pcrpkey(SectionContent::text_or_file(p));
+        b = b.pcrpkey(SectionContent::File(p.clone()));
     }
     for s in &a.section {
         let Some((name, content)) = s.split_once(':') else {
@@ -860,12 +1151,12 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         b = b.section(name, SectionContent::text_or_file(content));
     }
     let split = |s: &str| -> Vec<String> {
-        s.split([',', ' '])
+        s.split(|c: char| c == ',' || c.is_whitespace())
             .filter(|w| !w.is_empty())
             .map(str::to_string)
             .collect()
     };
-    let banks = a
+    let mut banks = a
         .pcr_banks
         .as_deref()
         .map(split)
@@ -873,36 +1164,48 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| s.parse::<HashAlg>())
         .collect::<Result<Vec<_>, _>>()?;
-    // ukify pairs the i-th private key with the i-th public key and --phases; the counts
-    // must match when given.
-    let groups = a.pcr_private_key.len();
-    if !a.pcr_public_key.is_empty() && a.pcr_public_key.len() != groups {
-        bail!("--pcr-public-key= specifications must match --pcr-private-key=");
+    if a.ukify_defaults && banks.is_empty() && !groups.is_empty() {
+        // systemd-measure 257 signs every bank it knows when ukify passes no --bank.
+        banks = vec![
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512,
+        ];
     }
-    if !a.phases.is_empty() && groups > 0 && a.phases.len() != groups {
-        bail!("--phases= specifications must match --pcr-private-key=");
-    }
-    let group_phases = a
-        .phases
-        .iter()
-        .map(|p| bootchain::measure::Phase::list(&split(p)))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Without signing groups, --phases only chooses what --measure prints.
+    let measured_phases: Vec<&String> = if groups.is_empty() {
+        a.phases.iter().collect()
+    } else {
+        groups.iter().filter_map(|g| g.phases.as_ref()).collect()
+    };
     if a.measure {
-        let mut all: Vec<_> = group_phases.iter().flatten().cloned().collect();
+        let mut all = Vec::new();
+        for p in measured_phases {
+            all.extend(bootchain::measure::Phase::list(&split(p))?);
+        }
         all.sort();
         all.dedup();
         b = b.measure(banks.clone(), all);
     }
-    for (i, pk) in a.pcr_private_key.iter().enumerate() {
-        let public = a.pcr_public_key.get(i);
-        let key = bootchain::measure::load_pcr_signing_key(pk, public.map(PathBuf::as_path))?;
-        if let (Some(p), 1) = (public, groups) {
+    for g in &groups {
+        let key =
+            bootchain::measure::load_pcr_signing_key(&g.private_key, g.public_key.as_deref())?;
+        if let (Some(p), None, 1) = (&g.public_key, &a.pcrpkey, groups.len()) {
             b = b.pcrpkey(SectionContent::File(p.clone()));
         }
         b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
+        let phases = match &g.phases {
+            Some(p) => bootchain::measure::Phase::list(&split(p))?,
+            None if a.ukify_defaults => {
+                eprintln!("bootchain: note: as ukify, the PCR policy is signed for systemd-measure's default phases, including those after the initrd (`bootchain uki build` signs only the initrd phases unless --phases says otherwise)");
+                bootchain::measure::Phase::defaults()
+            }
+            None => Vec::new(),
+        };
         b = b.sign_pcr_policy(uki::PcrPolicySigner {
             key,
-            phases: group_phases.get(i).cloned().unwrap_or_default(),
+            phases,
             banks: banks.clone(),
         });
     }
@@ -913,15 +1216,17 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         key.check_matches(&cert)?;
         b = b.sign_with(key, cert, sign_opts(a.signing_time));
     }
-    let report = b.build(&a.output)?;
+    let report = b.build(&output)?;
     for w in &report.warnings {
         eprintln!("bootchain: warning: {w}");
     }
-    if let (true, Some(pred), false) = (a.measure, &report.pcr11, a.json) {
+    if let (true, Some(pred), JsonMode::Off) = (a.measure, &report.pcr11, json) {
         print_calculate(pred);
     }
-    if a.json {
+    if let JsonMode::Pretty = json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let JsonMode::Short = json {
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
             "wrote {} {} ({} bytes, Authenticode sha256 {})",

@@ -30,11 +30,15 @@ use crate::pe::{self, PeHeaders, SectionName, SECTION_HEADER_LEN};
 use crate::sign::{self, SignError, SignOptions};
 pub use crate::ukiread::*;
 
+mod config;
 mod inputs;
 mod layout;
 mod sbat;
 mod write;
 
+pub use config::{
+    PcrSignatureGroup, UkifyConfig, UkifyConfigError, DEFAULT_CONFIG_DIRS, DEFAULT_CONFIG_FILE,
+};
 pub use inputs::scrape_uname;
 pub use layout::{ProfileError, StubLayoutError};
 pub use sbat::{SbatError, SbatSource, DEFAULT_UKI_SBAT, SBAT_HEADER};
