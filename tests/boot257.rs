@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bootchain::eventlog::EventLog;
 use bootchain::hash::HashAlg;
-use bootchain::kernel_config::{predict_pcr12, Addons};
+use bootchain::kernel_config::{predict_pcr12, predict_pcr13, Addons};
 use bootchain::measure::{self, Phase};
 use bootchain::uki::{SectionContent, UkiBuilder};
 use common::vm::{self, BootExtras, BootResult, BootSpec};
@@ -129,24 +129,35 @@ fn assert_pcr12(r: &BootResult, profile: u32, per_uki: &[&Path], global: &[&Path
     let mut addons = Addons::new();
     addons.per_uki = per_uki.iter().map(|p| p.to_path_buf()).collect();
     addons.global = global.iter().map(|p| p.to_path_buf()).collect();
-    let pred = predict_pcr12(profile, &addons, &BANKS).unwrap();
-    for bank in BANKS {
-        assert_eq!(
-            pred.values[&bank].as_bytes(),
-            r.pcr(bank.name(), 12),
-            "{bank} PCR 12 of profile {profile} with {} addons",
-            per_uki.len() + global.len()
-        );
-    }
+    assert_stub_pcrs(r, profile, &addons);
+}
+
+/// PCR 12 and PCR 13 predicted for `profile` with `addons` (and sidecar files) equal what
+/// the guest read, in both banks, event by event.
+fn assert_stub_pcrs(r: &BootResult, profile: u32, addons: &Addons) {
     let log = EventLog::parse(&r.event_log).unwrap();
-    let logged: Vec<_> = log.events.iter().filter(|e| e.pcr == 12).collect();
-    assert_eq!(logged.len(), pred.events.len(), "PCR 12 events");
-    for (l, p) in logged.iter().zip(&pred.events) {
-        assert_eq!(l.event_type, p.event_type);
-        assert_eq!(
-            l.digest(HashAlg::Sha256).as_ref(),
-            p.digests.get(&HashAlg::Sha256)
-        );
+    let p12 = predict_pcr12(profile, addons, &BANKS).unwrap();
+    let p13 = predict_pcr13(addons, &BANKS).unwrap();
+    for pred in [p12, p13] {
+        let pcr = pred.pcr.get();
+        let logged: Vec<_> = log.events.iter().filter(|e| e.pcr == pcr).collect();
+        assert_eq!(logged.len(), pred.events.len(), "PCR {pcr} events");
+        for (l, p) in logged.iter().zip(&pred.events) {
+            assert_eq!(l.event_type, p.event_type);
+            assert_eq!(
+                l.digest(HashAlg::Sha256).as_ref(),
+                p.digests.get(&HashAlg::Sha256),
+                "PCR {pcr} event {:?}",
+                p.description
+            );
+        }
+        for bank in BANKS {
+            assert_eq!(
+                pred.values[&bank].as_bytes(),
+                r.pcr(bank.name(), pcr),
+                "{bank} PCR {pcr} of profile {profile}"
+            );
+        }
     }
 }
 
@@ -223,13 +234,37 @@ fn stub_257_profiles_and_addons_measure_as_predicted() {
     }
     save("stub257-multi-profile1-addon", &r, &f.multi);
 
-    // A global and a per-UKI cmdline addon: one PCR 12 event, global first.
+    // A global and a per-UKI cmdline addon: one PCR 12 event, global first; and sidecar
+    // files the stub packs into generated initrds: the UKI's credentials (two, written out of
+    // name order), a global credential and a configuration extension (PCR 12), a system
+    // extension (PCR 13).
+    let side = |name: &str, len: usize, seed: u64| {
+        let p = f.dir.join(name);
+        std::fs::write(&p, pseudo_random(len, seed)).unwrap();
+        p
+    };
+    let (cred_b, cred_a) = (side("b.cred", 37, 11), side("a.cred", 100, 12));
+    let global_cred = side("g.cred", 5, 13);
+    let sysext = side("tools.raw", 4099, 14);
+    let confext = side("etc.confext.raw", 1000, 15);
+    let x = "EFI/BOOT/BOOTX64.EFI.extra.d";
+    let (xb, xa, xs, xc) = (
+        format!("{x}/b.cred"),
+        format!("{x}/a.cred"),
+        format!("{x}/tools.raw"),
+        format!("{x}/etc.confext.raw"),
+    );
     let r = boot(
         &f.single,
         &BootExtras {
             esp_files: vec![
                 ("EFI/BOOT/BOOTX64.EFI.extra.d/cmdline.addon.efi", &f.addon),
                 ("loader/addons/global.addon.efi", &f.global),
+                (&xb, &cred_b),
+                (&xa, &cred_a),
+                (&xs, &sysext),
+                (&xc, &confext),
+                ("loader/credentials/g.cred", &global_cred),
             ],
             ..Default::default()
         },
@@ -239,6 +274,43 @@ fn stub_257_profiles_and_addons_measure_as_predicted() {
         format!("{} {GLOBAL_CMDLINE} {ADDON_CMDLINE}", vm::TEST_CMDLINE)
     );
     assert_pcr11(&r, &f.single, 0);
-    assert_pcr12(&r, 0, &[&f.addon], &[&f.global]);
+    let mut addons = Addons::new();
+    addons.per_uki = vec![f.addon.clone()];
+    addons.global = vec![f.global.clone()];
+    addons.credentials = vec![cred_b.clone(), cred_a.clone()];
+    addons.global_credentials = vec![global_cred.clone()];
+    addons.sysexts = vec![sysext.clone()];
+    addons.confexts = vec![confext.clone()];
+    assert_stub_pcrs(&r, 0, &addons);
+    // The CLI predicts the same PCR 12 and 13.
+    let out = run_ok(
+        Command::new(bootchain_bin())
+            .args(["pcr", "predict", "--bank", "sha256", "--phase", ""])
+            .arg("--uki")
+            .arg(&f.single)
+            .arg("--addon")
+            .arg(&f.addon)
+            .arg("--global-addon")
+            .arg(&f.global)
+            .arg("--credential")
+            .arg(&cred_b)
+            .arg("--credential")
+            .arg(&cred_a)
+            .arg("--global-credential")
+            .arg(&global_cred)
+            .arg("--sysext")
+            .arg(&sysext)
+            .arg("--confext")
+            .arg(&confext)
+            .arg("--json"),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for pcr in [12, 13] {
+        assert_eq!(
+            json["values"]["sha256"][pcr.to_string()].as_str().unwrap(),
+            hex::encode(r.pcr("sha256", pcr)),
+            "pcr predict --json PCR {pcr}"
+        );
+    }
     save("stub257-addons", &r, &f.single);
 }

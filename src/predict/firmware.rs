@@ -279,8 +279,11 @@ pub struct BootPrediction {
     pub pcr11: crate::measure::Pcr11Prediction,
     /// Firmware PCRs (4, 7, 9), empty without a Secure Boot state.
     pub firmware: Vec<PcrPrediction>,
-    /// PCR 12 (the profile number, addons), when asked with addons or a profile ≠ 0.
+    /// PCR 12 (the profile number, addons, credentials, configuration extensions), when
+    /// asked with addons or a profile ≠ 0.
     pub kernel_config: Option<PcrPrediction>,
+    /// PCR 13 (system extensions), when asked with system extensions.
+    pub sysexts: Option<PcrPrediction>,
 }
 
 impl BootPrediction {
@@ -288,7 +291,7 @@ impl BootPrediction {
     /// predicted (with several, which one to seal to is the caller's choice).
     pub fn values(&self) -> crate::pcr::PcrValues {
         let mut values = crate::pcr::PcrValues::new();
-        for p in self.firmware.iter().chain(&self.kernel_config) {
+        for p in self.stub_pcrs() {
             for (bank, v) in &p.values {
                 values.insert((*bank, p.pcr.get()), v.clone());
             }
@@ -301,6 +304,14 @@ impl BootPrediction {
         values
     }
 
+    /// Every predicted PCR but 11: firmware (4, 7, 9), then 12 and 13.
+    pub fn stub_pcrs(&self) -> impl Iterator<Item = &PcrPrediction> {
+        self.firmware
+            .iter()
+            .chain(&self.kernel_config)
+            .chain(&self.sysexts)
+    }
+
     /// The `pcr predict --json` document: `events` (PCR 11), `pcr11` (systemd-measure's
     /// shape), `firmware`, and `values` (what `seal --pcr-values` and
     /// [`crate::pcr::parse_pcr_values_json`] read).
@@ -310,6 +321,7 @@ impl BootPrediction {
             "pcr11": crate::measure::calculate_json(&self.pcr11),
             "firmware": self.firmware,
             "pcr12": self.kernel_config,
+            "pcr13": self.sysexts,
             "values": crate::pcr::pcr_values_json(&self.values()),
         })
     }
@@ -317,7 +329,7 @@ impl BootPrediction {
 
 /// Predict a UKI's boot: PCR 11 for `phases` when the stub boots `profile` (0 unless the
 /// UKI has several; stub rules from its `.sdmagic`, or `stub_version`); PCR 12 with `addons`
-/// or a profile ≠ 0 ([`crate::kernel_config`]); and with `secure_boot` = (state, images
+/// or a profile ≠ 0, PCR 13 with system extensions ([`crate::kernel_config`]); and with `secure_boot` = (state, images
 /// booted before the UKI) PCR 4, 7 and 9 as well (PCR 9 from the UKI's own `.cmdline`).
 ///
 /// ```no_run
@@ -353,6 +365,10 @@ pub fn predict_boot(
             banks,
         )?),
     };
+    let sysexts = match addons {
+        Some(a) if !a.sysexts.is_empty() => Some(crate::kernel_config::predict_pcr13(a, banks)?),
+        _ => None,
+    };
     let firmware = match secure_boot {
         Some((state, chain)) => {
             let mut preds = predict_chain_boot(
@@ -371,6 +387,7 @@ pub fn predict_boot(
         pcr11,
         firmware,
         kernel_config,
+        sysexts,
     })
 }
 

@@ -350,6 +350,18 @@ enum PcrCmd {
         /// A cmdline addon from the ESP's /loader/addons/ (repeatable): PCR 12 is predicted.
         #[arg(long = "global-addon")]
         global_addon: Vec<PathBuf>,
+        /// A credential (*.cred) in the UKI's <uki>.extra.d/ (repeatable): PCR 12.
+        #[arg(long)]
+        credential: Vec<PathBuf>,
+        /// A credential (*.cred) in the ESP's /loader/credentials/ (repeatable): PCR 12.
+        #[arg(long = "global-credential")]
+        global_credential: Vec<PathBuf>,
+        /// A system extension (*.raw) in the UKI's <uki>.extra.d/ (repeatable): PCR 13.
+        #[arg(long)]
+        sysext: Vec<PathBuf>,
+        /// A configuration extension (*.confext.raw) in <uki>.extra.d/ (repeatable): PCR 12.
+        #[arg(long)]
+        confext: Vec<PathBuf>,
         /// Images the firmware loads before the UKI (shim, boot loader), in order (PCR 4).
         #[arg(long = "boot-chain")]
         boot_chain: Vec<PathBuf>,
@@ -736,6 +748,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             profile,
             addon,
             global_addon,
+            credential,
+            global_credential,
+            sysext,
+            confext,
             boot_chain,
             sb,
             json,
@@ -756,14 +772,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
-                (!addon.is_empty() || !global_addon.is_empty())
-                    .then(|| {
-                        let mut a = bootchain::kernel_config::Addons::new();
-                        a.per_uki = addon.clone();
-                        a.global = global_addon.clone();
-                        a
-                    })
-                    .as_ref(),
+                [
+                    &addon,
+                    &global_addon,
+                    &credential,
+                    &global_credential,
+                    &sysext,
+                    &confext,
+                ]
+                .iter()
+                .any(|v| !v.is_empty())
+                .then(|| {
+                    let mut a = bootchain::kernel_config::Addons::new();
+                    a.per_uki = addon.clone();
+                    a.global = global_addon.clone();
+                    a.credentials = credential.clone();
+                    a.global_credentials = global_credential.clone();
+                    a.sysexts = sysext.clone();
+                    a.confexts = confext.clone();
+                    a
+                })
+                .as_ref(),
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -775,10 +804,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     print_events(&p.events);
                 }
                 print_events(&pred.events);
-                if let Some(p) = &boot.kernel_config {
+                for p in boot.kernel_config.iter().chain(&boot.sysexts) {
                     print_events(&p.events);
                 }
-                for p in firmware.iter().chain(&boot.kernel_config) {
+                for p in boot.stub_pcrs() {
                     for (bank, v) in &p.values {
                         outln!("{}:{bank}={v}", p.pcr);
                     }
