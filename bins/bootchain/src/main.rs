@@ -389,6 +389,10 @@ struct BuildArgs {
     /// Devicetree the stub picks by hardware ID (.dtbauto). Repeatable.
     #[arg(long = "devicetree-auto")]
     devicetree_auto: Vec<PathBuf>,
+    /// Directory of hwid descriptions (*.json with name, compatible, hwids; searched
+    /// recursively) for the .hwids section, as ukify 257 --hwids.
+    #[arg(long, value_name = "DIR")]
+    hwids: Option<PathBuf>,
     /// Profile metadata for the .profile section: TEXT or @FILE. Alone it builds a profile PE
     /// to join; with --join-profile it is the base profile (default then: ID=main).
     #[arg(long)]
@@ -810,6 +814,9 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     }
     for d in &a.devicetree_auto {
         b = b.devicetree_auto(d);
+    }
+    if let Some(d) = &a.hwids {
+        b = b.hwids_dir(d);
     }
     if let Some(p) = &a.profile {
         b = b.profile(SectionContent::text_or_file(p));

@@ -90,6 +90,12 @@ pub enum UkiError {
         /// Bytes per section header.
         per: usize,
     },
+    /// The `--hwids` directory could not be turned into a `.hwids` table.
+    #[error("hardware IDs (.hwids)")]
+    Hwids(#[from] crate::hwids::HwidsError),
+    /// `.hwids` asked for with a layout that has no place for it (ukify 252 predates it).
+    #[error(".hwids needs a systemd 257 stub or layout (ukify 252 has no --hwids)")]
+    HwidsLayout,
     /// An invalid section name.
     #[error(transparent)]
     SectionName(#[from] pe::SectionNameError),
@@ -375,6 +381,7 @@ pub struct UkiBuilder {
     timestamp: Option<u32>,
     microcode: Option<PathBuf>,
     devicetree_auto: Vec<PathBuf>,
+    hwids: Option<PathBuf>,
     profile: Option<SectionContent>,
     join_profiles: Vec<PathBuf>,
     layout: Option<Layout>,
@@ -580,6 +587,12 @@ impl UkiBuilder {
         self.devicetree_auto.push(p.into());
         self
     }
+    /// Hardware IDs (`.hwids`, ukify `--hwids DIR`): the table built from the `*.json` hwid
+    /// descriptions under `dir` ([`crate::hwids`]), by which the stub picks a `.dtbauto`.
+    pub fn hwids_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hwids = Some(dir.into());
+        self
+    }
     /// This image's profile (`.profile`, ukify `--profile`): alone, the image is a profile PE
     /// to join into a multi-profile UKI (`.profile` first, no `.sbat`); with
     /// [`join_profile`](Self::join_profile) it is the base profile (profile 0).
@@ -671,9 +684,16 @@ impl UkiBuilder {
         let initrd =
             (!self.initrds.is_empty()).then(|| SectionContent::Concat(self.initrds.clone()));
         let base_profile = self.base_profile();
+        let hwids = match &self.hwids {
+            Some(dir) => Some(SectionContent::Bytes(crate::hwids::blob_from_dir(dir)?)),
+            None => None,
+        };
         match layout {
             // ukify 252 `make_uki`; the stub measures in its own order regardless.
             Layout::Ukify252 => {
+                if hwids.is_some() {
+                    return Err(UkiError::HwidsLayout);
+                }
                 push(".osrel", os_release)?;
                 push(".cmdline", self.cmdline.clone())?;
                 push(".dtb", file(&self.devicetree))?;
@@ -703,6 +723,7 @@ impl UkiBuilder {
                 for d in &self.devicetree_auto {
                     push(".dtbauto", Some(SectionContent::File(d.clone())))?;
                 }
+                push(".hwids", hwids)?;
                 push(".uname", uname)?;
                 push(".splash", file(&self.splash))?;
                 push(".pcrpkey", self.pcrpkey.clone())?;
