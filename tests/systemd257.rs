@@ -12,6 +12,7 @@ use std::process::Command;
 use bootchain::hash::HashAlg;
 use bootchain::measure::{self, Phase};
 use bootchain::policy::{self, PcrIndex, PcrSelection};
+use bootchain::ukiread::UkiSection;
 use common::*;
 
 /// Inputs shared by every case, in one directory bound at /w in the chroot.
@@ -240,8 +241,7 @@ fn ukify_257_layouts_are_byte_identical() {
 
 /// `--hwids DIR` as ukify 257 reads it: JSON descriptions found recursively, merged per
 /// (name, compatible), CHIDs sorted, strings sorted; with `.dtbauto` sections the stub picks
-/// from. The UKI is byte-identical, and the PCR 11 policy ukify had systemd-measure sign for
-/// it is the one over the PCR 11 we predict (`.hwids` and `.dtbauto` measured).
+/// from. The UKI is byte-identical unsigned; PCR-signed, see below.
 #[test]
 fn ukify_257_hwids_dir_is_byte_identical() {
     let i = Inputs::new();
@@ -306,36 +306,63 @@ fn ukify_257_hwids_dir_is_byte_identical() {
         .windows(4)
         .any(|w| w == [".dtbauto", ".dtbauto", ".hwids", ".uname"]));
 
-    // PCR-signed: ukify's policy (systemd-measure 257 over .hwids and .dtbauto) is the one
-    // over our prediction.
-    let signed = i.same_bytes(
-        &with(
-            &args,
-            &[
-                "--pcr-private-key=pcr.key",
-                "--pcr-public-key=pcr.pub",
-                "--phases=enter-initrd",
-                "--pcr-banks=sha256",
-            ],
-        ),
-        "hwids-signed",
-    );
+    // PCR-signed, one policy per .dtbauto (the stub measures the one it picks). ukify 257's
+    // differ from ours on purpose: its systemd-measure 257 measures the --hwids file under
+    // the name ".dtbauto" and the --dtbauto file under ".hwids" (its options are mapped to
+    // the sections in another order than the stub's `unified_sections`), so its policies
+    // never match what the 257 stub measures. Proven here: ukify's first policy is exactly
+    // ours with those two digests swapped, and ours is the stub's.
+    let signing = [
+        "--pcr-private-key=pcr.key",
+        "--pcr-public-key=pcr.pub",
+        "--phases=enter-initrd",
+        "--pcr-banks=sha256",
+    ];
+    let theirs = i.ukify(&with(&args, &signing), "hwids-signed.ukify.efi");
+    let ours = i.ours(&with(&args, &signing), "hwids-signed.ours.efi");
     let phase = Phase::parse("enter-initrd").unwrap();
-    let pred = measure::predict_uki(&signed, None, &[HashAlg::Sha256], std::slice::from_ref(&phase))
-        .unwrap();
-    assert!(pred
-        .events
-        .iter()
-        .any(|e| e.description.contains(".hwids")));
-    let v = pred.value(HashAlg::Sha256, &phase).unwrap().clone();
-    let sel = PcrSelection::new(HashAlg::Sha256, [PcrIndex::new(11).unwrap()]);
-    let pol = policy::policy_pcr(&policy::zero_policy(), &[sel], &[v]).unwrap();
-    let pcrsig = bootchain::uki::read_section(&signed, ".pcrsig")
-        .unwrap()
-        .unwrap();
-    let sig = measure::parse_signatures(&pcrsig).unwrap();
-    let (_, entries) = sig.iter().find(|(b, _)| *b == HashAlg::Sha256).unwrap();
-    assert!(entries.iter().any(|e| e.pol == pol.to_hex()));
+    let policy_of = |pred: &measure::Pcr11Prediction| {
+        let v = pred.value(HashAlg::Sha256, &phase).unwrap().clone();
+        let sel = PcrSelection::new(HashAlg::Sha256, [PcrIndex::new(11).unwrap()]);
+        policy::policy_pcr(&policy::zero_policy(), &[sel], &[v])
+            .unwrap()
+            .to_hex()
+    };
+    let pols = |uki: &std::path::Path| -> Vec<String> {
+        let pcrsig = bootchain::uki::read_section(uki, ".pcrsig")
+            .unwrap()
+            .unwrap();
+        let sig = measure::parse_signatures(&pcrsig).unwrap();
+        let (_, entries) = sig.iter().find(|(b, _)| *b == HashAlg::Sha256).unwrap();
+        entries.iter().map(|e| e.pol.clone()).collect()
+    };
+    let (ukify_pols, our_pols) = (pols(&theirs), pols(&ours));
+    assert_eq!((ukify_pols.len(), our_pols.len()), (2, 2));
+    let stub = measure::predict_uki(
+        &ours,
+        None,
+        &[HashAlg::Sha256],
+        std::slice::from_ref(&phase),
+    )
+    .unwrap();
+    assert!(stub.events.iter().any(|e| e.description == ".hwids"));
+    assert_eq!(our_pols[0], policy_of(&stub));
+    let (mut sections, _) = measure::uki_sections(&theirs, &[HashAlg::Sha256]).unwrap();
+    for s in &mut sections {
+        s.section = match s.section {
+            UkiSection::Dtbauto => UkiSection::Hwids,
+            UkiSection::Hwids => UkiSection::Dtbauto,
+            other => other,
+        };
+    }
+    let swapped = measure::predict_pcr11(
+        &sections,
+        Some(measure::StubRules::new(257)),
+        &[HashAlg::Sha256],
+        std::slice::from_ref(&phase),
+    );
+    assert_eq!(ukify_pols[0], policy_of(&swapped));
+    assert_ne!(ukify_pols[0], our_pols[0]);
 }
 
 /// systemd-measure 257 `calculate` and `sign` over the same parts, `.ucode` and `.profile`

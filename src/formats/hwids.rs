@@ -169,10 +169,8 @@ impl HwidsEntry {
     /// `compatible` and `hwids` are ignored, as ukify does.
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, HwidsError> {
         let p = || path.to_path_buf();
-        let text = String::from_utf8(bytes).map_err(|source| HwidsError::NotUtf8 {
-            path: p(),
-            source,
-        })?;
+        let text =
+            String::from_utf8(bytes).map_err(|source| HwidsError::NotUtf8 { path: p(), source })?;
         let v: Value =
             serde_json::from_str(&text).map_err(|source| HwidsError::Json { path: p(), source })?;
         let obj = v.as_object().ok_or_else(|| HwidsError::NotAnObject(p()))?;
@@ -292,7 +290,10 @@ pub fn encode(devices: &[DeviceEntry]) -> Result<Vec<u8>, HwidsError> {
     let mut out = Vec::with_capacity(len as usize);
     for d in devices {
         let name = offsets.get(d.name.as_str()).copied().unwrap_or_default();
-        let compatible = offsets.get(d.compatible.as_str()).copied().unwrap_or_default();
+        let compatible = offsets
+            .get(d.compatible.as_str())
+            .copied()
+            .unwrap_or_default();
         for chid in &d.chids {
             out.extend_from_slice(&descriptor.to_le_bytes());
             out.extend_from_slice(&chid.0);
@@ -422,7 +423,8 @@ mod tests {
         assert_eq!(blob.len(), 4 * 28 + 8 + 8 + 9);
         assert_eq!(&blob[0..4], &0x1000_001cu32.to_le_bytes());
         assert_eq!(&blob[4..8], &[0xff, 0, 0, 0x10]);
-        let name_off = |e: usize| u32::from_le_bytes(blob[e * 28 + 20..e * 28 + 24].try_into().unwrap());
+        let name_off =
+            |e: usize| u32::from_le_bytes(blob[e * 28 + 20..e * 28 + 24].try_into().unwrap());
         assert_eq!(name_off(0), 112 + 8, "Board B after Board A");
         assert_eq!(name_off(2), 112);
         assert_eq!(&blob[4 + 28..8 + 28], &[0, 0, 0, 0x20]);
@@ -454,14 +456,17 @@ mod tests {
 
     #[test]
     fn bad_inputs_give_typed_errors() {
-        let ok = r#"{"name":"n","compatible":"c","hwids":["2e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"]}"#;
+        let ok =
+            r#"{"name":"n","compatible":"c","hwids":["2e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"]}"#;
         assert_eq!(parse(ok).unwrap().hwids.len(), 1);
         assert!(matches!(
             parse(r#"{"name":"n","compatible":"c","hwids":["not-a-guid"]}"#),
             Err(HwidsError::Guid { index: 0, .. })
         ));
         assert!(matches!(
-            parse(r#"{"name":"n","compatible":"c","hwids":["+e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"]}"#),
+            parse(
+                r#"{"name":"n","compatible":"c","hwids":["+e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"]}"#
+            ),
             Err(HwidsError::Guid { .. })
         ));
         assert!(matches!(
@@ -478,7 +483,9 @@ mod tests {
             Err(HwidsError::WrongType { key: "name", .. })
         ));
         assert!(matches!(
-            parse(r#"{"name":"n","compatible":"c","hwids":"2e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"}"#),
+            parse(
+                r#"{"name":"n","compatible":"c","hwids":"2e4d7e5c-1d4c-5fb6-9b2a-6a6d0c7b1c44"}"#
+            ),
             Err(HwidsError::WrongType { key: "hwids", .. })
         ));
         assert!(matches!(
@@ -496,7 +503,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         std::fs::create_dir(p.join("a")).unwrap();
-        let one = r#"{"name":"n","compatible":"c","hwids":["00000000-0000-0000-0000-000000000001"]}"#;
+        let one =
+            r#"{"name":"n","compatible":"c","hwids":["00000000-0000-0000-0000-000000000001"]}"#;
         std::fs::write(p.join("a/x.json"), one).unwrap();
         std::fs::write(p.join("a-b.json"), one).unwrap();
         std::fs::write(p.join("readme.txt"), "ignored").unwrap();

@@ -211,6 +211,9 @@ struct PartArgs {
     /// Hardware IDs (.hwids, systemd 257).
     #[arg(long)]
     hwids: Option<PathBuf>,
+    /// Firmware image blob (.efifw, systemd-measure 258).
+    #[arg(long)]
+    efifw: Option<PathBuf>,
     /// PCR bank (repeatable; default sha1, sha256, sha384, sha512).
     #[arg(long = "bank")]
     banks: Vec<HashAlg>,
@@ -1108,6 +1111,7 @@ fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
         (S::Profile, &p.profile),
         (S::Dtbauto, &p.dtbauto),
         (S::Hwids, &p.hwids),
+        (S::Efifw, &p.efifw),
     ]
     .into_iter()
     .filter_map(|(s, path)| path.as_deref().map(|p| (s, p)))

@@ -1217,8 +1217,38 @@ impl UkiBuilder {
         if let Some(b) = sbat_in_place {
             sections.push(sbat_digests(b, &banks));
         }
-        let (sigs, predictions) = self.sign_groups(rules, &groups, &sections)?;
-        let prediction = predictions.into_iter().next().ok_or(UkiError::NoDigest)?;
+        // The stub measures the one `.dtbauto` it picks by hardware ID (`.hwids`), so ukify
+        // 257 (`call_systemd_measure`) signs once per `.dtbauto`, each with the other
+        // sections, and merges the policies.
+        let dtbautos: Vec<&SectionDigests> = sections
+            .iter()
+            .filter(|s| s.section == UkiSection::Dtbauto)
+            .collect();
+        let (sigs, prediction) = if dtbautos.len() > 1 {
+            let others: Vec<SectionDigests> = sections
+                .iter()
+                .filter(|s| s.section != UkiSection::Dtbauto)
+                .cloned()
+                .collect();
+            let mut all = Vec::new();
+            let mut first = None;
+            for d in dtbautos {
+                let mut variant = others.clone();
+                variant.push(d.clone());
+                let (sigs, predictions) = self.sign_groups(rules, &groups, &variant)?;
+                merge_signatures(&mut all, sigs);
+                if first.is_none() {
+                    first = predictions.into_iter().next();
+                }
+            }
+            (all, first.ok_or(UkiError::NoDigest)?)
+        } else {
+            let (sigs, predictions) = self.sign_groups(rules, &groups, &sections)?;
+            (
+                sigs,
+                predictions.into_iter().next().ok_or(UkiError::NoDigest)?,
+            )
+        };
         Ok(SignerPass {
             json: pcrsig_text(&sigs, layout),
             sections,
@@ -1241,20 +1271,7 @@ impl UkiBuilder {
         for (ps, (banks, phases)) in self.pcr_signers.iter().zip(groups) {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
             let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
-            for (bank, entries) in sigs {
-                let pos = match all.iter().position(|(b, _)| *b == bank) {
-                    Some(p) => p,
-                    None => {
-                        all.push((bank, Vec::new()));
-                        all.len() - 1
-                    }
-                };
-                for e in entries {
-                    if !all[pos].1.contains(&e) {
-                        all[pos].1.push(e);
-                    }
-                }
-            }
+            merge_signatures(&mut all, sigs);
             predictions.push(prediction);
         }
         Ok((all, predictions))
@@ -1297,6 +1314,24 @@ impl UkiBuilder {
         }
         let (sigs, _) = self.sign_groups(rules, &base.groups, &measured)?;
         Ok(pcrsig_text(&sigs, layout))
+    }
+}
+
+/// Add `sigs` to `all`, per bank, without duplicates (ukify `combine_signatures`).
+fn merge_signatures(all: &mut measure::PcrSignatures, sigs: measure::PcrSignatures) {
+    for (bank, entries) in sigs {
+        let pos = match all.iter().position(|(b, _)| *b == bank) {
+            Some(p) => p,
+            None => {
+                all.push((bank, Vec::new()));
+                all.len() - 1
+            }
+        };
+        for e in entries {
+            if !all[pos].1.contains(&e) {
+                all[pos].1.push(e);
+            }
+        }
     }
 }
 
