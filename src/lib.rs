@@ -10,7 +10,7 @@
 //! | layer | folder | modules |
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`eventlog`], [`policy`], [`ukiread`] |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`] |
 //! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12: profiles, addons), [`firmware`] (PCR 4/7/9, whole boots) |
 //! | 4 building | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
@@ -38,7 +38,7 @@ pub mod fuzzing;
 
 pub use base::{configparser, efi, error, fsutil, hash, pcr, python};
 pub use build::uki;
-pub use formats::{authenticode, eventlog, genkey, keys, pe, policy, sign, ukiread};
+pub use formats::{authenticode, eventlog, genkey, hwids, keys, pe, policy, sign, ukiread};
 #[cfg(feature = "luks")]
 pub use luks::token;
 pub use predict::{firmware, kernel_config, measure};

@@ -12,6 +12,7 @@ use std::process::Command;
 use bootchain::hash::HashAlg;
 use bootchain::measure::{self, Phase};
 use bootchain::policy::{self, PcrIndex, PcrSelection};
+use bootchain::ukiread::UkiSection;
 use common::*;
 
 /// Inputs shared by every case, in one directory bound at /w in the chroot.
@@ -236,6 +237,132 @@ fn ukify_257_layouts_are_byte_identical() {
     };
     assert_ne!(p(0), p(1));
     assert!(measure::predict_uki_profile(&signed, None, &[HashAlg::Sha256], &[], 2).is_err());
+}
+
+/// `--hwids DIR` as ukify 257 reads it: JSON descriptions found recursively, merged per
+/// (name, compatible), CHIDs sorted, strings sorted; with `.dtbauto` sections the stub picks
+/// from. The UKI is byte-identical unsigned; PCR-signed, see below.
+#[test]
+fn ukify_257_hwids_dir_is_byte_identical() {
+    let i = Inputs::new();
+    let h = i.path("hwids");
+    std::fs::create_dir_all(h.join("lenovo")).unwrap();
+    std::fs::write(
+        h.join("lenovo/thinkpad-t14s.json"),
+        r#"{
+  "type": "devicetree",
+  "name": "Lenovo ThinkPad T14s Gen 6",
+  "compatible": "lenovo,thinkpad-t14s",
+  "hwids": [
+    "f5bbf0d3-0d5c-5a37-8b2f-4b1e32a7c1a9",
+    "1a0e2b4c-8e9f-5d3a-9c7b-2e6f4d8a0b13",
+    "7C94A8D2-3B5E-5F61-A2D4-9E8B1C7F3A05",
+    "00c7e8f1-2a3b-5c4d-8e9f-0a1b2c3d4e5f"
+  ]
+}
+"#,
+    )
+    .unwrap();
+    // The same device again (merged into its CHID set, one duplicate CHID).
+    std::fs::write(
+        h.join("lenovo/thinkpad-t14s-extra.json"),
+        r#"{"name": "Lenovo ThinkPad T14s Gen 6", "compatible": "lenovo,thinkpad-t14s",
+            "hwids": ["00c7e8f1-2a3b-5c4d-8e9f-0a1b2c3d4e5f", "b3d1e5a7-9c2f-5e4b-8a6d-1f3c5e7a9b2d"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        h.join("qcom-x1e-crd.json"),
+        r#"{"type": "devicetree", "name": "Qualcomm X Elite CRD (Référence)",
+            "compatible": "qcom,x1e80100-crd",
+            "hwids": ["9d2e4f6a-8b1c-5d3e-a5f7-2c4e6a8b0d1f", "3e5a7c9b-1d2f-5a4c-b6e8-0f2a4c6e8a1b"]}"#,
+    )
+    .unwrap();
+    std::fs::write(h.join("README"), "not a description").unwrap();
+    std::fs::write(i.path("t14s.dtb"), pseudo_random(2_001, 11)).unwrap();
+    std::fs::write(i.path("crd.dtb"), pseudo_random(3_003, 12)).unwrap();
+    let args = with(
+        UKI,
+        &[
+            "--devicetree-auto=t14s.dtb",
+            "--devicetree-auto=crd.dtb",
+            "--hwids=hwids",
+        ],
+    );
+    let uki = i.same_bytes(&args, "hwids");
+    let blob = bootchain::uki::read_section(&uki, ".hwids")
+        .unwrap()
+        .unwrap();
+    // Two devices, 5 + 2 CHIDs, a terminator, then the four strings.
+    assert_eq!(&blob[..4], &0x1000_001cu32.to_le_bytes());
+    assert!(blob[7 * 28..8 * 28].iter().all(|&b| b == 0));
+    assert!(blob.ends_with(b"qcom,x1e80100-crd\0"));
+    let names: Vec<String> = bootchain::uki::inspect(&uki)
+        .unwrap()
+        .sections
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(names
+        .windows(4)
+        .any(|w| w == [".dtbauto", ".dtbauto", ".hwids", ".uname"]));
+
+    // PCR-signed, one policy per .dtbauto (the stub measures the one it picks). ukify 257's
+    // differ from ours on purpose: its systemd-measure 257 measures the --hwids file under
+    // the name ".dtbauto" and the --dtbauto file under ".hwids" (its options are mapped to
+    // the sections in another order than the stub's `unified_sections`), so its policies
+    // never match what the 257 stub measures. Proven here: ukify's first policy is exactly
+    // ours with those two digests swapped, and ours is the stub's.
+    let signing = [
+        "--pcr-private-key=pcr.key",
+        "--pcr-public-key=pcr.pub",
+        "--phases=enter-initrd",
+        "--pcr-banks=sha256",
+    ];
+    let theirs = i.ukify(&with(&args, &signing), "hwids-signed.ukify.efi");
+    let ours = i.ours(&with(&args, &signing), "hwids-signed.ours.efi");
+    let phase = Phase::parse("enter-initrd").unwrap();
+    let policy_of = |pred: &measure::Pcr11Prediction| {
+        let v = pred.value(HashAlg::Sha256, &phase).unwrap().clone();
+        let sel = PcrSelection::new(HashAlg::Sha256, [PcrIndex::new(11).unwrap()]);
+        policy::policy_pcr(&policy::zero_policy(), &[sel], &[v])
+            .unwrap()
+            .to_hex()
+    };
+    let pols = |uki: &std::path::Path| -> Vec<String> {
+        let pcrsig = bootchain::uki::read_section(uki, ".pcrsig")
+            .unwrap()
+            .unwrap();
+        let sig = measure::parse_signatures(&pcrsig).unwrap();
+        let (_, entries) = sig.iter().find(|(b, _)| *b == HashAlg::Sha256).unwrap();
+        entries.iter().map(|e| e.pol.clone()).collect()
+    };
+    let (ukify_pols, our_pols) = (pols(&theirs), pols(&ours));
+    assert_eq!((ukify_pols.len(), our_pols.len()), (2, 2));
+    let stub = measure::predict_uki(
+        &ours,
+        None,
+        &[HashAlg::Sha256],
+        std::slice::from_ref(&phase),
+    )
+    .unwrap();
+    assert!(stub.events.iter().any(|e| e.description == ".hwids"));
+    assert_eq!(our_pols[0], policy_of(&stub));
+    let (mut sections, _) = measure::uki_sections(&theirs, &[HashAlg::Sha256]).unwrap();
+    for s in &mut sections {
+        s.section = match s.section {
+            UkiSection::Dtbauto => UkiSection::Hwids,
+            UkiSection::Hwids => UkiSection::Dtbauto,
+            other => other,
+        };
+    }
+    let swapped = measure::predict_pcr11(
+        &sections,
+        Some(measure::StubRules::new(257)),
+        &[HashAlg::Sha256],
+        std::slice::from_ref(&phase),
+    );
+    assert_eq!(ukify_pols[0], policy_of(&swapped));
+    assert_ne!(ukify_pols[0], our_pols[0]);
 }
 
 /// systemd-measure 257 `calculate` and `sign` over the same parts, `.ucode` and `.profile`

@@ -28,6 +28,26 @@ impl EfiGuid {
     }
 }
 
+impl EfiGuid {
+    /// The RFC 4122 (big-endian, as written) bytes: the order in which GUIDs compare as
+    /// numbers (Python's `uuid.UUID.bytes`; the stored form is its `bytes_le`).
+    pub fn rfc4122_bytes(&self) -> [u8; 16] {
+        let mut b = self.0;
+        b[0..4].reverse();
+        b[4..6].reverse();
+        b[6..8].reverse();
+        b
+    }
+
+    /// From RFC 4122 (big-endian) bytes.
+    pub fn from_rfc4122_bytes(mut b: [u8; 16]) -> Self {
+        b[0..4].reverse();
+        b[4..6].reverse();
+        b[6..8].reverse();
+        EfiGuid(b)
+    }
+}
+
 impl FromStr for EfiGuid {
     type Err = GuidError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -35,6 +55,8 @@ impl FromStr for EfiGuid {
         let parts: Vec<&str> = s.split('-').collect();
         if parts.len() != 5
             || [8, 4, 4, 4, 12] != parts.iter().map(|p| p.len()).collect::<Vec<_>>()[..]
+            // from_str_radix alone would take a sign ("+abcdef0").
+            || !parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             return Err(e());
         }

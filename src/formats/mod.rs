@@ -7,6 +7,7 @@ pub mod authenticode;
 pub(crate) mod der_lite;
 pub mod eventlog;
 pub mod genkey;
+pub mod hwids;
 pub mod keys;
 pub mod pe;
 pub mod policy;

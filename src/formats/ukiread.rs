@@ -45,6 +45,8 @@ pub enum UkiSection {
     Dtbauto,
     /// Hardware IDs (`.hwids`, systemd 257).
     Hwids,
+    /// Firmware images picked by hardware ID (`.efifw`, systemd 258).
+    Efifw,
 }
 
 impl UkiSection {
@@ -65,6 +67,7 @@ impl UkiSection {
             UkiSection::Profile => ".profile",
             UkiSection::Dtbauto => ".dtbauto",
             UkiSection::Hwids => ".hwids",
+            UkiSection::Efifw => ".efifw",
         }
     }
 
@@ -85,6 +88,7 @@ impl UkiSection {
         UkiSection::Profile,
         UkiSection::Dtbauto,
         UkiSection::Hwids,
+        UkiSection::Efifw,
     ];
 
     /// The section with PE name `name`, if it is one the stub knows.
@@ -581,5 +585,38 @@ pub fn ukify_text(data: &[u8]) -> SectionText {
     match String::from_utf8(v) {
         Ok(s) => SectionText::Utf8(s),
         Err(e) => SectionText::NotUtf8(e.utf8_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stub measures VirtualSize bytes of the mapped image: past SizeOfRawData the loader
+    /// zero-fills (ukify 257.x set `.linux`'s VirtualSize to the kernel's SizeOfImage, which
+    /// exceeds the file data), and a VirtualSize below SizeOfRawData cuts the file padding.
+    #[test]
+    fn memory_digest_zero_fills_past_raw_data_and_cuts_padding() {
+        let file: Vec<u8> = (0..=255u8).cycle().take(0x400).collect();
+        let header = |virtual_size, size_of_raw_data| SectionHeader {
+            name: pe::SectionName::new(".linux").unwrap(),
+            virtual_size,
+            virtual_address: 0x1000,
+            size_of_raw_data,
+            pointer_to_raw_data: 0x200,
+            characteristics: 0,
+        };
+        let digest = |s: &SectionHeader| {
+            section_memory_digests(&mut io::Cursor::new(&file), s, &[HashAlg::Sha256]).unwrap()[0]
+                .clone()
+        };
+        // 0x80 file bytes, then 0x1f80 zeros (more than one 4 KiB zero block).
+        let mut want = file[0x200..0x280].to_vec();
+        want.resize(0x2000 + 0x80 - 0x80, 0);
+        assert_eq!(digest(&header(0x2000, 0x80)), HashAlg::Sha256.digest(&want));
+        assert_eq!(
+            digest(&header(0x10, 0x80)),
+            HashAlg::Sha256.digest(&file[0x200..0x210])
+        );
     }
 }

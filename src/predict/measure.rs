@@ -5,7 +5,7 @@
 //! VirtualSize bytes of the section, both as EV_IPL events into PCR 11
 //! (`docs/TPM2_PCR_MEASUREMENTS.md`, "PCR 11"). Which sections are measured depends on the stub
 //! version: 252 measures .linux .osrel .cmdline .initrd .splash .dtb .pcrpkey; 254 adds .uname
-//! and .sbat; 256 .ucode; 257 .profile .dtbauto .hwids. `.pcrsig` is never measured.
+//! and .sbat; 256 .ucode; 257 .profile .dtbauto .hwids; 258 .efifw. `.pcrsig` is never measured.
 //! Afterwards systemd-pcrphase extends the boot phase words (UTF-8, no NUL).
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub const PCR_KERNEL_BOOT: u32 = 11;
 pub use super::phase::{Phase, PhaseError, DEFAULT_PHASES, INITRD_PHASES};
 
 /// The newest stub behaviour we know (what systemd-measure assumes).
-pub const NEWEST_STUB: u32 = 257;
+pub const NEWEST_STUB: u32 = 258;
 
 /// Errors predicting PCR 11 or signing policies.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,13 @@ impl StubRules {
     }
 
     /// Whether this stub measures `section` into PCR 11.
+    ///
+    /// The stub's `measure_sections` (`src/boot/stub.c`) measures every section of
+    /// `enum UnifiedSection` (`src/fundamental/uki.h`) that `unified_section_measure` allows —
+    /// all but `.pcrsig` — so a section is measured from the release that added it to the
+    /// enum: 258 added `UNIFIED_SECTION_EFIFW` after `HWIDS`. (ukify 258 adds `.efifw` with
+    /// `measure=False`, so it does not pass it to systemd-measure; the stub measures it
+    /// anyway.)
     pub fn measures(&self, section: UkiSection) -> bool {
         use UkiSection::*;
         match section {
@@ -145,6 +152,7 @@ impl StubRules {
             Uname | Sbat => self.version >= 254,
             Ucode => self.version >= 256,
             Profile | Dtbauto | Hwids => self.version >= 257,
+            Efifw => self.version >= 258,
             Pcrsig => false,
         }
     }
@@ -888,6 +896,42 @@ mod tests {
         assert!(StubRules::new(254).measures(UkiSection::Sbat));
         assert!(!StubRules::new(257).measures(UkiSection::Pcrsig));
         assert_eq!(stub_major("252.39-1~deb12u2"), Some(252));
+    }
+
+    #[test]
+    fn stub_258_measures_efifw_and_257_does_not() {
+        let rules = |v: &str| StubRules::new(stub_major(v).unwrap());
+        let (s257, s258) = (rules("257.9-1~deb13u1"), rules("258.1-2"));
+        assert!(!s257.measures(UkiSection::Efifw));
+        assert!(s258.measures(UkiSection::Efifw));
+        for s in [UkiSection::Profile, UkiSection::Dtbauto, UkiSection::Hwids] {
+            assert!(s257.measures(s) && s258.measures(s));
+        }
+        assert!(!s258.measures(UkiSection::Pcrsig));
+        // In the stub's order: last, after .hwids (uki.h's enum).
+        assert_eq!(
+            UkiSection::MEASUREMENT_ORDER.last(),
+            Some(&UkiSection::Efifw)
+        );
+
+        // A UKI's .efifw counts in PCR 11 for a 258 stub only.
+        let sha = HashAlg::Sha256;
+        let sec = |section, data: &[u8]| SectionDigests {
+            section,
+            size: data.len() as u64,
+            digests: vec![sha.digest(data)],
+        };
+        let parts = [
+            sec(UkiSection::Linux, b"kernel"),
+            sec(UkiSection::Efifw, b"fw"),
+        ];
+        let ph = [Phase::after_stub()];
+        let p257 = predict_pcr11(&parts, Some(s257), &[sha], &ph);
+        let p258 = predict_pcr11(&parts, Some(s258), &[sha], &ph);
+        assert_eq!(p257.events.len(), 2);
+        assert_eq!(p258.events.len(), 4);
+        assert_eq!(p258.events[2].description, ".efifw");
+        assert_ne!(p257.phases[0].values, p258.phases[0].values);
     }
 
     #[test]

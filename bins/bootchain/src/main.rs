@@ -280,6 +280,9 @@ struct PartArgs {
     /// Hardware IDs (.hwids, systemd 257).
     #[arg(long)]
     hwids: Option<PathBuf>,
+    /// Firmware image blob (.efifw, systemd-measure 258).
+    #[arg(long)]
+    efifw: Option<PathBuf>,
     /// PCR bank (repeatable; default sha1, sha256, sha384, sha512).
     #[arg(long = "bank")]
     banks: Vec<HashAlg>,
@@ -479,6 +482,10 @@ struct BuildArgs {
     /// Devicetree the stub picks by hardware ID (.dtbauto). Repeatable.
     #[arg(long = "devicetree-auto")]
     devicetree_auto: Vec<PathBuf>,
+    /// Directory of hwid descriptions (*.json with name, compatible, hwids; searched
+    /// recursively) for the .hwids section, as ukify 257 --hwids.
+    #[arg(long, value_name = "DIR")]
+    hwids: Option<PathBuf>,
     /// Profile metadata for the .profile section: TEXT or @FILE. Alone it builds a profile PE
     /// to join; with --join-profile it is the base profile (default then: ID=main).
     #[arg(long)]
@@ -960,9 +967,7 @@ fn apply_ukify_config(a: &mut BuildArgs) -> Result<Vec<uki::PcrSignatureGroup>> 
     unset(&mut a.microcode, c.microcode);
     unset(&mut a.splash, c.splash);
     unset(&mut a.devicetree, c.devicetree);
-    if c.hwids.is_some() {
-        bail!("HWIDs= is not supported yet");
-    }
+    unset(&mut a.hwids, c.hwids);
     unset(&mut a.uname, c.uname);
     unset(&mut a.pcrpkey, c.pcrpkey);
     unset(&mut a.profile, c.profile);
@@ -1130,6 +1135,9 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     }
     for d in &a.devicetree_auto {
         b = b.devicetree_auto(d);
+    }
+    if let Some(d) = &a.hwids {
+        b = b.hwids_dir(d);
     }
     if let Some(p) = &a.profile {
         b = b.profile(SectionContent::text_or_file(p));
@@ -1435,6 +1443,7 @@ fn predict_parts(p: &PartArgs) -> Result<bootchain::measure::Pcr11Prediction> {
         (S::Profile, &p.profile),
         (S::Dtbauto, &p.dtbauto),
         (S::Hwids, &p.hwids),
+        (S::Efifw, &p.efifw),
     ]
     .into_iter()
     .filter_map(|(s, path)| path.as_deref().map(|p| (s, p)))

@@ -94,6 +94,12 @@ pub enum UkiError {
         /// Bytes per section header.
         per: usize,
     },
+    /// The `--hwids` directory could not be turned into a `.hwids` table.
+    #[error("hardware IDs (.hwids)")]
+    Hwids(#[from] crate::hwids::HwidsError),
+    /// `.hwids` asked for with a layout that has no place for it (ukify 252 predates it).
+    #[error(".hwids needs a systemd 257 stub or layout (ukify 252 has no --hwids)")]
+    HwidsLayout,
     /// An invalid section name.
     #[error(transparent)]
     SectionName(#[from] pe::SectionNameError),
@@ -379,6 +385,7 @@ pub struct UkiBuilder {
     timestamp: Option<u32>,
     microcode: Option<PathBuf>,
     devicetree_auto: Vec<PathBuf>,
+    hwids: Option<PathBuf>,
     profile: Option<SectionContent>,
     join_profiles: Vec<PathBuf>,
     layout: Option<Layout>,
@@ -584,6 +591,12 @@ impl UkiBuilder {
         self.devicetree_auto.push(p.into());
         self
     }
+    /// Hardware IDs (`.hwids`, ukify `--hwids DIR`): the table built from the `*.json` hwid
+    /// descriptions under `dir` ([`crate::hwids`]), by which the stub picks a `.dtbauto`.
+    pub fn hwids_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hwids = Some(dir.into());
+        self
+    }
     /// This image's profile (`.profile`, ukify `--profile`): alone, the image is a profile PE
     /// to join into a multi-profile UKI (`.profile` first, no `.sbat`); with
     /// [`join_profile`](Self::join_profile) it is the base profile (profile 0).
@@ -675,9 +688,16 @@ impl UkiBuilder {
         let initrd =
             (!self.initrds.is_empty()).then(|| SectionContent::Concat(self.initrds.clone()));
         let base_profile = self.base_profile();
+        let hwids = match &self.hwids {
+            Some(dir) => Some(SectionContent::Bytes(crate::hwids::blob_from_dir(dir)?)),
+            None => None,
+        };
         match layout {
             // ukify 252 `make_uki`; the stub measures in its own order regardless.
             Layout::Ukify252 => {
+                if hwids.is_some() {
+                    return Err(UkiError::HwidsLayout);
+                }
                 push(".osrel", os_release)?;
                 push(".cmdline", self.cmdline.clone())?;
                 push(".dtb", file(&self.devicetree))?;
@@ -707,6 +727,7 @@ impl UkiBuilder {
                 for d in &self.devicetree_auto {
                     push(".dtbauto", Some(SectionContent::File(d.clone())))?;
                 }
+                push(".hwids", hwids)?;
                 push(".uname", uname)?;
                 push(".splash", file(&self.splash))?;
                 push(".pcrpkey", self.pcrpkey.clone())?;
@@ -1200,8 +1221,38 @@ impl UkiBuilder {
         if let Some(b) = sbat_in_place {
             sections.push(sbat_digests(b, &banks));
         }
-        let (sigs, predictions) = self.sign_groups(rules, &groups, &sections)?;
-        let prediction = predictions.into_iter().next().ok_or(UkiError::NoDigest)?;
+        // The stub measures the one `.dtbauto` it picks by hardware ID (`.hwids`), so ukify
+        // 257 (`call_systemd_measure`) signs once per `.dtbauto`, each with the other
+        // sections, and merges the policies.
+        let dtbautos: Vec<&SectionDigests> = sections
+            .iter()
+            .filter(|s| s.section == UkiSection::Dtbauto)
+            .collect();
+        let (sigs, prediction) = if dtbautos.len() > 1 {
+            let others: Vec<SectionDigests> = sections
+                .iter()
+                .filter(|s| s.section != UkiSection::Dtbauto)
+                .cloned()
+                .collect();
+            let mut all = Vec::new();
+            let mut first = None;
+            for d in dtbautos {
+                let mut variant = others.clone();
+                variant.push(d.clone());
+                let (sigs, predictions) = self.sign_groups(rules, &groups, &variant)?;
+                merge_signatures(&mut all, sigs);
+                if first.is_none() {
+                    first = predictions.into_iter().next();
+                }
+            }
+            (all, first.ok_or(UkiError::NoDigest)?)
+        } else {
+            let (sigs, predictions) = self.sign_groups(rules, &groups, &sections)?;
+            (
+                sigs,
+                predictions.into_iter().next().ok_or(UkiError::NoDigest)?,
+            )
+        };
         Ok(SignerPass {
             json: pcrsig_text(&sigs, layout),
             sections,
@@ -1224,20 +1275,7 @@ impl UkiBuilder {
         for (ps, (banks, phases)) in self.pcr_signers.iter().zip(groups) {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
             let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
-            for (bank, entries) in sigs {
-                let pos = match all.iter().position(|(b, _)| *b == bank) {
-                    Some(p) => p,
-                    None => {
-                        all.push((bank, Vec::new()));
-                        all.len() - 1
-                    }
-                };
-                for e in entries {
-                    if !all[pos].1.contains(&e) {
-                        all[pos].1.push(e);
-                    }
-                }
-            }
+            merge_signatures(&mut all, sigs);
             predictions.push(prediction);
         }
         Ok((all, predictions))
@@ -1280,6 +1318,24 @@ impl UkiBuilder {
         }
         let (sigs, _) = self.sign_groups(rules, &base.groups, &measured)?;
         Ok(pcrsig_text(&sigs, layout))
+    }
+}
+
+/// Add `sigs` to `all`, per bank, without duplicates (ukify `combine_signatures`).
+fn merge_signatures(all: &mut measure::PcrSignatures, sigs: measure::PcrSignatures) {
+    for (bank, entries) in sigs {
+        let pos = match all.iter().position(|(b, _)| *b == bank) {
+            Some(p) => p,
+            None => {
+                all.push((bank, Vec::new()));
+                all.len() - 1
+            }
+        };
+        for e in entries {
+            if !all[pos].1.contains(&e) {
+                all[pos].1.push(e);
+            }
+        }
     }
 }
 
