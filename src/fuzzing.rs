@@ -175,8 +175,9 @@ pub fn token(data: &[u8]) {
     let _ = t.public_key();
     use base64::Engine as _;
     if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(&t.blob) {
-        if let Ok((private, public)) = crate::token::unmarshal_blob(&b) {
-            assert_eq!(private.len() + public.len() + 4, b.len());
+        if let Ok((private, public, seed)) = crate::token::unmarshal_blob(&b) {
+            let seed = seed.map_or(0, |s| s.len() + 2);
+            assert_eq!(private.len() + public.len() + 4 + seed, b.len());
         }
     }
 }

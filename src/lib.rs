@@ -38,7 +38,9 @@ pub mod fuzzing;
 
 pub use base::{configparser, efi, error, fsutil, hash, pcr, python};
 pub use build::uki;
-pub use formats::{authenticode, eventlog, genkey, hwids, keys, pe, policy, sign, ukiread};
+pub use formats::{
+    authenticode, eventlog, genkey, hwids, keys, pe, policy, sign, tpm_import, ukiread,
+};
 #[cfg(feature = "luks")]
 pub use luks::token;
 pub use predict::{firmware, kernel_config, measure};
@@ -83,6 +85,9 @@ pub enum Error {
     /// TCG event logs.
     #[error(transparent)]
     EventLog(#[from] eventlog::EventLogError),
+    /// Sealing for TPM2_Import (offline).
+    #[error(transparent)]
+    TpmImport(#[from] tpm_import::ImportError),
     /// TPM policy digests.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),

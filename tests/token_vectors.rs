@@ -47,7 +47,7 @@ fn check_blob(t: &SystemdTpm2Token) {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(&t.blob)
         .unwrap();
-    let (_, public) = unmarshal_blob(&raw).unwrap();
+    let (_, public, _) = unmarshal_blob(&raw).unwrap();
     assert_eq!(&public[0..2], &[0x00, 0x08], "TPM_ALG_KEYEDHASH");
     assert_eq!(&public[2..4], &[0x00, 0x0b], "nameAlg SHA-256");
     assert_eq!(&public[4..8], &[0, 0, 0, 0x12], "fixedTPM|fixedParent only");

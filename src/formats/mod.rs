@@ -13,4 +13,5 @@ pub mod pe;
 pub mod policy;
 pub mod sign;
 pub mod spc;
+pub mod tpm_import;
 pub mod ukiread;

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::hash::{Digest, HashAlg};
 use crate::measure::PcrSignatures;
 use crate::policy;
-use crate::seal::{signature_candidates, RequestError, SealError, SealRequest};
+use crate::seal::{signature_candidates, RequestError, SealError, SealRequest, Sealer};
 use crate::tpm::{
     AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
     SRK_HANDLE,
@@ -220,10 +220,14 @@ pub struct SystemdTpm2Token {
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Marshal `tpm2-blob`: TPM2B_PRIVATE || TPM2B_PUBLIC (systemd `tpm2_marshal_blob`).
+/// Marshal `tpm2-blob`: TPM2B_PRIVATE || TPM2B_PUBLIC, and for an object wrapped offline
+/// || TPM2B_ENCRYPTED_SECRET (systemd `tpm2_marshal_blob`).
 pub fn marshal_blob(obj: &SealedObject) -> Result<Vec<u8>, TokenError> {
-    let mut v = Vec::with_capacity(4 + obj.private.len() + obj.public.len());
-    for part in [&obj.private, &obj.public] {
+    let mut v = Vec::with_capacity(6 + obj.private.len() + obj.public.len());
+    for part in [&obj.private, &obj.public]
+        .into_iter()
+        .chain(obj.seed.as_ref())
+    {
         let n = u16::try_from(part.len()).map_err(|_| TokenError::ObjectTooLarge(part.len()))?;
         v.extend_from_slice(&n.to_be_bytes());
         v.extend_from_slice(part);
@@ -231,9 +235,13 @@ pub fn marshal_blob(obj: &SealedObject) -> Result<Vec<u8>, TokenError> {
     Ok(v)
 }
 
-/// Split `tpm2-blob` into TPM2B_PRIVATE and TPMT_PUBLIC buffers. A trailing encrypted seed
-/// (offline-sealed objects, systemd ≥ 255) is refused: those need TPM2_Import.
-pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
+/// The parts of a `tpm2-blob`: TPM2B_PRIVATE and TPMT_PUBLIC buffers, and the encrypted seed
+/// (TPM2B_ENCRYPTED_SECRET contents) of an object wrapped offline (systemd ≥ 255
+/// `--tpm2-device-key`), which must be imported before it is loaded.
+pub type BlobParts = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// Split `tpm2-blob` into its parts ([`BlobParts`]).
+pub fn unmarshal_blob(b: &[u8]) -> Result<BlobParts, TokenError> {
     let mut rest = b;
     let mut take = |what: &'static str| -> Result<Vec<u8>, TokenError> {
         if rest.len() < 2 {
@@ -249,10 +257,16 @@ pub fn unmarshal_blob(b: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     };
     let private = take("TPM2B_PRIVATE")?;
     let public = take("TPM2B_PUBLIC")?;
-    if !rest.is_empty() {
+    let consumed = 4 + private.len() + public.len();
+    let seed = match b.len() > consumed {
+        true => Some(take("TPM2B_ENCRYPTED_SECRET")?),
+        false => None,
+    };
+    let used = consumed + seed.as_ref().map_or(0, |s| 2 + s.len());
+    if used != b.len() {
         return Err(MalformedToken::BlobTrailing.into());
     }
-    Ok((private, public))
+    Ok((private, public, seed))
 }
 
 /// ESYS_TR serialization of a persistent key (tpm2-tss `iesys_MU_IESYS_RESOURCE`):
@@ -365,9 +379,17 @@ pub fn enroll_envelope(
     tpm: &mut Tpm,
     req: &EnrollRequest<'_>,
 ) -> Result<(serde_json::Value, Zeroizing<Vec<u8>>), TokenError> {
+    enroll_envelope_by(&mut Sealer::Tpm(tpm), req)
+}
+
+/// [`enroll_envelope`] with any [`Sealer`] (offline sealing for a TPM elsewhere).
+pub fn enroll_envelope_by(
+    sealer: &mut Sealer<'_>,
+    req: &EnrollRequest<'_>,
+) -> Result<(serde_json::Value, Zeroizing<Vec<u8>>), TokenError> {
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
     getrandom_fill(&mut secret)?;
-    let env = crate::seal::seal(tpm, &req.seal, &secret)?;
+    let env = crate::seal::seal_by(sealer, &req.seal, &secret)?;
     let env = serde_json::to_value(&env).map_err(|source| TokenError::Serialize {
         what: "envelope",
         source,
@@ -401,15 +423,31 @@ pub fn enroll(
     tpm: &mut Tpm,
     req: &EnrollRequest<'_>,
 ) -> Result<(SystemdTpm2Token, Zeroizing<Vec<u8>>), TokenError> {
+    enroll_by(&mut Sealer::Tpm(tpm), req)
+}
+
+/// [`enroll`] with any [`Sealer`]. Offline the parent is the given SRK, recorded as
+/// `tpm2_srk`, as systemd-cryptenroll `--tpm2-device-key` does; a request for another parent
+/// is refused.
+pub fn enroll_by(
+    sealer: &mut Sealer<'_>,
+    req: &EnrollRequest<'_>,
+) -> Result<(SystemdTpm2Token, Zeroizing<Vec<u8>>), TokenError> {
     let r = &req.seal;
-    let parent = match r.parent {
-        ParentChoice::Auto => ParentKind::LegacyEcc,
-        ParentChoice::Kind(k) => k,
+    let parent = match (r.parent, &sealer) {
+        (ParentChoice::Auto | ParentChoice::Kind(ParentKind::Srk), Sealer::Offline(_)) => {
+            ParentKind::Srk
+        }
+        (ParentChoice::Kind(other), Sealer::Offline(_)) => {
+            return Err(SealError::Request(RequestError::OfflineParent(other)).into())
+        }
+        (ParentChoice::Auto, _) => ParentKind::LegacyEcc,
+        (ParentChoice::Kind(k), _) => k,
     };
     let (primary_alg, srk) = match parent {
         ParentKind::LegacyEcc => (Some("ecc".to_string()), None),
         ParentKind::LegacyRsa => (Some("rsa".to_string()), None),
-        ParentKind::Srk => (None, Some(B64.encode(tpm.serialize_srk()?))),
+        ParentKind::Srk => (None, Some(B64.encode(sealer.serialize_srk()?))),
         other => return Err(SealError::Request(RequestError::SystemdParent(other)).into()),
     };
     let policy = crate::seal::compute_policy(&r.literal, r.authorize, r.pin.is_some())?;
@@ -436,7 +474,7 @@ pub fn enroll(
     };
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
     getrandom_fill(&mut secret)?;
-    let obj = tpm.seal(
+    let obj = sealer.seal_object(
         ParentChoice::Kind(parent),
         &digest,
         &secret,
@@ -524,7 +562,7 @@ pub fn prepare(
             field: "tpm2-blob",
             source,
         })?;
-    let (private, public) = unmarshal_blob(&raw)?;
+    let (private, public, seed) = unmarshal_blob(&raw)?;
     let (parent, parent_name) = t.parent()?;
     let bank = t.bank()?;
     let expected =
@@ -565,6 +603,7 @@ pub fn prepare(
             public,
             parent_name: parent_name.clone().unwrap_or_default(),
             parent,
+            seed,
         },
         parent_name,
         bank,
@@ -628,10 +667,20 @@ mod tests {
             public: vec![4, 5],
             parent_name: vec![],
             parent: ParentKind::LegacyEcc,
+            seed: None,
         };
         let b = marshal_blob(&obj).unwrap();
         assert_eq!(b, [0, 3, 1, 2, 3, 0, 2, 4, 5]);
-        assert_eq!(unmarshal_blob(&b).unwrap(), (vec![1, 2, 3], vec![4, 5]));
+        assert_eq!(
+            unmarshal_blob(&b).unwrap(),
+            (vec![1, 2, 3], vec![4, 5], None)
+        );
+        let seeded = SealedObject {
+            seed: Some(vec![9]),
+            ..obj.clone()
+        };
+        let s = marshal_blob(&seeded).unwrap();
+        assert_eq!(unmarshal_blob(&s).unwrap().2, Some(vec![9]));
         for n in 0..b.len() {
             assert!(unmarshal_blob(&b[..n]).is_err(), "{n}");
         }
@@ -832,19 +881,29 @@ pub fn enroll_luks(
     unlock_key_file: &std::path::Path,
     req: &EnrollRequest<'_>,
 ) -> Result<(u32, u32), LuksTokenError> {
+    enroll_luks_by(&mut Sealer::Tpm(tpm), luks, unlock_key_file, req)
+}
+
+/// [`enroll_luks`] with any [`Sealer`]: offline, for a TPM this machine cannot reach.
+pub fn enroll_luks_by(
+    sealer: &mut Sealer<'_>,
+    luks: &crate::luks::Luks,
+    unlock_key_file: &std::path::Path,
+    req: &EnrollRequest<'_>,
+) -> Result<(u32, u32), LuksTokenError> {
     // One header read, before the TPM is touched; the new keyslot and token id come from it
     // (cryptsetup refuses a slot or id taken meanwhile rather than overwrite it).
     let md = luks.metadata()?;
     let (mut json, secret) = match req.kind {
         TokenKind::Systemd => {
-            let (token, secret) = enroll(tpm, req)?;
+            let (token, secret) = enroll_by(sealer, req)?;
             let json = serde_json::to_value(&token).map_err(|source| TokenError::Serialize {
                 what: "token",
                 source,
             })?;
             (json, secret)
         }
-        TokenKind::Bootchain => enroll_envelope(tpm, req)?,
+        TokenKind::Bootchain => enroll_envelope_by(sealer, req)?,
     };
     let pass = passphrase(&secret);
     let slot = luks.add_keyslot(&md, unlock_key_file, pass.as_bytes())?;

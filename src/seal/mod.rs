@@ -95,6 +95,9 @@ pub enum SealError {
     /// The TPM failed.
     #[error(transparent)]
     Tpm(#[from] TpmError),
+    /// The object could not be wrapped for the given parent (offline sealing).
+    #[error("cannot seal for that parent")]
+    Import(#[from] crate::tpm_import::ImportError),
     /// The TPM refused for a reason other than PCRs.
     #[error(transparent)]
     Unseal(UnsealError),
@@ -232,6 +235,11 @@ pub enum RequestError {
     /// A parent a systemd token cannot name.
     #[error("systemd tokens cannot record a {0} parent (use legacy-ecc, legacy-rsa or srk)")]
     SystemdParent(ParentKind),
+    /// Offline sealing wraps for the given SRK; another parent was asked for.
+    #[error(
+        "offline sealing (--tpm2-device-key) seals for the given SRK; parent {0} cannot be used"
+    )]
+    OfflineParent(ParentKind),
     /// The system random generator failed.
     #[error("system random generator")]
     Random(#[source] aes_gcm::aead::rand_core::Error),
@@ -357,6 +365,10 @@ pub struct TpmBlob {
     /// TPMT_PUBLIC (base64 in JSON).
     #[serde(with = "b64_bytes")]
     pub public: Vec<u8>,
+    /// For an object wrapped offline: the seed encrypted to the parent (base64 in JSON;
+    /// absent otherwise). `private` is then the duplicate the TPM imports at unseal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "b64_bytes")]
+    pub seed: Vec<u8>,
 }
 
 /// The encrypted payload.
@@ -706,6 +718,96 @@ fn compute(req: &SealRequest<'_>) -> Result<ComputedPolicy, SealError> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envelope, SealError> {
+    seal_by(&mut Sealer::Tpm(tpm), req, secret)
+}
+
+/// Who makes the sealed object: this machine's TPM, or software for a TPM known only by its
+/// storage parent's public area (offline sealing, [`crate::tpm_import`]).
+pub enum Sealer<'a> {
+    /// The TPM at hand.
+    Tpm(&'a mut Tpm),
+    /// A TPM elsewhere: the object is wrapped for its SRK and imported there at unseal.
+    Offline(&'a crate::tpm_import::ParentPublic),
+}
+
+impl Sealer<'_> {
+    /// Seal `secret` under `policy` (with the PIN's `auth` value). Offline, the parent is
+    /// always the given SRK.
+    pub fn seal_object(
+        &mut self,
+        parent: ParentChoice,
+        policy: &Digest,
+        secret: &[u8],
+        auth: Option<&[u8]>,
+    ) -> Result<SealedObject, SealError> {
+        match self {
+            Sealer::Tpm(tpm) => Ok(tpm.seal(parent, policy, secret, auth)?),
+            Sealer::Offline(p) => {
+                let blob = crate::tpm_import::seal_for_import(p, policy, secret, auth)?;
+                Ok(SealedObject::from_import_blob(blob, p, ParentKind::Srk))
+            }
+        }
+    }
+
+    /// The SRK as systemd's `tpm2_srk` records it (an ESYS_TR serialization, handle
+    /// [`crate::tpm::SRK_HANDLE`]).
+    pub fn serialize_srk(&mut self) -> Result<Vec<u8>, SealError> {
+        match self {
+            Sealer::Tpm(tpm) => Ok(tpm.serialize_srk()?),
+            Sealer::Offline(p) => Ok(crate::tpm::esys_tr_serialization(
+                crate::tpm::SRK_HANDLE,
+                p.name(),
+                p.tpmt_public(),
+            )?),
+        }
+    }
+}
+
+/// Seal `secret` as `req` says, with `sealer`.
+pub fn seal_by(
+    sealer: &mut Sealer<'_>,
+    req: &SealRequest<'_>,
+    secret: &[u8],
+) -> Result<Envelope, SealError> {
+    let parent = req.parent;
+    seal_with(req, secret, |digest, kek, auth| {
+        sealer.seal_object(parent, digest, kek, auth)
+    })
+}
+
+/// Seal `secret` for a TPM this machine cannot reach, known only by its storage parent's
+/// public area (`tpm srk-public`, `systemd-analyze srk`): no TPM is used here; the target TPM
+/// imports the object at unseal (see [`crate::tpm_import`]). `req.parent` is not used: the
+/// object belongs to `parent`, recorded as the SRK (the persistent one at
+/// [`crate::tpm::SRK_HANDLE`], or the key its template gives).
+///
+/// ```no_run
+/// use bootchain::hash::HashAlg;
+/// use bootchain::seal::plan::SealPlan;
+/// use bootchain::tpm::ParentChoice;
+/// use bootchain::tpm_import::ParentPublic;
+/// let srk = ParentPublic::from_tpm2b_public(&std::fs::read("srk.tpm2b_public")?)?;
+/// let plan = SealPlan::new(HashAlg::Sha256)
+///     .literal_pcrs(&[7])?
+///     .values_from_json("predicted.json".as_ref())?;
+/// let env = bootchain::seal::seal_offline(&plan.request(ParentChoice::Auto)?, &srk, b"key")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn seal_offline(
+    req: &SealRequest<'_>,
+    parent: &crate::tpm_import::ParentPublic,
+    secret: &[u8],
+) -> Result<Envelope, SealError> {
+    seal_by(&mut Sealer::Offline(parent), req, secret)
+}
+
+/// The common part of [`seal`] and [`seal_offline`]: the policy, the PIN's authValue, a fresh
+/// key-encryption key sealed by `seal_kek`, and the payload encrypted under it.
+fn seal_with(
+    req: &SealRequest<'_>,
+    secret: &[u8],
+    seal_kek: impl FnOnce(&Digest, &[u8], Option<&[u8]>) -> Result<SealedObject, SealError>,
+) -> Result<Envelope, SealError> {
     let c = compute(req)?;
     let (pin, auth) = match req.pin {
         Some(pin) => {
@@ -723,12 +825,7 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
     };
     let kek = Aes256Gcm::generate_key(&mut OsRng);
     let kek = Zeroizing::new(kek.to_vec());
-    let obj = tpm.seal(
-        req.parent,
-        &c.digest,
-        &kek,
-        auth.as_ref().map(|a| a.as_slice()),
-    )?;
+    let obj = seal_kek(&c.digest, &kek, auth.as_ref().map(|a| a.as_slice()))?;
     let mut env = Envelope {
         format: FORMAT.into(),
         version: VERSION,
@@ -747,6 +844,7 @@ pub fn seal(tpm: &mut Tpm, req: &SealRequest<'_>, secret: &[u8]) -> Result<Envel
         tpm: TpmBlob {
             private: obj.private.clone(),
             public: obj.public.clone(),
+            seed: obj.seed.clone().unwrap_or_default(),
         },
         payload: PayloadInfo {
             alg: "A256GCM".into(),
@@ -871,6 +969,7 @@ pub fn prepare_unseal(
         public: env.tpm.public.clone(),
         parent_name: env.parent.name.clone(),
         parent: env.parent.kind,
+        seed: (!env.tpm.seed.is_empty()).then(|| env.tpm.seed.clone()),
     };
     if env.policy.digest.alg() != HashAlg::Sha256 {
         return Err(bad(EnvelopeError::DigestNotSha256));
@@ -1082,6 +1181,7 @@ mod tests {
             tpm: TpmBlob {
                 private: vec![1, 2],
                 public: vec![3, 4],
+                seed: Vec::new(),
             },
             payload: PayloadInfo {
                 alg: "A256GCM".into(),

@@ -424,6 +424,27 @@ pub struct SealedObject {
     pub parent_name: Vec<u8>,
     /// The parent.
     pub parent: ParentKind,
+    /// For an object wrapped offline ([`crate::tpm_import`]): TPM2B_ENCRYPTED_SECRET contents,
+    /// the seed encrypted to the parent. `private` is then the duplicate, which the TPM must
+    /// import (TPM2_Import) before it can load it.
+    pub seed: Option<Vec<u8>>,
+}
+
+impl SealedObject {
+    /// An object wrapped offline for `parent` (see [`crate::tpm_import::seal_for_import`]).
+    pub fn from_import_blob(
+        blob: crate::tpm_import::ImportBlob,
+        parent: &crate::tpm_import::ParentPublic,
+        kind: ParentKind,
+    ) -> Self {
+        SealedObject {
+            private: blob.duplicate,
+            public: blob.public,
+            parent_name: parent.name().to_vec(),
+            parent: kind,
+            seed: Some(blob.seed),
+        }
+    }
 }
 
 /// The PolicyAuthorize step of a policy: an external RSA key signs PolicyPCR digests
@@ -540,6 +561,10 @@ const RC_FMT1: u32 = 0x080;
 const RC_AUTH_FAIL: u32 = 0x00E;
 const RC_POLICY_FAIL: u32 = 0x01D;
 const RC_INTEGRITY: u32 = 0x01F;
+/// TPM_RC_VALUE: e.g. an RSA-OAEP seed that does not decrypt under this key.
+const RC_VALUE: u32 = 0x004;
+/// TPM_RC_ECC_POINT: an ephemeral point that is not on the curve.
+const RC_ECC_POINT: u32 = 0x027;
 /// TPM_RC_HANDLE (RC_FMT1 + 0x00B): the handle is not loaded / does not exist.
 const RC_HANDLE: u32 = 0x00B;
 /// TPM_RC_LOCKOUT (RC_WARN + 0x021).
@@ -626,6 +651,28 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
         ParentKind::Srk => return Err(TpmError::Data(TpmDataError::SrkPersistent)),
     };
     public.map_err(d)
+}
+
+/// An ESYS_TR serialization of a key (tpm2-tss `iesys_MU_IESYS_RESOURCE`): `u32 handle ||
+/// TPM2B_NAME || u32 IESYSC_KEY_RSRC(1) || TPM2B_PUBLIC`, what systemd records as `tpm2_srk`
+/// and `Esys_TR_Deserialize` reads.
+pub fn esys_tr_serialization(
+    handle: u32,
+    name: &[u8],
+    tpmt_public: &[u8],
+) -> Result<Vec<u8>, TpmError> {
+    let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
+        let n = u16::try_from(part.len())
+            .map_err(|_| TpmError::Data(TpmDataError::TooLarge(part.len())))?;
+        v.extend_from_slice(&n.to_be_bytes());
+        v.extend_from_slice(part);
+        Ok(())
+    };
+    let mut v = handle.to_be_bytes().to_vec();
+    tpm2b(&mut v, name)?;
+    v.extend_from_slice(&1u32.to_be_bytes()); // IESYSC_KEY_RSRC
+    tpm2b(&mut v, tpmt_public)?;
+    Ok(v)
 }
 
 impl Tpm {
@@ -783,18 +830,7 @@ impl Tpm {
             .read_public(p.handle)
             .map_err(cmd_err("ReadPublic"))?;
         let public = public.marshall().map_err(structure("conversion"))?;
-        let tpm2b = |v: &mut Vec<u8>, part: &[u8]| -> Result<(), TpmError> {
-            let n = u16::try_from(part.len())
-                .map_err(|_| TpmError::Data(TpmDataError::TooLarge(part.len())))?;
-            v.extend_from_slice(&n.to_be_bytes());
-            v.extend_from_slice(part);
-            Ok(())
-        };
-        let mut v = SRK_HANDLE.to_be_bytes().to_vec();
-        tpm2b(&mut v, name.value())?;
-        v.extend_from_slice(&1u32.to_be_bytes()); // IESYSC_KEY_RSRC
-        tpm2b(&mut v, &public)?;
-        Ok(v)
+        esys_tr_serialization(SRK_HANDLE, name.value(), &public)
     }
 
     /// Persist a new SRK at [`SRK_HANDLE`] from the TCG ECC template, as systemd ≥ 254 and
@@ -937,6 +973,7 @@ impl Tpm {
                 public: r.out_public.marshall().map_err(structure("conversion"))?,
                 parent_name: parent.name.clone(),
                 parent: parent.kind,
+                seed: None,
             })
         });
         self.release(parent);
@@ -959,7 +996,16 @@ impl Tpm {
             .map_err(structure("sealed public area"))?;
         let private =
             Private::try_from(obj.private.clone()).map_err(structure("sealed private area"))?;
-        let parent = self.parent(ParentChoice::Kind(obj.parent))?;
+        let parent = match (obj.parent, &obj.seed) {
+            // An object wrapped offline for "the SRK" from `tpm srk-public`, which gives the
+            // SRK template's key when none is persisted: the same template gives the same key
+            // (and Name, checked below) as a transient primary.
+            (ParentKind::Srk, Some(_)) => match self.persistent_srk()? {
+                Some(p) => p,
+                None => self.create_primary(ParentKind::EccP256)?,
+            },
+            (kind, _) => self.parent(ParentChoice::Kind(kind))?,
+        };
         if let Some(expected) = expected_parent_name.filter(|n| *n != parent.name.as_slice()) {
             let e = UnsealError::ParentMismatch {
                 expected: hex::encode(expected),
@@ -968,6 +1014,16 @@ impl Tpm {
             self.release(parent);
             return Err(e);
         }
+        let private = match &obj.seed {
+            None => private,
+            Some(seed) => match self.import(&parent, &public, private, seed) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.release(parent);
+                    return Err(e);
+                }
+            },
+        };
         let loaded = self
             .ctx
             .execute_with_nullauth_session(|ctx| ctx.load(parent.handle, private, public))
@@ -1012,6 +1068,60 @@ impl Tpm {
         let _ = self.ctx.flush_context(loaded.into());
         self.release(parent);
         result
+    }
+
+    /// TPM2_Import of an object wrapped offline: the TPM decrypts the seed with the parent's
+    /// private key, checks the outer HMAC and re-wraps the object under the parent. A wrong
+    /// TPM fails here (the seed does not decrypt, or the HMAC does not match).
+    fn import(
+        &mut self,
+        parent: &Parent,
+        public: &tss_esapi::structures::Public,
+        duplicate: tss_esapi::structures::Private,
+        seed: &[u8],
+    ) -> Result<tss_esapi::structures::Private, UnsealError> {
+        use tss_esapi::structures::{EncryptedSecret, SymmetricDefinitionObject};
+        let seed = EncryptedSecret::try_from(seed.to_vec()).map_err(structure("import seed"))?;
+        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+            ctx.import(
+                parent.handle.into(),
+                None,
+                public.clone(),
+                duplicate,
+                seed,
+                SymmetricDefinitionObject::Null,
+            )
+        });
+        r.map_err(cmd_err("Import")).map_err(|e| match fmt1(&e) {
+            // TPM_RC_INTEGRITY / TPM_RC_VALUE (the seed does not decrypt) / TPM_RC_ECC_POINT:
+            // wrapped for another parent.
+            Some(RC_INTEGRITY) | Some(RC_VALUE) | Some(RC_ECC_POINT) => UnsealError::WrongTpm(e),
+            _ => e.into(),
+        })
+    }
+
+    /// The SRK's TPM2B_PUBLIC (what `systemd-analyze srk` prints and offline sealing takes):
+    /// the persistent SRK at [`SRK_HANDLE`], or, when none is persisted, the key the SRK
+    /// template gives (created transiently, not persisted). Returns the bytes and whether the
+    /// SRK is persistent.
+    pub fn srk_public(&mut self) -> Result<(Vec<u8>, bool), TpmError> {
+        use tss_esapi::traits::Marshall;
+        let (p, persistent) = match self.persistent_srk()? {
+            Some(p) => (p, true),
+            None => (self.create_primary(ParentKind::EccP256)?, false),
+        };
+        let r = self
+            .ctx
+            .read_public(p.handle)
+            .map_err(cmd_err("ReadPublic"));
+        self.release(p);
+        let (public, _, _) = r?;
+        let tpmt = public.marshall().map_err(structure("conversion"))?;
+        let n = u16::try_from(tpmt.len())
+            .map_err(|_| TpmError::Data(TpmDataError::TooLarge(tpmt.len())))?;
+        let mut v = n.to_be_bytes().to_vec();
+        v.extend_from_slice(&tpmt);
+        Ok((v, persistent))
     }
 
     fn run_policy_and_unseal(

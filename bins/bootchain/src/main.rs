@@ -64,6 +64,9 @@ enum Cmd {
     /// LUKS2 volumes: enroll, unlock, list and remove systemd-tpm2 TPM keyslots.
     #[command(subcommand)]
     Luks(tpm_cmd::LuksCmd),
+    /// The TPM: the SRK's public area for offline sealing.
+    #[command(subcommand)]
+    Tpm(tpm_cmd::TpmCmd),
     /// ukify 257's command line: `bootchain ukify build|inspect|genkey ARGS` or `--version`
     /// (what the `ukify` drop-in script runs; options as in ukify, before or after the verb).
     #[command(disable_help_flag = true)]
@@ -840,6 +843,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Seal(a) => tpm_cmd::seal(a),
         Cmd::Unseal(a) => tpm_cmd::unseal(a),
         Cmd::Luks(c) => tpm_cmd::luks(c),
+        Cmd::Tpm(c) => tpm_cmd::tpm(c),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;

@@ -53,6 +53,78 @@ pub struct PolicyArgs {
     /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
     #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
     tcti: String,
+    /// Seal offline for the TPM whose SRK public area this is (TPM2B_PUBLIC, from `bootchain
+    /// tpm srk-public` or `systemd-analyze srk`), as systemd-cryptenroll --tpm2-device-key:
+    /// no TPM is used here, so every PCR value must be given (--pcr-values, --uki); the target
+    /// TPM imports the object when it unseals.
+    #[arg(long = "tpm2-device-key")]
+    tpm2_device_key: Option<PathBuf>,
+}
+
+/// The parent of offline sealing, with every PCR value of `plan` given.
+fn offline_parent(
+    a: &PolicyArgs,
+    plan: &SealPlan,
+) -> Result<Option<bootchain::tpm_import::ParentPublic>> {
+    let Some(path) = &a.tpm2_device_key else {
+        return Ok(None);
+    };
+    let bytes = bootchain::fsutil::read_bounded(path, bootchain::tpm_import::MAX_PUBLIC as u64)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let parent =
+        bootchain::tpm_import::ParentPublic::from_tpm2b_public(&bytes).with_context(|| {
+            format!(
+                "{}: not a usable TPM2B_PUBLIC of a storage key",
+                path.display()
+            )
+        })?;
+    let missing = plan.missing_values();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+        bail!(
+            "with --tpm2-device-key there is no TPM to read PCRs from: give the value of PCR {} (--pcr-values FILE, --uki for PCR 11)",
+            list.join("+")
+        );
+    }
+    Ok(Some(parent))
+}
+
+/// TPM administration.
+#[derive(Subcommand)]
+pub enum TpmCmd {
+    /// Write the SRK's public area (TPM2B_PUBLIC, as `systemd-analyze srk`): the persistent
+    /// SRK at 0x81000001, or the key the SRK template gives when none is persisted. Input to
+    /// offline sealing (--tpm2-device-key).
+    SrkPublic {
+        /// Write it here (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
+        #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
+        tcti: String,
+    },
+}
+
+pub fn tpm(cmd: TpmCmd) -> Result<ExitCode> {
+    match cmd {
+        TpmCmd::SrkPublic { output, tcti } => {
+            let mut tpm = Tpm::open(&tcti)?;
+            let (public, persistent) = tpm.srk_public()?;
+            if !persistent {
+                eprintln!("bootchain: note: no SRK is persisted at 0x81000001; this is the key the SRK template gives (unseal recreates it)");
+            }
+            match output {
+                Some(p) => bootchain::fsutil::write_atomic(&p, &public, 0o644)
+                    .with_context(|| format!("writing {}", p.display()))?,
+                None => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&public)?;
+                    o.flush()?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -309,9 +381,14 @@ pub fn seal(a: SealArgs) -> Result<ExitCode> {
         (None, false) => bail!("give --secret FILE or --random"),
     };
     let mut p = resolve_policy(&a.policy)?;
-    let mut tpm = Tpm::open(&a.policy.tcti)?;
-    fill_from_tpm(&mut p, &mut tpm)?;
-    let env = bootchain::seal::seal(&mut tpm, &p.request(parent)?, &secret)?;
+    let env = match offline_parent(&a.policy, &p)? {
+        Some(srk) => bootchain::seal::seal_offline(&p.request(parent)?, &srk, &secret)?,
+        None => {
+            let mut tpm = Tpm::open(&a.policy.tcti)?;
+            fill_from_tpm(&mut p, &mut tpm)?;
+            bootchain::seal::seal(&mut tpm, &p.request(parent)?, &secret)?
+        }
+    };
     bootchain::seal::write_envelope(
         &env,
         &a.output,
@@ -380,7 +457,9 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
                 "bootchain" => token::TokenKind::Bootchain,
                 other => bail!("--token-type {other:?}: systemd or bootchain"),
             };
+            let offline = policy.tpm2_device_key.is_some();
             let parent = match (kind, parent.as_deref()) {
+                (_, None) if offline => ParentChoice::Kind(ParentKind::Srk),
                 (token::TokenKind::Systemd, None) => ParentChoice::Kind(ParentKind::LegacyEcc),
                 (token::TokenKind::Bootchain, None) => ParentChoice::Auto,
                 (_, Some(p)) => parse_parent(p)?,
@@ -390,14 +469,26 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             }
             let luks = Luks::new(&device);
             let mut p = resolve_policy(&policy)?;
-            let mut tpm = Tpm::open(&policy.tcti)?;
-            fill_from_tpm(&mut p, &mut tpm)?;
+            let srk = offline_parent(&policy, &p)?;
+            let mut tpm = match srk {
+                Some(_) => None,
+                None => {
+                    let mut tpm = Tpm::open(&policy.tcti)?;
+                    fill_from_tpm(&mut p, &mut tpm)?;
+                    Some(tpm)
+                }
+            };
             let req = token::EnrollRequest {
                 seal: p.request(parent)?,
                 unsalted_pin,
                 kind,
             };
-            let (id, slot) = token::enroll_luks(&mut tpm, &luks, &unlock_key_file, &req)?;
+            let mut sealer = match (&srk, tpm.as_mut()) {
+                (Some(srk), _) => bootchain::seal::Sealer::Offline(srk),
+                (None, Some(tpm)) => bootchain::seal::Sealer::Tpm(tpm),
+                (None, None) => bail!("no TPM and no --tpm2-device-key"),
+            };
+            let (id, slot) = token::enroll_luks_by(&mut sealer, &luks, &unlock_key_file, &req)?;
             eprintln!("enrolled TPM2 token {id} for keyslot {slot}");
             Ok(ExitCode::SUCCESS)
         }
