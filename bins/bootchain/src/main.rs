@@ -253,6 +253,24 @@ enum MeasureCmd {
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
     },
+    /// The PCR 11 policies `sign` would sign, unsigned (like `systemd-measure policy-digest`,
+    /// systemd 258): `pol`, and `tbs`, the bytes an offline signer hashes (SHA-256) and signs.
+    PolicyDigest {
+        #[command(flatten)]
+        parts: PartArgs,
+        /// Public key (PEM) whose fingerprint goes in `pkfp`.
+        #[arg(long = "public-key", conflicts_with = "certificate")]
+        public_key: Option<PathBuf>,
+        /// Certificate whose public key goes in `pkfp`.
+        #[arg(long)]
+        certificate: Option<PathBuf>,
+        /// Merge into this existing JSON.
+        #[arg(long)]
+        append: Option<PathBuf>,
+        /// JSON output (short unless stdout is a terminal).
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+        json: Option<JsonMode>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -430,7 +448,7 @@ struct BuildArgs {
     pcr_private_key: Vec<PathBuf>,
     /// Public key of the same group (with one group, .pcrpkey; default: derived from the
     /// private key).
-    #[arg(long = "pcr-public-key", requires = "pcr_private_key")]
+    #[arg(long = "pcr-public-key")]
     pcr_public_key: Vec<PathBuf>,
     /// Phase paths to sign for, comma or space separated; ":" is the phase right after the
     /// stub (default: ": enter-initrd", the initrd phases only, where disk keys are released;
@@ -445,6 +463,20 @@ struct BuildArgs {
     /// PCR banks to sign for, comma separated (default: sha256).
     #[arg(long = "pcr-banks")]
     pcr_banks: Option<String>,
+    /// Certificate of the PCR key, in place of --pcr-public-key (ukify 258).
+    #[arg(long = "pcr-certificate", conflicts_with = "pcr_public_key")]
+    pcr_certificate: Vec<PathBuf>,
+    /// Embed the PCR 11 policies unsigned (room left for the signatures) and print them, for
+    /// offline signing; needs one --pcr-public-key or --pcr-certificate (ukify 258).
+    #[arg(long = "policy-digest", conflicts_with = "pcr_private_key")]
+    policy_digest: bool,
+    /// A UKI built with --policy-digest to attach --pcrsig to (ukify 258); the signatures are
+    /// checked against its predicted PCR 11 policies and its .pcrpkey first.
+    #[arg(long = "join-pcrsig", requires = "pcrsig")]
+    join_pcrsig: Option<PathBuf>,
+    /// The signed PCR policy JSON for --join-pcrsig: TEXT or @FILE.
+    #[arg(long, requires = "join_pcrsig")]
+    pcrsig: Option<String>,
     /// Print PCR 11 as the stub will measure the result, like `systemd-measure calculate`
     /// (ukify --measure), from the digests the build computes anyway: for --phases (default:
     /// systemd-measure's four phases) and --pcr-banks.
@@ -617,6 +649,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(&v)),
                 _ => outln!("{v}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Measure(MeasureCmd::PolicyDigest {
+            parts,
+            public_key,
+            certificate,
+            append,
+            json,
+        }) => {
+            let key = match public_key.as_ref().or(certificate.as_ref()) {
+                Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )?),
+                None => None,
+            };
+            let pred = predict_parts(&parts)?;
+            let mut sigs = match &append {
+                Some(p) => bootchain::measure::parse_signatures(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => Vec::new(),
+            };
+            bootchain::measure::merge_signatures(
+                &mut sigs,
+                bootchain::measure::policy_digests(&pred, key.as_ref())?,
+            );
+            print_measure_json(&bootchain::measure::signatures_json(&sigs), json);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Pcr(PcrCmd::Predict {
@@ -792,6 +851,26 @@ fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
 }
 
 fn uki_build(a: BuildArgs) -> Result<ExitCode> {
+    if let (Some(uki), Some(pcrsig)) = (&a.join_pcrsig, &a.pcrsig) {
+        // As ukify: the joined UKI is the whole input.
+        if a.linux.is_some()
+            || !a.initrd.is_empty()
+            || a.cmdline.is_some()
+            || a.stub.is_some()
+            || !a.pcr_private_key.is_empty()
+            || a.policy_digest
+            || !a.join_profile.is_empty()
+            || a.profile.is_some()
+            || !a.section.is_empty()
+            || a.os_release.is_some()
+        {
+            bail!("--pcrsig and --join-pcrsig cannot be used with other sections or PCR keys");
+        }
+        return uki_join(&a, uki, pcrsig);
+    }
+    if !a.pcr_public_key.is_empty() && a.pcr_private_key.is_empty() && !a.policy_digest {
+        bail!("--pcr-public-key needs --pcr-private-key (or --policy-digest)");
+    }
     let mut b = UkiBuilder::new();
     if let Some(t) = bootchain::uki::source_date_epoch()? {
         b = b.timestamp(t);
@@ -876,11 +955,14 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     // ukify pairs the i-th private key with the i-th public key and --phases; the counts
     // must match when given.
     let groups = a.pcr_private_key.len();
-    if !a.pcr_public_key.is_empty() && a.pcr_public_key.len() != groups {
+    if groups > 0 && !a.pcr_public_key.is_empty() && a.pcr_public_key.len() != groups {
         bail!("--pcr-public-key= specifications must match --pcr-private-key=");
     }
     if !a.phases.is_empty() && groups > 0 && a.phases.len() != groups {
         bail!("--phases= specifications must match --pcr-private-key=");
+    }
+    if !a.pcr_certificate.is_empty() && groups > 0 && a.pcr_certificate.len() != groups {
+        bail!("--pcr-certificate= specifications must match --pcr-private-key=");
     }
     let group_phases = a
         .phases
@@ -893,10 +975,31 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
         all.dedup();
         b = b.measure(banks.clone(), all);
     }
+    if a.policy_digest {
+        // ukify 258: exactly one public key or certificate, which also makes .pcrpkey.
+        let public = match (a.pcr_public_key.as_slice(), a.pcr_certificate.as_slice()) {
+            ([p], []) | ([], [p]) => p,
+            _ => bail!(
+                "--policy-digest requires exactly one --pcr-public-key= or --pcr-certificate="
+            ),
+        };
+        let key = bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(public).with_context(|| format!("reading {}", public.display()))?,
+        )?;
+        if a.pcrpkey.is_none() && !a.pcr_public_key.is_empty() {
+            b = b.pcrpkey(SectionContent::File(public.clone()));
+        }
+        b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
+        b = b.pcr_policy_digests(uki::PcrPolicyDigests {
+            public: key,
+            phases: group_phases.iter().flatten().cloned().collect(),
+            banks: banks.clone(),
+        });
+    }
     for (i, pk) in a.pcr_private_key.iter().enumerate() {
-        let public = a.pcr_public_key.get(i);
+        let public = a.pcr_public_key.get(i).or(a.pcr_certificate.get(i));
         let key = bootchain::measure::load_pcr_signing_key(pk, public.map(PathBuf::as_path))?;
-        if let (Some(p), 1) = (public, groups) {
+        if let (Some(p), 1, true) = (public, groups, a.pcr_certificate.is_empty()) {
             b = b.pcrpkey(SectionContent::File(p.clone()));
         }
         b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
@@ -920,6 +1023,17 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
     if let (true, Some(pred), false) = (a.measure, &report.pcr11, a.json) {
         print_calculate(pred);
     }
+    if let (true, false) = (a.policy_digest, a.json) {
+        // ukify 258 prints the policy digests JSON after the build.
+        let pcrsig = bootchain::uki::inspect(&a.output)?
+            .sections
+            .into_iter()
+            .find(|s| s.name == ".pcrsig")
+            .and_then(|s| s.text);
+        if let Some(t) = pcrsig {
+            outln!("{}", t.trim_end());
+        }
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -929,6 +1043,75 @@ fn uki_build(a: BuildArgs) -> Result<ExitCode> {
             report.output.display(),
             report.size,
             report.authenticode_sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// systemd-measure's JSON output: pretty (tabs) on a terminal, else one line.
+fn print_measure_json(v: &serde_json::Value, json: Option<JsonMode>) {
+    use std::io::IsTerminal;
+    let mode = json.unwrap_or(if std::io::stdout().is_terminal() {
+        JsonMode::Pretty
+    } else {
+        JsonMode::Short
+    });
+    match mode {
+        JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(v)),
+        _ => outln!("{v}"),
+    }
+}
+
+/// `uki build --join-pcrsig UKI --pcrsig JSON`.
+fn uki_join(a: &BuildArgs, uki: &std::path::Path, pcrsig: &str) -> Result<ExitCode> {
+    let text = match pcrsig.strip_prefix('@') {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {p}"))?,
+        None => pcrsig.as_bytes().to_vec(),
+    };
+    let signatures = bootchain::measure::parse_signatures(&text)?;
+    let public_key = match a.pcr_public_key.first().or(a.pcr_certificate.first()) {
+        Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let split_phases = a
+        .phases
+        .iter()
+        .flat_map(|p| {
+            p.split([',', ' '])
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+        })
+        .collect::<Vec<_>>();
+    let req = uki::JoinPcrsig {
+        signatures,
+        public_key,
+        phases: bootchain::measure::Phase::list(&split_phases)?,
+    };
+    let signer = match (&a.secureboot_private_key, &a.secureboot_certificate) {
+        (Some(k), Some(c)) => {
+            let key = SigningKey::from_file(k)?;
+            let cert = keys::load_certificate(c)?;
+            key.check_matches(&cert)?;
+            Some((key, cert, sign_opts(a.signing_time)))
+        }
+        _ => None,
+    };
+    let report = uki::join_pcrsig(
+        uki,
+        &req,
+        &a.output,
+        signer.as_ref().map(|(k, c, o)| (k, c, o)),
+    )?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "wrote {} {} ({} PCR signatures checked and joined)",
+            if report.signed { "signed" } else { "unsigned" },
+            report.output.display(),
+            report.signatures
         );
     }
     Ok(ExitCode::SUCCESS)
