@@ -200,7 +200,7 @@ pub fn join_pcrsig(
             banks.push(*b);
         }
     }
-    let mut phases: Vec<Phase> = Phase::list(&measure::DEFAULT_PHASES)
+    let mut phases: Vec<Phase> = Phase::list(measure::DEFAULT_PHASES)
         .map_err(|e| JoinError::Uki {
             what: "phases",
             source: e.into(),

@@ -432,6 +432,15 @@ pub struct PcrPolicyDigests {
     pub banks: Vec<HashAlg>,
 }
 
+/// One PCR policy group of a build: private key (none: unsigned digests), public key, banks,
+/// phases.
+type PolicyGroup<'a> = (
+    Option<&'a rsa::RsaPrivateKey>,
+    rsa::RsaPublicKey,
+    &'a [HashAlg],
+    &'a [Phase],
+);
+
 /// Whose file layout a build follows. Sections are measured in the stub's fixed order
 /// whatever the layout; the layout decides the bytes, so it matters for byte-identical
 /// output next to ukify and for what a signature covers.
@@ -639,14 +648,7 @@ impl UkiBuilder {
 
     /// Each PCR policy group: its private key (none for [`PcrPolicyDigests`]), public key,
     /// banks and phases as given.
-    fn policy_groups(
-        &self,
-    ) -> Vec<(
-        Option<&rsa::RsaPrivateKey>,
-        rsa::RsaPublicKey,
-        &[HashAlg],
-        &[Phase],
-    )> {
+    fn policy_groups(&self) -> Vec<PolicyGroup<'_>> {
         let mut v: Vec<_> = self
             .pcr_signers
             .iter()
