@@ -960,7 +960,11 @@ fn bootchain_pin_and_signed_pin_tokens_unsealed_by_tpm2_tools() {
     let sigs = bootchain::measure::sign_policies(&pred, &key_rsa).unwrap();
     let entry = &sigs[0].1[0];
     std::fs::write(f("pol.bin"), hex::decode(&entry.pol).unwrap()).unwrap();
-    std::fs::write(f("sig.bin"), b64.decode(&entry.sig).unwrap()).unwrap();
+    std::fs::write(
+        f("sig.bin"),
+        b64.decode(entry.sig.as_deref().unwrap()).unwrap(),
+    )
+    .unwrap();
 
     let attrs = "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth";
     let path_arg = |n: &str| f(n).to_str().unwrap().to_string();

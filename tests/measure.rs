@@ -434,7 +434,7 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
     let pubkey = measure::rsa_public_key_from_pem(&std::fs::read(&public).unwrap()).unwrap();
     use base64::Engine as _;
     let sig = base64::engine::general_purpose::STANDARD
-        .decode(&sigs[0].1[0].sig)
+        .decode(sigs[0].1[0].sig.as_deref().unwrap())
         .unwrap();
     let h = HashAlg::Sha256.digest(pol.as_bytes());
     assert!(bootchain::keys::verify_prehashed(

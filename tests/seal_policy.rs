@@ -108,7 +108,7 @@ fn signed_policy_needs_a_new_signature_not_a_reseal() {
     let fp = measure::public_key_fingerprint(&key.to_public_key())
         .unwrap()
         .to_hex();
-    forged[0].1[0].pkfp = fp;
+    forged[0].1[0].pkfp = Some(fp);
     match unseal_with(&mut t, &env, Some(&forged), None) {
         Err(SealError::Unseal(UnsealError::SignatureRejected(_))) => {}
         other => panic!("expected the TPM to reject the signature, got {other:?}"),

@@ -557,17 +557,34 @@ pub fn predict_uki_profile(
 }
 
 /// One entry of a `.pcrsig` bank array (UAPI UKI spec, "JSON Format for .pcrsig").
+///
+/// Members are written in systemd-measure's order (`build_policy_digest()` in
+/// `src/measure/measure.c` of 258, `measure-tool.c` later): `pcrs`, `pkfp` (only when a public
+/// key is known), `ref`, `pol`, `tbs`, `sig` (only when signed: `policy-digest` leaves it
+/// out). `ref` and `tbs` come from systemd after 258 (systemd PRs #42626 and #43642); absent
+/// members are not written, so 257/258 documents keep their bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PcrSignature {
     /// The PCRs the policy covers.
     pub pcrs: Vec<u32>,
     /// SHA-256 of the public key's DER (PKCS#1 RSAPublicKey for RSA), hex.
-    pub pkfp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkfp: Option<String>,
+    /// The TPM2 policy reference the signature is bound to (systemd-measure `--policyref`):
+    /// PolicyAuthorize then covers `pol || SHA-256(ref)` (UTF-8, no NUL; systemd issue
+    /// #43635).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<String>,
     /// The PolicyPCR digest (SHA-256 session), hex.
     pub pol: String,
-    /// The signature over `pol`, base64.
-    pub sig: String,
+    /// The exact bytes an offline signer hashes and signs, hex: `pol`, followed by SHA-256 of
+    /// `ref` when there is one ([`to_be_signed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tbs: Option<String>,
+    /// The RSASSA-PKCS1-v1_5 signature over the to-be-signed bytes, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// Why a PCR signing key or PCR public key is refused.
@@ -656,41 +673,274 @@ pub fn public_key_pem(key: &rsa::RsaPublicKey) -> Result<String, MeasureError> {
         .map_err(|e| PcrKeyError::Encode(Box::new(e)).into())
 }
 
+/// The bytes an offline signer hashes and signs for a PolicyAuthorize of `pol` with
+/// `policy_ref`: `pol`, then SHA-256 of the reference string when there is one. The TPM checks
+/// the signature against `aHash = H(approvedPolicy || policyRef)` (TPM 2.0 Part 3 §23.16), and
+/// systemd's policyRef is SHA-256 of the string without NUL (systemd issue #43635); without a
+/// reference this is `pol` alone, which is what systemd-measure 252–258 signs.
+pub fn to_be_signed(pol: &Digest, policy_ref: Option<&str>) -> Vec<u8> {
+    let mut v = pol.as_bytes().to_vec();
+    if let Some(r) = policy_ref.filter(|r| !r.is_empty()) {
+        v.extend_from_slice(HashAlg::Sha256.digest(r.as_bytes()).as_bytes());
+    }
+    v
+}
+
+/// The PolicyPCR digest (PCR 11 = value, from the zero policy, SHA-256 session) of every bank
+/// and phase of `pred`, in `pred`'s order.
+pub fn pcr11_policies(pred: &Pcr11Prediction) -> Result<Vec<(HashAlg, Vec<Digest>)>, MeasureError> {
+    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT)?;
+    let mut out = Vec::new();
+    for (bi, bank) in pred.banks.iter().enumerate() {
+        let sel = PcrSelection::new(*bank, [pcr11]);
+        let pols = pred
+            .phases
+            .iter()
+            .map(|ph| {
+                policy::policy_pcr(
+                    &policy::zero_policy(),
+                    std::slice::from_ref(&sel),
+                    &[ph.values[bi].clone()],
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((*bank, pols));
+    }
+    Ok(out)
+}
+
+/// The PCR 11 policy of every bank and phase of `pred`, unsigned, as `systemd-measure
+/// policy-digest` prints them (systemd 258 `src/measure/measure.c`, `build_policy_digest(sign =
+/// false)`): `pcrs`, `pkfp` when `public` is given, `pol`; plus `tbs` ([`to_be_signed`]), which
+/// systemd writes since PR #43642 so that an offline signer need not know the rules.
+pub fn policy_digests(
+    pred: &Pcr11Prediction,
+    public: Option<&rsa::RsaPublicKey>,
+) -> Result<PcrSignatures, MeasureError> {
+    let pkfp = public
+        .map(|k| public_key_fingerprint(k).map(|d| d.to_hex()))
+        .transpose()?;
+    Ok(pcr11_policies(pred)?
+        .into_iter()
+        .map(|(bank, pols)| {
+            let entries = pols
+                .iter()
+                .map(|pol| PcrSignature {
+                    pcrs: vec![PCR_KERNEL_BOOT],
+                    pkfp: pkfp.clone(),
+                    policy_ref: None,
+                    pol: pol.to_hex(),
+                    tbs: Some(hex::encode(to_be_signed(pol, None))),
+                    sig: None,
+                })
+                .collect();
+            (bank, entries)
+        })
+        .collect())
+}
+
+/// RSASSA-PKCS1-v1_5 with `alg`'s DigestInfo.
+fn pkcs1v15(alg: HashAlg) -> rsa::Pkcs1v15Sign {
+    match alg {
+        HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+        HashAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+        HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+        HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+    }
+}
+
 /// Sign the PCR 11 policy of every bank and phase of `pred`, like `systemd-measure sign`
-/// (252): `pol` is PolicyPCR(PCR 11 = value) from the zero policy; `sig` is RSASSA-PKCS1-v1_5
-/// over `pol` with the bank's hash.
+/// (252–258): `pol` is PolicyPCR(PCR 11 = value) from the zero policy; `sig` is
+/// RSASSA-PKCS1-v1_5 over `pol` with the bank's hash (258's `digest_and_sign(p->md, ...)`;
+/// later systemd always hashes with SHA-256, the same for the sha256 bank).
 pub fn sign_policies(
     pred: &Pcr11Prediction,
     key: &rsa::RsaPrivateKey,
 ) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
-    let pcr11 = PcrIndex::new(PCR_KERNEL_BOOT)?;
     let mut out: PcrSignatures = Vec::new();
-    for (bi, bank) in pred.banks.iter().enumerate() {
+    for (bank, pols) in pcr11_policies(pred)? {
         let mut entries = Vec::new();
-        for ph in &pred.phases {
-            let sel = PcrSelection::new(*bank, [pcr11]);
-            let pol = policy::policy_pcr(&policy::zero_policy(), &[sel], &[ph.values[bi].clone()])?;
-            let digest = bank.digest(pol.as_bytes());
-            let scheme = match bank {
-                HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
-                HashAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
-                HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
-                HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
-            };
+        for pol in pols {
+            let digest = bank.digest(&to_be_signed(&pol, None));
             let sig = key
-                .sign(scheme, digest.as_bytes())
+                .sign(pkcs1v15(bank), digest.as_bytes())
                 .map_err(PcrKeyError::Sign)?;
             entries.push(PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
-                pkfp: pkfp.clone(),
+                pkfp: Some(pkfp.clone()),
+                policy_ref: None,
                 pol: pol.to_hex(),
-                sig: base64::engine::general_purpose::STANDARD.encode(sig),
+                tbs: None,
+                sig: Some(base64::engine::general_purpose::STANDARD.encode(sig)),
             });
         }
-        out.push((*bank, entries));
+        out.push((bank, entries));
     }
     Ok(out)
+}
+
+/// Why a `.pcrsig` made elsewhere is refused ([`verify_signatures`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PcrSigVerifyError {
+    /// An entry is for another public key than the UKI's.
+    #[error("{bank} entry for policy {pol} names key {pkfp}, not the PCR public key {want}")]
+    OtherKey {
+        /// The bank.
+        bank: HashAlg,
+        /// The entry's policy digest.
+        pol: String,
+        /// The entry's key fingerprint.
+        pkfp: String,
+        /// The expected key's fingerprint.
+        want: String,
+    },
+    /// An entry's policy is not one of the UKI's predicted PCR 11 policies.
+    #[error(
+        "{bank} policy {pol} is not a PCR 11 policy of this UKI (signed over other PCR values)"
+    )]
+    OtherPolicy {
+        /// The bank.
+        bank: HashAlg,
+        /// The entry's policy digest.
+        pol: String,
+    },
+    /// A policy digest or `tbs` that is not hex of the right length, or a `tbs` that is not
+    /// the to-be-signed bytes of its `pol` and `ref`.
+    #[error("{bank} entry for policy {pol}: malformed pol/tbs")]
+    Malformed {
+        /// The bank.
+        bank: HashAlg,
+        /// The entry's policy digest.
+        pol: String,
+    },
+    /// An entry without a signature.
+    #[error("{bank} policy {pol} has no signature")]
+    Unsigned {
+        /// The bank.
+        bank: HashAlg,
+        /// The policy digest.
+        pol: String,
+    },
+    /// A signature that is not base64.
+    #[error("{bank} policy {pol}: signature is not base64")]
+    Base64 {
+        /// The bank.
+        bank: HashAlg,
+        /// The policy digest.
+        pol: String,
+        /// The decoder's error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// A signature the PCR public key does not verify.
+    #[error("{bank} policy {pol}: the signature does not verify with the PCR public key")]
+    BadSignature {
+        /// The bank.
+        bank: HashAlg,
+        /// The policy digest.
+        pol: String,
+        /// RSA's error.
+        #[source]
+        source: rsa::Error,
+    },
+}
+
+/// Check `.pcrsig` entries made elsewhere before they are embedded: every entry names `key`
+/// (when it has `pkfp`), its `pol` is one of `predicted` for its bank, its `tbs` (when given) is
+/// the to-be-signed bytes of `pol`/`ref`, and its `sig` verifies with `key` — RSASSA-PKCS1-v1_5
+/// over the to-be-signed bytes hashed with the bank's algorithm (systemd-measure 258) or with
+/// SHA-256 (later systemd); both agree for sha256.
+pub fn verify_signatures(
+    sigs: &PcrSignatures,
+    key: &rsa::RsaPublicKey,
+    predicted: &[(HashAlg, Vec<Digest>)],
+) -> Result<(), PcrSigVerifyError> {
+    let want = public_key_fingerprint(key)
+        .map(|d| d.to_hex())
+        .unwrap_or_default();
+    for (bank, entries) in sigs {
+        let bank = *bank;
+        for e in entries {
+            let pol = e.pol.clone();
+            if let Some(p) = &e.pkfp {
+                if !p.eq_ignore_ascii_case(&want) {
+                    return Err(PcrSigVerifyError::OtherKey {
+                        bank,
+                        pol,
+                        pkfp: p.clone(),
+                        want,
+                    });
+                }
+            }
+            let d = Digest::from_hex(HashAlg::Sha256, &e.pol).map_err(|_| {
+                PcrSigVerifyError::Malformed {
+                    bank,
+                    pol: pol.clone(),
+                }
+            })?;
+            let known = predicted
+                .iter()
+                .filter(|(b, _)| *b == bank)
+                .any(|(_, pols)| pols.contains(&d));
+            if !known || e.pcrs != [PCR_KERNEL_BOOT] {
+                return Err(PcrSigVerifyError::OtherPolicy { bank, pol });
+            }
+            let tbs = to_be_signed(&d, e.policy_ref.as_deref());
+            if let Some(t) = &e.tbs {
+                if hex::decode(t).ok().as_deref() != Some(tbs.as_slice()) {
+                    return Err(PcrSigVerifyError::Malformed { bank, pol });
+                }
+            }
+            let Some(sig) = &e.sig else {
+                return Err(PcrSigVerifyError::Unsigned { bank, pol });
+            };
+            let sig = base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .map_err(|source| PcrSigVerifyError::Base64 {
+                    bank,
+                    pol: pol.clone(),
+                    source,
+                })?;
+            let verify =
+                |alg: HashAlg| key.verify(pkcs1v15(alg), alg.digest(&tbs).as_bytes(), &sig);
+            if let Err(source) = verify(bank) {
+                if bank == HashAlg::Sha256 || verify(HashAlg::Sha256).is_err() {
+                    return Err(PcrSigVerifyError::BadSignature { bank, pol, source });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Put the signatures of `signed` into the matching entries of `digests` (the `.pcrsig` a
+/// `--policy-digest` build embedded), as ukify's `apply_pcr_signatures` (systemd 262
+/// `src/ukify/ukify.py`): same bank, and the same `tbs` when both have one, else the same
+/// `pol` and `ref`. Returns the entries of `digests` left without a signature.
+pub fn apply_signatures(
+    digests: &mut PcrSignatures,
+    signed: &PcrSignatures,
+) -> Vec<(HashAlg, String)> {
+    let mut unsigned = Vec::new();
+    for (bank, entries) in digests.iter_mut() {
+        for e in entries.iter_mut() {
+            let found = signed
+                .iter()
+                .filter(|(b, _)| b == bank)
+                .flat_map(|(_, s)| s)
+                .find(|s| match (&e.tbs, &s.tbs) {
+                    (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    _ => e.pol.eq_ignore_ascii_case(&s.pol) && e.policy_ref == s.policy_ref,
+                });
+            match found.and_then(|s| s.sig.clone()) {
+                Some(sig) => e.sig = Some(sig),
+                None => unsigned.push((*bank, e.pol.clone())),
+            }
+        }
+    }
+    unsigned
 }
 
 /// Where systemd-stub leaves the booted UKI's `.pcrsig` (systemd-stub(7): it is passed to the

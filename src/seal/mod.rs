@@ -879,7 +879,7 @@ pub struct UnsealOptions<'a> {
 }
 
 /// The (policy digest, signature) candidates of `sigs` for `key` over `pcrs` in `bank`
-/// (systemd's `find_signature`: same PCR set and key fingerprint).
+/// (systemd's `find_signature`: same PCR set and key fingerprint, no policy reference).
 pub fn signature_candidates(
     sigs: &PcrSignatures,
     key: &rsa::RsaPublicKey,
@@ -894,10 +894,18 @@ pub fn signature_candidates(
         .iter()
         .filter(|(b, _)| *b == bank)
         .flat_map(|(_, entries)| entries.iter())
-        .filter(|e| sorted(&e.pcrs) == want && e.pkfp.eq_ignore_ascii_case(&fp))
+        .filter(|e| {
+            // Our PolicyAuthorize has an empty policyRef: an entry bound to a reference
+            // (systemd-measure --policyref) cannot satisfy it.
+            sorted(&e.pcrs) == want
+                && e.pkfp
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&fp))
+                && e.policy_ref.as_deref().unwrap_or("").is_empty()
+        })
         .filter_map(|e| {
             let pol = Digest::from_hex(HashAlg::Sha256, &e.pol).ok()?;
-            let sig = B64.decode(&e.sig).ok()?;
+            let sig = B64.decode(e.sig.as_deref()?).ok()?;
             Some((pol, sig))
         })
         .collect())

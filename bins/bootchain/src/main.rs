@@ -328,6 +328,24 @@ enum MeasureCmd {
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
     },
+    /// The PCR 11 policies `sign` would sign, unsigned (like `systemd-measure policy-digest`,
+    /// systemd 258): `pol`, and `tbs`, the bytes an offline signer hashes (SHA-256) and signs.
+    PolicyDigest {
+        #[command(flatten)]
+        parts: PartArgs,
+        /// Public key (PEM) whose fingerprint goes in `pkfp`.
+        #[arg(long = "public-key", conflicts_with = "certificate")]
+        public_key: Option<PathBuf>,
+        /// Certificate whose public key goes in `pkfp`.
+        #[arg(long)]
+        certificate: Option<PathBuf>,
+        /// Merge into this existing JSON.
+        #[arg(long)]
+        append: Option<PathBuf>,
+        /// JSON output (short unless stdout is a terminal).
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
+        json: Option<JsonMode>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -530,7 +548,7 @@ struct BuildArgs {
     pcr_private_key: Vec<PathBuf>,
     /// Public key of the same group (with one group, .pcrpkey; default: derived from the
     /// private key).
-    #[arg(long = "pcr-public-key", requires = "pcr_private_key")]
+    #[arg(long = "pcr-public-key")]
     pcr_public_key: Vec<PathBuf>,
     /// Phase paths to sign for, comma or space separated; ":" is the phase right after the
     /// stub (default: ": enter-initrd", the initrd phases only, where disk keys are released;
@@ -545,6 +563,20 @@ struct BuildArgs {
     /// PCR banks to sign for, comma separated (default: sha256).
     #[arg(long = "pcr-banks")]
     pcr_banks: Option<String>,
+    /// Certificate of the PCR key, in place of --pcr-public-key (ukify 258).
+    #[arg(long = "pcr-certificate", conflicts_with = "pcr_public_key")]
+    pcr_certificate: Vec<PathBuf>,
+    /// Embed the PCR 11 policies unsigned (room left for the signatures) and print them, for
+    /// offline signing; needs one --pcr-public-key or --pcr-certificate (ukify 258).
+    #[arg(long = "policy-digest", conflicts_with = "pcr_private_key")]
+    policy_digest: bool,
+    /// A UKI built with --policy-digest to attach --pcrsig to (ukify 258); the signatures are
+    /// checked against its predicted PCR 11 policies and its .pcrpkey first.
+    #[arg(long = "join-pcrsig", requires = "pcrsig")]
+    join_pcrsig: Option<PathBuf>,
+    /// The signed PCR policy JSON for --join-pcrsig: TEXT or @FILE.
+    #[arg(long, requires = "join_pcrsig")]
+    pcrsig: Option<String>,
     /// Print PCR 11 as the stub will measure the result, like `systemd-measure calculate`
     /// (ukify --measure), from the digests the build computes anyway: for --phases (default:
     /// systemd-measure's four phases) and --pcr-banks.
@@ -748,6 +780,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(&v)),
                 _ => outln!("{v}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Measure(MeasureCmd::PolicyDigest {
+            parts,
+            public_key,
+            certificate,
+            append,
+            json,
+        }) => {
+            let key = match public_key.as_ref().or(certificate.as_ref()) {
+                Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )?),
+                None => None,
+            };
+            let pred = predict_parts(&parts)?;
+            let mut sigs = match &append {
+                Some(p) => bootchain::measure::parse_signatures(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => Vec::new(),
+            };
+            bootchain::measure::merge_signatures(
+                &mut sigs,
+                bootchain::measure::policy_digests(&pred, key.as_ref())?,
+            );
+            print_measure_json(&bootchain::measure::signatures_json(&sigs), json);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Pcr(PcrCmd::Predict {
@@ -1037,7 +1096,7 @@ fn pcr_groups(a: &BuildArgs, file: &[uki::PcrSignatureGroup]) -> Result<Vec<PcrG
         put(&mut pubs, n + j, &g.public_key);
         put(&mut phases, n + j, &g.phases);
     }
-    if !pubs.is_empty() && pubs.len() != privs.len() {
+    if !pubs.is_empty() && !privs.is_empty() && pubs.len() != privs.len() {
         bail!("--pcr-public-key= specifications must match --pcr-private-key=");
     }
     if !phases.is_empty() && !privs.is_empty() && phases.len() != privs.len() {
@@ -1064,6 +1123,23 @@ fn pcr_groups(a: &BuildArgs, file: &[uki::PcrSignatureGroup]) -> Result<Vec<PcrG
 }
 
 fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
+    if let (Some(uki), Some(pcrsig)) = (&a.join_pcrsig, &a.pcrsig) {
+        // As ukify: the joined UKI is the whole input.
+        if a.linux.is_some()
+            || !a.initrd.is_empty()
+            || a.cmdline.is_some()
+            || a.stub.is_some()
+            || !a.pcr_private_key.is_empty()
+            || a.policy_digest
+            || !a.join_profile.is_empty()
+            || a.profile.is_some()
+            || !a.section.is_empty()
+            || a.os_release.is_some()
+        {
+            bail!("--pcrsig and --join-pcrsig cannot be used with other sections or PCR keys");
+        }
+        return uki_join(&a, uki, pcrsig);
+    }
     let file_groups = apply_ukify_config(&mut a)?;
     if a.summary {
         outln!("{a:#?}");
@@ -1121,6 +1197,9 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         (None, false) => JsonMode::Off,
     };
     let groups = pcr_groups(&a, &file_groups)?;
+    if !a.pcr_public_key.is_empty() && groups.is_empty() && !a.policy_digest {
+        bail!("--pcr-public-key needs --pcr-private-key (or --policy-digest)");
+    }
     let mut b = UkiBuilder::new();
     if let Some(t) = bootchain::uki::source_date_epoch()? {
         b = b.timestamp(t);
@@ -1220,6 +1299,17 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     } else {
         groups.iter().filter_map(|g| g.phases.as_ref()).collect()
     };
+    if !a.pcr_certificate.is_empty()
+        && !groups.is_empty()
+        && a.pcr_certificate.len() != groups.len()
+    {
+        bail!("--pcr-certificate= specifications must match --pcr-private-key=");
+    }
+    let group_phases = a
+        .phases
+        .iter()
+        .map(|p| bootchain::measure::Phase::list(&split(p)))
+        .collect::<Result<Vec<_>, _>>()?;
     if a.measure {
         let mut all = Vec::new();
         for p in measured_phases {
@@ -1229,10 +1319,37 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         all.dedup();
         b = b.measure(banks.clone(), all);
     }
-    for g in &groups {
+    if a.policy_digest {
+        // ukify 258: exactly one public key or certificate, which also makes .pcrpkey.
+        let public = match (a.pcr_public_key.as_slice(), a.pcr_certificate.as_slice()) {
+            ([p], []) | ([], [p]) => p,
+            _ => bail!(
+                "--policy-digest requires exactly one --pcr-public-key= or --pcr-certificate="
+            ),
+        };
+        let key = bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(public).with_context(|| format!("reading {}", public.display()))?,
+        )?;
+        if a.pcrpkey.is_none() && !a.pcr_public_key.is_empty() {
+            b = b.pcrpkey(SectionContent::File(public.clone()));
+        }
+        b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
+        b = b.pcr_policy_digests(uki::PcrPolicyDigests {
+            public: key,
+            phases: group_phases.iter().flatten().cloned().collect(),
+            banks: banks.clone(),
+        });
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let public = g.public_key.as_ref().or(a.pcr_certificate.get(i));
         let key =
-            bootchain::measure::load_pcr_signing_key(&g.private_key, g.public_key.as_deref())?;
-        if let (Some(p), None, 1) = (&g.public_key, &a.pcrpkey, groups.len()) {
+            bootchain::measure::load_pcr_signing_key(&g.private_key, public.map(PathBuf::as_path))?;
+        if let (Some(p), None, 1, true) = (
+            public,
+            &a.pcrpkey,
+            groups.len(),
+            a.pcr_certificate.is_empty(),
+        ) {
             b = b.pcrpkey(SectionContent::File(p.clone()));
         }
         b = b.allow_unmeasured_cmdline(a.allow_unmeasured_cmdline);
@@ -1264,6 +1381,17 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     if let (true, Some(pred), JsonMode::Off) = (a.measure, &report.pcr11, json) {
         print_calculate(pred);
     }
+    if let (true, JsonMode::Off) = (a.policy_digest, json) {
+        // ukify 258 prints the policy digests JSON after the build.
+        let pcrsig = bootchain::uki::inspect(&output)?
+            .sections
+            .into_iter()
+            .find(|s| s.name == ".pcrsig")
+            .and_then(|s| s.text);
+        if let Some(t) = pcrsig {
+            outln!("{}", t.trim_end());
+        }
+    }
     if let JsonMode::Pretty = json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if let JsonMode::Short = json {
@@ -1275,6 +1403,79 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
             report.output.display(),
             report.size,
             report.authenticode_sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// systemd-measure's JSON output: pretty (tabs) on a terminal, else one line.
+fn print_measure_json(v: &serde_json::Value, json: Option<JsonMode>) {
+    use std::io::IsTerminal;
+    let mode = json.unwrap_or(if std::io::stdout().is_terminal() {
+        JsonMode::Pretty
+    } else {
+        JsonMode::Short
+    });
+    match mode {
+        JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(v)),
+        _ => outln!("{v}"),
+    }
+}
+
+/// `uki build --join-pcrsig UKI --pcrsig JSON`.
+fn uki_join(a: &BuildArgs, uki: &std::path::Path, pcrsig: &str) -> Result<ExitCode> {
+    let text = match pcrsig.strip_prefix('@') {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {p}"))?,
+        None => pcrsig.as_bytes().to_vec(),
+    };
+    let signatures = bootchain::measure::parse_signatures(&text)?;
+    let public_key = match a.pcr_public_key.first().or(a.pcr_certificate.first()) {
+        Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let split_phases = a
+        .phases
+        .iter()
+        .flat_map(|p| {
+            p.split([',', ' '])
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+        })
+        .collect::<Vec<_>>();
+    let req = uki::JoinPcrsig {
+        signatures,
+        public_key,
+        phases: bootchain::measure::Phase::list(&split_phases)?,
+    };
+    let signer = match (&a.secureboot_private_key, &a.secureboot_certificate) {
+        (Some(k), Some(c)) => {
+            let key = SigningKey::from_file(k)?;
+            let cert = keys::load_certificate(c)?;
+            key.check_matches(&cert)?;
+            Some((key, cert, sign_opts(a.signing_time)))
+        }
+        _ => None,
+    };
+    let output = a
+        .output
+        .as_deref()
+        .context("--output= must be specified with --join-pcrsig")?;
+    let report = uki::join_pcrsig(
+        uki,
+        &req,
+        output,
+        signer.as_ref().map(|(k, c, o)| (k, c, o)),
+    )?;
+    if a.j || matches!(a.json, Some(JsonMode::Pretty | JsonMode::Short)) {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "wrote {} {} ({} PCR signatures checked and joined)",
+            if report.signed { "signed" } else { "unsigned" },
+            report.output.display(),
+            report.signatures
         );
     }
     Ok(ExitCode::SUCCESS)

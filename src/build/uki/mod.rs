@@ -32,6 +32,7 @@ pub use crate::ukiread::*;
 
 mod config;
 mod inputs;
+mod join;
 mod layout;
 mod sbat;
 mod write;
@@ -40,6 +41,7 @@ pub use config::{
     PcrSignatureGroup, UkifyConfig, UkifyConfigError, DEFAULT_CONFIG_DIRS, DEFAULT_CONFIG_FILE,
 };
 pub use inputs::scrape_uname;
+pub use join::{join_pcrsig, JoinError, JoinPcrsig, JoinReport};
 pub use layout::{ProfileError, StubLayoutError};
 pub use sbat::{SbatError, SbatSource, DEFAULT_UKI_SBAT, SBAT_HEADER};
 use write::{copy_content, EarlyWriteback, HashingWriter, COPY_BUF};
@@ -188,6 +190,10 @@ pub enum UkiError {
     /// Reading a UKI failed.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    /// Unsigned policy digests and a PCR signing key were both asked for (ukify:
+    /// "--pcr-private-key= cannot be specified with --policy-digest").
+    #[error("PCR policy digests for offline signing and a PCR signing key exclude each other")]
+    PolicyDigestWithKey,
     /// `SOURCE_DATE_EPOCH` is not a 32-bit Unix time (PE's TimeDateStamp is 32-bit).
     #[error("SOURCE_DATE_EPOCH={value:?} is not a 32-bit Unix time")]
     SourceDateEpoch {
@@ -393,6 +399,7 @@ pub struct UkiBuilder {
     allow_unmeasured_cmdline: bool,
     signer: Option<(SigningKey, Certificate, SignOptions)>,
     pcr_signers: Vec<PcrPolicySigner>,
+    policy_digests: Option<PcrPolicyDigests>,
     measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
     sign_kernel: Option<bool>,
 }
@@ -420,6 +427,30 @@ impl std::fmt::Debug for PcrPolicySigner {
             .finish_non_exhaustive()
     }
 }
+
+/// ukify `--policy-digest` (systemd 258 on): embed the PCR 11 policies of the final image
+/// unsigned, to be signed elsewhere and attached with [`join_pcrsig`]. The `.pcrsig` holds
+/// `systemd-measure policy-digest`'s JSON (`pkfp`, `pol`, `tbs`, no `sig`) followed by 1024
+/// spaces per policy, so that the signed JSON fits in place later (ukify 262
+/// `call_systemd_measure`: "At most we'll need 4kb per digest").
+#[derive(Clone, Debug)]
+pub struct PcrPolicyDigests {
+    /// The public key the policies will be signed with (`.pcrpkey` unless given, and `pkfp`).
+    pub public: rsa::RsaPublicKey,
+    /// Phase paths (empty: the initrd phases, [`Phase::initrd`]).
+    pub phases: Vec<Phase>,
+    /// Banks (empty: sha256).
+    pub banks: Vec<HashAlg>,
+}
+
+/// One PCR policy group of a build: private key (none: unsigned digests), public key, banks,
+/// phases.
+type PolicyGroup<'a> = (
+    Option<&'a rsa::RsaPrivateKey>,
+    rsa::RsaPublicKey,
+    &'a [HashAlg],
+    &'a [Phase],
+);
 
 /// Whose file layout a build follows. Sections are measured in the stub's fixed order
 /// whatever the layout; the layout decides the bytes, so it matters for byte-identical
@@ -623,6 +654,39 @@ impl UkiBuilder {
     pub fn sign_pcr_policy(mut self, signer: PcrPolicySigner) -> Self {
         self.pcr_signers.push(signer);
         self
+    }
+
+    /// Embed the PCR 11 policies unsigned instead ([`PcrPolicyDigests`]); the build fails with
+    /// [`UkiError::PolicyDigestWithKey`] if a signer is given too (ukify refuses both).
+    pub fn pcr_policy_digests(mut self, d: PcrPolicyDigests) -> Self {
+        self.policy_digests = Some(d);
+        self
+    }
+
+    /// Each PCR policy group: its private key (none for [`PcrPolicyDigests`]), public key,
+    /// banks and phases as given.
+    fn policy_groups(&self) -> Vec<PolicyGroup<'_>> {
+        let mut v: Vec<_> = self
+            .pcr_signers
+            .iter()
+            .map(|ps| {
+                (
+                    Some(&ps.key),
+                    ps.key.to_public_key(),
+                    ps.banks.as_slice(),
+                    ps.phases.as_slice(),
+                )
+            })
+            .collect();
+        if let Some(d) = &self.policy_digests {
+            v.push((
+                None,
+                d.public.clone(),
+                d.banks.as_slice(),
+                d.phases.as_slice(),
+            ));
+        }
+        v
     }
 
     /// Sign a PCR policy even without `.cmdline` (see [`UkiError::UnmeasuredCmdline`]): only
@@ -868,16 +932,20 @@ impl UkiBuilder {
             ImageKind::Addon => Some(sbat::merge(None, None, &self.sbat, DEFAULT_ADDON_SBAT)?),
             ImageKind::ProfilePe => None,
         };
-        if !self.pcr_signers.is_empty()
+        if self.policy_digests.is_some() && !self.pcr_signers.is_empty() {
+            return Err(UkiError::PolicyDigestWithKey);
+        }
+        let groups = self.policy_groups();
+        if !groups.is_empty()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
             && !planned.iter().any(|(n, _)| n.as_str() == ".cmdline")
         {
             return Err(UkiError::UnmeasuredCmdline);
         }
-        if let [ps] = self.pcr_signers.as_slice() {
+        if let [(_, public, _, _)] = groups.as_slice() {
             if self.pcrpkey.is_none() {
-                let pem = measure::public_key_pem(&ps.key.to_public_key())?;
+                let pem = measure::public_key_pem(public)?;
                 let before: &[&str] = match layout {
                     Layout::Ukify252 => &[".initrd", ".linux"],
                     Layout::Ukify257 => &[".linux"],
@@ -949,7 +1017,7 @@ impl UkiBuilder {
 
         // Measured sections hashed by the PCR signer's pass, reused for the report.
         let mut signer_pass = None;
-        if !self.pcr_signers.is_empty() {
+        if !groups.is_empty() {
             let pass = self.pcrsig_json(rules, layout, &planned, sbat_in_place.as_deref())?;
             layout::insert_appended(
                 &mut planned,
@@ -1178,18 +1246,18 @@ impl UkiBuilder {
         // Each group's banks (ukify's default: sha256) and phases (ours: the initrd phases,
         // where disk keys are released); sections are hashed once in every bank any uses.
         let groups: Vec<(Vec<HashAlg>, Vec<Phase>)> = self
-            .pcr_signers
-            .iter()
-            .map(|ps| {
-                let banks = if ps.banks.is_empty() {
+            .policy_groups()
+            .into_iter()
+            .map(|(_, _, banks, phases)| {
+                let banks = if banks.is_empty() {
                     vec![HashAlg::Sha256]
                 } else {
-                    ps.banks.clone()
+                    banks.to_vec()
                 };
-                let phases = if ps.phases.is_empty() {
+                let phases = if phases.is_empty() {
                     Phase::initrd()
                 } else {
-                    let mut p = ps.phases.clone();
+                    let mut p = phases.to_vec();
                     p.sort();
                     p.dedup();
                     p
@@ -1254,7 +1322,7 @@ impl UkiBuilder {
             )
         };
         Ok(SignerPass {
-            json: pcrsig_text(&sigs, layout),
+            json: self.pcrsig_section_text(&sigs, layout),
             sections,
             banks,
             groups,
@@ -1272,9 +1340,13 @@ impl UkiBuilder {
     ) -> Result<(measure::PcrSignatures, Vec<Pcr11Prediction>), UkiError> {
         let mut all: measure::PcrSignatures = Vec::new();
         let mut predictions = Vec::new();
-        for (ps, (banks, phases)) in self.pcr_signers.iter().zip(groups) {
+        for ((key, public, _, _), (banks, phases)) in self.policy_groups().into_iter().zip(groups) {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
-            let sigs = measure::sign_policies(&prediction, &ps.key).map_err(UkiError::Measure)?;
+            let sigs = match key {
+                Some(k) => measure::sign_policies(&prediction, k),
+                None => measure::policy_digests(&prediction, Some(&public)),
+            }
+            .map_err(UkiError::Measure)?;
             merge_signatures(&mut all, sigs);
             predictions.push(prediction);
         }
@@ -1317,7 +1389,17 @@ impl UkiBuilder {
             }
         }
         let (sigs, _) = self.sign_groups(rules, &base.groups, &measured)?;
-        Ok(pcrsig_text(&sigs, layout))
+        Ok(self.pcrsig_section_text(&sigs, layout))
+    }
+
+    /// [`pcrsig_text`], padded for [`PcrPolicyDigests`].
+    fn pcrsig_section_text(&self, sigs: &measure::PcrSignatures, layout: Layout) -> String {
+        let mut text = pcrsig_text(sigs, layout);
+        if self.policy_digests.is_some() {
+            let n: usize = sigs.iter().map(|(_, e)| e.len()).sum();
+            text.push_str(&" ".repeat(1024 * n));
+        }
+        text
     }
 }
 
@@ -1341,7 +1423,7 @@ fn merge_signatures(all: &mut measure::PcrSignatures, sigs: measure::PcrSignatur
 
 /// `.pcrsig` as the layout's ukify writes it: systemd-measure's compact JSON (252), or
 /// Python's `json.dumps` of it (257 `combine_signatures`: ", " and ": " separators).
-fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> String {
+pub(crate) fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> String {
     let v = measure::signatures_json(sigs);
     match layout {
         Layout::Ukify252 => v.to_string(),
