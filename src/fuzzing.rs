@@ -162,6 +162,8 @@ fn prepare_envelope(env: &crate::seal::Envelope) {
 /// before the TPM.
 pub fn token(data: &[u8]) {
     let _ = crate::token::unmarshal_blob(data);
+    // An SRK public area given to offline sealing (--tpm2-device-key).
+    let _ = crate::tpm_import::ParentPublic::from_tpm2b_public(data);
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
