@@ -39,6 +39,7 @@ mod write;
 
 pub use config::{
     PcrSignatureGroup, UkifyConfig, UkifyConfigError, DEFAULT_CONFIG_DIRS, DEFAULT_CONFIG_FILE,
+    MAX_CONFIG_SIZE,
 };
 pub use inputs::scrape_uname;
 pub use join::{join_pcrsig, JoinError, JoinPcrsig, JoinReport};
