@@ -41,9 +41,9 @@ pub mod seal;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use base::{configparser, python};
+pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
 pub use formats::{authenticode, eventlog, keys, pe, policy, sign, ukiread};

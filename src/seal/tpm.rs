@@ -41,7 +41,9 @@ pub enum TpmError {
         source: tss_esapi::Error,
     },
     /// A TCTI other than `device:` in a build without the feature `tcti-net`.
-    #[error("TCTI {tcti:?} is not supported by this build (only device:, feature tcti-net is off)")]
+    #[error(
+        "TCTI {tcti:?} is not supported by this build (only device:, feature tcti-net is off)"
+    )]
     Unsupported {
         /// The string.
         tcti: String,
@@ -1169,7 +1171,11 @@ mod tests {
     #[test]
     fn device_tcti_as_tss_esapi() {
         for s in ["device", "device:", "device:/dev/tpmrm0", "device:/x:y"] {
-            assert_eq!(tcti_conf(s).unwrap(), TctiNameConf::from_str(s).unwrap(), "{s}");
+            assert_eq!(
+                tcti_conf(s).unwrap(),
+                TctiNameConf::from_str(s).unwrap(),
+                "{s}"
+            );
         }
         assert!(tcti_conf("devices:/dev/tpm0").is_err());
     }
