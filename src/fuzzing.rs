@@ -53,7 +53,7 @@ pub fn pe_uki(data: &[u8]) {
         }
     }
     let mut c = Cursor::new(data);
-    if let Ok(info) = crate::uki::inspect_reader(&mut c) {
+    if let Ok(info) = crate::ukiread::inspect_reader(&mut c) {
         assert_eq!(info.size, len);
     }
     let mut c = Cursor::new(data);

@@ -12,7 +12,7 @@
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
 //! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`] |
 //! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots) |
-//! | 4 building | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
+//! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
 //!
@@ -21,10 +21,15 @@
 //! Layers 1-4 are pure computation over files and never need a TPM: with
 //! `default-features = false` the crate builds without tss-esapi (libtss2) and without the
 //! cryptsetup wrappers.
+//!
+//! Features (all on by default): `tpm` (layer 5), `luks` (layer 6), `tcti-net` (TCTIs other
+//! than `device:`), `build` (layer 4, [`genkey`], [`hwids`], [`configparser`] and the
+//! Python-compatible JSON printers of [`python`]). bootchain-unseal takes `luks` alone.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod base;
+#[cfg(feature = "build")]
 pub mod build;
 pub mod formats;
 #[cfg(feature = "luks")]
@@ -36,11 +41,14 @@ pub mod seal;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use base::{configparser, efi, error, fsutil, hash, pcr, python};
+#[cfg(feature = "build")]
+pub use base::{configparser, python};
+pub use base::{efi, error, fsutil, hash, pcr};
+#[cfg(feature = "build")]
 pub use build::uki;
-pub use formats::{
-    authenticode, eventlog, genkey, hwids, keys, pe, policy, sign, tpm_import, ukiread,
-};
+pub use formats::{authenticode, eventlog, keys, pe, policy, sign, tpm_import, ukiread};
+#[cfg(feature = "build")]
+pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
 pub use predict::{firmware, kernel_config, measure};
@@ -107,9 +115,11 @@ pub enum Error {
     #[error(transparent)]
     VariableFile(#[from] firmware::VariableFileError),
     /// Building a UKI.
+    #[cfg(feature = "build")]
     #[error(transparent)]
     Uki(#[from] uki::UkiError),
     /// A `ukify.conf`.
+    #[cfg(feature = "build")]
     #[error(transparent)]
     UkifyConfig(#[from] uki::UkifyConfigError),
     /// Sealing and unsealing.

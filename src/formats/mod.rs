@@ -6,7 +6,9 @@
 pub mod authenticode;
 pub(crate) mod der_lite;
 pub mod eventlog;
+#[cfg(feature = "build")]
 pub mod genkey;
+#[cfg(feature = "build")]
 pub mod hwids;
 pub mod keys;
 pub mod pe;

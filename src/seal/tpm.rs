@@ -3,6 +3,7 @@
 //! TCTI strings as tpm2-tss spells them: `device:/dev/tpmrm0` (the default),
 //! `swtpm:host=127.0.0.1,port=2321`. tss-esapi 7.x silently ignores `path=` for swtpm, so use
 //! host/port (tpm2-tss 3.x src/tss2-tcti/tcti-swtpm.c reads only `host` and `port`).
+//! TCTIs other than `device:` need the feature `tcti-net` (on by default).
 
 use std::str::FromStr;
 
@@ -38,6 +39,14 @@ pub enum TpmError {
         /// Why.
         #[source]
         source: tss_esapi::Error,
+    },
+    /// A TCTI other than `device:` in a build without the feature `tcti-net`.
+    #[error(
+        "TCTI {tcti:?} is not supported by this build (only device:, feature tcti-net is off)"
+    )]
+    Unsupported {
+        /// The string.
+        tcti: String,
     },
     /// The device node of a `device:` TCTI does not exist.
     #[error("cannot open TPM via {tcti}: {path} does not exist")]
@@ -207,6 +216,24 @@ impl std::fmt::Debug for Tpm {
     }
 }
 
+/// Parse a TCTI string. `device[:PATH]` is parsed here: tss-esapi's `TctiNameConf::from_str`
+/// compiles regular expressions, and the regex crate is about a third of an initramfs
+/// binary that only ever opens `device:`.
+fn tcti_conf(tcti: &str) -> Result<TctiNameConf, TpmError> {
+    let (name, conf) = tcti.split_once(':').unwrap_or((tcti, ""));
+    let parsed = match name {
+        "device" => tss_esapi::tcti_ldr::DeviceConfig::from_str(conf).map(TctiNameConf::Device),
+        #[cfg(feature = "tcti-net")]
+        _ => TctiNameConf::from_str(tcti),
+        #[cfg(not(feature = "tcti-net"))]
+        _ => return Err(TpmError::Unsupported { tcti: tcti.into() }),
+    };
+    parsed.map_err(|source| TpmError::Tcti {
+        tcti: tcti.into(),
+        source,
+    })
+}
+
 impl Tpm {
     /// Open a TPM. tpm2-tss prints ESYS errors on stderr for expected failures (a policy that
     /// does not match) unless `TSS2_LOG=all+none`; a library must not change the process
@@ -229,10 +256,7 @@ impl Tpm {
                 });
             }
         }
-        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::Tcti {
-            tcti: tcti.into(),
-            source,
-        })?;
+        let conf = tcti_conf(tcti)?;
         let ctx = Context::new(conf).map_err(|source| TpmError::Open {
             tcti: tcti.into(),
             source,
@@ -1246,5 +1270,30 @@ impl Tpm {
         })();
         let _ = self.ctx.flush_context(key.into());
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `device` strings parse as tss-esapi's own parser reads them.
+    #[test]
+    fn device_tcti_as_tss_esapi() {
+        for s in ["device", "device:", "device:/dev/tpmrm0", "device:/x:y"] {
+            assert_eq!(
+                tcti_conf(s).unwrap(),
+                TctiNameConf::from_str(s).unwrap(),
+                "{s}"
+            );
+        }
+        assert!(tcti_conf("devices:/dev/tpm0").is_err());
+    }
+
+    #[cfg(feature = "tcti-net")]
+    #[test]
+    fn network_tcti() {
+        let s = "swtpm:host=127.0.0.1,port=2321";
+        assert_eq!(tcti_conf(s).unwrap(), TctiNameConf::from_str(s).unwrap());
     }
 }

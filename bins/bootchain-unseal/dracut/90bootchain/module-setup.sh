@@ -6,7 +6,8 @@
 #    when unsealing fails, the request stays for the console agent (recovery passphrase).
 #  - bootchain-lock.service: after cryptsetup.target, extends the lock PCRs, so nothing after
 #    the initrd (or after a typed passphrase) can unseal again in this boot.
-# Use: dracut --add bootchain (or add_dracutmodules+=" bootchain " in /etc/dracut.conf.d/).
+# Use: dracut --add bootchain (or add_dracutmodules+=" bootchain " in /etc/dracut.conf.d/),
+# with /usr/bin/bootchain-unseal from `cargo build --profile release-unseal -p bootchain-unseal`.
 
 check() {
     require_binaries /usr/bin/bootchain-unseal || return 1
