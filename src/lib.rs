@@ -10,8 +10,8 @@
 //! | layer | folder | modules |
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`] |
-//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots) |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`] |
+//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests) |
 //! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
@@ -46,12 +46,12 @@ pub use base::{configparser, python};
 pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
-pub use formats::{authenticode, eventlog, keys, pe, policy, sign, tpm_import, ukiread};
+pub use formats::{authenticode, eventlog, keys, ovmf, pe, policy, sign, tpm_import, ukiread};
 #[cfg(feature = "build")]
 pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, kernel_config, measure};
+pub use predict::{firmware, kernel_config, measure, snp};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 
@@ -114,6 +114,12 @@ pub enum Error {
     /// Secure Boot variable files.
     #[error(transparent)]
     VariableFile(#[from] firmware::VariableFileError),
+    /// OVMF firmware images (footer table, SEV metadata).
+    #[error(transparent)]
+    Ovmf(#[from] ovmf::OvmfError),
+    /// AMD SEV/SEV-ES/SEV-SNP launch digests.
+    #[error(transparent)]
+    Snp(#[from] snp::SnpError),
     /// Building a UKI.
     #[cfg(feature = "build")]
     #[error(transparent)]

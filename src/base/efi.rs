@@ -16,8 +16,9 @@ pub struct EfiGuid(pub [u8; 16]);
 pub struct GuidError(pub String);
 
 impl EfiGuid {
-    /// Parse at compile time; panics only on a malformed literal in our own source.
-    const fn from_fields(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
+    /// From the four fields of the textual form `d1-d2-d3-d4[0..2]-d4[2..8]` (usable in
+    /// `const` items).
+    pub const fn from_fields(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
         let a = d1.to_le_bytes();
         let b = d2.to_le_bytes();
         let c = d3.to_le_bytes();

@@ -1,6 +1,6 @@
 //! Layer 2, formats: parsers and encoders of what the boot chain is made of — PE/COFF and
 //! Authenticode, PKCS#7 signatures, keys and certificates, TCG event logs, TPM policy
-//! digests — and reading UKIs. Imports only the base layer (and each other, downwards:
+//! digests — reading UKIs, and OVMF firmware images' SEV tables. Imports only the base layer (and each other, downwards:
 //! `pe` ← `authenticode` ← `sign`; `keys` ← `sign`).
 
 pub mod authenticode;
@@ -11,6 +11,7 @@ pub mod genkey;
 #[cfg(feature = "build")]
 pub mod hwids;
 pub mod keys;
+pub mod ovmf;
 pub mod pe;
 pub mod policy;
 pub mod sign;

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod snp_cmd;
 mod tpm_cmd;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ enum Cmd {
     /// The TPM: the SRK's public area for offline sealing.
     #[command(subcommand)]
     Tpm(tpm_cmd::TpmCmd),
+    /// AMD SEV/SEV-ES/SEV-SNP: launch digests of OVMF guests.
+    #[command(subcommand)]
+    Snp(snp_cmd::SnpCmd),
     /// ukify 257's command line: `bootchain ukify build|inspect|genkey ARGS` or `--version`
     /// (what the `ukify` drop-in script runs; options as in ukify, before or after the verb).
     #[command(disable_help_flag = true)]
@@ -903,6 +907,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Unseal(a) => tpm_cmd::unseal(a),
         Cmd::Luks(c) => tpm_cmd::luks(c),
         Cmd::Tpm(c) => tpm_cmd::tpm(c),
+        Cmd::Snp(c) => snp_cmd::snp(c),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
