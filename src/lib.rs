@@ -39,11 +39,11 @@ pub mod fuzzing;
 pub use base::{configparser, efi, error, fsutil, hash, pcr, python};
 pub use build::uki;
 pub use formats::{
-    authenticode, eventlog, genkey, hwids, keys, pe, policy, sign, tpm_import, ukiread,
+    authenticode, ccel, eventlog, genkey, hwids, keys, pe, policy, sign, tpm_import, ukiread,
 };
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, kernel_config, measure};
+pub use predict::{firmware, kernel_config, measure, tdx};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 

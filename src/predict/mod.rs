@@ -1,8 +1,10 @@
 //! Layer 3, prediction: what systemd-stub measures into PCR 11 and signs in `.pcrsig`
 //! ([`measure`]), and what firmware and the Linux stub measure into PCR 4, 7 and 9 over a
-//! whole boot ([`firmware`]). Pure computation over formats; no TPM.
+//! whole boot ([`firmware`]), and the TDX RTMRs a UKI boot extends ([`tdx`]). Pure computation
+//! over formats; no TPM.
 
 pub mod firmware;
 pub mod kernel_config;
 pub mod measure;
 pub mod phase;
+pub mod tdx;

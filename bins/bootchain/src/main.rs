@@ -199,15 +199,22 @@ enum EventlogCmd {
     Show {
         /// The binary log (e.g. /sys/kernel/security/tpm0/binary_bios_measurements).
         log: PathBuf,
+        /// The log is a TDX CCEL (/sys/firmware/acpi/tables/data/CCEL): the index column is
+        /// the CC MR index. Detected without the flag when the header record has index 1.
+        #[arg(long)]
+        ccel: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
-    /// Replay the log: the PCR values it produces, per bank.
+    /// Replay the log: the PCR values it produces, per bank (for a CCEL: RTMR values).
     Replay {
         /// The binary log.
         log: PathBuf,
-        /// JSON output ({"sha256": {"0": "hex", ...}}).
+        /// The log is a TDX CCEL: print RTMR[0..3] (detected when the header has index 1).
+        #[arg(long)]
+        ccel: bool,
+        /// JSON output ({"sha256": {"0": "hex", ...}}; for a CCEL {"rtmr0": "hex", ...}).
         #[arg(long)]
         json: bool,
     },
@@ -215,8 +222,13 @@ enum EventlogCmd {
     Verify {
         /// The binary log.
         log: PathBuf,
-        /// PCR values as JSON ({"sha256": {"0": "hex", ...}}).
-        #[arg(long, conflicts_with = "tcti")]
+        /// The log is a TDX CCEL: compare RTMRs with --pcrs (detected when the header has
+        /// index 1).
+        #[arg(long)]
+        ccel: bool,
+        /// PCR values as JSON ({"sha256": {"0": "hex", ...}}); for a CCEL, RTMR values
+        /// ({"rtmr0": "hex", ...}, as `eventlog replay --json` prints them).
+        #[arg(long, alias = "rtmrs", conflicts_with = "tcti")]
         pcrs: Option<PathBuf>,
         /// Read PCRs from this TPM (TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321).
         #[arg(long, env = "BOOTCHAIN_TCTI")]
@@ -1679,12 +1691,110 @@ fn read_log(p: &std::path::Path) -> Result<bootchain::eventlog::EventLog> {
     bootchain::eventlog::EventLog::parse(&bytes).with_context(|| format!("parsing {}", p.display()))
 }
 
+/// A TPM log or a TDX CCEL.
+enum AnyLog {
+    Tpm(bootchain::eventlog::EventLog),
+    Cc(bootchain::ccel::CcEventLog),
+}
+
+/// Read a log; a CCEL when `ccel` or when its header record has index 1 (a TPM log's is
+/// always 0, PFP §10.2.1; TDVF writes 1).
+fn read_any_log(p: &std::path::Path, ccel: bool) -> Result<AnyLog> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    if ccel || bootchain::eventlog::EventLog::header_index(&bytes) == Some(1) {
+        let l = bootchain::ccel::CcEventLog::parse(&bytes)
+            .with_context(|| format!("parsing {} as a CC event log", p.display()))?;
+        return Ok(AnyLog::Cc(l));
+    }
+    let l = bootchain::eventlog::EventLog::parse(&bytes)
+        .with_context(|| format!("parsing {}", p.display()))?;
+    Ok(AnyLog::Tpm(l))
+}
+
+fn ccel_verify(l: &bootchain::ccel::CcEventLog, pcrs: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    use bootchain::ccel;
+    use bootchain::eventlog::{DataCheck, EventView};
+    let Some(p) = pcrs else {
+        bail!("give --pcrs FILE with RTMR values ({{\"rtmr0\": \"hex\", ...}}) for a CC event log");
+    };
+    let expected = ccel::RtmrValues::from_json(
+        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+    )
+    .with_context(|| format!("parsing {}", p.display()))?;
+    let mismatches = ccel::verify_rtmrs(l, &expected);
+    let lies: Vec<_> = l
+        .log
+        .events
+        .iter()
+        .filter(|e| ccel::check_data(e) == DataCheck::Mismatch)
+        .map(EventView::of)
+        .collect();
+    let ok = mismatches.is_empty() && lies.is_empty();
+    if json {
+        let m: Vec<_> = mismatches
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "rtmr": m.rtmr.to_string(),
+                    "replayed": m.replayed.to_hex(),
+                    "expected": m.expected.to_hex(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "ok": ok, "mismatches": m, "lying_events": lies });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for m in &mismatches {
+            outln!(
+                "{}: log replays to {}, but expected {}",
+                m.rtmr,
+                m.replayed,
+                m.expected
+            );
+        }
+        for e in &lies {
+            outln!(
+                "event at offset {} (MR index {}, {}): data does not match its digest",
+                e.offset,
+                e.pcr,
+                e.event_type.name()
+            );
+        }
+        outln!(
+            "{}",
+            if ok {
+                "event log verified"
+            } else {
+                "event log verification FAILED"
+            }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
     use bootchain::eventlog::{self, DataCheck, EventView};
     match cmd {
-        EventlogCmd::Show { log, json } => {
-            let l = read_log(&log)?;
-            let views: Vec<EventView> = l.events.iter().map(EventView::of).collect();
+        EventlogCmd::Show { log, ccel, json } => {
+            let (l, cc) = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => (l, false),
+                AnyLog::Cc(c) => (c.log, true),
+            };
+            let views: Vec<EventView> = l
+                .events
+                .iter()
+                .map(|e| {
+                    let mut v = EventView::of(e);
+                    if cc {
+                        v.data_check = bootchain::ccel::check_data(e);
+                    }
+                    v
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({ "spec_id": l.spec_id, "events": views });
                 outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -1698,8 +1808,9 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
                         DataCheck::NotApplicable => "",
                     };
                     outln!(
-                        "{:>6} PCR {:>2} {:<34} {} {}",
+                        "{:>6} {} {:>2} {:<34} {} {}",
                         v.offset,
+                        if cc { "MR " } else { "PCR" },
                         v.pcr,
                         v.event_type.name(),
                         v.description,
@@ -1712,8 +1823,21 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        EventlogCmd::Replay { log, json } => {
-            let l = read_log(&log)?;
+        EventlogCmd::Replay { log, ccel, json } => {
+            let l = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => l,
+                AnyLog::Cc(c) => {
+                    let values = c.replay_rtmrs();
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&values.to_json())?);
+                    } else {
+                        for (r, d) in values.iter() {
+                            outln!("{r}={d}");
+                        }
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             let values = l.replay();
             if json {
                 outln!(
@@ -1729,11 +1853,15 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
         }
         EventlogCmd::Verify {
             log,
+            ccel,
             pcrs,
             tcti,
             json,
         } => {
-            let l = read_log(&log)?;
+            let l = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => l,
+                AnyLog::Cc(c) => return ccel_verify(&c, pcrs, json),
+            };
             let actual = match (pcrs, tcti) {
                 (Some(p), _) => eventlog::parse_pcr_values_json(
                     &std::fs::read_to_string(&p)
