@@ -404,8 +404,19 @@ enum PcrCmd {
         /// Secure Boot state: with --secureboot, PCRs 4, 7 and 9 are predicted too.
         #[command(flatten)]
         sb: SecureBootArgs,
+        /// Predict the Intel TDX registers instead: RTMR[1] for QEMU direct boot of the UKI
+        /// and RTMR[2] as its stub (256 or newer) measures it, SHA-384 (MRTD and RTMR[0] are
+        /// platform values, not predicted).
+        #[arg(long, conflicts_with_all = ["boot_chain", "banks", "phases"])]
+        tdx: bool,
+        /// With --tdx: the guest has no vTPM, so the Linux EFI stub's load options and initrd
+        /// events go to RTMR[2] as well.
+        #[arg(long, requires = "tdx")]
+        no_vtpm: bool,
         /// Print JSON: events, PCR 11 per phase, firmware PCRs, and "values" ({"bank":
         /// {"pcr": "hex"}}, what `seal --pcr-values` reads; PCR 11 only with one --phase).
+        /// With --tdx: both registers' events and "values" ({"rtmr1": "hex", "rtmr2": "hex"},
+        /// what `eventlog verify --pcrs` reads for a CCEL).
         #[arg(long)]
         json: bool,
     },
@@ -835,8 +846,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
             confext,
             boot_chain,
             sb,
+            tdx,
+            no_vtpm,
             json,
         }) => {
+            let any_addon = [
+                &addon,
+                &global_addon,
+                &credential,
+                &global_credential,
+                &sysext,
+                &confext,
+            ]
+            .iter()
+            .any(|v| !v.is_empty());
+            if tdx {
+                let mut a = bootchain::kernel_config::Addons::new();
+                a.per_uki = addon;
+                a.global = global_addon;
+                a.credentials = credential;
+                a.global_credentials = global_credential;
+                a.sysexts = sysext;
+                a.confexts = confext;
+                let mut opts = bootchain::tdx::TdxOptions::default();
+                opts.stub_version = stub_version;
+                opts.profile = profile;
+                opts.addons = any_addon.then_some(&a);
+                opts.linux_stub_events = no_vtpm;
+                let p = bootchain::tdx::predict_tdx_uki(&uki, &opts)
+                    .with_context(|| format!("predicting the RTMRs of {}", uki.display()))?;
+                if json {
+                    outln!("{}", serde_json::to_string_pretty(&p.to_json())?);
+                } else {
+                    if p.stub_version < bootchain::tdx::FIRST_CC_STUB {
+                        eprintln!(
+                            "bootchain: note: systemd-stub {} measures nothing into RTMRs (only {} and newer do)",
+                            p.stub_version,
+                            bootchain::tdx::FIRST_CC_STUB
+                        );
+                    }
+                    for r in [&p.rtmr1, &p.rtmr2] {
+                        for e in &r.events {
+                            let d = e
+                                .digests
+                                .values()
+                                .map(|d| d.to_hex())
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            outln!(
+                                "{} PCR {:>2} {:<34} {:<42} sha384:{d}",
+                                r.rtmr,
+                                e.pcr,
+                                e.event_type.name(),
+                                e.description
+                            );
+                        }
+                    }
+                    for (r, v) in p.values().iter() {
+                        outln!("{r}={v}");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let banks = if banks.is_empty() {
                 HashAlg::ALL.to_vec()
             } else {
@@ -853,17 +924,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
-                [
-                    &addon,
-                    &global_addon,
-                    &credential,
-                    &global_credential,
-                    &sysext,
-                    &confext,
-                ]
-                .iter()
-                .any(|v| !v.is_empty())
-                .then(|| {
+                any_addon.then(|| {
                     let mut a = bootchain::kernel_config::Addons::new();
                     a.per_uki = addon.clone();
                     a.global = global_addon.clone();
