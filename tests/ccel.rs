@@ -56,7 +56,10 @@ fn expect(values: &[&str; 3]) -> RtmrValues {
 fn replay_equals_go_eventlog_expectations() {
     for (file, want) in [
         ("cos-113-intel-tdx.bin", &COS113_RTMRS),
-        ("cos-113-intel-tdx-dupe-separator.bin", &DUPE_SEPARATOR_RTMRS),
+        (
+            "cos-113-intel-tdx-dupe-separator.bin",
+            &DUPE_SEPARATOR_RTMRS,
+        ),
         (
             "cos-113-intel-tdx-dupe-separator-unpadded.bin",
             &DUPE_SEPARATOR_RTMRS,
@@ -173,10 +176,7 @@ fn rtmr1_disk_boot_equals_the_real_log() {
         .filter(|e| e.event_type == EventType::EfiBootServicesApplication)
         .map(|e| BootImage {
             description: format!("image at {}", e.offset),
-            authenticode: BTreeMap::from([(
-                HashAlg::Sha384,
-                e.digest(HashAlg::Sha384).unwrap(),
-            )]),
+            authenticode: BTreeMap::from([(HashAlg::Sha384, e.digest(HashAlg::Sha384).unwrap())]),
         })
         .collect();
     assert_eq!(images.len(), 2, "shim and GRUB");
@@ -315,7 +315,11 @@ fn cli_replay_and_verify_a_ccel() {
     let t = tempfile::tempdir().unwrap();
     let good = t.path().join("rtmrs.json");
     std::fs::write(&good, &out).unwrap();
-    run_ok(bc().args(["eventlog", "verify", "--pcrs"]).arg(&good).arg(&log));
+    run_ok(
+        bc().args(["eventlog", "verify", "--pcrs"])
+            .arg(&good)
+            .arg(&log),
+    );
     let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["rtmr2"] = serde_json::Value::String("00".repeat(48));
     let bad = t.path().join("bad.json");
@@ -385,9 +389,17 @@ fn cli_predict_tdx() {
 
     let p257 = pred(&["--stub-version", "257"]);
     let pcr11: serde_json::Value = serde_json::from_str(&run_ok(
-        bc().args(["pcr", "predict", "--json", "--bank", "sha384", "--stub-version", "257"])
-            .arg("--uki")
-            .arg(&uki),
+        bc().args([
+            "pcr",
+            "predict",
+            "--json",
+            "--bank",
+            "sha384",
+            "--stub-version",
+            "257",
+        ])
+        .arg("--uki")
+        .arg(&uki),
     ))
     .unwrap();
     let rtmr2 = pcr11["events"]

@@ -223,12 +223,8 @@ pub fn predict_rtmr2(
 ) -> RtmrPrediction {
     let mut events = Vec::new();
     if stub_version >= FIRST_CC_STUB {
-        let pcr11 = crate::measure::predict_pcr11(
-            sections,
-            Some(StubRules::new(stub_version)),
-            &BANK,
-            &[],
-        );
+        let pcr11 =
+            crate::measure::predict_pcr11(sections, Some(StubRules::new(stub_version)), &BANK, &[]);
         events.extend(pcr11.events);
         events.extend(
             stub_events

@@ -924,17 +924,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
-                any_addon.then(|| {
-                    let mut a = bootchain::kernel_config::Addons::new();
-                    a.per_uki = addon.clone();
-                    a.global = global_addon.clone();
-                    a.credentials = credential.clone();
-                    a.global_credentials = global_credential.clone();
-                    a.sysexts = sysext.clone();
-                    a.confexts = confext.clone();
-                    a
-                })
-                .as_ref(),
+                any_addon
+                    .then(|| {
+                        let mut a = bootchain::kernel_config::Addons::new();
+                        a.per_uki = addon.clone();
+                        a.global = global_addon.clone();
+                        a.credentials = credential.clone();
+                        a.global_credentials = global_credential.clone();
+                        a.sysexts = sysext.clone();
+                        a.confexts = confext.clone();
+                        a
+                    })
+                    .as_ref(),
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -1772,7 +1773,11 @@ fn read_any_log(p: &std::path::Path, ccel: bool) -> Result<AnyLog> {
     Ok(AnyLog::Tpm(l))
 }
 
-fn ccel_verify(l: &bootchain::ccel::CcEventLog, pcrs: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+fn ccel_verify(
+    l: &bootchain::ccel::CcEventLog,
+    pcrs: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
     use bootchain::ccel;
     use bootchain::eventlog::{DataCheck, EventView};
     let Some(p) = pcrs else {
