@@ -10,8 +10,8 @@
 //! | layer | folder | modules |
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`] |
-//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests) |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`] |
+//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2) |
 //! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
@@ -46,12 +46,14 @@ pub use base::{configparser, python};
 pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
-pub use formats::{authenticode, eventlog, keys, ovmf, pe, policy, sign, tpm_import, ukiread};
+pub use formats::{
+    authenticode, ccel, eventlog, keys, ovmf, pe, policy, sign, tpm_import, ukiread,
+};
 #[cfg(feature = "build")]
 pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, kernel_config, measure, snp};
+pub use predict::{firmware, kernel_config, measure, snp, tdx};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 
@@ -120,6 +122,15 @@ pub enum Error {
     /// AMD SEV/SEV-ES/SEV-SNP launch digests.
     #[error(transparent)]
     Snp(#[from] snp::SnpError),
+    /// TDX CC event logs (CCEL).
+    #[error(transparent)]
+    Ccel(#[from] ccel::CcelError),
+    /// RTMR values JSON.
+    #[error(transparent)]
+    RtmrValues(#[from] ccel::RtmrValuesError),
+    /// TDX RTMR prediction.
+    #[error(transparent)]
+    Tdx(#[from] tdx::TdxError),
     /// Building a UKI.
     #[cfg(feature = "build")]
     #[error(transparent)]

@@ -412,16 +412,35 @@ impl EventLog {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn parse(buf: &[u8]) -> Result<Self, EventLogError> {
+        Self::parse_with(buf, &[0]).map(|(log, _)| log)
+    }
+
+    /// The index field of the first record: 0 in a TPM log (PFP §10.2.1), 1 in TDVF's CCEL.
+    pub fn header_index(buf: &[u8]) -> Option<u32> {
+        buf.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    }
+
+    /// [`Self::parse`] accepting a header record whose index is one of `header_indexes`
+    /// (a CCEL's is 1). Also returns the offset where the log's content ends (the start of
+    /// the 0xFF or zero padding, or the buffer's end).
+    pub(crate) fn parse_with(
+        buf: &[u8],
+        header_indexes: &[u32],
+    ) -> Result<(Self, usize), EventLogError> {
         let mut r = Reader { buf, pos: 0 };
         // TCG_PCR_EVENT (SHA-1 layout) header.
         let pcr = r.u32("header pcrIndex", 0)?;
         let ty = r.u32("header eventType", 0)?;
         r.take(20, "header SHA-1 digest", 0)?;
         let size = r.u32("header eventSize", 0)? as usize;
-        if pcr != 0 || ty != 3 {
+        if !header_indexes.contains(&pcr) || ty != 3 {
             return Err(EventLogError::NotCryptoAgile {
                 offset: 0,
-                reason: format!("first event is PCR {pcr} type {ty:#x}, not PCR 0 EV_NO_ACTION"),
+                reason: format!(
+                    "first event is index {pcr} type {ty:#x}, not {header_indexes:?} EV_NO_ACTION"
+                ),
             });
         }
         if size > MAX_EVENT_SIZE {
@@ -441,6 +460,7 @@ impl EventLog {
             let at = r.pos;
             let pcr = r.u32("pcrIndex", at)?;
             if pcr == 0xFFFF_FFFF {
+                r.pos = at;
                 break;
             }
             let ty = r.u32("eventType", at)?;
@@ -491,11 +511,15 @@ impl EventLog {
                 data,
             });
         }
-        Ok(EventLog {
-            spec_id,
-            header_data,
-            events,
-        })
+        let end = r.pos;
+        Ok((
+            EventLog {
+                spec_id,
+                header_data,
+                events,
+            },
+            end,
+        ))
     }
 
     /// The banks of the log that bootchain can compute.

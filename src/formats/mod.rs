@@ -4,6 +4,7 @@
 //! `pe` ← `authenticode` ← `sign`; `keys` ← `sign`).
 
 pub mod authenticode;
+pub mod ccel;
 pub(crate) mod der_lite;
 pub mod eventlog;
 #[cfg(feature = "build")]

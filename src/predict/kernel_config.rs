@@ -411,6 +411,22 @@ pub fn predict_pcr12(
             banks,
         ));
     }
+    events.extend(addons_event(addons, banks)?);
+    for (kind, files) in [
+        (&CREDENTIALS, &addons.credentials),
+        (&GLOBAL_CREDENTIALS, &addons.global_credentials),
+        (&CONFEXTS, &addons.confexts),
+    ] {
+        events.extend(sidecar_event(PCR_KERNEL_CONFIG, kind, files, banks)?);
+    }
+    Ok(finish(PCR_KERNEL_CONFIG, events, banks))
+}
+
+/// The one EV_IPL event of the cmdline addons, if any carries a command line.
+fn addons_event(
+    addons: &Addons,
+    banks: &[HashAlg],
+) -> Result<Option<crate::measure::PredictedEvent>, AddonError> {
     let mut lines = Vec::new();
     for p in by_name(&addons.global)
         .into_iter()
@@ -420,24 +436,43 @@ pub fn predict_pcr12(
             lines.push(c);
         }
     }
-    if !lines.is_empty() {
-        let joined = lines.join(" ");
-        events.push(event(
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let joined = lines.join(" ");
+    Ok(Some(event(
+        PCR_KERNEL_CONFIG,
+        EventType::Ipl,
+        joined.clone(),
+        EventPayload::HashOfData(utf16z(&joined)),
+        banks,
+    )))
+}
+
+/// The stub's EV_IPL events into PCR 12 and 13 for `addons`, interleaved in the order the
+/// 257 stub measures them (as its TPM logs show, `test-vectors/boots/stub257-addons`): the
+/// addons' command line, credentials, global credentials, system extensions (PCR 13), then
+/// configuration extensions. The EV_EVENT_TAG profile event is not among them: the stub
+/// measures tagged events into the TPM only (`tpm_log_tagged_event`), so they never reach a
+/// TDX RTMR.
+pub(crate) fn stub_ipl_events(
+    addons: &Addons,
+    banks: &[HashAlg],
+) -> Result<Vec<crate::measure::PredictedEvent>, AddonError> {
+    let mut events: Vec<_> = addons_event(addons, banks)?.into_iter().collect();
+    for (pcr, kind, files) in [
+        (PCR_KERNEL_CONFIG, &CREDENTIALS, &addons.credentials),
+        (
             PCR_KERNEL_CONFIG,
-            EventType::Ipl,
-            joined.clone(),
-            EventPayload::HashOfData(utf16z(&joined)),
-            banks,
-        ));
-    }
-    for (kind, files) in [
-        (&CREDENTIALS, &addons.credentials),
-        (&GLOBAL_CREDENTIALS, &addons.global_credentials),
-        (&CONFEXTS, &addons.confexts),
+            &GLOBAL_CREDENTIALS,
+            &addons.global_credentials,
+        ),
+        (PCR_SYSEXTS, &SYSEXTS, &addons.sysexts),
+        (PCR_KERNEL_CONFIG, &CONFEXTS, &addons.confexts),
     ] {
-        events.extend(sidecar_event(PCR_KERNEL_CONFIG, kind, files, banks)?);
+        events.extend(sidecar_event(pcr, kind, files, banks)?);
     }
-    Ok(finish(PCR_KERNEL_CONFIG, events, banks))
+    Ok(events)
 }
 
 #[cfg(test)]

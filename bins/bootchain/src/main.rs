@@ -203,15 +203,22 @@ enum EventlogCmd {
     Show {
         /// The binary log (e.g. /sys/kernel/security/tpm0/binary_bios_measurements).
         log: PathBuf,
+        /// The log is a TDX CCEL (/sys/firmware/acpi/tables/data/CCEL): the index column is
+        /// the CC MR index. Detected without the flag when the header record has index 1.
+        #[arg(long)]
+        ccel: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
-    /// Replay the log: the PCR values it produces, per bank.
+    /// Replay the log: the PCR values it produces, per bank (for a CCEL: RTMR values).
     Replay {
         /// The binary log.
         log: PathBuf,
-        /// JSON output ({"sha256": {"0": "hex", ...}}).
+        /// The log is a TDX CCEL: print RTMR[0..3] (detected when the header has index 1).
+        #[arg(long)]
+        ccel: bool,
+        /// JSON output ({"sha256": {"0": "hex", ...}}; for a CCEL {"rtmr0": "hex", ...}).
         #[arg(long)]
         json: bool,
     },
@@ -219,8 +226,13 @@ enum EventlogCmd {
     Verify {
         /// The binary log.
         log: PathBuf,
-        /// PCR values as JSON ({"sha256": {"0": "hex", ...}}).
-        #[arg(long, conflicts_with = "tcti")]
+        /// The log is a TDX CCEL: compare RTMRs with --pcrs (detected when the header has
+        /// index 1).
+        #[arg(long)]
+        ccel: bool,
+        /// PCR values as JSON ({"sha256": {"0": "hex", ...}}); for a CCEL, RTMR values
+        /// ({"rtmr0": "hex", ...}, as `eventlog replay --json` prints them).
+        #[arg(long, alias = "rtmrs", conflicts_with = "tcti")]
         pcrs: Option<PathBuf>,
         /// Read PCRs from this TPM (TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321).
         #[arg(long, env = "BOOTCHAIN_TCTI")]
@@ -396,8 +408,19 @@ enum PcrCmd {
         /// Secure Boot state: with --secureboot, PCRs 4, 7 and 9 are predicted too.
         #[command(flatten)]
         sb: SecureBootArgs,
+        /// Predict the Intel TDX registers instead: RTMR[1] for QEMU direct boot of the UKI
+        /// and RTMR[2] as its stub (256 or newer) measures it, SHA-384 (MRTD and RTMR[0] are
+        /// platform values, not predicted).
+        #[arg(long, conflicts_with_all = ["boot_chain", "banks", "phases"])]
+        tdx: bool,
+        /// With --tdx: the guest has no vTPM, so the Linux EFI stub's load options and initrd
+        /// events go to RTMR[2] as well.
+        #[arg(long, requires = "tdx")]
+        no_vtpm: bool,
         /// Print JSON: events, PCR 11 per phase, firmware PCRs, and "values" ({"bank":
         /// {"pcr": "hex"}}, what `seal --pcr-values` reads; PCR 11 only with one --phase).
+        /// With --tdx: both registers' events and "values" ({"rtmr1": "hex", "rtmr2": "hex"},
+        /// what `eventlog verify --pcrs` reads for a CCEL).
         #[arg(long)]
         json: bool,
     },
@@ -827,8 +850,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
             confext,
             boot_chain,
             sb,
+            tdx,
+            no_vtpm,
             json,
         }) => {
+            let any_addon = [
+                &addon,
+                &global_addon,
+                &credential,
+                &global_credential,
+                &sysext,
+                &confext,
+            ]
+            .iter()
+            .any(|v| !v.is_empty());
+            if tdx {
+                let mut a = bootchain::kernel_config::Addons::new();
+                a.per_uki = addon;
+                a.global = global_addon;
+                a.credentials = credential;
+                a.global_credentials = global_credential;
+                a.sysexts = sysext;
+                a.confexts = confext;
+                let mut opts = bootchain::tdx::TdxOptions::default();
+                opts.stub_version = stub_version;
+                opts.profile = profile;
+                opts.addons = any_addon.then_some(&a);
+                opts.linux_stub_events = no_vtpm;
+                let p = bootchain::tdx::predict_tdx_uki(&uki, &opts)
+                    .with_context(|| format!("predicting the RTMRs of {}", uki.display()))?;
+                if json {
+                    outln!("{}", serde_json::to_string_pretty(&p.to_json())?);
+                } else {
+                    if p.stub_version < bootchain::tdx::FIRST_CC_STUB {
+                        eprintln!(
+                            "bootchain: note: systemd-stub {} measures nothing into RTMRs (only {} and newer do)",
+                            p.stub_version,
+                            bootchain::tdx::FIRST_CC_STUB
+                        );
+                    }
+                    for r in [&p.rtmr1, &p.rtmr2] {
+                        for e in &r.events {
+                            let d = e
+                                .digests
+                                .values()
+                                .map(|d| d.to_hex())
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            outln!(
+                                "{} PCR {:>2} {:<34} {:<42} sha384:{d}",
+                                r.rtmr,
+                                e.pcr,
+                                e.event_type.name(),
+                                e.description
+                            );
+                        }
+                    }
+                    for (r, v) in p.values().iter() {
+                        outln!("{r}={v}");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let banks = if banks.is_empty() {
                 HashAlg::ALL.to_vec()
             } else {
@@ -845,27 +928,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
-                [
-                    &addon,
-                    &global_addon,
-                    &credential,
-                    &global_credential,
-                    &sysext,
-                    &confext,
-                ]
-                .iter()
-                .any(|v| !v.is_empty())
-                .then(|| {
-                    let mut a = bootchain::kernel_config::Addons::new();
-                    a.per_uki = addon.clone();
-                    a.global = global_addon.clone();
-                    a.credentials = credential.clone();
-                    a.global_credentials = global_credential.clone();
-                    a.sysexts = sysext.clone();
-                    a.confexts = confext.clone();
-                    a
-                })
-                .as_ref(),
+                any_addon
+                    .then(|| {
+                        let mut a = bootchain::kernel_config::Addons::new();
+                        a.per_uki = addon.clone();
+                        a.global = global_addon.clone();
+                        a.credentials = credential.clone();
+                        a.global_credentials = global_credential.clone();
+                        a.sysexts = sysext.clone();
+                        a.confexts = confext.clone();
+                        a
+                    })
+                    .as_ref(),
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -1684,12 +1758,114 @@ fn read_log(p: &std::path::Path) -> Result<bootchain::eventlog::EventLog> {
     bootchain::eventlog::EventLog::parse(&bytes).with_context(|| format!("parsing {}", p.display()))
 }
 
+/// A TPM log or a TDX CCEL.
+enum AnyLog {
+    Tpm(bootchain::eventlog::EventLog),
+    Cc(bootchain::ccel::CcEventLog),
+}
+
+/// Read a log; a CCEL when `ccel` or when its header record has index 1 (a TPM log's is
+/// always 0, PFP §10.2.1; TDVF writes 1).
+fn read_any_log(p: &std::path::Path, ccel: bool) -> Result<AnyLog> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    if ccel || bootchain::eventlog::EventLog::header_index(&bytes) == Some(1) {
+        let l = bootchain::ccel::CcEventLog::parse(&bytes)
+            .with_context(|| format!("parsing {} as a CC event log", p.display()))?;
+        return Ok(AnyLog::Cc(l));
+    }
+    let l = bootchain::eventlog::EventLog::parse(&bytes)
+        .with_context(|| format!("parsing {}", p.display()))?;
+    Ok(AnyLog::Tpm(l))
+}
+
+fn ccel_verify(
+    l: &bootchain::ccel::CcEventLog,
+    pcrs: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    use bootchain::ccel;
+    use bootchain::eventlog::{DataCheck, EventView};
+    let Some(p) = pcrs else {
+        bail!("give --pcrs FILE with RTMR values ({{\"rtmr0\": \"hex\", ...}}) for a CC event log");
+    };
+    let expected = ccel::RtmrValues::from_json(
+        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+    )
+    .with_context(|| format!("parsing {}", p.display()))?;
+    let mismatches = ccel::verify_rtmrs(l, &expected);
+    let lies: Vec<_> = l
+        .log
+        .events
+        .iter()
+        .filter(|e| ccel::check_data(e) == DataCheck::Mismatch)
+        .map(EventView::of)
+        .collect();
+    let ok = mismatches.is_empty() && lies.is_empty();
+    if json {
+        let m: Vec<_> = mismatches
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "rtmr": m.rtmr.to_string(),
+                    "replayed": m.replayed.to_hex(),
+                    "expected": m.expected.to_hex(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "ok": ok, "mismatches": m, "lying_events": lies });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for m in &mismatches {
+            outln!(
+                "{}: log replays to {}, but expected {}",
+                m.rtmr,
+                m.replayed,
+                m.expected
+            );
+        }
+        for e in &lies {
+            outln!(
+                "event at offset {} (MR index {}, {}): data does not match its digest",
+                e.offset,
+                e.pcr,
+                e.event_type.name()
+            );
+        }
+        outln!(
+            "{}",
+            if ok {
+                "event log verified"
+            } else {
+                "event log verification FAILED"
+            }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
     use bootchain::eventlog::{self, DataCheck, EventView};
     match cmd {
-        EventlogCmd::Show { log, json } => {
-            let l = read_log(&log)?;
-            let views: Vec<EventView> = l.events.iter().map(EventView::of).collect();
+        EventlogCmd::Show { log, ccel, json } => {
+            let (l, cc) = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => (l, false),
+                AnyLog::Cc(c) => (c.log, true),
+            };
+            let views: Vec<EventView> = l
+                .events
+                .iter()
+                .map(|e| {
+                    let mut v = EventView::of(e);
+                    if cc {
+                        v.data_check = bootchain::ccel::check_data(e);
+                    }
+                    v
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({ "spec_id": l.spec_id, "events": views });
                 outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -1703,8 +1879,9 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
                         DataCheck::NotApplicable => "",
                     };
                     outln!(
-                        "{:>6} PCR {:>2} {:<34} {} {}",
+                        "{:>6} {} {:>2} {:<34} {} {}",
                         v.offset,
+                        if cc { "MR " } else { "PCR" },
                         v.pcr,
                         v.event_type.name(),
                         v.description,
@@ -1717,8 +1894,21 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        EventlogCmd::Replay { log, json } => {
-            let l = read_log(&log)?;
+        EventlogCmd::Replay { log, ccel, json } => {
+            let l = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => l,
+                AnyLog::Cc(c) => {
+                    let values = c.replay_rtmrs();
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&values.to_json())?);
+                    } else {
+                        for (r, d) in values.iter() {
+                            outln!("{r}={d}");
+                        }
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             let values = l.replay();
             if json {
                 outln!(
@@ -1734,11 +1924,15 @@ fn eventlog_cmd(cmd: EventlogCmd) -> Result<ExitCode> {
         }
         EventlogCmd::Verify {
             log,
+            ccel,
             pcrs,
             tcti,
             json,
         } => {
-            let l = read_log(&log)?;
+            let l = match read_any_log(&log, ccel)? {
+                AnyLog::Tpm(l) => l,
+                AnyLog::Cc(c) => return ccel_verify(&c, pcrs, json),
+            };
             let actual = match (pcrs, tcti) {
                 (Some(p), _) => eventlog::parse_pcr_values_json(
                     &std::fs::read_to_string(&p)
