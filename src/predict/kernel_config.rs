@@ -319,7 +319,8 @@ fn sidecar_event(
         kind.description.to_string(),
         EventPayload::Digests(digests),
         banks,
-    )))
+    )
+    .with_data(utf16z(kind.description))))
 }
 
 /// PCR 13 after the 257 stub packs the UKI's system extensions (see the module
@@ -409,7 +410,11 @@ pub fn predict_pcr12(
             format!("profile {number}"),
             EventPayload::HashOfData(utf16z(&number)),
             banks,
-        ));
+        )
+        .with_data(crate::measure::tagged_event_data(
+            PROFILE_EVENT_TAG,
+            &utf16z(&number),
+        )));
     }
     events.extend(addons_event(addons, banks)?);
     for (kind, files) in [
@@ -446,7 +451,8 @@ fn addons_event(
         joined.clone(),
         EventPayload::HashOfData(utf16z(&joined)),
         banks,
-    )))
+    )
+    .with_data(utf16z(&joined))))
 }
 
 /// The stub's EV_IPL events into PCR 12 and 13 for `addons`, interleaved in the order the
