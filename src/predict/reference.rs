@@ -523,6 +523,19 @@ pub fn cel_event_type(t: EventType) -> String {
     }
 }
 
+/// CEL-JSON records for predicted events, in the given order, `recnum` from 1 (what
+/// [`ReferenceValues::cel_json`] writes for each PCR; event data left out where
+/// [`PredictedEvent::event_data`] is `None`).
+pub fn cel_records_predicted<'a>(events: impl IntoIterator<Item = &'a PredictedEvent>) -> Value {
+    Value::Array(
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| cel_record(e.pcr.get(), i as u64 + 1, cel_content(e)))
+            .collect(),
+    )
+}
+
 /// CEL-JSON records for the events of a TCG event log (the Spec ID header excluded, as
 /// pcrlock does; `recnum` from 1; digests in log order; digests of algorithms bootchain
 /// does not know are named by their TPM_ALG_ID in hex).
