@@ -27,7 +27,9 @@ fn setup(dir: &Path, mib: usize) {
     std::fs::write(dir.join("initrd"), &initrd).unwrap();
     std::fs::write(dir.join("kernel"), &chunk).unwrap();
     let ok = Command::new("openssl")
-        .args(["req", "-new", "-x509", "-nodes", "-days", "3", "-newkey", "rsa:2048"])
+        .args([
+            "req", "-new", "-x509", "-nodes", "-days", "3", "-newkey", "rsa:2048",
+        ])
         .args(["-subj", "/CN=bench/", "-keyout"])
         .arg(dir.join("db.key"))
         .arg("-out")

@@ -132,7 +132,10 @@ fn values_equal_pcr_predict_rvps_decodes_and_cel_replays() {
         common_args(&mut p);
         let expected = predict_values(&json(&mut p));
         assert_eq!(
-            expected.keys().map(|(_, p)| *p).collect::<std::collections::BTreeSet<_>>(),
+            expected
+                .keys()
+                .map(|(_, p)| *p)
+                .collect::<std::collections::BTreeSet<_>>(),
             [4, 7, 9, 11].into_iter().collect(),
             "pcr predict predicts PCR 4, 7, 9, 11"
         );
@@ -161,7 +164,9 @@ fn values_equal_pcr_predict_rvps_decodes_and_cel_replays() {
         // Every PCR comes with its events; PCR 7 ends with the db authority of our key.
         let pcrs = doc["pcrs"].as_array().unwrap();
         assert_eq!(
-            pcrs.iter().map(|p| p["pcr"].as_u64().unwrap()).collect::<Vec<_>>(),
+            pcrs.iter()
+                .map(|p| p["pcr"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
             [4, 7, 9, 11]
         );
         let pcr7 = pcrs[1]["events"].as_array().unwrap();
@@ -208,8 +213,8 @@ fn several_phases_give_several_pcr11_reference_values() {
     let d = tempfile::tempdir().unwrap();
     let (uki, _) = fixture(d.path());
     let mut req = reference::ReferenceRequest::new(&uki);
-    req.phases = bootchain::measure::phase_list(&["enter-initrd", "enter-initrd:leave-initrd"])
-        .unwrap();
+    req.phases =
+        bootchain::measure::phase_list(&["enter-initrd", "enter-initrd:leave-initrd"]).unwrap();
     let refs = reference::reference_values(&req).unwrap();
     let payload = refs.rvps_payload().unwrap();
     let want: Vec<Value> = refs
@@ -364,7 +369,14 @@ fn snp_launch_measurement_equals_snp_measure() {
         ))
     ));
     let out = bc()
-        .args(["reference-values", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf"])
+        .args([
+            "reference-values",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--ovmf",
+        ])
         .arg(&fw)
         .arg("--uki")
         .arg(&uki)
@@ -455,7 +467,12 @@ fn cel_json_equals_systemd_pcrlock_cel() {
     let digests = |v: &Value| -> BTreeMap<HashAlg, Digest> {
         banks
             .iter()
-            .map(|a| (*a, Digest::from_hex(*a, v[a.name()].as_str().unwrap()).unwrap()))
+            .map(|a| {
+                (
+                    *a,
+                    Digest::from_hex(*a, v[a.name()].as_str().unwrap()).unwrap(),
+                )
+            })
             .collect()
     };
     let owner: EfiGuid = OWNER.parse().unwrap();
@@ -498,7 +515,8 @@ fn cel_json_equals_systemd_pcrlock_cel() {
         Some(&digests(&initrd["digests"])),
         &banks,
     );
-    let pcr11 = bootchain::measure::predict_pcr11(&sections, Some(StubRules::new(252)), &banks, &[]);
+    let pcr11 =
+        bootchain::measure::predict_pcr11(&sections, Some(StubRules::new(252)), &banks, &[]);
     let mut checked_data = 0;
     for (pcr, events) in [
         (4, &pcr4.events),
@@ -513,7 +531,10 @@ fn cel_json_equals_systemd_pcrlock_cel() {
         for (p, l) in predicted.iter().zip(logged) {
             let (p, mut l) = (normalized(p, false), normalized(l, false));
             if p["content"].get("event_data").is_none() {
-                assert_eq!(p["content"]["event_type"], "EV_EFI_BOOT_SERVICES_APPLICATION");
+                assert_eq!(
+                    p["content"]["event_type"],
+                    "EV_EFI_BOOT_SERVICES_APPLICATION"
+                );
                 l["content"].as_object_mut().unwrap().remove("event_data");
             } else {
                 checked_data += 1;

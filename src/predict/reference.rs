@@ -159,7 +159,7 @@ pub enum ReferenceError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: BootError,
+        source: Box<BootError>,
     },
     /// The TDX RTMRs.
     #[error("predicting the TDX RTMRs of {path}")]
@@ -168,7 +168,7 @@ pub enum ReferenceError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: TdxError,
+        source: Box<TdxError>,
     },
     /// The SEV-SNP launch measurement.
     #[error("computing the SEV-SNP launch measurement")]
@@ -198,23 +198,22 @@ pub fn reference_values(req: &ReferenceRequest<'_>) -> Result<ReferenceValues, R
     )
     .map_err(|source| ReferenceError::Boot {
         path: req.uki.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let tdx = match req.tdx {
         Some(no_vtpm) => {
-            let mut o = TdxOptions::default();
-            o.stub_version = req.stub_version;
-            o.profile = req.profile;
-            o.addons = req.addons;
-            o.linux_stub_events = no_vtpm;
-            Some(
-                crate::tdx::predict_tdx_uki(req.uki, &o).map_err(|source| {
-                    ReferenceError::Tdx {
-                        path: req.uki.to_path_buf(),
-                        source,
-                    }
-                })?,
-            )
+            let o = TdxOptions {
+                stub_version: req.stub_version,
+                profile: req.profile,
+                addons: req.addons,
+                linux_stub_events: no_vtpm,
+            };
+            Some(crate::tdx::predict_tdx_uki(req.uki, &o).map_err(|source| {
+                ReferenceError::Tdx {
+                    path: req.uki.to_path_buf(),
+                    source: Box::new(source),
+                }
+            })?)
         }
         None => None,
     };

@@ -129,7 +129,11 @@ pub fn reference_values(a: RefArgs) -> Result<ExitCode> {
         && addons.global_credentials.is_empty()
         && addons.sysexts.is_empty()
         && addons.confexts.is_empty());
-    let state = a.sb.secureboot.is_some().then(|| a.sb.state()).transpose()?;
+    let state =
+        a.sb.secureboot
+            .is_some()
+            .then(|| a.sb.state())
+            .transpose()?;
     let ovmf = match &a.ovmf {
         Some(p) => Some(Ovmf::read(p).with_context(|| format!("firmware {}", p.display()))?),
         None => None,
