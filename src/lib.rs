@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
 //! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`] |
-//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2) |
+//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2), [`reference`] (reference values for verifiers) |
 //! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
@@ -53,7 +53,7 @@ pub use formats::{
 pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, kernel_config, measure, snp, tdx};
+pub use predict::{firmware, kernel_config, measure, reference, snp, tdx};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 
@@ -131,6 +131,9 @@ pub enum Error {
     /// TDX RTMR prediction.
     #[error(transparent)]
     Tdx(#[from] tdx::TdxError),
+    /// Reference values.
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
     /// Building a UKI.
     #[cfg(feature = "build")]
     #[error(transparent)]

@@ -118,14 +118,16 @@ pub fn predict_pcr4(images: &[BootImage], banks: &[HashAlg]) -> PcrPrediction {
             CALLING_EFI_APPLICATION.into(),
             EventPayload::HashOfData(CALLING_EFI_APPLICATION.as_bytes().to_vec()),
             banks,
-        ),
+        )
+        .with_data(CALLING_EFI_APPLICATION.as_bytes().to_vec()),
         event(
             PcrIndex::of::<4>(),
             EventType::Separator,
             "separator".into(),
             EventPayload::HashOfData(SEPARATOR.to_vec()),
             banks,
-        ),
+        )
+        .with_data(SEPARATOR.to_vec()),
     ];
     for img in images {
         ev.push(event(
@@ -157,15 +159,19 @@ pub fn predict_pcr7(
                 EventPayload::HashOfData(v.to_bytes()),
                 banks,
             )
+            .with_data(v.to_bytes())
         })
         .collect();
-    ev.push(event(
-        PcrIndex::of::<7>(),
-        EventType::Separator,
-        "separator".into(),
-        EventPayload::HashOfData(SEPARATOR.to_vec()),
-        banks,
-    ));
+    ev.push(
+        event(
+            PcrIndex::of::<7>(),
+            EventType::Separator,
+            "separator".into(),
+            EventPayload::HashOfData(SEPARATOR.to_vec()),
+            banks,
+        )
+        .with_data(SEPARATOR.to_vec()),
+    );
     let mut seen: Vec<&SignatureData> = Vec::new();
     for a in authorities {
         if seen.contains(&a) {
@@ -177,13 +183,16 @@ pub fn predict_pcr7(
             name: "db".into(),
             data: a.to_bytes(),
         };
-        ev.push(event(
-            PcrIndex::of::<7>(),
-            EventType::EfiVariableAuthority,
-            format!("db entry owned by {}", a.owner),
-            EventPayload::HashOfData(v.to_bytes()),
-            banks,
-        ));
+        ev.push(
+            event(
+                PcrIndex::of::<7>(),
+                EventType::EfiVariableAuthority,
+                format!("db entry owned by {}", a.owner),
+                EventPayload::HashOfData(v.to_bytes()),
+                banks,
+            )
+            .with_data(v.to_bytes()),
+        );
     }
     finish(PcrIndex::of::<7>(), ev, banks)
 }
@@ -249,22 +258,34 @@ pub fn predict_pcr9(
             .flat_map(|u| u.to_le_bytes())
             .collect();
         utf16.extend_from_slice(&[0, 0]);
-        ev.push(event(
-            PcrIndex::of::<9>(),
-            EventType::EventTag,
-            "LOADED_IMAGE::LoadOptions".into(),
-            EventPayload::HashOfData(utf16),
-            banks,
-        ));
+        ev.push(
+            event(
+                PcrIndex::of::<9>(),
+                EventType::EventTag,
+                "LOADED_IMAGE::LoadOptions".into(),
+                EventPayload::HashOfData(utf16),
+                banks,
+            )
+            .with_data(crate::measure::tagged_event_data(
+                LOAD_OPTIONS_EVENT_TAG_ID,
+                b"LOADED_IMAGE::LoadOptions\0",
+            )),
+        );
     }
     if let Some(d) = initrd {
-        ev.push(event(
-            PcrIndex::of::<9>(),
-            EventType::EventTag,
-            "Linux initrd".into(),
-            EventPayload::Digests(d.clone()),
-            banks,
-        ));
+        ev.push(
+            event(
+                PcrIndex::of::<9>(),
+                EventType::EventTag,
+                "Linux initrd".into(),
+                EventPayload::Digests(d.clone()),
+                banks,
+            )
+            .with_data(crate::measure::tagged_event_data(
+                INITRD_EVENT_TAG_ID,
+                b"Linux initrd\0",
+            )),
+        );
     }
     finish(PcrIndex::of::<9>(), ev, banks)
 }

@@ -313,13 +313,16 @@ fn sidecar_event(
     let mut h = MultiHasher::new(banks);
     write_sidecar_cpio(kind, &named, &mut h)?;
     let digests = banks.iter().copied().zip(h.finalize()).collect();
-    Ok(Some(event(
-        pcr,
-        EventType::Ipl,
-        kind.description.to_string(),
-        EventPayload::Digests(digests),
-        banks,
-    )))
+    Ok(Some(
+        event(
+            pcr,
+            EventType::Ipl,
+            kind.description.to_string(),
+            EventPayload::Digests(digests),
+            banks,
+        )
+        .with_data(utf16z(kind.description)),
+    ))
 }
 
 /// PCR 13 after the 257 stub packs the UKI's system extensions (see the module
@@ -403,13 +406,19 @@ pub fn predict_pcr12(
     let mut events = Vec::new();
     if profile != 0 {
         let number = profile.to_string();
-        events.push(event(
-            PCR_KERNEL_CONFIG,
-            EventType::EventTag,
-            format!("profile {number}"),
-            EventPayload::HashOfData(utf16z(&number)),
-            banks,
-        ));
+        events.push(
+            event(
+                PCR_KERNEL_CONFIG,
+                EventType::EventTag,
+                format!("profile {number}"),
+                EventPayload::HashOfData(utf16z(&number)),
+                banks,
+            )
+            .with_data(crate::measure::tagged_event_data(
+                PROFILE_EVENT_TAG,
+                &utf16z(&number),
+            )),
+        );
     }
     events.extend(addons_event(addons, banks)?);
     for (kind, files) in [
@@ -440,13 +449,16 @@ fn addons_event(
         return Ok(None);
     }
     let joined = lines.join(" ");
-    Ok(Some(event(
-        PCR_KERNEL_CONFIG,
-        EventType::Ipl,
-        joined.clone(),
-        EventPayload::HashOfData(utf16z(&joined)),
-        banks,
-    )))
+    Ok(Some(
+        event(
+            PCR_KERNEL_CONFIG,
+            EventType::Ipl,
+            joined.clone(),
+            EventPayload::HashOfData(utf16z(&joined)),
+            banks,
+        )
+        .with_data(utf16z(&joined)),
+    ))
 }
 
 /// The stub's EV_IPL events into PCR 12 and 13 for `addons`, interleaved in the order the

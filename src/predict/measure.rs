@@ -187,6 +187,35 @@ pub struct PredictedEvent {
     pub description: String,
     /// Digest per bank (bank name -> hex).
     pub digests: BTreeMap<HashAlg, Digest>,
+    /// The event data as the log records it, where it is known in advance (not in the JSON
+    /// of `pcr predict`; TCG CEL-JSON `event_data`, see `crate::reference`). `None` for
+    /// EV_EFI_BOOT_SERVICES_APPLICATION (its UEFI_IMAGE_LOAD_EVENT holds the load address).
+    #[serde(skip)]
+    pub event_data: Option<Vec<u8>>,
+}
+
+impl PredictedEvent {
+    /// With the event data the log will hold.
+    pub(crate) fn with_data(mut self, data: Vec<u8>) -> Self {
+        self.event_data = Some(data);
+        self
+    }
+}
+
+/// TCG_PCClientTaggedEvent (PFP §10.4.2.1): taggedEventID, taggedEventDataSize, the data.
+pub(crate) fn tagged_event_data(tag: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = tag.to_le_bytes().to_vec();
+    v.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// UTF-16LE with a terminating NUL: how systemd-stub's EV_IPL events carry their description.
+pub(crate) fn utf16z_bytes(s: &str) -> Vec<u8> {
+    s.encode_utf16()
+        .chain([0])
+        .flat_map(|u| u.to_le_bytes())
+        .collect()
 }
 
 /// A predicted PCR: its events and final value per bank.
@@ -223,6 +252,7 @@ pub(crate) fn event(
         event_type: ty,
         description: desc,
         digests,
+        event_data: None,
     }
 }
 
@@ -375,12 +405,14 @@ pub fn predict_pcr11(
             event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: name_digests,
+            event_data: Some(utf16z_bytes(name)),
         });
         events.push(PredictedEvent {
             pcr: PcrIndex::of::<11>(),
             event_type: crate::eventlog::EventType::Ipl,
             description: utf16_description(name),
             digests: data_digests,
+            event_data: Some(utf16z_bytes(name)),
         });
     }
     let phases = phases

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod refvals_cmd;
 mod snp_cmd;
 mod tpm_cmd;
 
@@ -71,6 +72,10 @@ enum Cmd {
     /// AMD SEV/SEV-ES/SEV-SNP: launch digests of OVMF guests.
     #[command(subcommand)]
     Snp(snp_cmd::SnpCmd),
+    /// Reference values for verifiers: every register bootchain predicts for a UKI boot (PCR
+    /// 4/7/9/11/12/13, TDX RTMR[1]/[2], the SEV-SNP launch measurement) as bootchain JSON, a
+    /// Trustee RVPS message or TCG CEL-JSON.
+    ReferenceValues(Box<refvals_cmd::RefArgs>),
     /// ukify 257's command line: `bootchain ukify build|inspect|genkey ARGS` or `--version`
     /// (what the `ukify` drop-in script runs; options as in ukify, before or after the verb).
     #[command(disable_help_flag = true)]
@@ -982,6 +987,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Luks(c) => tpm_cmd::luks(c),
         Cmd::Tpm(c) => tpm_cmd::tpm(c),
         Cmd::Snp(c) => snp_cmd::snp(c),
+        Cmd::ReferenceValues(a) => refvals_cmd::reference_values(*a),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;

@@ -82,7 +82,7 @@ pub struct MeasureArgs {
 }
 
 /// An integer in Python's `int(s, 0)` notation: 0x…, 0o…, 0b… or decimal.
-fn auto_base_u64(s: &str) -> Result<u64, String> {
+pub(crate) fn auto_base_u64(s: &str) -> Result<u64, String> {
     let t = s.replace('_', "");
     let (digits, radix) = match t.get(..2).map(str::to_ascii_lowercase).as_deref() {
         Some("0x") => (&t[2..], 16),
@@ -93,11 +93,11 @@ fn auto_base_u64(s: &str) -> Result<u64, String> {
     u64::from_str_radix(digits, radix).map_err(|e| format!("{s:?}: {e}"))
 }
 
-fn auto_base_u32(s: &str) -> Result<u32, String> {
+pub(crate) fn auto_base_u32(s: &str) -> Result<u32, String> {
     u32::try_from(auto_base_u64(s)?).map_err(|_| format!("{s:?}: more than 32 bits"))
 }
 
-fn vcpu_type(s: &str) -> Result<String, String> {
+pub(crate) fn vcpu_type(s: &str) -> Result<String, String> {
     match snp::vcpu_type_sig(s) {
         Some(_) => Ok(s.to_string()),
         None => Err(format!(
@@ -129,11 +129,7 @@ fn measure(a: MeasureArgs) -> Result<ExitCode> {
         "seves" => (SevMode::SevEs, "SEV_ES"),
         _ => (SevMode::Snp, "SEV_SNP"),
     };
-    let vmm = match a.vmm_type.as_str() {
-        "ec2" => VmmType::Ec2,
-        "gce" => VmmType::Gce,
-        _ => VmmType::Qemu,
-    };
+    let vmm = vmm_type(&a.vmm_type);
     let vcpus = match (mode, a.vcpus) {
         (SevMode::Sev, v) => v.unwrap_or(0),
         (_, Some(v)) => v,
@@ -141,20 +137,15 @@ fn measure(a: MeasureArgs) -> Result<ExitCode> {
     };
     // sev-snp-measure's precedence: family/model/stepping, then --vcpu-sig, then --vcpu-type;
     // EC2 and GCE do not put the signature in the VMSA.
-    let vcpu_sig = match (a.vcpu_family, a.vcpu_sig, &a.vcpu_type) {
-        _ if mode == SevMode::Sev => 0,
-        (Some(f), ..) => snp::cpu_sig(
-            f,
-            a.vcpu_model.unwrap_or_default(),
-            a.vcpu_stepping.unwrap_or_default(),
-        ),
-        (None, Some(sig), _) => sig,
-        (None, None, Some(t)) => snp::vcpu_type_sig(t).unwrap_or_default(),
-        (None, None, None) if vmm == VmmType::Qemu => bail!(
-            "missing --vcpu-type or --vcpu-sig or --vcpu-family in guest mode '{}'",
-            a.mode
-        ),
-        (None, None, None) => 0,
+    let vcpu_sig = match mode {
+        SevMode::Sev => 0,
+        _ => vcpu_signature(
+            a.vcpu_family.map(|f| (f, a.vcpu_model, a.vcpu_stepping)),
+            a.vcpu_sig,
+            a.vcpu_type.as_deref(),
+            vmm,
+        )
+        .with_context(|| format!("guest mode '{}'", a.mode))?,
     };
     let ovmf_hash = match &a.snp_ovmf_hash {
         Some(h) => Some(
@@ -191,6 +182,34 @@ fn measure(a: MeasureArgs) -> Result<ExitCode> {
         outln!("{text}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The vCPU signature from sev-snp-measure's options, in its precedence: family/model/
+/// stepping, then the signature, then the CPU type; EC2 and GCE do not put it in the VMSA.
+pub(crate) fn vcpu_signature(
+    family: Option<(u32, Option<u32>, Option<u32>)>,
+    sig: Option<u32>,
+    cpu_type: Option<&str>,
+    vmm: VmmType,
+) -> Result<u32> {
+    Ok(match (family, sig, cpu_type) {
+        (Some((f, m, s)), ..) => snp::cpu_sig(f, m.unwrap_or_default(), s.unwrap_or_default()),
+        (None, Some(sig), _) => sig,
+        (None, None, Some(t)) => snp::vcpu_type_sig(t).unwrap_or_default(),
+        (None, None, None) if vmm == VmmType::Qemu => {
+            bail!("missing --vcpu-type or --vcpu-sig or --vcpu-family")
+        }
+        (None, None, None) => 0,
+    })
+}
+
+/// `--vmm-type` as the library's type.
+pub(crate) fn vmm_type(s: &str) -> VmmType {
+    match s {
+        "ec2" => VmmType::Ec2,
+        "gce" => VmmType::Gce,
+        _ => VmmType::Qemu,
+    }
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
