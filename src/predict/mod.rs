@@ -3,6 +3,7 @@
 //! whole boot ([`firmware`]), AMD SEV/SEV-ES/SEV-SNP launch digests ([`snp`]) and the TDX RTMRs
 //! a UKI boot extends ([`tdx`]). Pure computation over formats; no TPM.
 
+pub mod attest;
 pub mod firmware;
 pub mod kernel_config;
 pub mod measure;
