@@ -38,7 +38,12 @@ struct Machine {
 
 impl Machine {
     fn boot(log: &EventLog) -> Machine {
-        for t in ["tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_readpublic"] {
+        for t in [
+            "tpm2_createek",
+            "tpm2_createak",
+            "tpm2_quote",
+            "tpm2_readpublic",
+        ] {
             require_tool(t);
         }
         let tpm = Swtpm::start();
@@ -178,11 +183,19 @@ fn rsa_quote_of_a_real_boot() {
 
     // Accepted: TPM2B_PUBLIC and PEM keys, the nonce as hex and as a file.
     let ok = run_ok(&mut verify_cmd(&q, &ak, NONCE, &log_path));
-    assert!(ok.contains("quote verified") && ok.contains("rsassa-sha256"), "{ok}");
+    assert!(
+        ok.contains("quote verified") && ok.contains("rsassa-sha256"),
+        "{ok}"
+    );
     assert!(ok.contains(SELECTION), "{ok}");
     std::fs::write(m.path("nonce.bin"), hex::decode(NONCE).unwrap()).unwrap();
     let nonce_file = m.path("nonce.bin").display().to_string();
-    run_ok(&mut verify_cmd(&q, &m.path("ak.pem"), &nonce_file, &log_path));
+    run_ok(&mut verify_cmd(
+        &q,
+        &m.path("ak.pem"),
+        &nonce_file,
+        &log_path,
+    ));
     let v = lib_verify(&q, &ak, NONCE, &log, None).unwrap();
     // The attested values are the log's replay (and pcrs.json, what the VM's TPM held).
     let pcrs: serde_json::Value = serde_json::from_str(
@@ -190,7 +203,11 @@ fn rsa_quote_of_a_real_boot() {
     )
     .unwrap();
     for ((bank, pcr), d) in &v.values {
-        assert_eq!(pcrs[bank.name()][pcr.to_string()], d.to_hex(), "{bank}:{pcr}");
+        assert_eq!(
+            pcrs[bank.name()][pcr.to_string()],
+            d.to_hex(),
+            "{bank}:{pcr}"
+        );
     }
     assert_eq!(v.values.len(), 9);
     // tpm2_checkquote (the oracle) agrees the quote is good.
@@ -214,7 +231,10 @@ fn rsa_quote_of_a_real_boot() {
     // (3) A wrong nonce: a replayed quote.
     let wrong = "00".repeat(16);
     let err = refused(&mut verify_cmd(&q, &ak, &wrong, &log_path));
-    assert!(err.contains("is not the nonce") && err.contains(NONCE), "{err}");
+    assert!(
+        err.contains("is not the nonce") && err.contains(NONCE),
+        "{err}"
+    );
     assert!(matches!(
         lib_verify(&q, &ak, &wrong, &log, None),
         Err(AttestError::Nonce { .. })
@@ -283,7 +303,10 @@ fn rsa_quote_of_a_real_boot() {
         );
         assert!(matches!(
             lib_verify(&q, &ak, NONCE, l, None),
-            Err(AttestError::PcrDigest { alg: HashAlg::Sha256, .. })
+            Err(AttestError::PcrDigest {
+                alg: HashAlg::Sha256,
+                ..
+            })
         ));
     }
 
@@ -293,13 +316,21 @@ fn rsa_quote_of_a_real_boot() {
     let replay = run_ok(bc().args(["eventlog", "replay", "--json"]).arg(&log_path));
     let good_ref = m.path("ref.json");
     std::fs::write(&good_ref, &replay).unwrap();
-    let ok = run_ok(verify_cmd(&q, &ak, NONCE, &log_path).arg("--reference").arg(&good_ref));
+    let ok = run_ok(
+        verify_cmd(&q, &ak, NONCE, &log_path)
+            .arg("--reference")
+            .arg(&good_ref),
+    );
     assert!(ok.contains("reference: sha256:0 "), "{ok}");
     let mut v: serde_json::Value = serde_json::from_str(&replay).unwrap();
     v["sha256"]["7"] = serde_json::Value::String("ab".repeat(32));
     let bad_ref = m.path("bad-ref.json");
     std::fs::write(&bad_ref, v.to_string()).unwrap();
-    let err = refused(verify_cmd(&q, &ak, NONCE, &log_path).arg("--reference").arg(&bad_ref));
+    let err = refused(
+        verify_cmd(&q, &ak, NONCE, &log_path)
+            .arg("--reference")
+            .arg(&bad_ref),
+    );
     assert!(
         err.contains("matches the quote but not the reference")
             && err.contains("PCR 7 (sha256)")
@@ -419,7 +450,7 @@ fn ecc_quote_and_pem_key() {
     m.ak("ak", "ecc");
     let q = m.quote("ak", NONCE, "q");
     for key in ["ak.pub", "ak.pem"] {
-        let ok = run_ok(&mut verify_cmd(&q, &m.path(key), NONCE, &log_path).arg("--json"));
+        let ok = run_ok(verify_cmd(&q, &m.path(key), NONCE, &log_path).arg("--json"));
         let v: serde_json::Value = serde_json::from_str(&ok).unwrap();
         assert_eq!(v["verified"], true);
         assert_eq!(v["scheme"], "ecdsa-sha256", "{ok}");
@@ -435,7 +466,10 @@ fn ecc_quote_and_pem_key() {
         NONCE,
         &log_path,
     ));
-    assert!(err.contains("ecdsa-sha256 signature does not verify"), "{err}");
+    assert!(
+        err.contains("ecdsa-sha256 signature does not verify"),
+        "{err}"
+    );
 }
 
 /// Malformed inputs are typed errors, never panics: every truncation of a real quote,
@@ -469,7 +503,16 @@ fn malformed_inputs_are_typed_errors() {
     );
     m.flush();
     let e = AkPublic::parse(&std::fs::read(m.path("ek.pub")).unwrap()).unwrap_err();
-    assert!(matches!(e, QuoteError::NotAnAk { missing: "sign", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuoteError::NotAnAk {
+                missing: "sign",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let err = refused(&mut verify_cmd(
         &q,
         &m.path("ek.pub"),

@@ -114,7 +114,9 @@ pub enum QuoteError {
     },
     /// The key is not an attestation key: it lacks the sign or restricted attribute (a
     /// signing key that is not restricted can sign forged TPMS_ATTEST bytes).
-    #[error("the key is not an attestation key: objectAttributes {attributes:#010x} lack {missing}")]
+    #[error(
+        "the key is not an attestation key: objectAttributes {attributes:#010x} lack {missing}"
+    )]
     NotAnAk {
         /// TPMA_OBJECT.
         attributes: u32,
@@ -142,12 +144,12 @@ pub enum QuoteError {
     #[error("the quote's {scheme} signature does not verify with the AK ({key})")]
     BadSignature {
         /// The signature's scheme.
-        scheme: String,
+        scheme: SigScheme,
         /// The key.
         key: String,
         /// The library's reason.
         #[source]
-        source: SignatureFailure,
+        source: Box<SignatureFailure>,
     },
 }
 
@@ -577,7 +579,10 @@ impl AkPublic {
         let name_alg = r.hash_alg("nameAlg")?;
         let attributes = r.u32("objectAttributes")?;
         r.tpm2b("authPolicy", MAX_DIGEST)?;
-        let missing = match (attributes & ATTR_SIGN != 0, attributes & ATTR_RESTRICTED != 0) {
+        let missing = match (
+            attributes & ATTR_SIGN != 0,
+            attributes & ATTR_RESTRICTED != 0,
+        ) {
             (true, true) => None,
             (false, true) => Some("sign"),
             (true, false) => Some("restricted"),
@@ -607,10 +612,7 @@ impl AkPublic {
                 if n.is_empty() || n.len() * 8 != usize::from(bits) {
                     return Err(QuoteError::Malformed {
                         structure: Structure::Public,
-                        reason: format!(
-                            "keyBits {bits} but the modulus is {} bytes",
-                            n.len()
-                        ),
+                        reason: format!("keyBits {bits} but the modulus is {} bytes", n.len()),
                     });
                 }
                 let key = rsa::RsaPublicKey::new(
@@ -649,12 +651,14 @@ impl AkPublic {
                 };
                 (key, scheme)
             }
-            v => return Err(QuoteError::Unsupported {
-                structure: Structure::Public,
-                field: "type",
-                value: v.into(),
-                offset: 2,
-            }),
+            v => {
+                return Err(QuoteError::Unsupported {
+                    structure: Structure::Public,
+                    field: "type",
+                    value: v.into(),
+                    offset: 2,
+                })
+            }
         };
         r.end()?;
         let mut name = name_alg.tpm_alg_id().to_be_bytes().to_vec();
@@ -687,9 +691,9 @@ impl AkPublic {
         }
         let digest = hash.digest(message);
         let bad = |source| QuoteError::BadSignature {
-            scheme: scheme.to_string(),
+            scheme,
             key: self.to_string(),
-            source,
+            source: Box::new(source),
         };
         let ecdsa = |e| bad(SignatureFailure::Ecdsa(e));
         match (&self.key, sig) {
@@ -846,7 +850,10 @@ mod tests {
         big[12] = 0xFF; // extraData size
         assert!(matches!(
             Attest::parse(&big),
-            Err(QuoteError::TooLarge { field: "extraData", .. })
+            Err(QuoteError::TooLarge {
+                field: "extraData",
+                ..
+            })
         ));
     }
 
@@ -854,14 +861,19 @@ mod tests {
     fn signatures_and_keys_refuse_garbage() {
         assert!(matches!(
             Signature::parse(&[0x00, 0x10]),
-            Err(QuoteError::Unsupported { field: "sigAlg", .. })
+            Err(QuoteError::Unsupported {
+                field: "sigAlg",
+                ..
+            })
         ));
         assert!(matches!(
             Signature::parse(&[0x00, 0x14, 0x00, 0x0B, 0x00, 0x02, 1]),
             Err(QuoteError::Truncated { .. })
         ));
-        assert!(AkPublic::parse(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
-            .is_err());
+        assert!(
+            AkPublic::parse(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
         // A keyed-hash object.
         let mut p = vec![0, 10, 0x00, 0x08, 0x00, 0x0B];
         p.extend_from_slice(&(ATTR_SIGN | ATTR_RESTRICTED).to_be_bytes());
@@ -873,7 +885,10 @@ mod tests {
         p[6..10].copy_from_slice(&ATTR_SIGN.to_be_bytes());
         assert!(matches!(
             AkPublic::parse(&p),
-            Err(QuoteError::NotAnAk { missing: "restricted", .. })
+            Err(QuoteError::NotAnAk {
+                missing: "restricted",
+                ..
+            })
         ));
     }
 }

@@ -69,7 +69,8 @@ impl Reference {
     /// `pcr12.events`, `pcr13.events` — each `{"pcr", "event_type", "description",
     /// "digests": {"bank": "hex"}}`.
     pub fn from_json(text: &str) -> Result<Self, AttestError> {
-        let values = crate::pcr::parse_pcr_values_json(text).map_err(AttestError::ReferenceValues)?;
+        let values =
+            crate::pcr::parse_pcr_values_json(text).map_err(AttestError::ReferenceValues)?;
         let doc: serde_json::Value =
             serde_json::from_str(text).map_err(AttestError::ReferenceJson)?;
         let mut lists = Vec::new();
@@ -126,11 +127,14 @@ impl Reference {
     pub fn from_prediction(p: &crate::firmware::BootPrediction) -> Self {
         let mut events: BTreeMap<u32, Vec<ExpectedEvent>> = BTreeMap::new();
         let mut add = |pcr: u32, list: &[crate::measure::PredictedEvent]| {
-            events.entry(pcr).or_default().extend(list.iter().map(|e| ExpectedEvent {
-                event_type: e.event_type,
-                description: e.description.clone(),
-                digests: e.digests.clone(),
-            }));
+            events
+                .entry(pcr)
+                .or_default()
+                .extend(list.iter().map(|e| ExpectedEvent {
+                    event_type: e.event_type,
+                    description: e.description.clone(),
+                    digests: e.digests.clone(),
+                }));
         };
         for pp in p.stub_pcrs() {
             add(pp.pcr.get(), &pp.events);
@@ -353,7 +357,9 @@ pub enum AttestError {
         found: u16,
     },
     /// (3) Not this verifier's nonce: a replayed or foreign quote.
-    #[error("the quote's extraData {found} is not the nonce {expected}: a replayed or foreign quote")]
+    #[error(
+        "the quote's extraData {found} is not the nonce {expected}: a replayed or foreign quote"
+    )]
     Nonce {
         /// The nonce, hex.
         expected: String,
@@ -438,7 +444,8 @@ pub struct ReferenceCheck {
 /// PCRs 17-22 (dynamic root of trust) all ones.
 fn reset_value(alg: HashAlg, pcr: u32, locality: Option<u8>) -> Digest {
     if (17..=22).contains(&pcr) {
-        return Digest::new(alg, vec![0xFF; alg.output_len()]).unwrap_or_else(|_| Digest::zero(alg));
+        return Digest::new(alg, vec![0xFF; alg.output_len()])
+            .unwrap_or_else(|_| Digest::zero(alg));
     }
     initial_pcr(alg, pcr, locality)
 }

@@ -1851,7 +1851,11 @@ fn attest_verify(a: AttestVerifyArgs) -> Result<ExitCode> {
         if a.sb.secureboot.is_none() && !a.boot_chain.is_empty() {
             bail!("--boot-chain needs --secureboot on|off");
         }
-        let state = a.sb.secureboot.is_some().then(|| a.sb.state()).transpose()?;
+        let state =
+            a.sb.secureboot
+                .is_some()
+                .then(|| a.sb.state())
+                .transpose()?;
         let boot = bootchain::firmware::predict_boot(
             uki,
             None,
