@@ -149,6 +149,7 @@ fn refused(c: &mut Command) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    eprintln!("refused as expected: {err}");
     err
 }
 

@@ -847,7 +847,7 @@ mod tests {
             Err(QuoteError::Trailing { count: 1, .. })
         ));
         let mut big = q.clone();
-        big[12] = 0xFF; // extraData size
+        big[10] = 0xFF; // extraData size (bytes 10-11)
         assert!(matches!(
             Attest::parse(&big),
             Err(QuoteError::TooLarge {
