@@ -10,8 +10,8 @@
 //! | layer | folder | modules |
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`] |
-//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2), [`reference`] (reference values for verifiers) |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`], [`quote`] (TPM quotes, signatures, AK public keys) |
+//! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2), [`reference`](mod@reference) (reference values for verifiers), [`attest`] (quote verification) |
 //! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
 //! | 6 LUKS (feature `luks`) | `luks/` | `luks`, `token` |
@@ -47,13 +47,13 @@ pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
 pub use formats::{
-    authenticode, ccel, eventlog, keys, ovmf, pe, policy, sign, tpm_import, ukiread,
+    authenticode, ccel, eventlog, keys, ovmf, pe, policy, quote, sign, tpm_import, ukiread,
 };
 #[cfg(feature = "build")]
 pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{firmware, kernel_config, measure, reference, snp, tdx};
+pub use predict::{attest, firmware, kernel_config, measure, reference, snp, tdx};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 
@@ -128,6 +128,12 @@ pub enum Error {
     /// RTMR values JSON.
     #[error(transparent)]
     RtmrValues(#[from] ccel::RtmrValuesError),
+    /// TPM quotes, their signatures and AK public keys.
+    #[error(transparent)]
+    Quote(#[from] quote::QuoteError),
+    /// Quote verification.
+    #[error(transparent)]
+    Attest(#[from] attest::AttestError),
     /// TDX RTMR prediction.
     #[error(transparent)]
     Tdx(#[from] tdx::TdxError),

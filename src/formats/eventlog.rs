@@ -220,6 +220,20 @@ impl EventType {
         }
     }
 
+    /// From the spec name (`EV_SEPARATOR`) or a hex value (`0x800000e0`), as [`Self::name`]
+    /// writes them.
+    pub fn from_name(s: &str) -> Option<Self> {
+        EVENT_TYPES
+            .iter()
+            .find(|(_, _, n)| *n == s)
+            .map(|(_, t, _)| *t)
+            .or_else(|| {
+                s.strip_prefix("0x")
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .map(EventType::from_u32)
+            })
+    }
+
     /// The spec name (`EV_SEPARATOR`), or the hex value for unknown types.
     pub fn name(self) -> String {
         match self {

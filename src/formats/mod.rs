@@ -15,6 +15,7 @@ pub mod keys;
 pub mod ovmf;
 pub mod pe;
 pub mod policy;
+pub mod quote;
 pub mod sign;
 pub mod spc;
 pub mod tpm_import;

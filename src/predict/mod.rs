@@ -2,8 +2,9 @@
 //! ([`measure`]), and what firmware and the Linux stub measure into PCR 4, 7 and 9 over a
 //! whole boot ([`firmware`]), AMD SEV/SEV-ES/SEV-SNP launch digests ([`snp`]) and the TDX RTMRs
 //! a UKI boot extends ([`tdx`]), and all of them together as reference values for verifiers
-//! ([`reference`]: bootchain JSON, Trustee RVPS, TCG CEL-JSON). Pure computation over formats; no TPM.
+//! ([`reference`](mod@reference): bootchain JSON, Trustee RVPS, TCG CEL-JSON). Pure computation over formats; no TPM.
 
+pub mod attest;
 pub mod firmware;
 pub mod kernel_config;
 pub mod measure;

@@ -76,6 +76,9 @@ enum Cmd {
     /// 4/7/9/11/12/13, TDX RTMR[1]/[2], the SEV-SNP launch measurement) as bootchain JSON, a
     /// Trustee RVPS message or TCG CEL-JSON.
     ReferenceValues(Box<refvals_cmd::RefArgs>),
+    /// Remote attestation, the verifier's side: TPM quotes against event logs and references.
+    #[command(subcommand)]
+    Attest(AttestCmd),
     /// ukify 257's command line: `bootchain ukify build|inspect|genkey ARGS` or `--version`
     /// (what the `ukify` drop-in script runs; options as in ukify, before or after the verb).
     #[command(disable_help_flag = true)]
@@ -260,6 +263,53 @@ enum EventlogCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AttestCmd {
+    /// Verify a TPM quote (as `tpm2_quote -m/-s` write it): the AK's signature, magic and
+    /// type, the nonce, the event log's replay against the quoted PCR digest, and with a
+    /// reference the replayed values against it (naming the first event that differs).
+    Verify(Box<AttestVerifyArgs>),
+}
+
+#[derive(Args)]
+struct AttestVerifyArgs {
+    /// The quoted TPMS_ATTEST (`tpm2_quote -m`).
+    #[arg(long)]
+    quote: PathBuf,
+    /// Its TPMT_SIGNATURE (`tpm2_quote -s`).
+    #[arg(long)]
+    signature: PathBuf,
+    /// The AK's public key: TPM2B_PUBLIC (`tpm2_createak -u`, `tpm2_readpublic -o`) or PEM.
+    #[arg(long = "ak-public")]
+    ak_public: PathBuf,
+    /// The nonce the quote must carry: hex, or a file holding it (raw bytes).
+    #[arg(long)]
+    nonce: String,
+    /// The machine's event log (binary_bios_measurements).
+    #[arg(long)]
+    eventlog: PathBuf,
+    /// Reference PCR values as JSON ({"sha256": {"7": "hex"}}, `eventlog replay --json`, or
+    /// `pcr predict --json`, whose events locate a difference).
+    #[arg(long, conflicts_with_all = ["reference_log", "uki"])]
+    reference: Option<PathBuf>,
+    /// A known-good boot's event log as the reference (values and events).
+    #[arg(long = "reference-log", conflicts_with = "uki")]
+    reference_log: Option<PathBuf>,
+    /// Predict the reference for this UKI (PCR 11 right after the stub; with --secureboot
+    /// also PCR 4, 7 and 9), as `pcr predict` does.
+    #[arg(long)]
+    uki: Option<PathBuf>,
+    /// With --uki: images the firmware loads before the UKI, in order (PCR 4).
+    #[arg(long = "boot-chain", requires = "uki")]
+    boot_chain: Vec<PathBuf>,
+    /// With --uki: the Secure Boot state (PCR 4, 7, 9 are predicted with --secureboot).
+    #[command(flatten)]
+    sb: SecureBootArgs,
+    /// JSON output on success.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The UKI parts systemd-measure takes (each a file).
@@ -988,6 +1038,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Tpm(c) => tpm_cmd::tpm(c),
         Cmd::Snp(c) => snp_cmd::snp(c),
         Cmd::ReferenceValues(a) => refvals_cmd::reference_values(*a),
+        Cmd::Attest(AttestCmd::Verify(a)) => attest_verify(*a),
         Cmd::Pe(PeCmd::Hash { file, alg }) => {
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
@@ -1772,6 +1823,114 @@ enum AnyLog {
 
 /// Read a log; a CCEL when `ccel` or when its header record has index 1 (a TPM log's is
 /// always 0, PFP §10.2.1; TDVF writes 1).
+/// Files of a quote are small; bound reads so that a wrong path cannot exhaust memory.
+fn read_small(p: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
+    bootchain::fsutil::read_bounded(p, limit).with_context(|| format!("reading {}", p.display()))
+}
+
+fn attest_verify(a: AttestVerifyArgs) -> Result<ExitCode> {
+    use bootchain::attest::{self, Reference};
+    use bootchain::quote::{AkPublic, Signature};
+    let quote = read_small(&a.quote, 64 << 10)?;
+    let sig = Signature::parse(&read_small(&a.signature, 64 << 10)?)
+        .with_context(|| format!("parsing {}", a.signature.display()))?;
+    let ak = AkPublic::parse(&read_small(&a.ak_public, 64 << 10)?)
+        .with_context(|| format!("parsing {}", a.ak_public.display()))?;
+    let nonce_path = std::path::Path::new(&a.nonce);
+    let nonce = if nonce_path.is_file() {
+        read_small(nonce_path, 1 << 10)?
+    } else {
+        hex::decode(a.nonce.trim())
+            .with_context(|| format!("--nonce {:?} is neither a file nor hex", a.nonce))?
+    };
+    let log = bootchain::eventlog::EventLog::parse(&read_small(&a.eventlog, 64 << 20)?)
+        .with_context(|| format!("parsing {}", a.eventlog.display()))?;
+    let reference = if let Some(p) = &a.reference {
+        let text = String::from_utf8(read_small(p, 16 << 20)?)
+            .with_context(|| format!("{} is not UTF-8", p.display()))?;
+        Some(Reference::from_json(&text).with_context(|| format!("parsing {}", p.display()))?)
+    } else if let Some(p) = &a.reference_log {
+        let l = bootchain::eventlog::EventLog::parse(&read_small(p, 64 << 20)?)
+            .with_context(|| format!("parsing {}", p.display()))?;
+        Some(Reference::from_log(&l))
+    } else if let Some(uki) = &a.uki {
+        if a.sb.secureboot.is_none() && !a.boot_chain.is_empty() {
+            bail!("--boot-chain needs --secureboot on|off");
+        }
+        let state =
+            a.sb.secureboot
+                .is_some()
+                .then(|| a.sb.state())
+                .transpose()?;
+        let boot = bootchain::firmware::predict_boot(
+            uki,
+            None,
+            &log.banks(),
+            &[bootchain::measure::Phase::after_stub()],
+            0,
+            None,
+            state.as_ref().map(|s| (s, a.boot_chain.as_slice())),
+        )
+        .with_context(|| format!("predicting {}", uki.display()))?;
+        Some(Reference::from_prediction(&boot))
+    } else {
+        None
+    };
+    let v = attest::verify_quote(&quote, &sig, &ak, &nonce, &log, reference.as_ref())?;
+    let selection: Vec<String> = v.selections.iter().map(|s| s.to_string()).collect();
+    let checked: Vec<String> = v
+        .reference_checked
+        .iter()
+        .map(|(b, p)| format!("{b}:{p}"))
+        .collect();
+    let not_quoted: Vec<String> = v
+        .reference_not_quoted
+        .iter()
+        .map(|(b, p)| format!("{b}:{p}"))
+        .collect();
+    if a.json {
+        let doc = serde_json::json!({
+            "verified": true,
+            "ak": ak.to_string(),
+            "scheme": v.scheme.to_string(),
+            "nonce": hex::encode(&nonce),
+            "selection": selection,
+            "clock": v.attest.clock,
+            "reset_count": v.attest.reset_count,
+            "restart_count": v.attest.restart_count,
+            "firmware_version": format!("{:#018x}", v.attest.firmware_version),
+            "values": bootchain::pcr::pcr_values_json(&v.values),
+            "reference_checked": checked,
+            "reference_not_quoted": not_quoted,
+        });
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        outln!("quote verified: signed by the AK ({ak}, {})", v.scheme);
+        outln!("nonce: {}", hex::encode(&nonce));
+        outln!(
+            "PCRs {}: the event log replays to the quoted digest",
+            selection.join("+")
+        );
+        if reference.is_some() {
+            outln!("reference: {} equal", checked.join(" "));
+            if !not_quoted.is_empty() {
+                outln!(
+                    "not attested (the reference has them, the quote does not cover them): {}",
+                    not_quoted.join(" ")
+                );
+            }
+        }
+        outln!(
+            "clock {} ms, resets {}, restarts {}, firmware {:#018x}",
+            v.attest.clock,
+            v.attest.reset_count,
+            v.attest.restart_count,
+            v.attest.firmware_version
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn read_any_log(p: &std::path::Path, ccel: bool) -> Result<AnyLog> {
     let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
     if ccel || bootchain::eventlog::EventLog::header_index(&bytes) == Some(1) {
