@@ -339,6 +339,20 @@ impl Addons {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Whether no file at all is listed.
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.global,
+            &self.per_uki,
+            &self.credentials,
+            &self.global_credentials,
+            &self.sysexts,
+            &self.confexts,
+        ]
+        .iter()
+        .all(|v| v.is_empty())
+    }
 }
 
 /// The `.cmdline` of an addon, cleaned as the stub cleans it; `None` without one.

@@ -419,6 +419,43 @@ enum MeasureCmd {
     },
 }
 
+/// What the stub finds on the ESP next to a UKI: addons and sidecar files (PCR 12 and 13).
+#[derive(Args)]
+pub(crate) struct EspArgs {
+    /// A cmdline addon the stub loads from the UKI's <uki>.extra.d/ (repeatable): PCR 12.
+    #[arg(long)]
+    addon: Vec<PathBuf>,
+    /// A cmdline addon from the ESP's /loader/addons/ (repeatable): PCR 12.
+    #[arg(long = "global-addon")]
+    global_addon: Vec<PathBuf>,
+    /// A credential (*.cred) in the UKI's <uki>.extra.d/ (repeatable): PCR 12.
+    #[arg(long)]
+    credential: Vec<PathBuf>,
+    /// A credential (*.cred) in the ESP's /loader/credentials/ (repeatable): PCR 12.
+    #[arg(long = "global-credential")]
+    global_credential: Vec<PathBuf>,
+    /// A system extension (*.raw) in the UKI's <uki>.extra.d/ (repeatable): PCR 13.
+    #[arg(long)]
+    sysext: Vec<PathBuf>,
+    /// A configuration extension (*.confext.raw) in <uki>.extra.d/ (repeatable): PCR 12.
+    #[arg(long)]
+    confext: Vec<PathBuf>,
+}
+
+impl EspArgs {
+    /// The files as the library takes them; `None` when none was given.
+    pub(crate) fn addons(self) -> Option<bootchain::kernel_config::Addons> {
+        let mut a = bootchain::kernel_config::Addons::new();
+        a.per_uki = self.addon;
+        a.global = self.global_addon;
+        a.credentials = self.credential;
+        a.global_credentials = self.global_credential;
+        a.sysexts = self.sysext;
+        a.confexts = self.confext;
+        (!a.is_empty()).then_some(a)
+    }
+}
+
 #[derive(Subcommand)]
 enum PcrCmd {
     /// Predict PCR 11 for a UKI with the rules of the stub inside it.
@@ -438,25 +475,9 @@ enum PcrCmd {
         /// The profile the stub boots, of a multi-profile UKI (PCR 11; and PCR 12 when not 0).
         #[arg(long, default_value_t = 0)]
         profile: u32,
-        /// A cmdline addon the stub loads from the UKI's <uki>.extra.d/ (repeatable): PCR 12
-        /// is predicted too.
-        #[arg(long)]
-        addon: Vec<PathBuf>,
-        /// A cmdline addon from the ESP's /loader/addons/ (repeatable): PCR 12 is predicted.
-        #[arg(long = "global-addon")]
-        global_addon: Vec<PathBuf>,
-        /// A credential (*.cred) in the UKI's <uki>.extra.d/ (repeatable): PCR 12.
-        #[arg(long)]
-        credential: Vec<PathBuf>,
-        /// A credential (*.cred) in the ESP's /loader/credentials/ (repeatable): PCR 12.
-        #[arg(long = "global-credential")]
-        global_credential: Vec<PathBuf>,
-        /// A system extension (*.raw) in the UKI's <uki>.extra.d/ (repeatable): PCR 13.
-        #[arg(long)]
-        sysext: Vec<PathBuf>,
-        /// A configuration extension (*.confext.raw) in <uki>.extra.d/ (repeatable): PCR 12.
-        #[arg(long)]
-        confext: Vec<PathBuf>,
+        /// Addons and sidecar files on the ESP (PCR 12 and 13).
+        #[command(flatten)]
+        esp: EspArgs,
         /// Images the firmware loads before the UKI (shim, boot loader), in order (PCR 4).
         #[arg(long = "boot-chain")]
         boot_chain: Vec<PathBuf>,
@@ -897,40 +918,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             phases,
             stub_version,
             profile,
-            addon,
-            global_addon,
-            credential,
-            global_credential,
-            sysext,
-            confext,
+            esp,
             boot_chain,
             sb,
             tdx,
             no_vtpm,
             json,
         }) => {
-            let any_addon = [
-                &addon,
-                &global_addon,
-                &credential,
-                &global_credential,
-                &sysext,
-                &confext,
-            ]
-            .iter()
-            .any(|v| !v.is_empty());
+            let addons = esp.addons();
             if tdx {
-                let mut a = bootchain::kernel_config::Addons::new();
-                a.per_uki = addon;
-                a.global = global_addon;
-                a.credentials = credential;
-                a.global_credentials = global_credential;
-                a.sysexts = sysext;
-                a.confexts = confext;
                 let mut opts = bootchain::tdx::TdxOptions::default();
                 opts.stub_version = stub_version;
                 opts.profile = profile;
-                opts.addons = any_addon.then_some(&a);
+                opts.addons = addons.as_ref();
                 opts.linux_stub_events = no_vtpm;
                 let p = bootchain::tdx::predict_tdx_uki(&uki, &opts)
                     .with_context(|| format!("predicting the RTMRs of {}", uki.display()))?;
@@ -983,18 +983,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &banks,
                 &phases,
                 profile,
-                any_addon
-                    .then(|| {
-                        let mut a = bootchain::kernel_config::Addons::new();
-                        a.per_uki = addon.clone();
-                        a.global = global_addon.clone();
-                        a.credentials = credential.clone();
-                        a.global_credentials = global_credential.clone();
-                        a.sysexts = sysext.clone();
-                        a.confexts = confext.clone();
-                        a
-                    })
-                    .as_ref(),
+                addons.as_ref(),
                 state.as_ref().map(|s| (s, boot_chain.as_slice())),
             )
             .with_context(|| format!("predicting {}", uki.display()))?;
@@ -1519,13 +1508,9 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     }
     if let (true, JsonMode::Off) = (a.policy_digest, json) {
         // ukify 258 prints the policy digests JSON after the build.
-        let pcrsig = bootchain::uki::inspect(&output)?
-            .sections
-            .into_iter()
-            .find(|s| s.name == ".pcrsig")
-            .and_then(|s| s.text);
-        if let Some(t) = pcrsig {
-            outln!("{}", t.trim_end());
+        // Only the .pcrsig section is read back, not the whole image hashed again.
+        if let Some(t) = bootchain::uki::read_section(&output, ".pcrsig")? {
+            outln!("{}", String::from_utf8_lossy(&t).trim_end());
         }
     }
     if let JsonMode::Pretty = json {

@@ -47,24 +47,9 @@ pub struct RefArgs {
     /// The profile the stub boots (PCR 11; PCR 12 when not 0).
     #[arg(long, default_value_t = 0)]
     profile: u32,
-    /// A cmdline addon in the UKI's <uki>.extra.d/ (repeatable): PCR 12.
-    #[arg(long)]
-    addon: Vec<PathBuf>,
-    /// A cmdline addon in the ESP's /loader/addons/ (repeatable): PCR 12.
-    #[arg(long = "global-addon")]
-    global_addon: Vec<PathBuf>,
-    /// A credential in <uki>.extra.d/ (repeatable): PCR 12.
-    #[arg(long)]
-    credential: Vec<PathBuf>,
-    /// A credential in the ESP's /loader/credentials/ (repeatable): PCR 12.
-    #[arg(long = "global-credential")]
-    global_credential: Vec<PathBuf>,
-    /// A system extension in <uki>.extra.d/ (repeatable): PCR 13.
-    #[arg(long)]
-    sysext: Vec<PathBuf>,
-    /// A configuration extension in <uki>.extra.d/ (repeatable): PCR 12.
-    #[arg(long)]
-    confext: Vec<PathBuf>,
+    /// Addons and sidecar files on the ESP (PCR 12 and 13).
+    #[command(flatten)]
+    esp: crate::EspArgs,
     /// Images the firmware loads before the UKI, in order (PCR 4; needs --secureboot).
     #[arg(long = "boot-chain")]
     boot_chain: Vec<PathBuf>,
@@ -116,19 +101,7 @@ pub fn reference_values(a: RefArgs) -> Result<ExitCode> {
     if a.sb.secureboot.is_none() && !a.boot_chain.is_empty() {
         anyhow::bail!("--boot-chain needs --secureboot on|off");
     }
-    let mut addons = bootchain::kernel_config::Addons::new();
-    addons.per_uki = a.addon;
-    addons.global = a.global_addon;
-    addons.credentials = a.credential;
-    addons.global_credentials = a.global_credential;
-    addons.sysexts = a.sysext;
-    addons.confexts = a.confext;
-    let any_addon = !(addons.per_uki.is_empty()
-        && addons.global.is_empty()
-        && addons.credentials.is_empty()
-        && addons.global_credentials.is_empty()
-        && addons.sysexts.is_empty()
-        && addons.confexts.is_empty());
+    let addons = a.esp.addons();
     let state =
         a.sb.secureboot
             .is_some()
@@ -147,7 +120,7 @@ pub fn reference_values(a: RefArgs) -> Result<ExitCode> {
     }
     req.stub_version = a.stub_version;
     req.profile = a.profile;
-    req.addons = any_addon.then_some(&addons);
+    req.addons = addons.as_ref();
     req.secure_boot = state.as_ref().map(|s| (s, a.boot_chain.as_slice()));
     req.tdx = a.tdx.then_some(a.no_vtpm);
     if let Some(fw) = &ovmf {
