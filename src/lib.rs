@@ -53,7 +53,7 @@ pub use formats::{
 pub use formats::{genkey, hwids};
 #[cfg(feature = "luks")]
 pub use luks::token;
-pub use predict::{attest, firmware, kernel_config, measure, reference, snp, tdx};
+pub use predict::{attest, cache, firmware, kernel_config, measure, reference, snp, tdx};
 #[cfg(feature = "tpm")]
 pub use seal::{pin, tpm};
 

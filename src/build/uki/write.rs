@@ -160,9 +160,137 @@ impl Write for HashingWriter<'_> {
     }
 }
 
+/// Below this size a file is copied through the buffer: a thread and a kernel copy cost more
+/// than they save.
+const KERNEL_COPY_MIN: u64 = 1 << 20;
+
+/// The file's identity and change times, compared before and after a kernel-side copy: the
+/// copy and the hashing read the file separately, so a file rewritten in between would give
+/// an image whose signature does not match its bytes.
+fn fingerprint(m: &std::fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
 fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u64, UkiError> {
     let f = File::open(path).map_err(input_err(path))?;
+    let before = f.metadata().map_err(input_err(path))?;
+    if before.len() >= KERNEL_COPY_MIN && before.is_file() {
+        if let Some(n) = w.copy_range(path, &f, 0, before.len())? {
+            let after = f.metadata().map_err(input_err(path))?;
+            if fingerprint(&after) != fingerprint(&before) {
+                return Err(input_err(path)(io::Error::other(
+                    "the file changed while it was copied",
+                )));
+            }
+            return Ok(n);
+        }
+    }
     copy_reader(path, f, w, buf)
+}
+
+impl HashingWriter<'_> {
+    /// Copies `len` bytes of `src` from `offset` to the output with `copy_file_range(2)` (no
+    /// user-space round trip), while helper threads read the same range from the page cache
+    /// and hash it. `None` when the kernel cannot copy between these files (other file
+    /// system type, old kernel) and nothing was written: the caller copies through a buffer.
+    fn copy_range(
+        &mut self,
+        path: &Path,
+        src: &File,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<u64>, UkiError> {
+        use std::os::unix::fs::FileExt;
+        let start = self.pos;
+        let HashingWriter {
+            inner,
+            hasher,
+            skip,
+            section,
+            ..
+        } = self;
+        // Reads `len` bytes at `offset` and feeds them to `f`; the count actually read.
+        let read_into = |f: &mut dyn FnMut(u64, &[u8])| -> io::Result<u64> {
+            let mut buf = vec![0u8; COPY_BUF];
+            let mut done = 0u64;
+            while done < len {
+                let want = (len - done).min(buf.len() as u64) as usize;
+                let n = src.read_at(&mut buf[..want], offset + done)?;
+                if n == 0 {
+                    break;
+                }
+                f(done, &buf[..n]);
+                done += n as u64;
+            }
+            Ok(done)
+        };
+        let out_err = |source: io::Error| UkiError::Output {
+            path: self.path.to_path_buf(),
+            source,
+        };
+        // The first chunk alone, before any hashing: if the kernel cannot copy between these
+        // files, nothing has been written or hashed yet.
+        let mut off_in = offset;
+        let first = len.min(COPY_BUF as u64) as usize;
+        let mut copied = loop {
+            match rustix::fs::copy_file_range(src, Some(&mut off_in), &**inner, None, first) {
+                Ok(n) => break n as u64,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::OPNOTSUPP,
+                ) => return Ok(None),
+                Err(e) => return Err(out_err(e.into())),
+            }
+        };
+        let joined = std::thread::scope(|s| {
+            let t = s
+                .spawn(|| read_into(&mut |at, data| hash_skipping(hasher, skip, start + at, data)));
+            let t2 = section
+                .as_mut()
+                .map(|h| s.spawn(|| read_into(&mut |_, data| h.update(data))));
+            let mut result = Ok(());
+            while copied < len && copied > 0 {
+                let want = usize::try_from(len - copied)
+                    .unwrap_or(usize::MAX)
+                    .min(1 << 30);
+                match rustix::fs::copy_file_range(src, Some(&mut off_in), &**inner, None, want) {
+                    Ok(0) => break,
+                    Ok(n) => copied += n as u64,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        result = Err(io::Error::from(e));
+                        break;
+                    }
+                }
+            }
+            let panicked = || io::Error::other("hashing thread panicked");
+            let hashed = t.join().map_err(|_| panicked())?;
+            let hashed2 = t2.map(|t| t.join().map_err(|_| panicked())).transpose()?;
+            result.map(|()| (hashed, hashed2))
+        });
+        let (hashed, hashed2) = joined.map_err(out_err)?;
+        let hashed = hashed.map_err(input_err(path))?;
+        let hashed2 = hashed2.transpose().map_err(input_err(path))?;
+        if hashed != copied || hashed2.is_some_and(|h| h != copied) || copied != len {
+            return Err(input_err(path)(io::Error::other(
+                "the file changed while it was copied",
+            )));
+        }
+        self.pos += copied;
+        self.syncer.progress(self.pos);
+        Ok(Some(copied))
+    }
 }
 
 fn copy_reader(
