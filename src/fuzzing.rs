@@ -217,6 +217,11 @@ pub fn envelope(data: &[u8]) {
 /// `luks unlock` reads it up to the TPM; also `luksDump --dump-volume-key` output.
 pub fn luks_header(data: &[u8]) {
     let _ = crate::luks::parse_volume_key_dump(data);
+    // The binary header (two copies, checksums) in front of the JSON area.
+    if let Ok(json) = crate::luks::header::read_json(&mut Cursor::new(data)) {
+        assert!(json.len() < data.len());
+        luks_header(&json);
+    }
     let Ok(md) = crate::luks::Metadata::parse(data) else {
         return;
     };

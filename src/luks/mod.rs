@@ -1,12 +1,15 @@
-//! LUKS2 headers, through the `cryptsetup` command (Debian's cryptsetup-bin, 2.6).
+//! LUKS2 headers: read in process ([`header`]), changed through the `cryptsetup` command
+//! (Debian's cryptsetup-bin, 2.6).
 //!
 //! Why the command and not libcryptsetup bindings: `libcryptsetup-rs` needs bindgen and libclang
 //! at build time and would link libcryptsetup into every program using this crate, including
 //! the lean initramfs binary; every image that holds a LUKS2 volume already ships `cryptsetup`,
-//! and cryptsetup's own header writing (two metadata copies, sequence ids) is what keeps a
-//! header intact when a step fails. Secrets reach cryptsetup only on its stdin
+//! and cryptsetup's own header writing (two metadata copies, sequence ids, locking) is what
+//! keeps a header intact when a step fails. Reading needs none of that, so it costs a read
+//! instead of a `luksDump` process. Secrets reach cryptsetup only on its stdin
 //! (`--key-file -` / `--new-keyfile -`), never on the command line or in temporary files.
 
+pub mod header;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -54,6 +57,15 @@ pub enum LuksError {
         /// What was wrong.
         #[source]
         source: MetadataError,
+    },
+    /// The binary header could not be read or is not LUKS2.
+    #[error("cannot read the LUKS2 header of {device}")]
+    Header {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: header::HeaderError,
     },
     /// A token could not be serialised.
     #[error("serialising the token")]
@@ -304,10 +316,17 @@ impl Luks {
         })
     }
 
-    /// Read the header's keyslots and tokens (`luksDump --dump-json-metadata`).
+    /// Read the header's keyslots and tokens, in process ([`header`]): what `luksDump
+    /// --dump-json-metadata` prints, without a process.
     pub fn metadata(&self) -> Result<Metadata, LuksError> {
-        let out = self.run("luksDump", &["luksDump", "--dump-json-metadata"], b"")?;
-        Metadata::parse(&out).map_err(|source| LuksError::Metadata {
+        let header_err = |source| LuksError::Header {
+            device: self.dev(),
+            source,
+        };
+        let mut f = std::fs::File::open(&self.device)
+            .map_err(|e| header_err(header::HeaderError::Io(e)))?;
+        let json = header::read_json(&mut f).map_err(header_err)?;
+        Metadata::parse(&json).map_err(|source| LuksError::Metadata {
             device: self.dev(),
             source,
         })
