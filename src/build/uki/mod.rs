@@ -173,6 +173,15 @@ pub enum UkiError {
         /// The length read.
         read: u64,
     },
+    /// The `.pcrsig` signed during the write came out longer or shorter than planned (an
+    /// internal error: nothing is left at the output path).
+    #[error("internal: .pcrsig is {actual} bytes, {planned} were planned")]
+    PcrsigLength {
+        /// Planned length.
+        planned: u64,
+        /// Actual length.
+        actual: u64,
+    },
     /// The hasher gave no digest (an internal error).
     #[error("no Authenticode digest was computed")]
     NoDigest,
@@ -1018,7 +1027,44 @@ impl UkiBuilder {
 
         // Measured sections hashed by the PCR signer's pass, reused for the report.
         let mut signer_pass = None;
-        if !groups.is_empty() {
+        // Or, in one pass: `.pcrsig` signed while the output is written (see `DeferredPcrsig`).
+        let mut deferred = None;
+        if !groups.is_empty() && self.one_pass_pcrsig(&planned) {
+            let (banks, sgroups) = self.signer_banks();
+            // The text's length does not depend on the digests (fixed-length hex, one RSA
+            // signature of the key's size per policy): sign zero digests to learn it.
+            let mut zero = Vec::new();
+            for (name, content) in &planned {
+                if let Some(section) =
+                    UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
+                {
+                    zero.push(SectionDigests {
+                        section,
+                        size: content.len()?,
+                        digests: banks.iter().map(|b| Digest::zero(*b)).collect(),
+                    });
+                }
+            }
+            if let Some(b) = &sbat_in_place {
+                zero.push(sbat_digests(b, &banks));
+            }
+            let placeholder = self
+                .signer_pass(rules, layout, banks.clone(), sgroups.clone(), zero)?
+                .json;
+            layout::insert_appended(
+                &mut planned,
+                layout,
+                ".pcrsig",
+                SectionContent::Bytes(placeholder.into_bytes()),
+            )?;
+            deferred = Some(DeferredPcrsig {
+                banks,
+                groups: sgroups,
+                at: 0,
+                before: Vec::new(),
+                after: Vec::new(),
+            });
+        } else if !groups.is_empty() {
             let pass = self.pcrsig_json(rules, layout, &planned, sbat_in_place.as_deref())?;
             layout::insert_appended(
                 &mut planned,
@@ -1074,6 +1120,37 @@ impl UkiBuilder {
                 });
             }
             sized.push((name, c, len));
+        }
+
+        // Sections hashed while written: what `--measure` reports, and what the deferred
+        // `.pcrsig` signs; those after `.pcrsig` in the file are hashed for it beforehand.
+        let mut hash_banks: Vec<HashAlg> =
+            measure_banks.map(<[HashAlg]>::to_vec).unwrap_or_default();
+        if let Some(d) = &mut deferred {
+            for b in &d.banks {
+                if !hash_banks.contains(b) {
+                    hash_banks.push(*b);
+                }
+            }
+            d.at = sized
+                .iter()
+                .position(|(n, _, _)| n.as_str() == ".pcrsig")
+                .ok_or(UkiError::NoDigest)?;
+            for (i, (name, content, _)) in sized.iter().enumerate().skip(d.at + 1) {
+                if let Some(section) =
+                    UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
+                {
+                    let (size, digests) = content.digests(&hash_banks)?;
+                    d.after.push((
+                        i,
+                        SectionDigests {
+                            section,
+                            size,
+                            digests,
+                        },
+                    ));
+                }
+            }
         }
 
         let needed = sized.len();
@@ -1143,11 +1220,33 @@ impl UkiBuilder {
         w.put(&stub_data[patched.bytes.len()..])?;
         let mut buf = vec![0u8; COPY_BUF];
         let mut measured = Vec::new();
-        for ((name, content, len), sh) in sized.iter().zip(&placement.headers) {
+        for (i, ((name, content, len), sh)) in sized.iter().zip(&placement.headers).enumerate() {
             w.pad_to(u64::from(sh.pointer_to_raw_data), &mut buf)?;
+            if let Some(d) = deferred.as_ref().filter(|d| d.at == i) {
+                let mut sections = d.before.clone();
+                sections.extend(d.after.iter().map(|(_, s)| s.clone()));
+                if let Some(b) = &sbat_in_place {
+                    sections.push(sbat_digests(b, &d.banks));
+                }
+                let pass =
+                    self.signer_pass(rules, layout, d.banks.clone(), d.groups.clone(), sections)?;
+                if pass.json.len() as u64 != *len {
+                    return Err(UkiError::PcrsigLength {
+                        planned: *len,
+                        actual: pass.json.len() as u64,
+                    });
+                }
+                w.put(pass.json.as_bytes())?;
+                signer_pass = Some(pass);
+                continue;
+            }
             let section = UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s));
-            w.section = match (measure_banks, section) {
-                (Some(banks), Some(_)) => Some(MultiHasher::new(banks)),
+            let hashed_before = deferred
+                .as_ref()
+                .and_then(|d| d.after.iter().find(|(j, _)| *j == i))
+                .map(|(_, s)| s.clone());
+            w.section = match (section, &hashed_before) {
+                (Some(_), None) if !hash_banks.is_empty() => Some(MultiHasher::new(&hash_banks)),
                 _ => None,
             };
             let written = copy_content(content, &mut w, &mut buf)?;
@@ -1158,12 +1257,21 @@ impl UkiBuilder {
                     read: written,
                 });
             }
-            if let (Some(section), Some(h)) = (section, w.section.take()) {
-                measured.push(SectionDigests {
+            let digests = match (section, w.section.take()) {
+                (Some(section), Some(h)) => Some(SectionDigests {
                     section,
                     size: *len,
                     digests: h.finalize(),
-                });
+                }),
+                _ => hashed_before,
+            };
+            if let Some(sd) = digests {
+                if let Some(d) = deferred.as_mut().filter(|d| i < d.at) {
+                    d.before.push(sd.clone());
+                }
+                if measure_banks.is_some() {
+                    measured.push(sd);
+                }
             }
         }
         w.pad_to(total_len, &mut buf)?;
@@ -1244,6 +1352,47 @@ impl UkiBuilder {
         planned: &[(SectionName, SectionContent)],
         sbat_in_place: Option<&[u8]>,
     ) -> Result<SignerPass, UkiError> {
+        let (banks, groups) = self.signer_banks();
+        let mut sections = Vec::new();
+        for (name, content) in planned {
+            // Only what the stub measures is hashed.
+            let Some(section) =
+                UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
+            else {
+                continue;
+            };
+            let (size, digests) = content.digests(&banks)?;
+            sections.push(SectionDigests {
+                section,
+                size,
+                digests,
+            });
+        }
+        if let Some(b) = sbat_in_place {
+            sections.push(sbat_digests(b, &banks));
+        }
+        self.signer_pass(rules, layout, banks, groups, sections)
+    }
+
+    /// Whether `.pcrsig` can be signed during the write: one signing group with a private
+    /// key (its text then has one length whatever the digests), no joined profiles and at
+    /// most one `.dtbauto` (whose signatures are merged, so their number could vary).
+    fn one_pass_pcrsig(&self, planned: &[(SectionName, SectionContent)]) -> bool {
+        let groups = self.policy_groups();
+        groups.len() == 1
+            && groups[0].0.is_some()
+            && self.policy_digests.is_none()
+            && self.join_profiles.is_empty()
+            && planned
+                .iter()
+                .filter(|(n, _)| n.as_str() == ".dtbauto")
+                .count()
+                <= 1
+    }
+
+    /// Every bank a signing group uses, and each group's banks and phases.
+    #[allow(clippy::type_complexity)]
+    fn signer_banks(&self) -> (Vec<HashAlg>, Vec<(Vec<HashAlg>, Vec<Phase>)>) {
         // Each group's banks (ukify's default: sha256) and phases (ours: the initrd phases,
         // where disk keys are released); sections are hashed once in every bank any uses.
         let groups: Vec<(Vec<HashAlg>, Vec<Phase>)> = self
@@ -1272,24 +1421,18 @@ impl UkiBuilder {
                 banks.push(*b);
             }
         }
-        let mut sections = Vec::new();
-        for (name, content) in planned {
-            // Only what the stub measures is hashed.
-            let Some(section) =
-                UkiSection::from_name(&name.as_str()).filter(|s| rules.measures(*s))
-            else {
-                continue;
-            };
-            let (size, digests) = content.digests(&banks)?;
-            sections.push(SectionDigests {
-                section,
-                size,
-                digests,
-            });
-        }
-        if let Some(b) = sbat_in_place {
-            sections.push(sbat_digests(b, &banks));
-        }
+        (banks, groups)
+    }
+
+    /// The `.pcrsig` text and predictions for measured `sections` (their digests in `banks`).
+    fn signer_pass(
+        &self,
+        rules: StubRules,
+        layout: Layout,
+        banks: Vec<HashAlg>,
+        groups: Vec<(Vec<HashAlg>, Vec<Phase>)>,
+        sections: Vec<SectionDigests>,
+    ) -> Result<SignerPass, UkiError> {
         // The stub measures the one `.dtbauto` it picks by hardware ID (`.hwids`), so ukify
         // 257 (`call_systemd_measure`) signs once per `.dtbauto`, each with the other
         // sections, and merges the policies.
@@ -1434,6 +1577,20 @@ pub(crate) fn pcrsig_text(sigs: &measure::PcrSignatures, layout: Layout) -> Stri
 }
 
 /// What the PCR signer's hashing pass computed.
+/// A `.pcrsig` signed during the write (one pass over the inputs): its placeholder of the
+/// right length is planned, the measured sections before it are hashed as they are written,
+/// those after it just before the write, and the text is made when the writer reaches it.
+struct DeferredPcrsig {
+    banks: Vec<HashAlg>,
+    groups: Vec<(Vec<HashAlg>, Vec<Phase>)>,
+    /// Index of `.pcrsig` among the written sections.
+    at: usize,
+    /// Digests of the measured sections written before `.pcrsig`.
+    before: Vec<SectionDigests>,
+    /// Digests of the measured sections after it (their index among the written sections).
+    after: Vec<(usize, SectionDigests)>,
+}
+
 struct SignerPass {
     json: String,
     sections: Vec<SectionDigests>,
