@@ -354,7 +354,7 @@ impl Tpm {
             vals.set(hashing(d.alg()), v);
         }
         self.ctx
-            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, vals))
+            .execute_with_session(PASSWORD, |ctx| ctx.pcr_extend(handle, vals))
             .map_err(cmd_err("PCR_Extend"))
     }
 }
@@ -581,6 +581,14 @@ pub enum UnsealError {
 }
 
 /// TPM 2.0 Part 2 §6.6.3 format-one error numbers (bits 0..5 when bit 7 is set).
+/// The empty password authorization (TPM 2.0 Part 1 §19.8.4, TPM_RS_PW): no TPM round trip.
+/// Used instead of an unsalted HMAC session (tss-esapi's `execute_with_nullauth_session`, a
+/// StartAuthSession and a FlushContext per command) for commands whose parameters hold no
+/// secret (CreatePrimary with an empty sensitive area, Load and Import of blobs that are
+/// already wrapped, EvictControl, PCR_Extend); only the session that unseals is salted.
+const PASSWORD: Option<tss_esapi::interface_types::session_handles::AuthSession> =
+    Some(tss_esapi::interface_types::session_handles::AuthSession::Password);
+
 const RC_FMT1: u32 = 0x080;
 const RC_AUTH_FAIL: u32 = 0x00E;
 const RC_POLICY_FAIL: u32 = 0x01D;
@@ -752,7 +760,7 @@ impl Tpm {
         let template = primary_template(kind)?;
         let r = self
             .ctx
-            .execute_with_nullauth_session(|ctx| {
+            .execute_with_session(PASSWORD, |ctx| {
                 ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
             })
             .map_err(cmd_err("CreatePrimary"))?;
@@ -869,7 +877,7 @@ impl Tpm {
         }
         let p = self.create_primary(ParentKind::EccP256)?;
         let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(structure("conversion"))?;
-        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+        let r = self.ctx.execute_with_session(PASSWORD, |ctx| {
             ctx.evict_control(Provision::Owner, p.handle.into(), Persistent::Persistent(h))
         });
         let name = p.name.clone();
@@ -1050,7 +1058,7 @@ impl Tpm {
         };
         let loaded = self
             .ctx
-            .execute_with_nullauth_session(|ctx| ctx.load(parent.handle, private, public))
+            .execute_with_session(PASSWORD, |ctx| ctx.load(parent.handle, private, public))
             .map_err(cmd_err("Load"));
         let loaded = match loaded {
             Ok(h) => h,
@@ -1106,7 +1114,7 @@ impl Tpm {
     ) -> Result<tss_esapi::structures::Private, UnsealError> {
         use tss_esapi::structures::{EncryptedSecret, SymmetricDefinitionObject};
         let seed = EncryptedSecret::try_from(seed.to_vec()).map_err(structure("import seed"))?;
-        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+        let r = self.ctx.execute_with_session(PASSWORD, |ctx| {
             ctx.import(
                 parent.handle.into(),
                 None,
@@ -1171,15 +1179,22 @@ impl Tpm {
                 .policy_auth_value(ps)
                 .map_err(cmd_err("PolicyAuthValue"))?;
         }
-        let got = self
-            .ctx
-            .policy_get_digest(ps)
-            .map_err(cmd_err("PolicyGetDigest"))?;
-        if got.value() != expected_policy.as_bytes() {
-            return Err(UnsealError::PolicyMismatch {
-                expected: expected_policy.to_hex(),
-                actual: hex::encode(got.value()),
-            });
+        // With a PIN, compare the session's digest first: an Unseal whose policy does not
+        // match would still check the PIN and count a failure against the dictionary-attack
+        // lockout. Without one, a mismatch costs nothing, so the digest is read only then.
+        let digest = |ctx: &mut Context| {
+            ctx.policy_get_digest(ps)
+                .map_err(cmd_err("PolicyGetDigest"))
+        };
+        let mismatch = |got: &tss_esapi::structures::Digest| UnsealError::PolicyMismatch {
+            expected: expected_policy.to_hex(),
+            actual: hex::encode(got.value()),
+        };
+        if steps.auth_value.is_some() {
+            let got = digest(&mut self.ctx)?;
+            if got.value() != expected_policy.as_bytes() {
+                return Err(mismatch(&got));
+            }
         }
         let data = self
             .ctx
@@ -1193,10 +1208,7 @@ impl Tpm {
             Err(e) if command_code(&e) == Some(RC_LOCKOUT) => Err(UnsealError::LockedOut {
                 interval: self.lockout_status().ok().map(|s| s.interval),
             }),
-            Err(e) if fmt1(&e) == Some(RC_POLICY_FAIL) => Err(UnsealError::PolicyMismatch {
-                expected: expected_policy.to_hex(),
-                actual: hex::encode(got.value()),
-            }),
+            Err(e) if fmt1(&e) == Some(RC_POLICY_FAIL) => Err(mismatch(&digest(&mut self.ctx)?)),
             Err(e) => Err(e.into()),
         }
     }
