@@ -329,6 +329,15 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     c.sh_ok("dpkg -i /root/in/bootchain.deb");
     let ldd = c.sh_ok("ldd /usr/bin/bootchain /usr/bin/bootchain-unseal");
     assert!(!ldd.contains("not found"), "{ldd}");
+    // Each binary is itself: the CLI's version, and bootchain-unseal's usage (exit 2).
+    let v = c.sh_ok("bootchain --version");
+    assert_eq!(v.trim(), format!("bootchain {}", env!("CARGO_PKG_VERSION")));
+    let out = run(&mut c.sh("bootchain-unseal --help"));
+    let usage = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && usage.contains("--luks"),
+        "{usage}"
+    );
     assert!(c.path("/etc/bootchain/uki.conf").is_file());
     assert!(c
         .path("/usr/lib/kernel/install.d/65-bootchain-uki.install")
@@ -467,17 +476,24 @@ fn plugin_under_systemd_257_kernel_install() {
     ];
     let version = run_ok(&mut trixie_tools(d, &[], &["kernel-install", "--version"]));
     eprintln!("{}", version.lines().next().unwrap_or_default());
-    run_ok(&mut trixie_tools(
+    let log = run_ok(&mut trixie_tools(
         d,
         &env,
         &[
             "kernel-install",
+            "--verbose",
             "add",
             VERSION,
             "/w/in/vmlinuz",
             "/w/in/initrd",
         ],
     ));
+    // Built into the staging area and installed by systemd's 90-uki-copy, not by the plugin.
+    assert!(
+        log.contains("uki.efi built; 90-uki-copy.install installs it")
+            && log.contains("/uki.efi as /w/boot/EFI/Linux/"),
+        "{log}"
+    );
     let uki = d.join(format!("boot/EFI/Linux/bootchain-test-{VERSION}.efi"));
     assert!(
         uki.is_file(),
@@ -505,4 +521,49 @@ fn plugin_under_systemd_257_kernel_install() {
         uki.display()
     );
     eprintln!("trixie: kernel-install add/remove in {:.1?}", t.elapsed());
+}
+
+/// The plugin (as in the repository) steps aside unless layout=uki and the UKI generator is
+/// unset or bootchain, silently; with layout=uki and no configuration it fails, naming it.
+#[test]
+fn plugin_is_silent_unless_configured() {
+    let plugin = repo_root().join("packaging/kernel-install/65-bootchain-uki.install");
+    let d = tempfile::tempdir().unwrap();
+    let stage = d.path().join("staging");
+    std::fs::create_dir_all(&stage).unwrap();
+    let invoke = |env: &[(&str, &str)]| {
+        let mut c = Command::new(&plugin);
+        c.args(["add", VERSION, "/nonexistent"])
+            .arg(kernel())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("KERNEL_INSTALL_BOOT_ROOT", d.path())
+            .env("KERNEL_INSTALL_ENTRY_TOKEN", "t")
+            .env("KERNEL_INSTALL_STAGING_AREA", &stage)
+            .env("BOOTCHAIN_UKI_CONF", d.path().join("missing.conf"))
+            .envs(env.iter().copied());
+        run(&mut c)
+    };
+    for env in [
+        &[][..],
+        &[("KERNEL_INSTALL_LAYOUT", "bls")][..],
+        &[
+            ("KERNEL_INSTALL_LAYOUT", "uki"),
+            ("KERNEL_INSTALL_UKI_GENERATOR", "ukify"),
+        ][..],
+    ] {
+        let out = invoke(env);
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "{env:?}: {out:?}"
+        );
+    }
+    let out = invoke(&[("KERNEL_INSTALL_LAYOUT", "uki")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing.conf is missing"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&stage).unwrap().count(), 0);
+    assert!(!d.path().join("EFI").exists());
 }
