@@ -1,12 +1,15 @@
 //! The Debian package (`scripts/package`) on clean Debian systems: it installs into a fresh
-//! mmdebstrap bookworm chroot with its declared dependencies only; `kernel-install add` (systemd
-//! 252) then builds a UKI that sbverify accepts, whose PCR 11 `bootchain pcr predict` and
-//! systemd-measure agree on and whose `.pcrsig` signs that value; `remove` deletes it; the man
-//! pages render and the bash completion loads; purge leaves no file behind. The plugin also runs
-//! under Debian 13's kernel-install (systemd 257, which copies the UKI with 90-uki-copy).
+//! mmdebstrap bookworm chroot (a Debian kernel, initramfs-tools, systemd, man-db) with its
+//! declared dependencies only, and its trigger rebuilds the initrd with bootchain-unseal;
+//! `kernel-install add` (systemd 252) then builds a UKI around that kernel and initrd that
+//! sbverify accepts, whose PCR 11 `bootchain pcr predict` and systemd-measure agree on and
+//! whose `.pcrsig` signs that value; `remove` deletes it; the man pages render and the bash
+//! completion loads; purge leaves no file behind (nor bootchain in the initrd). The plugin also
+//! runs under Debian 13's kernel-install (systemd 257, whose 90-uki-copy installs the UKI).
 //!
-//! Slow on a cold machine (a release build, one mmdebstrap of ~1 minute, cached under
-//! .cache/clean/), hence #[ignore]; ./scripts/test runs ignored tests too.
+//! Slow: a release build and two mmdebstraps (bookworm ~2 min, trixie ~1 min; cached under
+//! .cache/), then ~100 s warm, mostly two mkinitramfs runs; hence #[ignore] (./scripts/test
+//! runs ignored tests too).
 
 mod common;
 
@@ -304,16 +307,25 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     let recommends = control_field(&deb, "Recommends");
     eprintln!("Depends: {depends}\nRecommends: {recommends}");
     // The chroot holds exactly the declared dependencies (so dpkg -i proves they suffice), the
-    // recommended stub, systemd (kernel-install) and man-db.
+    // recommended stub, systemd (kernel-install), man-db, and a Debian kernel with its
+    // initramfs-tools initrd (the package's trigger rebuilds it with the hook's files).
     let mut pkgs = package_names(&depends);
     pkgs.extend(package_names(&recommends));
-    pkgs.extend(["systemd".into(), "man-db".into()]);
+    pkgs.extend(
+        [
+            "systemd",
+            "man-db",
+            "initramfs-tools",
+            "linux-image-cloud-amd64",
+        ]
+        .map(String::from),
+    );
     pkgs.sort();
     pkgs.dedup();
     let c = Chroot::new("bookworm", &pkgs);
 
     // What the administrator has before the package: kernel-install set to layout=uki with
-    // an ESP at /boot/efi, the kernel and initrd to install.
+    // an ESP at /boot/efi, and an installed kernel.
     std::fs::create_dir_all(c.path("/boot/efi/EFI/Linux")).unwrap();
     std::fs::create_dir_all(c.path("/etc/kernel")).unwrap();
     std::fs::write(
@@ -322,11 +334,25 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     )
     .unwrap();
     std::fs::write(c.path("/etc/kernel/entry-token"), "bootchain-test\n").unwrap();
-    boot_inputs(&c.path("/root/in"));
+    std::fs::create_dir_all(c.path("/root/in")).unwrap();
     std::fs::copy(&deb, c.path("/root/in/bootchain.deb")).unwrap();
+    let kver = c.sh_ok("ls /lib/modules").trim().to_string();
+    let initrd = format!("/boot/initrd.img-{kver}");
+    let lsinitramfs = |c: &Chroot| c.sh_ok(&format!("lsinitramfs {initrd}"));
+    assert!(!lsinitramfs(&c).contains("bootchain"));
     let before = c.files();
 
+    // The update-initramfs trigger puts bootchain-unseal, the TCTI it dlopen()s and the
+    // keyscript into the initrd.
     c.sh_ok("dpkg -i /root/in/bootchain.deb");
+    let files = lsinitramfs(&c);
+    for f in [
+        "usr/bin/bootchain-unseal",
+        "libtss2-tcti-device.so.0",
+        "lib/bootchain/bootchain-keyscript",
+    ] {
+        assert!(files.contains(f), "the initrd lacks {f}");
+    }
     let ldd = c.sh_ok("ldd /usr/bin/bootchain /usr/bin/bootchain-unseal");
     assert!(!ldd.contains("not found"), "{ldd}");
     // Each binary is itself: the CLI's version, and bootchain-unseal's usage (exit 2).
@@ -359,10 +385,8 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     )
     .unwrap();
 
-    c.sh_ok(&format!(
-        "kernel-install add {VERSION} /root/in/vmlinuz /root/in/initrd"
-    ));
-    let uki = c.path(&format!("/boot/efi/EFI/Linux/bootchain-test-{VERSION}.efi"));
+    c.sh_ok(&format!("kernel-install add {kver} /boot/vmlinuz-{kver}"));
+    let uki = c.path(&format!("/boot/efi/EFI/Linux/bootchain-test-{kver}.efi"));
     assert!(
         uki.is_file(),
         "kernel-install add made no {}",
@@ -373,7 +397,12 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
         section_text(&uki, ".cmdline").trim_end_matches('\0'),
         CMDLINE
     );
-    assert_eq!(section_text(&uki, ".uname").trim_end_matches('\0'), VERSION);
+    assert_eq!(section_text(&uki, ".uname").trim_end_matches('\0'), kver);
+    // No initrd given: the plugin took the one initramfs-tools made (252 stages it only later).
+    let staged = std::fs::read(c.path(&initrd)).unwrap();
+    let info = bootchain::uki::inspect(&uki).unwrap();
+    let sec = info.sections.iter().find(|s| s.name == ".initrd").unwrap();
+    assert_eq!(sec.sha256, HashAlg::Sha256.digest(&staged));
     // PCR 11 three ways: bootchain on the host, systemd-measure 252 (the stub in this UKI is
     // bookworm's 252) over the sections objcopy extracts, and the policy .pcrsig signs.
     let ours = predicted_pcr11(&uki);
@@ -388,7 +417,7 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     assert_pcrsig_covers(&uki, &ours, &k.pcr_pub, host.path());
     eprintln!("PCR 11 (sha256, enter-initrd) = {ours}: predict, systemd-measure, .pcrsig agree");
 
-    c.sh_ok(&format!("kernel-install remove {VERSION}"));
+    c.sh_ok(&format!("kernel-install remove {kver}"));
     assert!(
         !uki.exists(),
         "kernel-install remove left {}",
@@ -424,6 +453,10 @@ fn deb_in_clean_bookworm_kernel_install_man_completion_purge() {
     // everything else the package brought or made must go.
     std::fs::remove_dir_all(c.path("/etc/bootchain/keys")).unwrap();
     c.sh_ok("dpkg --purge bootchain");
+    assert!(
+        !lsinitramfs(&c).contains("bootchain"),
+        "purge left bootchain in the initrd"
+    );
     let after = c.files();
     let left: Vec<_> = after.difference(&before).collect();
     let lost: Vec<_> = before.difference(&after).collect();
