@@ -41,7 +41,14 @@ fn package() -> PathBuf {
         let t = Instant::now();
         let out = run_ok(&mut Command::new(repo_root().join("scripts/package")));
         let deb = PathBuf::from(out.trim());
-        let size = std::fs::metadata(&deb).unwrap().len();
+        // Reproducible: packaging the same binaries again gives the same bytes.
+        let first = std::fs::read(&deb).unwrap();
+        run_ok(Command::new(repo_root().join("scripts/package")).arg("--no-build"));
+        assert!(
+            first == std::fs::read(&deb).unwrap(),
+            "scripts/package --no-build gave another .deb"
+        );
+        let size = first.len();
         eprintln!(
             "package: {} ({} KiB) in {:.1?}",
             deb.display(),
