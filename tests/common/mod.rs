@@ -140,6 +140,17 @@ pub fn sha256_hex(data: &[u8]) -> String {
     bootchain::hash::HashAlg::Sha256.digest(data).to_hex()
 }
 
+/// The text of a UKI section, as `bootchain::uki::inspect` shows it ("" when absent).
+pub fn section_text(uki: &Path, name: &str) -> String {
+    bootchain::uki::inspect(uki)
+        .unwrap()
+        .sections
+        .into_iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.text)
+        .unwrap_or_default()
+}
+
 pub fn flip_byte(src: &Path, dst: &Path, offset: u64) {
     let mut b = std::fs::read(src).unwrap();
     b[offset as usize] ^= 0x01;

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod generate;
 mod refvals_cmd;
 mod snp_cmd;
 mod tpm_cmd;
@@ -87,6 +88,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Man pages and shell completions from this command line (for packagers).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCmd),
 }
 
 /// The version `bootchain ukify --version` reports: ukify's shape (`ukify MAJOR (FULL)`;
@@ -811,6 +815,7 @@ fn sign_opts(signing_time: bool) -> SignOptions {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Ukify { args } => ukify_cmd(args),
+        Cmd::Generate(g) => generate::run(g),
         Cmd::Uki(UkiCmd::Build(a)) => uki_build(*a),
         Cmd::Uki(UkiCmd::Inspect {
             file,

@@ -465,3 +465,39 @@ fn seal_and_luks_bad_input() {
     );
     run_ok(bin().args(["luks", "list"]).arg(&luks));
 }
+
+/// `generate man` writes a page per visible command from the clap definition (hidden ones,
+/// such as `generate` itself, are left out) and `generate completions` a script per shell;
+/// `generate` does not show in --help. scripts/package ships both.
+#[test]
+fn generate_man_pages_and_completions() {
+    let d = tempfile::tempdir().unwrap();
+    let man = d.path().join("man");
+    run_ok(bin().args(["generate", "man"]).arg(&man));
+    let build = std::fs::read_to_string(man.join("bootchain-uki-build.1")).unwrap();
+    assert!(build.contains(".TH bootchain-uki-build 1"), "{build}");
+    assert!(build.contains("secureboot\\-private\\-key"), "{build}");
+    for page in [
+        "bootchain.1",
+        "bootchain-uki.1",
+        "bootchain-seal.1",
+        "bootchain-pcr-predict.1",
+    ] {
+        assert!(man.join(page).is_file(), "no {page}");
+    }
+    assert!(!man.join("bootchain-generate.1").exists());
+    let bash = run_ok(bin().args(["generate", "completions", "bash"]));
+    assert!(bash.contains("-F _bootchain"), "{bash}");
+    let zsh = run_ok(bin().args(["generate", "completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef bootchain"), "{zsh}");
+    let fish = run_ok(bin().args(["generate", "completions", "fish"]));
+    assert!(fish.contains("complete -c bootchain"), "{fish}");
+    let help = run_ok(bin().arg("--help"));
+    assert!(!help.contains("generate"), "{help}");
+    expect_failure(
+        bin().args(["generate", "completions", "tcsh"]),
+        "invalid value",
+        d.path(),
+        &["man"],
+    );
+}
