@@ -5,7 +5,9 @@
 //! - systemd-cryptenroll 257 `--tpm2-device-key` tokens unlock with `bootchain luks unlock`,
 //!   and so do bootchain's own offline tokens;
 //! - parents that cannot import (not a storage key, garbage) are refused before anything is
-//!   written.
+//!   written;
+//! - the endorsement key (`tpm srk-public --ek`, byte-identical to `tpm2_createek`'s) is a
+//!   parent too: its objects import and unseal through PolicySecret(endorsement).
 
 mod common;
 
@@ -113,6 +115,90 @@ fn offline_envelope_unseals_on_its_tpm_only() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("PCR 7+11"), "{}", stderr(&o));
     assert!(!d.path().join("env2.json").exists());
+}
+
+#[test]
+fn sealed_offline_to_the_endorsement_key() {
+    require_tool("tpm2_createek");
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let (target, other) = (Swtpm::start(), Swtpm::start());
+    let values = zero_pcr_values(d.path());
+    std::fs::write(d.path().join("secret"), b"root volume key").unwrap();
+    for (alg, kind) in [("rsa", "ek-rsa-2048"), ("ecc", "ek-ecc-p256")] {
+        let ek = p(&format!("ek-{alg}.pub"));
+        let o = bc(
+            &["tpm", "srk-public", "--ek", alg, "-o", &ek],
+            &target.tcti(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        // The TCG EK template, as tpm2-tools makes it.
+        let tools = p(&format!("ek-{alg}-tools.pub"));
+        run_ok(target.tool("tpm2_createek").args([
+            "-c",
+            &p(&format!("ek-{alg}.ctx")),
+            "-G",
+            alg,
+            "-u",
+            &tools,
+        ]));
+        run_ok(target.tool("tpm2_flushcontext").arg("-t"));
+        assert_eq!(
+            std::fs::read(&ek).unwrap(),
+            std::fs::read(&tools).unwrap(),
+            "{alg}: bootchain's EK public area is tpm2_createek's"
+        );
+
+        let env = p(&format!("env-{alg}.json"));
+        let o = bc(
+            &[
+                "seal",
+                "--tpm2-device-key",
+                &ek,
+                "--pcrs",
+                "7+11",
+                "--pcr-values",
+                values.to_str().unwrap(),
+                "--secret",
+                &p("secret"),
+                "-o",
+                &env,
+            ],
+            NO_TPM,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&env).unwrap()).unwrap();
+        assert_eq!(json["parent"]["kind"], kind, "{json}");
+        let o = bc(&["unseal", &env], &target.tcti());
+        assert!(o.status.success(), "{alg}: {}", stderr(&o));
+        assert_eq!(o.stdout, b"root volume key");
+        let o = bc(&["unseal", &env], &other.tcti());
+        assert!(!o.status.success(), "{alg}: another TPM unsealed it");
+    }
+
+    // A systemd-tpm2 token cannot say "under the EK": refused, the image untouched.
+    let (img, key) = luks_image(d.path());
+    let before = std::fs::read(&img).unwrap();
+    let o = bc(
+        &[
+            "luks",
+            "enroll",
+            "--tpm2-device-key",
+            &p("ek-rsa.pub"),
+            "--pcrs",
+            "7",
+            "--pcr-values",
+            values.to_str().unwrap(),
+            "--unlock-key-file",
+            key.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ],
+        NO_TPM,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("endorsement key"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&img).unwrap(), before);
 }
 
 #[test]

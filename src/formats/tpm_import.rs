@@ -41,6 +41,15 @@ const ATTR_FIXED_TPM: u32 = 1 << 1;
 const ATTR_RESTRICTED: u32 = 1 << 16;
 const ATTR_DECRYPT: u32 = 1 << 17;
 const ATTR_SIGN: u32 = 1 << 18;
+const ATTR_USER_WITH_AUTH: u32 = 1 << 6;
+const ATTR_ADMIN_WITH_POLICY: u32 = 1 << 7;
+
+/// The endorsement key's authPolicy: PolicySecret(TPM_RH_ENDORSEMENT) (TCG EK Credential
+/// Profile 2.x §B.3.3 "Template L-1/L-2", `PolicyA` SHA-256).
+pub const EK_POLICY_SHA256: [u8; 32] = [
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
+    0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
+];
 /// The largest sealed secret (MAX_SYM_DATA, Part 2 §10.4.3 / TPM2_MAX_SEALED_DATA).
 pub const MAX_SEALED_DATA: usize = 128;
 /// The largest TPM2B_PUBLIC we read (a TPMT_PUBLIC is at most a few hundred bytes).
@@ -87,6 +96,7 @@ pub struct ParentPublic {
     name: Vec<u8>,
     sym_key_bytes: usize,
     key: ParentKey,
+    endorsement: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -144,7 +154,17 @@ impl ParentPublic {
         let ty = r.u16()?;
         let name_alg = r.u16()?;
         let attrs = r.u32()?;
-        let _auth_policy = r.tpm2b()?;
+        let auth_policy = r.tpm2b()?;
+        // A key only its policy can use as a parent: the endorsement key, whose policy
+        // (PolicySecret on the endorsement hierarchy) the unseal side knows how to satisfy.
+        let endorsement = attrs & ATTR_USER_WITH_AUTH == 0;
+        if endorsement
+            && (attrs & ATTR_ADMIN_WITH_POLICY == 0 || auth_policy != EK_POLICY_SHA256.as_slice())
+        {
+            return Err(ImportError::Unsupported(
+                "a parent without userWithAuth whose policy is not the endorsement key's",
+            ));
+        }
         if name_alg != ALG_SHA256 {
             return Err(ImportError::Unsupported("nameAlg other than SHA-256"));
         }
@@ -224,7 +244,14 @@ impl ParentPublic {
             name,
             sym_key_bytes: usize::from(sym_bits / 8),
             key,
+            endorsement,
         })
+    }
+
+    /// Whether it is an endorsement key (no userWithAuth, the EK policy): Import and Load
+    /// under it need a policy session with PolicySecret(TPM_RH_ENDORSEMENT).
+    pub fn is_endorsement_key(&self) -> bool {
+        self.endorsement
     }
 
     /// The parent's Name (nameAlg ‖ H(TPMT_PUBLIC)), what a TPM reports for it.

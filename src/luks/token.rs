@@ -435,6 +435,9 @@ pub fn enroll_by(
 ) -> Result<(SystemdTpm2Token, Zeroizing<Vec<u8>>), TokenError> {
     let r = &req.seal;
     let parent = match (r.parent, &sealer) {
+        (_, Sealer::Offline(p)) if p.is_endorsement_key() => {
+            return Err(SealError::Request(RequestError::EndorsementKeyToken).into())
+        }
         (ParentChoice::Auto | ParentChoice::Kind(ParentKind::Srk), Sealer::Offline(_)) => {
             ParentKind::Srk
         }

@@ -8,7 +8,7 @@
 //! Envelope file format (JSON, version 1; optional members omitted when unused):
 //! ```json
 //! { "format": "bootchain-sealed", "version": 1,
-//!   "parent": { "kind": "srk|ecc-p256|rsa-2048|legacy-ecc|legacy-rsa", "name": "hex TPM Name" },
+//!   "parent": { "kind": "srk|ecc-p256|rsa-2048|legacy-ecc|legacy-rsa|ek-rsa-2048|ek-ecc-p256", "name": "hex TPM Name" },
 //!   "policy": { "digest": "hex", "bank": "sha256", "pcrs": [7, 11],
 //!               "values": { "7": "hex", "11": "hex" },
 //!               "authorize": { "public_key": "PEM", "key_name": "hex", "bank": "sha256",
@@ -240,6 +240,12 @@ pub enum RequestError {
         "offline sealing (--tpm2-device-key) seals for the given SRK; parent {0} cannot be used"
     )]
     OfflineParent(ParentKind),
+    /// A systemd-tpm2 token names its parent by `tpm2_srk` only: an object sealed offline to
+    /// an endorsement key goes in a bootchain envelope or token instead.
+    #[error(
+        "a systemd-tpm2 token cannot name an endorsement key as its parent (systemd unseals under the SRK); use a bootchain envelope or token (--token-type bootchain)"
+    )]
+    EndorsementKeyToken,
     /// The system random generator failed.
     #[error("system random generator")]
     Random(#[source] aes_gcm::aead::rand_core::Error),
@@ -744,7 +750,12 @@ impl Sealer<'_> {
             Sealer::Tpm(tpm) => Ok(tpm.seal(parent, policy, secret, auth)?),
             Sealer::Offline(p) => {
                 let blob = crate::tpm_import::seal_for_import(p, policy, secret, auth)?;
-                Ok(SealedObject::from_import_blob(blob, p, ParentKind::Srk))
+                let kind = match (p.is_endorsement_key(), p.is_ecc()) {
+                    (false, _) => ParentKind::Srk,
+                    (true, true) => ParentKind::EkEcc,
+                    (true, false) => ParentKind::EkRsa,
+                };
+                Ok(SealedObject::from_import_blob(blob, p, kind))
             }
         }
     }

@@ -378,6 +378,13 @@ pub enum ParentKind {
     LegacyEcc,
     /// systemd's legacy transient RSA-2048 primary (without noDA).
     LegacyRsa,
+    /// The endorsement key from the TCG RSA-2048 EK template (EK Credential Profile 2.x,
+    /// Template L-1), for objects sealed offline to a vTPM known by its EK (as cloud
+    /// attestation reports it). Only its policy, PolicySecret(TPM_RH_ENDORSEMENT), lets it
+    /// import and load.
+    EkRsa,
+    /// The endorsement key from the TCG ECC P-256 EK template (Template L-2).
+    EkEcc,
 }
 
 impl ParentKind {
@@ -389,6 +396,8 @@ impl ParentKind {
             ParentKind::Rsa2048 => "rsa-2048",
             ParentKind::LegacyEcc => "legacy-ecc",
             ParentKind::LegacyRsa => "legacy-rsa",
+            ParentKind::EkRsa => "ek-rsa-2048",
+            ParentKind::EkEcc => "ek-ecc-p256",
         }
     }
 }
@@ -422,6 +431,8 @@ impl std::str::FromStr for ParentKind {
             "rsa-2048" => ParentKind::Rsa2048,
             "legacy-ecc" => ParentKind::LegacyEcc,
             "legacy-rsa" => ParentKind::LegacyRsa,
+            "ek-rsa-2048" => ParentKind::EkRsa,
+            "ek-ecc-p256" => ParentKind::EkEcc,
             _ => return Err(TpmError::Data(TpmDataError::UnknownParent(s.to_string()))),
         })
     }
@@ -640,6 +651,20 @@ fn srk_attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes
         .map_err(structure("conversion"))
 }
 
+/// The endorsement key's attributes (EK Credential Profile 2.x, Templates L-1/L-2): usable
+/// only through its policy.
+fn ek_attributes() -> Result<tss_esapi::attributes::ObjectAttributes, TpmError> {
+    tss_esapi::attributes::ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_admin_with_policy(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .build()
+        .map_err(structure("conversion"))
+}
+
 /// The TCG storage key templates (EK Credential Profile L-1/L-2 shape, as systemd's
 /// `tpm2_get_srk_template`; the legacy ones lack noDA, as `tpm2_get_legacy_template`).
 fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, TpmError> {
@@ -679,6 +704,45 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
                 .with_rsa_parameters(params)
                 .with_rsa_unique_identifier(PublicKeyRsa::default())
                 .build()
+        }
+        ParentKind::EkRsa | ParentKind::EkEcc => {
+            let policy = tss_esapi::structures::Digest::try_from(
+                crate::tpm_import::EK_POLICY_SHA256.to_vec(),
+            )
+            .map_err(d)?;
+            let b = b
+                .with_object_attributes(ek_attributes()?)
+                .with_auth_policy(policy);
+            // The templates' unique fields are zeros of the key's size (L-1: 256 bytes; L-2:
+            // 32 for x and y), unlike the SRK templates' empty ones.
+            if kind == ParentKind::EkRsa {
+                let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    RsaKeyBits::Rsa2048,
+                    RsaExponent::default(),
+                )
+                .build()
+                .map_err(d)?;
+                b.with_public_algorithm(PublicAlgorithm::Rsa)
+                    .with_rsa_parameters(params)
+                    .with_rsa_unique_identifier(PublicKeyRsa::try_from(vec![0u8; 256]).map_err(d)?)
+                    .build()
+            } else {
+                let params = PublicEccParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    EccCurve::NistP256,
+                )
+                .build()
+                .map_err(d)?;
+                let zero = || tss_esapi::structures::EccParameter::try_from(vec![0u8; 32]);
+                b.with_public_algorithm(PublicAlgorithm::Ecc)
+                    .with_ecc_parameters(params)
+                    .with_ecc_unique_identifier(EccPoint::new(
+                        zero().map_err(d)?,
+                        zero().map_err(d)?,
+                    ))
+                    .build()
+            }
         }
         ParentKind::Srk => return Err(TpmError::Data(TpmDataError::SrkPersistent)),
     };
@@ -761,7 +825,11 @@ impl Tpm {
         let r = self
             .ctx
             .execute_with_session(PASSWORD, |ctx| {
-                ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+                let hierarchy = match kind {
+                    ParentKind::EkRsa | ParentKind::EkEcc => Hierarchy::Endorsement,
+                    _ => Hierarchy::Owner,
+                };
+                ctx.create_primary(hierarchy, template, None, None, None, None)
             })
             .map_err(cmd_err("CreatePrimary"))?;
         let name = self
@@ -809,6 +877,51 @@ impl Tpm {
         if p.transient {
             let _ = self.ctx.flush_context(p.handle.into());
         }
+    }
+
+    /// Runs `f` (Import or Load under `parent`) with the parent's authorization: the empty
+    /// password, or for an endorsement key a policy session that satisfies its
+    /// PolicySecret(TPM_RH_ENDORSEMENT) with the (empty) endorsement hierarchy password.
+    fn as_parent<T>(
+        &mut self,
+        parent: &Parent,
+        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
+    ) -> Result<T, tss_esapi::Error> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::handles::AuthHandle;
+        use tss_esapi::interface_types::session_handles::PolicySession;
+        use tss_esapi::structures::SymmetricDefinition;
+        if !matches!(parent.kind, ParentKind::EkRsa | ParentKind::EkEcc) {
+            return self.ctx.execute_with_session(PASSWORD, f);
+        }
+        let s = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )?
+            .ok_or(tss_esapi::Error::WrapperError(
+                tss_esapi::WrapperErrorKind::WrongValueFromTpm,
+            ))?;
+        let r = PolicySession::try_from(s).and_then(|ps| {
+            self.ctx.execute_with_session(PASSWORD, |ctx| {
+                ctx.policy_secret(
+                    ps,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+        });
+        let r = r.and_then(|_| self.ctx.execute_with_session(Some(s), f));
+        self.flush_session(s);
+        r
     }
 
     /// A session salted with the parent key, with parameter encryption both ways, so secrets
@@ -1056,9 +1169,9 @@ impl Tpm {
                 }
             },
         };
+        let parent_handle = parent.handle;
         let loaded = self
-            .ctx
-            .execute_with_session(PASSWORD, |ctx| ctx.load(parent.handle, private, public))
+            .as_parent(&parent, |ctx| ctx.load(parent_handle, private, public))
             .map_err(cmd_err("Load"));
         let loaded = match loaded {
             Ok(h) => h,
@@ -1114,9 +1227,10 @@ impl Tpm {
     ) -> Result<tss_esapi::structures::Private, UnsealError> {
         use tss_esapi::structures::{EncryptedSecret, SymmetricDefinitionObject};
         let seed = EncryptedSecret::try_from(seed.to_vec()).map_err(structure("import seed"))?;
-        let r = self.ctx.execute_with_session(PASSWORD, |ctx| {
+        let parent_handle = parent.handle;
+        let r = self.as_parent(parent, |ctx| {
             ctx.import(
-                parent.handle.into(),
+                parent_handle.into(),
                 None,
                 public.clone(),
                 duplicate,
@@ -1137,11 +1251,29 @@ impl Tpm {
     /// template gives (created transiently, not persisted). Returns the bytes and whether the
     /// SRK is persistent.
     pub fn srk_public(&mut self) -> Result<(Vec<u8>, bool), TpmError> {
-        use tss_esapi::traits::Marshall;
         let (p, persistent) = match self.persistent_srk()? {
             Some(p) => (p, true),
             None => (self.create_primary(ParentKind::EccP256)?, false),
         };
+        Ok((self.public_of(p)?, persistent))
+    }
+
+    /// The endorsement key's TPM2B_PUBLIC, from the TCG EK template (`kind` is
+    /// [`ParentKind::EkRsa`] or [`ParentKind::EkEcc`]): offline sealing to it needs nothing
+    /// persisted on the TPM. tpm2-tools' `tpm2_createek` makes the same key.
+    pub fn ek_public(&mut self, kind: ParentKind) -> Result<Vec<u8>, TpmError> {
+        if !matches!(kind, ParentKind::EkRsa | ParentKind::EkEcc) {
+            return Err(TpmError::Data(TpmDataError::UnknownParent(
+                kind.to_string(),
+            )));
+        }
+        let p = self.create_primary(kind)?;
+        self.public_of(p)
+    }
+
+    /// `p`'s TPM2B_PUBLIC as the TPM reports it; releases `p`.
+    fn public_of(&mut self, p: Parent) -> Result<Vec<u8>, TpmError> {
+        use tss_esapi::traits::Marshall;
         let r = self
             .ctx
             .read_public(p.handle)
@@ -1153,7 +1285,7 @@ impl Tpm {
             .map_err(|_| TpmError::Data(TpmDataError::TooLarge(tpmt.len())))?;
         let mut v = n.to_be_bytes().to_vec();
         v.extend_from_slice(&tpmt);
-        Ok((v, persistent))
+        Ok(v)
     }
 
     fn run_policy_and_unseal(

@@ -54,7 +54,8 @@ pub struct PolicyArgs {
     #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
     tcti: String,
     /// Seal offline for the TPM whose SRK public area this is (TPM2B_PUBLIC, from `bootchain
-    /// tpm srk-public` or `systemd-analyze srk`), as systemd-cryptenroll --tpm2-device-key:
+    /// tpm srk-public` or `systemd-analyze srk`; or its endorsement key's, from `tpm
+    /// srk-public --ek`), as systemd-cryptenroll --tpm2-device-key:
     /// no TPM is used here, so every PCR value must be given (--pcr-values, --uki); the target
     /// TPM imports the object when it unseals.
     #[arg(long = "tpm2-device-key")]
@@ -99,20 +100,43 @@ pub enum TpmCmd {
         /// Write it here (default: stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// The endorsement key instead, from the TCG EK template (`rsa`: RSA-2048, L-1;
+        /// `ecc`: NIST P-256, L-2), as `tpm2_createek` makes it: for a vTPM known by the EK
+        /// its attestation reports. Objects sealed to it go in bootchain envelopes/tokens.
+        #[arg(long, value_name = "rsa|ecc")]
+        ek: Option<EkAlg>,
         /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
         #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
         tcti: String,
     },
 }
 
+/// The endorsement key's algorithm.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum EkAlg {
+    /// RSA-2048 (EK template L-1).
+    Rsa,
+    /// NIST P-256 (EK template L-2).
+    Ecc,
+}
+
 pub fn tpm(cmd: TpmCmd) -> Result<ExitCode> {
     match cmd {
-        TpmCmd::SrkPublic { output, tcti } => {
+        TpmCmd::SrkPublic { output, ek, tcti } => {
             let mut tpm = Tpm::open(&tcti)?;
-            let (public, persistent) = tpm.srk_public()?;
-            if !persistent {
-                eprintln!("bootchain: note: no SRK is persisted at 0x81000001; this is the key the SRK template gives (unseal recreates it)");
-            }
+            let public = match ek {
+                Some(alg) => tpm.ek_public(match alg {
+                    EkAlg::Rsa => bootchain::tpm::ParentKind::EkRsa,
+                    EkAlg::Ecc => bootchain::tpm::ParentKind::EkEcc,
+                })?,
+                None => {
+                    let (public, persistent) = tpm.srk_public()?;
+                    if !persistent {
+                        eprintln!("bootchain: note: no SRK is persisted at 0x81000001; this is the key the SRK template gives (unseal recreates it)");
+                    }
+                    public
+                }
+            };
             match output {
                 Some(p) => bootchain::fsutil::write_atomic(&p, &public, 0o644)
                     .with_context(|| format!("writing {}", p.display()))?,
