@@ -155,16 +155,6 @@ impl ParentPublic {
         let name_alg = r.u16()?;
         let attrs = r.u32()?;
         let auth_policy = r.tpm2b()?;
-        // A key only its policy can use as a parent: the endorsement key, whose policy
-        // (PolicySecret on the endorsement hierarchy) the unseal side knows how to satisfy.
-        let endorsement = attrs & ATTR_USER_WITH_AUTH == 0;
-        if endorsement
-            && (attrs & ATTR_ADMIN_WITH_POLICY == 0 || auth_policy != EK_POLICY_SHA256.as_slice())
-        {
-            return Err(ImportError::Unsupported(
-                "a parent without userWithAuth whose policy is not the endorsement key's",
-            ));
-        }
         if name_alg != ALG_SHA256 {
             return Err(ImportError::Unsupported("nameAlg other than SHA-256"));
         }
@@ -175,6 +165,16 @@ impl ParentPublic {
         }
         if attrs & ATTR_FIXED_TPM == 0 {
             return Err(ImportError::NotFixedTpm);
+        }
+        // A key only its policy can use as a parent: the endorsement key, whose policy
+        // (PolicySecret on the endorsement hierarchy) the unseal side knows how to satisfy.
+        let endorsement = attrs & ATTR_USER_WITH_AUTH == 0;
+        if endorsement
+            && (attrs & ATTR_ADMIN_WITH_POLICY == 0 || auth_policy != EK_POLICY_SHA256.as_slice())
+        {
+            return Err(ImportError::Unsupported(
+                "a parent without userWithAuth whose policy is not the endorsement key's",
+            ));
         }
         // TPMT_SYM_DEF_OBJECT: a storage key must name its symmetric algorithm.
         let sym = r.u16()?;
