@@ -66,7 +66,7 @@ fn secure_boot_runs_our_signed_uki() {
         .cmdline(SectionContent::Bytes(vm::TEST_CMDLINE.as_bytes().to_vec()))
         .os_release(SectionContent::Bytes(b"ID=bootchain-test\n".to_vec()))
         .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
-            key: bootchain::measure::load_pcr_signing_key(&pcr_key, None).unwrap(),
+            key: Box::new(bootchain::measure::load_pcr_signing_key(&pcr_key, None).unwrap()),
             phases: vec![],
             banks: vec![],
         })

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 pub const STUB: &str = bootchain::uki::DEFAULT_STUB;
 
+pub mod softhsm;
 pub mod swtpm;
 pub mod tpm_proxy;
 pub mod vectors;

@@ -24,10 +24,10 @@ use x509_cert::Certificate;
 use crate::authenticode;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg, MultiHasher};
-use crate::keys::SigningKey;
 use crate::measure::{self, Pcr11Prediction, Phase, SectionDigests, StubRules};
 use crate::pe::{self, PeHeaders, SectionName, SECTION_HEADER_LEN};
 use crate::sign::{self, SignError, SignOptions};
+use crate::signer::Signer;
 pub use crate::ukiread::*;
 
 mod config;
@@ -398,7 +398,7 @@ pub struct UkiBuilder {
     layout: Option<Layout>,
     no_default_os_release: bool,
     allow_unmeasured_cmdline: bool,
-    signer: Option<(SigningKey, Certificate, SignOptions)>,
+    signer: Option<(Box<dyn Signer>, Certificate, SignOptions)>,
     pcr_signers: Vec<PcrPolicySigner>,
     policy_digests: Option<PcrPolicyDigests>,
     measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
@@ -412,8 +412,10 @@ pub struct UkiBuilder {
 /// then the writing pass for the Authenticode digest), each digest still computed once; the
 /// build report's PCR 11 prediction reuses the first pass.
 pub struct PcrPolicySigner {
-    /// The RSA key.
-    pub key: rsa::RsaPrivateKey,
+    /// The RSA key: a key file ([`crate::keys::SigningKey`], [`rsa::RsaPrivateKey`]) or a
+    /// PKCS#11 key ([`crate::signer::open`]). Any other key fails the build with
+    /// [`crate::measure::PcrKeyError::NotRsa`].
+    pub key: Box<dyn Signer>,
     /// Phase paths to sign for (empty: the initrd phases, [`Phase::initrd`]).
     pub phases: Vec<Phase>,
     /// Banks to sign for (ukify's default is sha256).
@@ -447,7 +449,7 @@ pub struct PcrPolicyDigests {
 /// One PCR policy group of a build: private key (none: unsigned digests), public key, banks,
 /// phases.
 type PolicyGroup<'a> = (
-    Option<&'a rsa::RsaPrivateKey>,
+    Option<&'a dyn Signer>,
     rsa::RsaPublicKey,
     &'a [HashAlg],
     &'a [Phase],
@@ -666,19 +668,19 @@ impl UkiBuilder {
 
     /// Each PCR policy group: its private key (none for [`PcrPolicyDigests`]), public key,
     /// banks and phases as given.
-    fn policy_groups(&self) -> Vec<PolicyGroup<'_>> {
-        let mut v: Vec<_> = self
+    fn policy_groups(&self) -> Result<Vec<PolicyGroup<'_>>, UkiError> {
+        let mut v: Vec<PolicyGroup<'_>> = self
             .pcr_signers
             .iter()
             .map(|ps| {
-                (
-                    Some(&ps.key),
-                    ps.key.to_public_key(),
+                Ok((
+                    Some(&*ps.key as &dyn Signer),
+                    measure::pcr_signer_public(&*ps.key).map_err(UkiError::Measure)?,
                     ps.banks.as_slice(),
                     ps.phases.as_slice(),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, UkiError>>()?;
         if let Some(d) = &self.policy_digests {
             v.push((
                 None,
@@ -687,7 +689,7 @@ impl UkiBuilder {
                 d.phases.as_slice(),
             ));
         }
-        v
+        Ok(v)
     }
 
     /// Sign a PCR policy even without `.cmdline` (see [`UkiError::UnmeasuredCmdline`]): only
@@ -714,9 +716,15 @@ impl UkiBuilder {
         self
     }
 
-    /// Sign the result for Secure Boot.
-    pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
-        self.signer = Some((key, cert, opts));
+    /// Sign the result for Secure Boot with `key`: a key file ([`crate::keys::SigningKey`]),
+    /// a PKCS#11 key, or any other [`Signer`].
+    pub fn sign_with(
+        mut self,
+        key: impl Signer + 'static,
+        cert: Certificate,
+        opts: SignOptions,
+    ) -> Self {
+        self.signer = Some((Box::new(key), cert, opts));
         self
     }
 
@@ -857,7 +865,7 @@ impl UkiBuilder {
             path: std::env::temp_dir(),
             source,
         })?;
-        sign::sign_file(kernel, tmp.path(), key, cert, opts)?;
+        sign::sign_file(kernel, tmp.path(), &**key, cert, opts)?;
         Ok(Some(tmp))
     }
 
@@ -936,7 +944,7 @@ impl UkiBuilder {
         if self.policy_digests.is_some() && !self.pcr_signers.is_empty() {
             return Err(UkiError::PolicyDigestWithKey);
         }
-        let groups = self.policy_groups();
+        let groups = self.policy_groups()?;
         if !groups.is_empty()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
@@ -1173,7 +1181,7 @@ impl UkiBuilder {
 
         let signed = self.signer.is_some();
         if let (Some((key, cert, opts)), Some(sd)) = (&self.signer, patched.security_dir) {
-            let pkcs7 = sign::authenticode_signature(&digest, key, cert, opts)?;
+            let pkcs7 = sign::authenticode_signature(&digest, &**key, cert, opts)?;
             let entry = authenticode::WinCertificate {
                 offset: total_len,
                 revision: authenticode::WIN_CERT_REVISION_2_0,
@@ -1247,7 +1255,7 @@ impl UkiBuilder {
         // Each group's banks (ukify's default: sha256) and phases (ours: the initrd phases,
         // where disk keys are released); sections are hashed once in every bank any uses.
         let groups: Vec<(Vec<HashAlg>, Vec<Phase>)> = self
-            .policy_groups()
+            .policy_groups()?
             .into_iter()
             .map(|(_, _, banks, phases)| {
                 let banks = if banks.is_empty() {
@@ -1341,7 +1349,8 @@ impl UkiBuilder {
     ) -> Result<(measure::PcrSignatures, Vec<Pcr11Prediction>), UkiError> {
         let mut all: measure::PcrSignatures = Vec::new();
         let mut predictions = Vec::new();
-        for ((key, public, _, _), (banks, phases)) in self.policy_groups().into_iter().zip(groups) {
+        for ((key, public, _, _), (banks, phases)) in self.policy_groups()?.into_iter().zip(groups)
+        {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
             let sigs = match key {
                 Some(k) => measure::sign_policies(&prediction, k),
