@@ -149,6 +149,34 @@ fn hsm_rsa_signature_is_the_key_files_and_sbverify_accepts_it() {
     );
 }
 
+/// `examples/sign_with_hsm` signs with the token key and its certificate from the token.
+#[test]
+fn sign_with_hsm_example_runs() {
+    let f = fixture();
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/sign_with_hsm");
+    assert!(
+        example.exists(),
+        "{} missing: cargo build --all-targets",
+        example.display()
+    );
+    let out = f.path("example.efi");
+    let o = run(f
+        .hsm
+        .cmd(&example)
+        .env("BOOTCHAIN_PKCS11_PIN", PIN)
+        .arg(f.image())
+        .arg(f.hsm.uri("object=db", ""))
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("RsaPkcs1v15 { bits: 2048 }"));
+    sbverify(&f.db_crt, &out);
+}
+
 /// ECDSA P-256 in the token (CKM_ECDSA over a host SHA-256, r‖s re-encoded as DER): the
 /// signature verifies with our verifier and with sbverify (OpenSSL).
 #[test]
@@ -207,33 +235,24 @@ fn offline_signing_with_openssl_pkeyutl() {
                 .arg("-out")
                 .arg(&sig),
         );
-        let attached = f.path(&format!("{name}-offline.efi"));
-        let sig_s = sig.to_str().unwrap();
-        let o = pe_sign(
-            &f,
-            &[
-                time,
-                "--cert",
-                crt.to_str().unwrap(),
-                "--signed-data",
-                tbs.to_str().unwrap(),
-                "--signed-data-signature",
-                sig_s,
-            ],
-            &attached,
+        let (crt_s, tbs_s, sig_s) = (
+            crt.to_str().unwrap(),
+            tbs.to_str().unwrap(),
+            sig.to_str().unwrap(),
         );
+        let attach = |extra: &[&str], out: &Path| {
+            let mut a = vec!["--cert", crt_s, "--signed-data-signature", sig_s];
+            a.extend_from_slice(extra);
+            pe_sign(&f, &a, out)
+        };
+        let attached = f.path(&format!("{name}-offline.efi"));
+        let o = attach(&[time, "--signed-data", tbs_s], &attached);
         assert!(o.status.success(), "{}", stderr(&o));
         sbverify(crt, &attached);
         let direct = f.path(&format!("{name}-direct.efi"));
         let o = pe_sign(
             &f,
-            &[
-                time,
-                "--key",
-                key.to_str().unwrap(),
-                "--cert",
-                crt.to_str().unwrap(),
-            ],
+            &[time, "--key", key.to_str().unwrap(), "--cert", crt_s],
             &direct,
         );
         assert!(o.status.success(), "{}", stderr(&o));
@@ -244,40 +263,21 @@ fn offline_signing_with_openssl_pkeyutl() {
                 "offline RSA signature gives the directly signed bytes"
             );
         }
-        // Attaching without the signing time the bytes were prepared with: refused.
+        // Attaching without the signing time the bytes were prepared with: the signature does
+        // not verify, or (with --signed-data) the prepared bytes are not this image's.
         let bad = f.path(&format!("{name}-bad.efi"));
-        let o = pe_sign(
-            &f,
-            &[
-                "--cert",
-                crt.to_str().unwrap(),
-                "--signed-data-signature",
-                sig_s,
-            ],
-            &bad,
-        );
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
-        assert!(!bad.exists());
-        let o = pe_sign(
-            &f,
-            &[
-                "--cert",
-                crt.to_str().unwrap(),
-                "--signed-data",
-                tbs.to_str().unwrap(),
-                "--signed-data-signature",
-                sig_s,
-            ],
-            &bad,
-        );
-        assert!(!o.status.success());
-        assert!(
-            stderr(&o).contains("not the signed attributes of this image"),
-            "{}",
-            stderr(&o)
-        );
-        assert!(!bad.exists());
+        for (extra, want) in [
+            (&[][..], "does not verify"),
+            (
+                &["--signed-data", tbs_s][..],
+                "not the signed attributes of this image",
+            ),
+        ] {
+            let o = attach(extra, &bad);
+            assert!(!o.status.success());
+            assert!(stderr(&o).contains(want), "{}", stderr(&o));
+            assert!(!bad.exists());
+        }
     }
 }
 
