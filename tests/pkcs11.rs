@@ -204,6 +204,70 @@ fn hsm_ecdsa_p256_signature_verifies() {
     let _ = &f.ec_key;
 }
 
+/// The other sizes and curves: RSA-4096 from the token gives the key file's bytes; ECDSA
+/// P-384 verifies (our verifier and sbverify).
+#[test]
+fn hsm_rsa4096_and_p384_sign() {
+    let f = fixture();
+    let pin = format!("pin-value={PIN}");
+    for (name, id, newkey) in [
+        ("rsa4096", "0a", &["-newkey", "rsa:4096"][..]),
+        (
+            "p384",
+            "0b",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"][..],
+        ),
+    ] {
+        let (key, crt) = (
+            f.path(&format!("{name}.key")),
+            f.path(&format!("{name}.crt")),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-new", "-x509", "-nodes", "-days", "30", "-subj", "/CN=t/",
+                ])
+                .args(newkey)
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&crt),
+        );
+        f.hsm.import_key(&key, name, id);
+        f.hsm.import_cert(&crt, name, id);
+        let hsm = f.path(&format!("{name}-hsm.efi"));
+        let o = pe_sign(
+            &f,
+            &["--key", &f.hsm.uri(&format!("object={name}"), &pin)],
+            &hsm,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        sbverify(&crt, &hsm);
+        let v = run_ok(
+            f.bootchain()
+                .args(["pe", "verify", "--json", "--cert"])
+                .arg(&crt)
+                .arg(&hsm),
+        );
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        let want = if name == "p384" {
+            "ECDSA P-384"
+        } else {
+            "RSA-4096"
+        };
+        assert_eq!(v["signers"][0]["key"], want, "{v}");
+        assert_eq!(v["signers"][0]["trusted"], true, "{v}");
+        if name == "rsa4096" {
+            let file = f.path("rsa4096-file.efi");
+            let (k, c) = (key.to_str().unwrap(), crt.to_str().unwrap());
+            assert!(pe_sign(&f, &["--key", k, "--cert", c], &file)
+                .status
+                .success());
+            assert_eq!(std::fs::read(&hsm).unwrap(), std::fs::read(&file).unwrap());
+        }
+    }
+}
+
 /// Offline signing with `openssl pkeyutl` as the other machine: --prepare writes the DER
 /// signed attributes; the signature attached with --signed-data-signature gives exactly the
 /// directly signed image (same signing time; RSA) and sbverify accepts it. For ECDSA the

@@ -701,17 +701,23 @@ mod token {
 
     fn public_key_of(
         session: &Session,
-        key: ObjectHandle,
         key_type: KeyType,
         attrs: &[Attribute],
         uri: &str,
     ) -> Result<PublicKey, Pkcs11Error> {
         let bad = || Pkcs11Error::BadPublicKey { uri: uri.into() };
-        // The matching public key object and certificate share the private key's CKA_ID.
-        let id_sel: Vec<Attribute> = attr_bytes(attrs, AttributeType::Id)
-            .filter(|id| !id.is_empty())
-            .map(|id| vec![Attribute::Id(id.to_vec())])
-            .unwrap_or_default();
+        // The matching public key object and certificate share the private key's CKA_ID
+        // (else its CKA_LABEL).
+        let id_sel: Vec<Attribute> = match attr_bytes(attrs, AttributeType::Id) {
+            Some(id) if !id.is_empty() => vec![Attribute::Id(id.to_vec())],
+            _ => attrs
+                .iter()
+                .find_map(|a| match a {
+                    Attribute::Label(l) if !l.is_empty() => Some(vec![Attribute::Label(l.clone())]),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+        };
         let public_attrs = |types: &[AttributeType]| -> Result<Vec<Attribute>, Pkcs11Error> {
             if id_sel.is_empty() {
                 return Ok(Vec::new());
@@ -774,7 +780,6 @@ mod token {
             }
             .map_err(|_| bad());
         }
-        let _ = key;
         match certificate_in(session, &id_sel, uri)? {
             Some(c) if !id_sel.is_empty() => PublicKey::from_certificate(&c).map_err(|_| bad()),
             _ => Err(Pkcs11Error::NoPublicKey { uri: uri.into() }),
@@ -863,6 +868,7 @@ mod token {
                         &[
                             AttributeType::KeyType,
                             AttributeType::Id,
+                            AttributeType::Label,
                             AttributeType::Modulus,
                             AttributeType::PublicExponent,
                             AttributeType::EcParams,
@@ -882,7 +888,7 @@ mod token {
                         key_type: key_type.to_string(),
                     });
                 }
-                let public = public_key_of(&session, key, key_type, &attrs, &shown)?;
+                let public = public_key_of(&session, key_type, &attrs, &shown)?;
                 let id = attr_bytes(&attrs, AttributeType::Id)
                     .filter(|i| !i.is_empty())
                     .map(<[u8]>::to_vec);
