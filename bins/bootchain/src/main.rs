@@ -771,7 +771,7 @@ enum PeCmd {
         prepare_offline_signing: bool,
         /// Offline signing, step 2: attach this signature (RSA PKCS#1 v1.5, or DER ECDSA) over
         /// the prepared bytes, made by the key of --cert.
-        #[arg(long, value_name = "SIG", requires = "cert", conflicts_with = "key")]
+        #[arg(long, value_name = "SIG", requires = "cert", conflicts_with_all = ["key", "detached"])]
         signed_data_signature: Option<PathBuf>,
         /// The prepared bytes the signature was made over; checked against this image.
         #[arg(long, value_name = "DATA", requires = "signed_data_signature")]
