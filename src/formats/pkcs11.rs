@@ -445,10 +445,11 @@ pub fn resolve_pin(uri: &Pkcs11Uri) -> Result<Option<Pin>, Pkcs11Error> {
             PathBuf::from(p)
         } else if let Some(p) = src.strip_prefix("file:") {
             PathBuf::from(p)
-        } else if src.starts_with('/') || src.starts_with('.') {
-            PathBuf::from(src)
-        } else {
+        } else if src.starts_with('|') || src.contains("://") {
+            // Programs (`|command`) and other URI schemes are not followed: only files.
             return Err(Pkcs11Error::UnsupportedPinSource(src.clone()));
+        } else {
+            PathBuf::from(src)
         };
         let bytes =
             Zeroizing::new(
