@@ -514,7 +514,7 @@ fn hsm_signed_pcrsig_unseals_on_swtpm() {
 }
 
 /// The `.pcrsig` offline flow with `openssl pkeyutl` (a digest signed as an HSM would):
-/// `measure policy-digest` prints `tbs`; its SHA-256 signed with `-pkeyopt digest:sha256`
+/// `measure policy-digest` (or `measure sign --prepare`) prints `tbs`; its SHA-256 signed with `-pkeyopt digest:sha256`
 /// gives the signature `measure sign` makes with the token key.
 #[test]
 fn pcrsig_offline_with_pkeyutl_matches_the_token() {
@@ -537,6 +537,19 @@ fn pcrsig_offline_with_pkeyutl_matches_the_token() {
         .arg(&f.pcr_pub);
     parts(&mut c);
     let digests: serde_json::Value = serde_json::from_str(run_ok(&mut c).trim()).unwrap();
+    // `measure sign --prepare` is the same step under systemd-measure sign's name.
+    let mut c = f.bootchain();
+    c.args([
+        "measure",
+        "sign",
+        "--prepare",
+        "--json=short",
+        "--public-key",
+    ])
+    .arg(&f.pcr_pub);
+    parts(&mut c);
+    let prepared: serde_json::Value = serde_json::from_str(run_ok(&mut c).trim()).unwrap();
+    assert_eq!(prepared, digests);
     let mut c = f.bootchain();
     c.args(["measure", "sign", "--json=short", "--private-key"])
         .arg(f.hsm.uri("object=pcr", &format!("pin-value={PIN}")));

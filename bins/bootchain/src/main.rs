@@ -387,10 +387,13 @@ enum MeasureCmd {
     Sign {
         #[command(flatten)]
         parts: PartArgs,
-        /// RSA private key: a PEM file or a pkcs11: URI. To sign on another machine, use
-        /// `measure policy-digest` and attach with `uki build --join-pcrsig`.
-        #[arg(long = "private-key")]
-        private_key: PathBuf,
+        /// RSA private key: a PEM file or a pkcs11: URI.
+        #[arg(long = "private-key", required_unless_present = "prepare")]
+        private_key: Option<PathBuf>,
+        /// Print what an offline signer signs instead (`policy-digest`: each policy's `tbs`,
+        /// with `pkfp` of --public-key); attach the signed JSON with `uki build --join-pcrsig`.
+        #[arg(long, conflicts_with = "private_key")]
+        prepare: bool,
         /// Public key (PEM) to check against the private key.
         #[arg(long = "public-key")]
         public_key: Option<PathBuf>,
@@ -878,63 +881,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Measure(MeasureCmd::Sign {
             parts,
-            private_key,
+            private_key: Some(private_key),
             public_key,
             append,
             json,
+            prepare: false,
         }) => {
             let key = signing::pcr_signer(&private_key, public_key.as_deref())?;
             let pred = predict_parts(&parts)?;
-            let mut sigs = match &append {
-                Some(p) => bootchain::measure::parse_signatures(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?,
-                None => Vec::new(),
-            };
-            bootchain::measure::merge_signatures(
-                &mut sigs,
-                bootchain::measure::sign_policies(&pred, &*key)?,
-            );
-            let v = bootchain::measure::signatures_json(&sigs);
-            use std::io::IsTerminal;
-            let mode = json.unwrap_or(if std::io::stdout().is_terminal() {
-                JsonMode::Pretty
-            } else {
-                JsonMode::Short
-            });
-            match mode {
-                JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(&v)),
-                _ => outln!("{v}"),
-            }
-            Ok(ExitCode::SUCCESS)
+            let sigs = bootchain::measure::sign_policies(&pred, &*key)?;
+            print_merged_policies(sigs, append.as_deref(), json)
         }
+        Cmd::Measure(MeasureCmd::Sign {
+            parts,
+            public_key,
+            append,
+            json,
+            ..
+        }) => policy_digest_cmd(&parts, public_key.as_deref(), append.as_deref(), json),
         Cmd::Measure(MeasureCmd::PolicyDigest {
             parts,
             public_key,
             certificate,
             append,
             json,
-        }) => {
-            let key = match public_key.as_ref().or(certificate.as_ref()) {
-                Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?),
-                None => None,
-            };
-            let pred = predict_parts(&parts)?;
-            let mut sigs = match &append {
-                Some(p) => bootchain::measure::parse_signatures(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?,
-                None => Vec::new(),
-            };
-            bootchain::measure::merge_signatures(
-                &mut sigs,
-                bootchain::measure::policy_digests(&pred, key.as_ref())?,
-            );
-            print_measure_json(&bootchain::measure::signatures_json(&sigs), json);
-            Ok(ExitCode::SUCCESS)
-        }
+        }) => policy_digest_cmd(
+            &parts,
+            public_key.or(certificate).as_deref(),
+            append.as_deref(),
+            json,
+        ),
         Cmd::Pcr(PcrCmd::Predict {
             uki,
             banks,
@@ -1563,6 +1539,42 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
             report.authenticode_sha256
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `measure policy-digest` (and `measure sign --prepare`): the unsigned policies, with `pkfp`
+/// of the public key or certificate PEM `public`.
+fn policy_digest_cmd(
+    parts: &PartArgs,
+    public: Option<&std::path::Path>,
+    append: Option<&std::path::Path>,
+    json: Option<JsonMode>,
+) -> Result<ExitCode> {
+    let key = match public {
+        Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let pred = predict_parts(parts)?;
+    let sigs = bootchain::measure::policy_digests(&pred, key.as_ref())?;
+    print_merged_policies(sigs, append, json)
+}
+
+/// Merge `sigs` into the `.pcrsig` JSON at `append` (if any) and print as systemd-measure.
+fn print_merged_policies(
+    sigs: bootchain::measure::PcrSignatures,
+    append: Option<&std::path::Path>,
+    json: Option<JsonMode>,
+) -> Result<ExitCode> {
+    let mut all = match append {
+        Some(p) => bootchain::measure::parse_signatures(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => Vec::new(),
+    };
+    bootchain::measure::merge_signatures(&mut all, sigs);
+    print_measure_json(&bootchain::measure::signatures_json(&all), json);
     Ok(ExitCode::SUCCESS)
 }
 
