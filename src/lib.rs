@@ -10,7 +10,7 @@
 //! | layer | folder | modules |
 //! |---|---|---|
 //! | 1 base | `base/` | [`hash`], [`pcr`], [`efi`], [`fsutil`], [`python`], [`configparser`] |
-//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`], [`quote`] (TPM quotes, signatures, AK public keys) |
+//! | 2 formats | `formats/` | [`pe`], [`authenticode`], [`sign`], [`keys`], [`signer`] (key files, PKCS#11 tokens, signatures made elsewhere), [`pkcs11`], [`genkey`], [`hwids`], [`eventlog`], [`policy`], [`ukiread`], [`tpm_import`], [`ovmf`], [`ccel`], [`quote`] (TPM quotes, signatures, AK public keys) |
 //! | 3 prediction | `predict/` | [`measure`] (PCR 11, `.pcrsig`, boot phases), [`kernel_config`] (PCR 12/13: profiles, addons, sidecar files), [`firmware`] (PCR 4/7/9, whole boots), [`snp`] (AMD SEV-SNP launch digests), [`tdx`] (TDX RTMR 1 and 2), [`reference`](mod@reference) (reference values for verifiers), [`attest`] (quote verification) |
 //! | 4 building (feature `build`) | `build/` | [`uki`] (the builder; re-exports [`ukiread`]) |
 //! | 5 sealing (feature `tpm`) | `seal/` | `seal`, `tpm`, `pin` |
@@ -23,8 +23,9 @@
 //! cryptsetup wrappers.
 //!
 //! Features (all on by default): `tpm` (layer 5), `luks` (layer 6), `tcti-net` (TCTIs other
-//! than `device:`), `build` (layer 4, [`genkey`], [`hwids`], [`configparser`] and the
-//! Python-compatible JSON printers of [`python`]). bootchain-unseal takes `luks` alone.
+//! than `device:`), `pkcs11` (signing keys in PKCS#11 tokens through `cryptoki`), `build`
+//! (layer 4, [`genkey`], [`hwids`], [`configparser`] and the Python-compatible JSON printers
+//! of [`python`]). bootchain-unseal takes `luks` alone.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -47,7 +48,8 @@ pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
 pub use formats::{
-    authenticode, ccel, eventlog, keys, ovmf, pe, policy, quote, sign, tpm_import, ukiread,
+    authenticode, ccel, eventlog, keys, ovmf, pe, pkcs11, policy, quote, sign, signer, tpm_import,
+    ukiread,
 };
 #[cfg(feature = "build")]
 pub use formats::{genkey, hwids};
@@ -92,6 +94,9 @@ pub enum Error {
     /// Keys and certificates.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    /// A signing backend (PKCS#11 token, signature made elsewhere).
+    #[error(transparent)]
+    Signer(#[from] signer::SigningError),
     /// TCG event logs.
     #[error(transparent)]
     EventLog(#[from] eventlog::EventLogError),

@@ -21,8 +21,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootchain-boot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fixture_dir("boot");
         let keys = SbKeys::generate(&dir.join("sb"));
         Fixture { dir, keys }
     })
@@ -66,7 +65,7 @@ fn secure_boot_runs_our_signed_uki() {
         .cmdline(SectionContent::Bytes(vm::TEST_CMDLINE.as_bytes().to_vec()))
         .os_release(SectionContent::Bytes(b"ID=bootchain-test\n".to_vec()))
         .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
-            key: bootchain::measure::load_pcr_signing_key(&pcr_key, None).unwrap(),
+            key: Box::new(bootchain::measure::load_pcr_signing_key(&pcr_key, None).unwrap()),
             phases: vec![],
             banks: vec![],
         })

@@ -37,8 +37,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootchain-boot257-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fixture_dir("boot257");
         require_tool("mmdebstrap");
         let root = run_ok(Command::new(repo_root().join("scripts/trixie-tools")).arg("--path"));
         let efi = PathBuf::from(root.trim()).join("usr/lib/systemd/boot/efi");

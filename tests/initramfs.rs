@@ -172,7 +172,7 @@ fn uki_with_signed_policy(out: &Path, initrd: &Path, key: &Path) {
         .initrd(initrd)
         .cmdline(SectionContent::Bytes(vm::TEST_CMDLINE.as_bytes().to_vec()))
         .sign_pcr_policy(PcrPolicySigner {
-            key: bootchain::measure::load_pcr_signing_key(key, None).unwrap(),
+            key: Box::new(bootchain::measure::load_pcr_signing_key(key, None).unwrap()),
             // The busybox initrd runs no systemd-pcrphase: sign PCR 11 as the stub leaves it.
             phases: vec![bootchain::measure::Phase::after_stub()],
             banks: vec![HashAlg::Sha256],

@@ -174,7 +174,7 @@ fn systemd_cryptenroll_signed_policy_unlocked_with_a_ukis_pcrsig() {
         .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
         .cmdline(bootchain::uki::SectionContent::Bytes(b"quiet".to_vec()))
         .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
-            key: bootchain::measure::load_pcr_signing_key(&private, None).unwrap(),
+            key: Box::new(bootchain::measure::load_pcr_signing_key(&private, None).unwrap()),
             phases: vec![],
             banks: vec![HashAlg::Sha256],
         })

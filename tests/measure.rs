@@ -389,7 +389,7 @@ fn uki_with_pcrsig_signs_the_final_image_including_pcrpkey() {
         .os_release(SectionContent::File(p.osrel.clone()))
         .pcrpkey(SectionContent::File(public.clone()))
         .sign_pcr_policy(PcrPolicySigner {
-            key,
+            key: Box::new(key),
             phases: vec![enter_initrd()],
             banks: vec![HashAlg::Sha256],
         })

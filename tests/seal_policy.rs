@@ -251,7 +251,7 @@ fn cli_seal_to_a_ukis_pcr_key_and_unseal_with_its_signatures() {
             .uname("6.1.0")
             .os_release(bootchain::uki::SectionContent::Bytes(b"ID=t\n".to_vec()))
             .sign_pcr_policy(bootchain::uki::PcrPolicySigner {
-                key: measure::load_pcr_signing_key(&private, None).unwrap(),
+                key: Box::new(measure::load_pcr_signing_key(&private, None).unwrap()),
                 phases: vec![],
                 banks: vec![HashAlg::Sha256],
             })

@@ -422,7 +422,7 @@ fn ukify_option_forms() {
     assert!(p.join("vmlinuz.unsigned.efi").is_file());
 
     for refused in [
-        "--signing-engine=pkcs11",
+        "--signing-engine=tpm2",
         "--secureboot-certificate-name=db",
         "--efi-arch=aa64",
     ] {

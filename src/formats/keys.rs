@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode};
 use rsa::traits::PublicKeyParts;
-use x509_cert::Certificate;
+/// The X.509 certificate type keys are checked against (re-exported so callers need not
+/// depend on `x509-cert`).
+pub use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 /// Errors loading or using keys and certificates.
@@ -116,6 +118,9 @@ pub enum UnsupportedKey {
     /// The certificate's SubjectPublicKeyInfo could not be re-encoded.
     #[error("cannot encode the certificate's public key")]
     EncodeSpki(#[source] der::Error),
+    /// A public key could not be encoded as SubjectPublicKeyInfo.
+    #[error("cannot encode the public key")]
+    EncodePublic(#[source] Box<spki::Error>),
     /// A private EC key on another curve.
     #[error("EC keys must be on P-256 or P-384")]
     PrivateCurve,
@@ -244,6 +249,28 @@ impl PublicKey {
     pub fn describe(&self) -> String {
         format!("{self:?}")
     }
+
+    /// DER SubjectPublicKeyInfo (rsaEncryption or id-ecPublicKey with the curve).
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, KeyError> {
+        use pkcs8::EncodePublicKey;
+        let der = match self {
+            PublicKey::Rsa(k) => k.to_public_key_der(),
+            PublicKey::P256(k) => k.to_public_key_der(),
+            PublicKey::P384(k) => k.to_public_key_der(),
+        };
+        der.map(|d| d.as_bytes().to_vec())
+            .map_err(|e| KeyError::Unsupported(UnsupportedKey::EncodePublic(Box::new(e))))
+    }
+}
+
+/// Fail unless `key` is the public key of `cert`.
+pub fn check_key_matches(key: &PublicKey, cert: &Certificate) -> Result<(), KeyError> {
+    if PublicKey::from_certificate(cert)? != *key {
+        return Err(KeyError::Mismatch {
+            cert_subject: cert.tbs_certificate.subject.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A private key that can make Authenticode and `.pcrsig` signatures.
@@ -378,45 +405,7 @@ impl SigningKey {
 
     /// Fail unless this key belongs to `cert`.
     pub fn check_matches(&self, cert: &Certificate) -> Result<(), KeyError> {
-        let cert_key = PublicKey::from_certificate(cert)?;
-        if cert_key != self.public_key() {
-            return Err(KeyError::Mismatch {
-                cert_subject: cert.tbs_certificate.subject.to_string(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Sign `msg`: RSASSA-PKCS1-v1_5 or ECDSA (DER), with SHA-256 as the message hash.
-    pub fn sign_sha256(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        use signature::hazmat::PrehashSigner;
-        let digest = crate::hash::HashAlg::Sha256.digest(msg);
-        match self {
-            SigningKey::Rsa(k) => k
-                .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest.as_bytes())
-                .map_err(|e| KeyError::Sign(e.into())),
-            SigningKey::P256(k) => {
-                let sig: p256::ecdsa::Signature = k
-                    .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(e.into()))?;
-                Ok(sig.to_der().as_bytes().to_vec())
-            }
-            SigningKey::P384(k) => {
-                let sig: p384::ecdsa::Signature = k
-                    .sign_prehash(digest.as_bytes())
-                    .map_err(|e| KeyError::Sign(e.into()))?;
-                Ok(sig.to_der().as_bytes().to_vec())
-            }
-        }
-    }
-
-    /// The signatureAlgorithm OID for CMS SignerInfo: rsaEncryption (as sbsign writes) or
-    /// ecdsa-with-SHA256.
-    pub fn cms_signature_oid(&self) -> const_oid::ObjectIdentifier {
-        match self {
-            SigningKey::Rsa(_) => const_oid::db::rfc5912::RSA_ENCRYPTION,
-            SigningKey::P256(_) | SigningKey::P384(_) => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
-        }
+        check_key_matches(&self.public_key(), cert)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Layer 2, formats: parsers and encoders of what the boot chain is made of — PE/COFF and
 //! Authenticode, PKCS#7 signatures, keys and certificates, TCG event logs, TPM policy
 //! digests — reading UKIs, and OVMF firmware images' SEV tables. Imports only the base layer (and each other, downwards:
-//! `pe` ← `authenticode` ← `sign`; `keys` ← `sign`).
+//! `pe` ← `authenticode` ← `sign`; `keys` ← `signer` ← `sign`; `pkcs11` ← `signer`).
 
 pub mod authenticode;
 pub mod ccel;
@@ -14,9 +14,11 @@ pub mod hwids;
 pub mod keys;
 pub mod ovmf;
 pub mod pe;
+pub mod pkcs11;
 pub mod policy;
 pub mod quote;
 pub mod sign;
+pub mod signer;
 pub mod spc;
 pub mod tpm_import;
 pub mod ukiread;

@@ -30,8 +30,9 @@ use crate::authenticode::{self, AuthenticodeError, WinCertificate};
 use crate::formats::der_lite;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg};
-use crate::keys::{self, KeyError, PublicKey, SigningKey};
+use crate::keys::{self, KeyError, PublicKey};
 use crate::pe::{self, PeHeaders, DIR_SECURITY};
+use crate::signer::{Signer, SigningError};
 
 /// SPC_INDIRECT_DATA_OBJID.
 pub const SPC_INDIRECT_DATA: ObjectIdentifier =
@@ -63,6 +64,13 @@ pub enum SignError {
     /// Key or certificate problem.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The signing backend failed (token, or a signature made elsewhere that does not fit).
+    #[error(transparent)]
+    Signer(Box<SigningError>),
+    /// `--signed-data` given with a signature made elsewhere is not what this image and these
+    /// options need signed (another image, or another signing time).
+    #[error("the signed data given is not the signed attributes of this image (another image, or another --signing-time?)")]
+    SignedDataMismatch,
     /// The image has no certificate table directory slot.
     #[error("the image has only {0} data directories; it needs the certificate table (5th) to be signed")]
     NoSecurityDirectory(usize),
@@ -182,6 +190,12 @@ pub enum SignerError {
     BadSignature,
 }
 
+impl From<SigningError> for SignError {
+    fn from(e: SigningError) -> Self {
+        SignError::Signer(Box::new(e))
+    }
+}
+
 fn enc_err(e: der::Error) -> SignError {
     SignError::Encode(e)
 }
@@ -214,23 +228,23 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, SignError> 
     Ok(Attribute { oid, values })
 }
 
-/// Build the DER PKCS#7 ContentInfo (SignedData) that signs `image_digest`.
-///
-/// ```no_run
-/// use bootchain::{hash::HashAlg, keys, sign};
-/// let key = keys::SigningKey::from_file("db.key".as_ref())?;
-/// let cert = keys::load_certificate("db.crt".as_ref())?;
-/// let digest = HashAlg::Sha256.digest(b"image bytes");
-/// let pkcs7 = sign::authenticode_signature(&digest, &key, &cert, &Default::default())?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn authenticode_signature(
+/// The DER signed attributes (contentType, messageDigest, and signingTime if asked for) of
+/// the SignerInfo for `image_digest`, as a `SET OF` (tag 0x31): the bytes whose SHA-256 the
+/// key signs (RFC 5652 §5.4). This is what `pe sign --prepare` writes for offline signing
+/// (systemd-sbsign 258 `--prepare-offline-signing` writes the same): sign it elsewhere with
+/// `openssl dgst -sha256 -sign KEY` or `openssl pkeyutl -sign -rawin -digest sha256`.
+pub fn signed_attributes(image_digest: &Digest, opts: &SignOptions) -> Result<Vec<u8>, SignError> {
+    signed_attribute_set(image_digest, opts)?
+        .1
+        .to_der()
+        .map_err(enc_err)
+}
+
+/// The encapsulated SpcIndirectDataContent and the signed attributes for `image_digest`.
+fn signed_attribute_set(
     image_digest: &Digest,
-    key: &SigningKey,
-    cert: &Certificate,
     opts: &SignOptions,
-) -> Result<Vec<u8>, SignError> {
-    key.check_matches(cert)?;
+) -> Result<(Any, SetOfVec<Attribute>), SignError> {
     let idc = spc_indirect_data_content(image_digest)?;
     let idc_any = Any::from_der(&idc).map_err(enc_err)?;
     let content_digest = HashAlg::Sha256.digest(idc_any.value());
@@ -254,10 +268,33 @@ pub fn authenticode_signature(
         )?);
     }
     let signed_attrs: SetOfVec<Attribute> = SetOfVec::try_from(attrs).map_err(enc_err)?;
-    let to_sign = signed_attrs.to_der().map_err(enc_err)?;
-    let signature = key.sign_sha256(&to_sign)?;
+    Ok((idc_any, signed_attrs))
+}
 
-    let is_rsa = matches!(key, SigningKey::Rsa(_));
+/// Build the DER PKCS#7 ContentInfo (SignedData) that signs `image_digest` with `key` (a key
+/// file, a PKCS#11 key, or a signature made elsewhere: [`crate::signer`]).
+///
+/// ```no_run
+/// use bootchain::{hash::HashAlg, keys, sign};
+/// let key = keys::SigningKey::from_file("db.key".as_ref())?;
+/// let cert = keys::load_certificate("db.crt".as_ref())?;
+/// let digest = HashAlg::Sha256.digest(b"image bytes");
+/// let pkcs7 = sign::authenticode_signature(&digest, &key, &cert, &Default::default())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn authenticode_signature(
+    image_digest: &Digest,
+    key: &dyn Signer,
+    cert: &Certificate,
+    opts: &SignOptions,
+) -> Result<Vec<u8>, SignError> {
+    key.check_matches(cert)?;
+    let (idc_any, signed_attrs) = signed_attribute_set(image_digest, opts)?;
+    let to_sign = signed_attrs.to_der().map_err(enc_err)?;
+    let scheme = key.scheme();
+    let signature = key.sign(HashAlg::Sha256, &to_sign)?;
+
+    let is_rsa = scheme.is_rsa();
     let signer = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -266,7 +303,7 @@ pub fn authenticode_signature(
         }),
         digest_alg: alg_id(HashAlg::Sha256.oid(), true),
         signed_attrs: Some(signed_attrs),
-        signature_algorithm: alg_id(key.cms_signature_oid(), is_rsa),
+        signature_algorithm: alg_id(scheme.cms_signature_oid(), is_rsa),
         signature: OctetString::new(signature).map_err(enc_err)?,
         unsigned_attrs: None,
     };
@@ -462,7 +499,7 @@ impl PeChecksum {
 pub fn sign_file(
     input: &Path,
     output: &Path,
-    key: &SigningKey,
+    key: &dyn Signer,
     cert: &Certificate,
     opts: &SignOptions,
 ) -> Result<Digest, SignError> {
@@ -542,21 +579,52 @@ pub fn sign_file(
 /// Make a detached PKCS#7 signature (DER) for a PE file, as `sbsign --detached` does.
 pub fn detached_signature(
     input: &Path,
-    key: &SigningKey,
+    key: &dyn Signer,
     cert: &Certificate,
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SignError> {
-    let in_file = |source| SignError::InFile {
-        path: input.to_path_buf(),
-        source: Box::new(source),
-    };
-    let digest = (|| {
+    authenticode_signature(&signable_sha256(input)?, key, cert, opts)
+}
+
+/// The Authenticode SHA-256 of a PE file as a signer computes it (padded to 8 bytes, the
+/// certificate table left out).
+pub fn signable_sha256(input: &Path) -> Result<Digest, SignError> {
+    (|| {
         let mut f = File::open(input)?;
         let img = signable_image(&mut f)?;
         signable_digest(&mut f, &img, HashAlg::Sha256)
     })()
-    .map_err(in_file)?;
-    authenticode_signature(&digest, key, cert, opts)
+    .map_err(|source| SignError::InFile {
+        path: input.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+/// Offline signing, first step: the signed attributes a signature of `input` covers
+/// ([`signed_attributes`]), to be signed elsewhere and attached with [`attach_signature`].
+pub fn prepare_signed_attributes(input: &Path, opts: &SignOptions) -> Result<Vec<u8>, SignError> {
+    signed_attributes(&signable_sha256(input)?, opts)
+}
+
+/// Offline signing, second step: sign `input` into `output` with `signature`, made elsewhere
+/// over [`prepare_signed_attributes`] by `cert`'s key. The signature is checked first;
+/// with `signed_data` (the prepared bytes, as systemd-sbsign `--signed-data`) those must also
+/// be the signed attributes of this image and these options. Nothing is written on failure.
+pub fn attach_signature(
+    input: &Path,
+    output: &Path,
+    cert: &Certificate,
+    signature: Vec<u8>,
+    signed_data: Option<&[u8]>,
+    opts: &SignOptions,
+) -> Result<Digest, SignError> {
+    if let Some(d) = signed_data {
+        if prepare_signed_attributes(input, opts)? != d {
+            return Err(SignError::SignedDataMismatch);
+        }
+    }
+    let ext = crate::signer::ExternalSignature::new(PublicKey::from_certificate(cert)?, signature);
+    sign_file(input, output, &ext, cert, opts)
 }
 
 /// What one signature says and whether it holds.

@@ -642,6 +642,9 @@ pub enum PcrKeyError {
     /// The RSA signature could not be made.
     #[error("signing")]
     Sign(#[source] rsa::Error),
+    /// The signing backend failed (PKCS#11 token, signature made elsewhere).
+    #[error("signing the PCR policy")]
+    Signer(#[source] Box<crate::signer::SigningError>),
 }
 
 /// A whole `.pcrsig` document: bank name -> entries. Keys keep insertion order.
@@ -663,19 +666,10 @@ pub fn load_pcr_signing_key(
     public: Option<&Path>,
 ) -> Result<rsa::RsaPrivateKey, MeasureError> {
     let key = crate::keys::SigningKey::from_file(private).map_err(PcrKeyError::Load)?;
+    check_pcr_signer(&key, public)?;
     let crate::keys::SigningKey::Rsa(k) = key else {
         return Err(PcrKeyError::NotRsa.into());
     };
-    if let Some(p) = public {
-        let pem = std::fs::read(p).map_err(|source| MeasureError::Input {
-            path: p.to_path_buf(),
-            source,
-        })?;
-        let pubkey = rsa_public_key_from_pem(&pem)?;
-        if pubkey != k.to_public_key() {
-            return Err(PcrKeyError::Mismatch(p.to_path_buf()).into());
-        }
-    }
     Ok(*k)
 }
 
@@ -771,33 +765,53 @@ pub fn policy_digests(
         .collect())
 }
 
-/// RSASSA-PKCS1-v1_5 with `alg`'s DigestInfo.
-fn pkcs1v15(alg: HashAlg) -> rsa::Pkcs1v15Sign {
-    match alg {
-        HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
-        HashAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
-        HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
-        HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+/// The RSA public key of a PCR policy signer, refusing other keys ([`PcrKeyError::NotRsa`]:
+/// systemd verifies `.pcrsig` with RSASSA only).
+pub fn pcr_signer_public(
+    key: &dyn crate::signer::Signer,
+) -> Result<rsa::RsaPublicKey, MeasureError> {
+    match key.public_key() {
+        crate::keys::PublicKey::Rsa(k) => Ok(k),
+        _ => Err(PcrKeyError::NotRsa.into()),
     }
+}
+
+/// Check a PCR policy signer: RSA, and (if given) the public key or certificate PEM at
+/// `public` is its key. Returns the public key.
+pub fn check_pcr_signer(
+    key: &dyn crate::signer::Signer,
+    public: Option<&Path>,
+) -> Result<rsa::RsaPublicKey, MeasureError> {
+    let k = pcr_signer_public(key)?;
+    if let Some(p) = public {
+        let pem = std::fs::read(p).map_err(|source| MeasureError::Input {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        if rsa_public_key_from_pem(&pem)? != k {
+            return Err(PcrKeyError::Mismatch(p.to_path_buf()).into());
+        }
+    }
+    Ok(k)
 }
 
 /// Sign the PCR 11 policy of every bank and phase of `pred`, like `systemd-measure sign`
 /// (252–258): `pol` is PolicyPCR(PCR 11 = value) from the zero policy; `sig` is
 /// RSASSA-PKCS1-v1_5 over `pol` with the bank's hash (258's `digest_and_sign(p->md, ...)`;
-/// later systemd always hashes with SHA-256, the same for the sha256 bank).
+/// later systemd always hashes with SHA-256, the same for the sha256 bank). `key` is any
+/// [`crate::signer::Signer`] with an RSA key: a key file, a PKCS#11 token.
 pub fn sign_policies(
     pred: &Pcr11Prediction,
-    key: &rsa::RsaPrivateKey,
+    key: &dyn crate::signer::Signer,
 ) -> Result<PcrSignatures, MeasureError> {
-    let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
+    let pkfp = public_key_fingerprint(&pcr_signer_public(key)?)?.to_hex();
     let mut out: PcrSignatures = Vec::new();
     for (bank, pols) in pcr11_policies(pred)? {
         let mut entries = Vec::new();
         for pol in pols {
-            let digest = bank.digest(&to_be_signed(&pol, None));
             let sig = key
-                .sign(pkcs1v15(bank), digest.as_bytes())
-                .map_err(PcrKeyError::Sign)?;
+                .sign(bank, &to_be_signed(&pol, None))
+                .map_err(|e| PcrKeyError::Signer(Box::new(e)))?;
             entries.push(PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
                 pkfp: Some(pkfp.clone()),
@@ -935,8 +949,13 @@ pub fn verify_signatures(
                     pol: pol.clone(),
                     source,
                 })?;
-            let verify =
-                |alg: HashAlg| key.verify(pkcs1v15(alg), alg.digest(&tbs).as_bytes(), &sig);
+            let verify = |alg: HashAlg| {
+                key.verify(
+                    crate::signer::pkcs1v15(alg),
+                    alg.digest(&tbs).as_bytes(),
+                    &sig,
+                )
+            };
             if let Err(source) = verify(bank) {
                 if bank == HashAlg::Sha256 || verify(HashAlg::Sha256).is_err() {
                     return Err(PcrSigVerifyError::BadSignature { bank, pol, source });

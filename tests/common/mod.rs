@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 pub const STUB: &str = bootchain::uki::DEFAULT_STUB;
 
+pub mod softhsm;
 pub mod swtpm;
 pub mod tpm_proxy;
 pub mod vectors;
@@ -225,4 +226,26 @@ pub fn seal_request<'a>(
         authorize: None,
         pin: None,
     }
+}
+
+/// A directory for a test binary's shared (`static`) fixture, under the target directory.
+/// Statics are never dropped, so it outlives the run: the directories of earlier runs whose
+/// process is gone are removed here instead.
+#[allow(dead_code)]
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("{name}-fixture-");
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file.strip_prefix(&prefix) {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = root.join(format!("{prefix}{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

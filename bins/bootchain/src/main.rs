@@ -17,6 +17,7 @@ macro_rules! outln {
 
 mod generate;
 mod refvals_cmd;
+mod signing;
 mod snp_cmd;
 mod tpm_cmd;
 
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bootchain::hash::HashAlg;
-use bootchain::keys::{self, SigningKey};
+use bootchain::keys;
 use bootchain::sign::{self, SignOptions};
 use bootchain::uki::{self, SectionContent, UkiBuilder};
 use clap::{Args, Parser, Subcommand};
@@ -390,9 +391,13 @@ enum MeasureCmd {
     Sign {
         #[command(flatten)]
         parts: PartArgs,
-        /// RSA private key (PEM).
-        #[arg(long = "private-key")]
-        private_key: PathBuf,
+        /// RSA private key: a PEM file or a pkcs11: URI.
+        #[arg(long = "private-key", required_unless_present = "prepare")]
+        private_key: Option<PathBuf>,
+        /// Print what an offline signer signs instead (`policy-digest`: each policy's `tbs`,
+        /// with `pkfp` of --public-key); attach the signed JSON with `uki build --join-pcrsig`.
+        #[arg(long, conflicts_with = "private_key")]
+        prepare: bool,
         /// Public key (PEM) to check against the private key.
         #[arg(long = "public-key")]
         public_key: Option<PathBuf>,
@@ -639,16 +644,18 @@ struct BuildArgs {
     /// Never sign the embedded kernel.
     #[arg(long = "no-sign-kernel", overrides_with = "sign_kernel")]
     no_sign_kernel: bool,
-    /// Secure Boot signing key (PEM or DER).
-    #[arg(long = "secureboot-private-key", requires = "secureboot_certificate")]
+    /// Secure Boot signing key: PEM or DER file, or a pkcs11: URI.
+    #[arg(long = "secureboot-private-key")]
     secureboot_private_key: Option<PathBuf>,
-    /// Secure Boot certificate (PEM or DER).
+    /// Secure Boot certificate: PEM or DER file, or a pkcs11: URI (with a pkcs11: key,
+    /// default: the token's certificate with the key's id).
     #[arg(long = "secureboot-certificate", requires = "secureboot_private_key")]
     secureboot_certificate: Option<PathBuf>,
     /// Add a signingTime attribute (off by default: reproducible signatures).
     #[arg(long)]
     signing_time: bool,
-    /// RSA key to sign the PCR 11 policy with (embeds .pcrsig, and .pcrpkey with one key).
+    /// RSA key to sign the PCR 11 policy with (embeds .pcrsig, and .pcrpkey with one key): a
+    /// PEM file or a pkcs11: URI.
     /// Repeatable: each is one signing group, paired with the --pcr-public-key and --phases
     /// of the same position, as ukify's.
     #[arg(long = "pcr-private-key")]
@@ -703,13 +710,15 @@ struct BuildArgs {
     /// --json=pretty.
     #[arg(short = 'j')]
     j: bool,
-    /// ukify's OpenSSL engine for signing keys: not supported (keys are files).
+    /// ukify's OpenSSL engine for signing keys: only `pkcs11` (keys are then pkcs11: URIs,
+    /// opened without OpenSSL).
     #[arg(long = "signing-engine", hide = true)]
     signing_engine: Option<String>,
-    /// ukify's OpenSSL provider for signing keys: not supported (keys are files).
+    /// ukify's OpenSSL provider for signing keys: only `pkcs11`, as --signing-engine.
     #[arg(long = "signing-provider", hide = true)]
     signing_provider: Option<String>,
-    /// ukify's OpenSSL provider for certificates: not supported (certificates are files).
+    /// ukify's OpenSSL provider for certificates: only `pkcs11` (the certificate is then a
+    /// pkcs11: URI).
     #[arg(long = "certificate-provider", hide = true)]
     certificate_provider: Option<String>,
     /// pesign's certificate nickname: not supported (pesign is not offered).
@@ -737,25 +746,43 @@ enum PeCmd {
         #[arg(long, default_value = "sha256")]
         alg: HashAlg,
     },
-    /// Sign a PE image for Secure Boot (sbsign-compatible flags).
+    /// Sign a PE image for Secure Boot (sbsign-compatible flags), with a key file or a
+    /// PKCS#11 key, or in two steps for a key on another machine (--prepare, then
+    /// --signed-data-signature).
     Sign {
         /// The image.
         file: PathBuf,
-        /// Private key (PEM or DER).
+        /// Private key: a PEM or DER file, or an RFC 7512 pkcs11: URI.
+        #[arg(long, required_unless_present_any = ["prepare", "prepare_offline_signing", "signed_data_signature"])]
+        key: Option<String>,
+        /// Certificate: a PEM or DER file, or a pkcs11: URI (default with a pkcs11: key: the
+        /// token's certificate with the key's id).
         #[arg(long)]
-        key: PathBuf,
-        /// Certificate (PEM or DER).
-        #[arg(long)]
-        cert: PathBuf,
+        cert: Option<PathBuf>,
         /// Output (default: FILE.signed, or FILE.pk7 with --detached).
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// Write a detached PKCS#7 signature instead of a signed image.
         #[arg(long)]
         detached: bool,
-        /// Add a signingTime attribute.
-        #[arg(long)]
-        signing_time: bool,
+        /// Add a signingTime attribute: now, or =SECONDS since the epoch (needed to prepare and
+        /// attach an offline signature with a signing time).
+        #[arg(long, num_args = 0..=1, default_missing_value = "now", require_equals = true)]
+        signing_time: Option<String>,
+        /// Offline signing, step 1: write the bytes to sign (the DER signed attributes) to
+        /// OUT; sign them elsewhere with `openssl dgst -sha256 -sign KEY -out SIG OUT`.
+        #[arg(long, value_name = "OUT", conflicts_with_all = ["key", "signed_data_signature", "detached"])]
+        prepare: Option<PathBuf>,
+        /// As --prepare, writing to --output (systemd-sbsign 258's spelling).
+        #[arg(long, requires = "output", conflicts_with_all = ["key", "signed_data_signature", "detached", "prepare"])]
+        prepare_offline_signing: bool,
+        /// Offline signing, step 2: attach this signature (RSA PKCS#1 v1.5, or DER ECDSA) over
+        /// the prepared bytes, made by the key of --cert.
+        #[arg(long, value_name = "SIG", requires = "cert", conflicts_with_all = ["key", "detached"])]
+        signed_data_signature: Option<PathBuf>,
+        /// The prepared bytes the signature was made over; checked against this image.
+        #[arg(long, value_name = "DATA", requires = "signed_data_signature")]
+        signed_data: Option<PathBuf>,
     },
     /// Verify the signatures of a PE image (sbverify-compatible flags).
     Verify {
@@ -859,64 +886,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Measure(MeasureCmd::Sign {
             parts,
-            private_key,
+            private_key: Some(private_key),
             public_key,
             append,
             json,
+            prepare: false,
         }) => {
-            let key =
-                bootchain::measure::load_pcr_signing_key(&private_key, public_key.as_deref())?;
+            let key = signing::pcr_signer(&private_key, public_key.as_deref())?;
             let pred = predict_parts(&parts)?;
-            let mut sigs = match &append {
-                Some(p) => bootchain::measure::parse_signatures(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?,
-                None => Vec::new(),
-            };
-            bootchain::measure::merge_signatures(
-                &mut sigs,
-                bootchain::measure::sign_policies(&pred, &key)?,
-            );
-            let v = bootchain::measure::signatures_json(&sigs);
-            use std::io::IsTerminal;
-            let mode = json.unwrap_or(if std::io::stdout().is_terminal() {
-                JsonMode::Pretty
-            } else {
-                JsonMode::Short
-            });
-            match mode {
-                JsonMode::Pretty => out!("{}", bootchain::measure::systemd_pretty_json(&v)),
-                _ => outln!("{v}"),
-            }
-            Ok(ExitCode::SUCCESS)
+            let sigs = bootchain::measure::sign_policies(&pred, &*key)?;
+            print_merged_policies(sigs, append.as_deref(), json)
         }
+        Cmd::Measure(MeasureCmd::Sign {
+            parts,
+            public_key,
+            append,
+            json,
+            ..
+        }) => policy_digest_cmd(&parts, public_key.as_deref(), append.as_deref(), json),
         Cmd::Measure(MeasureCmd::PolicyDigest {
             parts,
             public_key,
             certificate,
             append,
             json,
-        }) => {
-            let key = match public_key.as_ref().or(certificate.as_ref()) {
-                Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?),
-                None => None,
-            };
-            let pred = predict_parts(&parts)?;
-            let mut sigs = match &append {
-                Some(p) => bootchain::measure::parse_signatures(
-                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                )?,
-                None => Vec::new(),
-            };
-            bootchain::measure::merge_signatures(
-                &mut sigs,
-                bootchain::measure::policy_digests(&pred, key.as_ref())?,
-            );
-            print_measure_json(&bootchain::measure::signatures_json(&sigs), json);
-            Ok(ExitCode::SUCCESS)
-        }
+        }) => policy_digest_cmd(
+            &parts,
+            public_key.or(certificate).as_deref(),
+            append.as_deref(),
+            json,
+        ),
         Cmd::Pcr(PcrCmd::Predict {
             uki,
             banks,
@@ -1050,21 +1049,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             detached,
             signing_time,
+            prepare,
+            prepare_offline_signing,
+            signed_data_signature,
+            signed_data,
         }) => {
-            let k = SigningKey::from_file(&key)?;
-            warn_if_ecdsa(&k);
-            let c = keys::load_certificate(&cert)?;
-            k.check_matches(&c)?;
-            let opts = sign_opts(signing_time);
+            let opts = signing::sign_options(signing_time.as_deref())?;
+            if let Some(out) = prepare.or(output.clone().filter(|_| prepare_offline_signing)) {
+                let tbs = sign::prepare_signed_attributes(&file, &opts)?;
+                bootchain::fsutil::write_atomic(&out, &tbs, 0o644)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!(
+                    "wrote the signed attributes to sign ({} bytes) to {}",
+                    tbs.len(),
+                    out.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let out = output
+                .unwrap_or_else(|| with_suffix(&file, if detached { ".pk7" } else { ".signed" }));
+            if let Some(sig) = signed_data_signature {
+                let c = signing::certificate(cert.as_deref().context("--cert is required")?)?;
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                };
+                let data = signed_data.as_deref().map(read).transpose()?;
+                let d =
+                    sign::attach_signature(&file, &out, &c, read(&sig)?, data.as_deref(), &opts)?;
+                eprintln!("signed {} (Authenticode sha256 {d})", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (k, c) = signing::sb_signer(
+                key.as_deref().context("--key is required")?.as_ref(),
+                cert.as_deref(),
+            )?;
             if detached {
-                let out = output.unwrap_or_else(|| with_suffix(&file, ".pk7"));
-                let sig = sign::detached_signature(&file, &k, &c, &opts)?;
+                let sig = sign::detached_signature(&file, &*k, &c, &opts)?;
                 bootchain::fsutil::write_atomic(&out, &sig, 0o644)
                     .with_context(|| format!("writing {}", out.display()))?;
                 eprintln!("wrote detached signature {}", out.display());
             } else {
-                let out = output.unwrap_or_else(|| with_suffix(&file, ".signed"));
-                let d = sign::sign_file(&file, &out, &k, &c, &opts)?;
+                let d = sign::sign_file(&file, &out, &*k, &c, &opts)?;
                 eprintln!("signed {} (Authenticode sha256 {d})", out.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -1275,24 +1300,11 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         outln!("{a:#?}");
         return Ok(ExitCode::SUCCESS);
     }
-    for (set, opt) in [
-        (
-            a.signing_engine.is_some(),
-            "--signing-engine/SigningEngine=",
-        ),
-        (
-            a.signing_provider.is_some(),
-            "--signing-provider/SigningProvider=",
-        ),
-        (
-            a.certificate_provider.is_some(),
-            "--certificate-provider/CertificateProvider=",
-        ),
-        (
-            a.sb_cert_name.is_some(),
-            "--secureboot-certificate-name/SecureBootCertificateName= (pesign)",
-        ),
-    ] {
+    signing::check_ukify_sources(&a)?;
+    for (set, opt) in [(
+        a.sb_cert_name.is_some(),
+        "--secureboot-certificate-name/SecureBootCertificateName= (pesign)",
+    )] {
         if set {
             bail!("{opt} is not supported: bootchain signs with key and certificate files (--secureboot-private-key, --secureboot-certificate)");
         }
@@ -1305,7 +1317,12 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         None | Some("x64") => {}
         Some(arch) => bail!("EFIArch={arch} is not supported: only x64"),
     }
-    if a.secureboot_private_key.is_some() != a.secureboot_certificate.is_some() {
+    if a.secureboot_private_key.is_some() != a.secureboot_certificate.is_some()
+        && !a
+            .secureboot_private_key
+            .as_deref()
+            .is_some_and(signing::is_pkcs11)
+    {
         bail!("--secureboot-private-key= and --secureboot-certificate= must be specified together");
     }
     let output = match (&a.output, &a.linux) {
@@ -1472,8 +1489,7 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     }
     for (i, g) in groups.iter().enumerate() {
         let public = g.public_key.as_ref().or(a.pcr_certificate.get(i));
-        let key =
-            bootchain::measure::load_pcr_signing_key(&g.private_key, public.map(PathBuf::as_path))?;
+        let key = signing::pcr_signer(&g.private_key, public.map(PathBuf::as_path))?;
         if let (Some(p), None, 1, true) = (
             public,
             &a.pcrpkey,
@@ -1497,11 +1513,8 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
             banks: banks.clone(),
         });
     }
-    if let (Some(k), Some(c)) = (&a.secureboot_private_key, &a.secureboot_certificate) {
-        let key = SigningKey::from_file(k)?;
-        warn_if_ecdsa(&key);
-        let cert = keys::load_certificate(c)?;
-        key.check_matches(&cert)?;
+    if let Some(k) = &a.secureboot_private_key {
+        let (key, cert) = signing::sb_signer(k, a.secureboot_certificate.as_deref())?;
         b = b.sign_with(key, cert, sign_opts(a.signing_time));
     }
     let report = b.build(&output)?;
@@ -1531,6 +1544,42 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
             report.authenticode_sha256
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `measure policy-digest` (and `measure sign --prepare`): the unsigned policies, with `pkfp`
+/// of the public key or certificate PEM `public`.
+fn policy_digest_cmd(
+    parts: &PartArgs,
+    public: Option<&std::path::Path>,
+    append: Option<&std::path::Path>,
+    json: Option<JsonMode>,
+) -> Result<ExitCode> {
+    let key = match public {
+        Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let pred = predict_parts(parts)?;
+    let sigs = bootchain::measure::policy_digests(&pred, key.as_ref())?;
+    print_merged_policies(sigs, append, json)
+}
+
+/// Merge `sigs` into the `.pcrsig` JSON at `append` (if any) and print as systemd-measure.
+fn print_merged_policies(
+    sigs: bootchain::measure::PcrSignatures,
+    append: Option<&std::path::Path>,
+    json: Option<JsonMode>,
+) -> Result<ExitCode> {
+    let mut all = match append {
+        Some(p) => bootchain::measure::parse_signatures(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => Vec::new(),
+    };
+    bootchain::measure::merge_signatures(&mut all, sigs);
+    print_measure_json(&bootchain::measure::signatures_json(&all), json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1575,14 +1624,12 @@ fn uki_join(a: &BuildArgs, uki: &std::path::Path, pcrsig: &str) -> Result<ExitCo
         public_key,
         phases: bootchain::measure::Phase::list(&split_phases)?,
     };
-    let signer = match (&a.secureboot_private_key, &a.secureboot_certificate) {
-        (Some(k), Some(c)) => {
-            let key = SigningKey::from_file(k)?;
-            let cert = keys::load_certificate(c)?;
-            key.check_matches(&cert)?;
+    let signer = match &a.secureboot_private_key {
+        Some(k) => {
+            let (key, cert) = signing::sb_signer(k, a.secureboot_certificate.as_deref())?;
             Some((key, cert, sign_opts(a.signing_time)))
         }
-        _ => None,
+        None => None,
     };
     let output = a
         .output
@@ -1592,7 +1639,7 @@ fn uki_join(a: &BuildArgs, uki: &std::path::Path, pcrsig: &str) -> Result<ExitCo
         uki,
         &req,
         output,
-        signer.as_ref().map(|(k, c, o)| (k, c, o)),
+        signer.as_ref().map(|(k, c, o)| (&**k, c, o)),
     )?;
     if a.j || matches!(a.json, Some(JsonMode::Pretty | JsonMode::Short)) {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -2176,15 +2223,4 @@ fn read_tpm_pcrs(
     let want: Vec<(HashAlg, u32)> = log.replay().keys().copied().collect();
     let mut tpm = bootchain::tpm::Tpm::open(tcti)?;
     Ok(tpm.read_pcrs(&want)?)
-}
-
-/// ECDSA Authenticode signatures are valid, but most UEFI firmware (EDK2 built with MbedTLS,
-/// many vendor implementations) only verifies RSA.
-fn warn_if_ecdsa(k: &SigningKey) {
-    if !matches!(k, SigningKey::Rsa(_)) {
-        eprintln!(
-            "bootchain: warning: signing with {:?}: most UEFI firmware only accepts RSA signatures in db checks",
-            k.public_key()
-        );
-    }
 }

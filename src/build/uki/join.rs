@@ -19,10 +19,10 @@ use x509_cert::Certificate;
 
 use super::{pcrsig_text, Layout};
 use crate::hash::{Digest, HashAlg};
-use crate::keys::SigningKey;
 use crate::measure::{self, MeasureError, PcrSigVerifyError, PcrSignatures, Phase, StubRules};
 use crate::pe::{self, PeHeaders, SECTION_HEADER_LEN};
 use crate::sign::{SignError, SignOptions};
+use crate::signer::Signer;
 
 /// Why [`join_pcrsig`] refused or failed. Nothing is written then.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,7 @@ pub fn join_pcrsig(
     uki: &Path,
     req: &JoinPcrsig,
     output: &Path,
-    signer: Option<(&SigningKey, &Certificate, &SignOptions)>,
+    signer: Option<(&dyn Signer, &Certificate, &SignOptions)>,
 ) -> Result<JoinReport, JoinError> {
     let mut data = std::fs::read(uki).map_err(|source| JoinError::Read {
         path: uki.to_path_buf(),

@@ -24,10 +24,10 @@ use x509_cert::Certificate;
 use crate::authenticode;
 use crate::fsutil::AtomicFile;
 use crate::hash::{Digest, HashAlg, MultiHasher};
-use crate::keys::SigningKey;
 use crate::measure::{self, Pcr11Prediction, Phase, SectionDigests, StubRules};
 use crate::pe::{self, PeHeaders, SectionName, SECTION_HEADER_LEN};
 use crate::sign::{self, SignError, SignOptions};
+use crate::signer::Signer;
 pub use crate::ukiread::*;
 
 mod config;
@@ -407,7 +407,7 @@ pub struct UkiBuilder {
     layout: Option<Layout>,
     no_default_os_release: bool,
     allow_unmeasured_cmdline: bool,
-    signer: Option<(SigningKey, Certificate, SignOptions)>,
+    signer: Option<(Box<dyn Signer>, Certificate, SignOptions)>,
     pcr_signers: Vec<PcrPolicySigner>,
     policy_digests: Option<PcrPolicyDigests>,
     measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
@@ -421,8 +421,10 @@ pub struct UkiBuilder {
 /// then the writing pass for the Authenticode digest), each digest still computed once; the
 /// build report's PCR 11 prediction reuses the first pass.
 pub struct PcrPolicySigner {
-    /// The RSA key.
-    pub key: rsa::RsaPrivateKey,
+    /// The RSA key: a key file ([`crate::keys::SigningKey`], [`rsa::RsaPrivateKey`]) or a
+    /// PKCS#11 key ([`crate::signer::open`]). Any other key fails the build with
+    /// [`crate::measure::PcrKeyError::NotRsa`].
+    pub key: Box<dyn Signer>,
     /// Phase paths to sign for (empty: the initrd phases, [`Phase::initrd`]).
     pub phases: Vec<Phase>,
     /// Banks to sign for (ukify's default is sha256).
@@ -456,7 +458,7 @@ pub struct PcrPolicyDigests {
 /// One PCR policy group of a build: private key (none: unsigned digests), public key, banks,
 /// phases.
 type PolicyGroup<'a> = (
-    Option<&'a rsa::RsaPrivateKey>,
+    Option<&'a dyn Signer>,
     rsa::RsaPublicKey,
     &'a [HashAlg],
     &'a [Phase],
@@ -675,19 +677,19 @@ impl UkiBuilder {
 
     /// Each PCR policy group: its private key (none for [`PcrPolicyDigests`]), public key,
     /// banks and phases as given.
-    fn policy_groups(&self) -> Vec<PolicyGroup<'_>> {
-        let mut v: Vec<_> = self
+    fn policy_groups(&self) -> Result<Vec<PolicyGroup<'_>>, UkiError> {
+        let mut v: Vec<PolicyGroup<'_>> = self
             .pcr_signers
             .iter()
             .map(|ps| {
-                (
-                    Some(&ps.key),
-                    ps.key.to_public_key(),
+                Ok((
+                    Some(&*ps.key as &dyn Signer),
+                    measure::pcr_signer_public(&*ps.key).map_err(UkiError::Measure)?,
                     ps.banks.as_slice(),
                     ps.phases.as_slice(),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, UkiError>>()?;
         if let Some(d) = &self.policy_digests {
             v.push((
                 None,
@@ -696,7 +698,7 @@ impl UkiBuilder {
                 d.phases.as_slice(),
             ));
         }
-        v
+        Ok(v)
     }
 
     /// Sign a PCR policy even without `.cmdline` (see [`UkiError::UnmeasuredCmdline`]): only
@@ -723,9 +725,15 @@ impl UkiBuilder {
         self
     }
 
-    /// Sign the result for Secure Boot.
-    pub fn sign_with(mut self, key: SigningKey, cert: Certificate, opts: SignOptions) -> Self {
-        self.signer = Some((key, cert, opts));
+    /// Sign the result for Secure Boot with `key`: a key file ([`crate::keys::SigningKey`]),
+    /// a PKCS#11 key, or any other [`Signer`].
+    pub fn sign_with(
+        mut self,
+        key: impl Signer + 'static,
+        cert: Certificate,
+        opts: SignOptions,
+    ) -> Self {
+        self.signer = Some((Box::new(key), cert, opts));
         self
     }
 
@@ -866,7 +874,7 @@ impl UkiBuilder {
             path: std::env::temp_dir(),
             source,
         })?;
-        sign::sign_file(kernel, tmp.path(), key, cert, opts)?;
+        sign::sign_file(kernel, tmp.path(), &**key, cert, opts)?;
         Ok(Some(tmp))
     }
 
@@ -945,7 +953,7 @@ impl UkiBuilder {
         if self.policy_digests.is_some() && !self.pcr_signers.is_empty() {
             return Err(UkiError::PolicyDigestWithKey);
         }
-        let groups = self.policy_groups();
+        let groups = self.policy_groups()?;
         if !groups.is_empty()
             && !self.allow_unmeasured_cmdline
             && self.cmdline.is_none()
@@ -1029,8 +1037,8 @@ impl UkiBuilder {
         let mut signer_pass = None;
         // Or, in one pass: `.pcrsig` signed while the output is written (see `DeferredPcrsig`).
         let mut deferred = None;
-        if !groups.is_empty() && self.one_pass_pcrsig(&planned) {
-            let (banks, sgroups) = self.signer_banks();
+        if !groups.is_empty() && self.one_pass_pcrsig(&groups, &planned) {
+            let (banks, sgroups) = self.signer_banks()?;
             // The text's length does not depend on the digests (fixed-length hex, one RSA
             // signature of the key's size per policy): sign zero digests to learn it.
             let mut zero = Vec::new();
@@ -1281,7 +1289,7 @@ impl UkiBuilder {
 
         let signed = self.signer.is_some();
         if let (Some((key, cert, opts)), Some(sd)) = (&self.signer, patched.security_dir) {
-            let pkcs7 = sign::authenticode_signature(&digest, key, cert, opts)?;
+            let pkcs7 = sign::authenticode_signature(&digest, &**key, cert, opts)?;
             let entry = authenticode::WinCertificate {
                 offset: total_len,
                 revision: authenticode::WIN_CERT_REVISION_2_0,
@@ -1352,7 +1360,7 @@ impl UkiBuilder {
         planned: &[(SectionName, SectionContent)],
         sbat_in_place: Option<&[u8]>,
     ) -> Result<SignerPass, UkiError> {
-        let (banks, groups) = self.signer_banks();
+        let (banks, groups) = self.signer_banks()?;
         let mut sections = Vec::new();
         for (name, content) in planned {
             // Only what the stub measures is hashed.
@@ -1377,8 +1385,11 @@ impl UkiBuilder {
     /// Whether `.pcrsig` can be signed during the write: one signing group with a private
     /// key (its text then has one length whatever the digests), no joined profiles and at
     /// most one `.dtbauto` (whose signatures are merged, so their number could vary).
-    fn one_pass_pcrsig(&self, planned: &[(SectionName, SectionContent)]) -> bool {
-        let groups = self.policy_groups();
+    fn one_pass_pcrsig(
+        &self,
+        groups: &[PolicyGroup<'_>],
+        planned: &[(SectionName, SectionContent)],
+    ) -> bool {
         groups.len() == 1
             && groups[0].0.is_some()
             && self.policy_digests.is_none()
@@ -1392,11 +1403,11 @@ impl UkiBuilder {
 
     /// Every bank a signing group uses, and each group's banks and phases.
     #[allow(clippy::type_complexity)]
-    fn signer_banks(&self) -> (Vec<HashAlg>, Vec<(Vec<HashAlg>, Vec<Phase>)>) {
+    fn signer_banks(&self) -> Result<(Vec<HashAlg>, Vec<(Vec<HashAlg>, Vec<Phase>)>), UkiError> {
         // Each group's banks (ukify's default: sha256) and phases (ours: the initrd phases,
         // where disk keys are released); sections are hashed once in every bank any uses.
         let groups: Vec<(Vec<HashAlg>, Vec<Phase>)> = self
-            .policy_groups()
+            .policy_groups()?
             .into_iter()
             .map(|(_, _, banks, phases)| {
                 let banks = if banks.is_empty() {
@@ -1421,7 +1432,7 @@ impl UkiBuilder {
                 banks.push(*b);
             }
         }
-        (banks, groups)
+        Ok((banks, groups))
     }
 
     /// The `.pcrsig` text and predictions for measured `sections` (their digests in `banks`).
@@ -1484,7 +1495,8 @@ impl UkiBuilder {
     ) -> Result<(measure::PcrSignatures, Vec<Pcr11Prediction>), UkiError> {
         let mut all: measure::PcrSignatures = Vec::new();
         let mut predictions = Vec::new();
-        for ((key, public, _, _), (banks, phases)) in self.policy_groups().into_iter().zip(groups) {
+        for ((key, public, _, _), (banks, phases)) in self.policy_groups()?.into_iter().zip(groups)
+        {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
             let sigs = match key {
                 Some(k) => measure::sign_policies(&prediction, k),
