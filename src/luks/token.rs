@@ -521,7 +521,7 @@ pub struct PreparedToken {
     pcrs: Vec<u32>,
     expected: Digest,
     authorize: Option<(Vec<u8>, Vec<u32>)>,
-    candidates: Vec<(Digest, Vec<u8>)>,
+    candidates: Vec<crate::tpm::SignedPolicy>,
     auth: Option<Zeroizing<Vec<u8>>>,
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::eventlog::{extend, EventType};
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::pe::PeHeaders;
-use crate::policy::{self, PcrIndex, PcrSelection};
+use crate::policy::{self, NvEpoch, PcrIndex, PcrSelection};
 use crate::ukiread::UkiSection;
 
 /// The PCR the stub measures UKI sections into (systemd `TPM2_PCR_KERNEL_BOOT`).
@@ -617,6 +617,46 @@ pub struct PcrSignature {
     /// The RSASSA-PKCS1-v1_5 signature over the to-be-signed bytes, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// bootchain's epoch binding (not systemd's): the NV counter index the policy is bound
+    /// to. With `nvName` and `epoch`, `pol` is PolicyPCR followed by PolicyNV(counter ≤
+    /// epoch) ([`crate::policy::NvEpoch`]); systemd ignores these members and finds no use for
+    /// such an entry (its `pol` is not a plain PolicyPCR digest).
+    #[serde(rename = "nvIndex", default, skip_serializing_if = "Option::is_none")]
+    pub nv_index: Option<u32>,
+    /// The NV index's Name, hex.
+    #[serde(rename = "nvName", default, skip_serializing_if = "Option::is_none")]
+    pub nv_name: Option<String>,
+    /// The highest counter value this signature is valid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `nvIndex`, `nvName` and `epoch` of a `.pcrsig` entry are not all given, or `nvName` is not
+/// hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nvIndex, nvName and epoch must be given together (nvName as hex)")]
+#[non_exhaustive]
+pub struct NvMembersError;
+
+impl PcrSignature {
+    /// The epoch binding of this entry, if it has one.
+    pub fn nv_epoch(&self) -> Result<Option<NvEpoch>, NvMembersError> {
+        match (self.nv_index, &self.nv_name, self.epoch) {
+            (None, None, None) => Ok(None),
+            (Some(index), Some(name), Some(epoch)) => Ok(Some(NvEpoch {
+                index,
+                name: hex::decode(name).map_err(|_| NvMembersError)?,
+                epoch,
+            })),
+            _ => Err(NvMembersError),
+        }
+    }
+
+    fn set_nv_epoch(&mut self, nv: Option<&NvEpoch>) {
+        self.nv_index = nv.map(|n| n.index);
+        self.nv_name = nv.map(|n| hex::encode(&n.name));
+        self.epoch = nv.map(|n| n.epoch);
+    }
 }
 
 /// Why a PCR signing key or PCR public key is refused.
@@ -749,26 +789,59 @@ pub fn policy_digests(
     pred: &Pcr11Prediction,
     public: Option<&rsa::RsaPublicKey>,
 ) -> Result<PcrSignatures, MeasureError> {
+    policy_digests_bound(pred, public, None)
+}
+
+/// [`policy_digests`], each policy bound to the epoch `nv` when given (`pol` is then PolicyPCR
+/// ∧ PolicyNV, and the entries carry `nvIndex`, `nvName`, `epoch`).
+pub fn policy_digests_bound(
+    pred: &Pcr11Prediction,
+    public: Option<&rsa::RsaPublicKey>,
+    nv: Option<&NvEpoch>,
+) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public
         .map(|k| public_key_fingerprint(k).map(|d| d.to_hex()))
         .transpose()?;
-    Ok(pcr11_policies(pred)?
+    Ok(pcr11_policies_bound(pred, nv)?
         .into_iter()
         .map(|(bank, pols)| {
             let entries = pols
                 .iter()
-                .map(|pol| PcrSignature {
-                    pcrs: vec![PCR_KERNEL_BOOT],
-                    pkfp: pkfp.clone(),
-                    policy_ref: None,
-                    pol: pol.to_hex(),
-                    tbs: Some(hex::encode(to_be_signed(pol, None))),
-                    sig: None,
+                .map(|pol| {
+                    let mut e = PcrSignature {
+                        pcrs: vec![PCR_KERNEL_BOOT],
+                        pkfp: pkfp.clone(),
+                        policy_ref: None,
+                        pol: pol.to_hex(),
+                        tbs: Some(hex::encode(to_be_signed(pol, None))),
+                        sig: None,
+                        nv_index: None,
+                        nv_name: None,
+                        epoch: None,
+                    };
+                    e.set_nv_epoch(nv);
+                    e
                 })
                 .collect();
             (bank, entries)
         })
         .collect())
+}
+
+/// [`pcr11_policies`], each extended by `nv`'s PolicyNV when given.
+fn pcr11_policies_bound(
+    pred: &Pcr11Prediction,
+    nv: Option<&NvEpoch>,
+) -> Result<Vec<(HashAlg, Vec<Digest>)>, MeasureError> {
+    let mut pols = pcr11_policies(pred)?;
+    if let Some(nv) = nv {
+        for (_, p) in pols.iter_mut() {
+            for d in p.iter_mut() {
+                *d = nv.extend(d);
+            }
+        }
+    }
+    Ok(pols)
 }
 
 /// RSASSA-PKCS1-v1_5 with `alg`'s DigestInfo.
@@ -789,23 +862,39 @@ pub fn sign_policies(
     pred: &Pcr11Prediction,
     key: &rsa::RsaPrivateKey,
 ) -> Result<PcrSignatures, MeasureError> {
+    sign_policies_bound(pred, key, None)
+}
+
+/// [`sign_policies`], each policy bound to the epoch `nv` when given: the signature approves
+/// PolicyPCR ∧ PolicyNV(counter ≤ epoch) and stops unsealing once the counter is bumped past
+/// the epoch ([`crate::policy::NvEpoch`]).
+pub fn sign_policies_bound(
+    pred: &Pcr11Prediction,
+    key: &rsa::RsaPrivateKey,
+    nv: Option<&NvEpoch>,
+) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public_key_fingerprint(&key.to_public_key())?.to_hex();
     let mut out: PcrSignatures = Vec::new();
-    for (bank, pols) in pcr11_policies(pred)? {
+    for (bank, pols) in pcr11_policies_bound(pred, nv)? {
         let mut entries = Vec::new();
         for pol in pols {
             let digest = bank.digest(&to_be_signed(&pol, None));
             let sig = key
                 .sign(pkcs1v15(bank), digest.as_bytes())
                 .map_err(PcrKeyError::Sign)?;
-            entries.push(PcrSignature {
+            let mut e = PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
                 pkfp: Some(pkfp.clone()),
                 policy_ref: None,
                 pol: pol.to_hex(),
                 tbs: None,
                 sig: Some(base64::engine::general_purpose::STANDARD.encode(sig)),
-            });
+                nv_index: None,
+                nv_name: None,
+                epoch: None,
+            };
+            e.set_nv_epoch(nv);
+            entries.push(e);
         }
         out.push((bank, entries));
     }
@@ -912,10 +1001,15 @@ pub fn verify_signatures(
                     pol: pol.clone(),
                 }
             })?;
+            let nv = e.nv_epoch().map_err(|_| PcrSigVerifyError::Malformed {
+                bank,
+                pol: pol.clone(),
+            })?;
             let known = predicted
                 .iter()
                 .filter(|(b, _)| *b == bank)
-                .any(|(_, pols)| pols.contains(&d));
+                .flat_map(|(_, pols)| pols)
+                .any(|p| nv.as_ref().map_or(p.clone(), |n| n.extend(p)) == d);
             if !known || e.pcrs != [PCR_KERNEL_BOOT] {
                 return Err(PcrSigVerifyError::OtherPolicy { bank, pol });
             }

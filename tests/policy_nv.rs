@@ -1,0 +1,243 @@
+//! Rollback-safe signed policies on swtpm: `.pcrsig` entries bound to an NV epoch counter
+//! (PolicyPCR ∧ PolicyNV "counter ≤ epoch", approved by PolicyAuthorize). One sealed
+//! envelope; a bump revokes the old signatures, new ones unseal without resealing; a deleted
+//! or replaced index is named as such; a redefined counter does not go back.
+
+mod common;
+
+use bootchain::hash::{Digest, HashAlg};
+use bootchain::measure::{self, Pcr11Prediction, PcrSignatures, PhaseValue};
+use bootchain::policy::{self, NvEpoch};
+use bootchain::seal::{self, AuthorizeKey, Envelope, SealError, SealRequest, UnsealOptions};
+use bootchain::tpm::{Tpm, UnsealError};
+use common::swtpm::Swtpm;
+use common::*;
+
+const INDEX: u32 = 0x0180_0b0c;
+
+/// `.pcrsig` for one PCR 11 value, bound to `nv`.
+fn sign_pcr11(key: &rsa::RsaPrivateKey, v: &Digest, nv: Option<&NvEpoch>) -> PcrSignatures {
+    let pred = Pcr11Prediction {
+        banks: vec![HashAlg::Sha256],
+        events: vec![],
+        phases: vec![PhaseValue {
+            phase: measure::Phase::after_stub(),
+            values: vec![v.clone()],
+        }],
+    };
+    measure::sign_policies_bound(&pred, key, nv).unwrap()
+}
+
+fn unseal(t: &mut Tpm, env: &Envelope, sigs: &PcrSignatures) -> Result<Vec<u8>, SealError> {
+    seal::unseal(
+        t,
+        env,
+        &UnsealOptions {
+            signatures: Some(sigs),
+            pin: None,
+        },
+    )
+    .map(|k| k.to_vec())
+}
+
+fn pcr11(t: &mut Tpm) -> Digest {
+    t.read_pcrs(&[(HashAlg::Sha256, 11)]).unwrap()[&(HashAlg::Sha256, 11)].clone()
+}
+
+/// The Name tpm2-tools reads for `index` (`tpm2_nvreadpublic`).
+fn tools_name(sw: &Swtpm, index: u32) -> String {
+    let out = run_ok(sw.tool("tpm2_nvreadpublic").arg(format!("{index:#x}")));
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("name: "))
+        .unwrap_or_else(|| panic!("no name in {out}"))
+        .trim()
+        .to_string()
+}
+
+struct Sealed {
+    _d: tempfile::TempDir,
+    sw: Swtpm,
+    t: Tpm,
+    key: rsa::RsaPrivateKey,
+    env: Envelope,
+    v: Digest,
+}
+
+/// A swtpm with the epoch counter defined and a root key sealed once to a signed PCR 11
+/// policy (plus literal PCR 7).
+fn sealed() -> (Sealed, u64) {
+    let d = tempfile::tempdir().unwrap();
+    let (private, _) = make_rsa_keypair(d.path(), "pcr");
+    let key = measure::load_pcr_signing_key(&private, None).unwrap();
+    let sw = Swtpm::start();
+    let mut t = Tpm::open(&sw.tcti()).unwrap();
+    t.extend(11, &[HashAlg::Sha256.digest(b"uki 1")]).unwrap();
+    let e1 = t.nv_define_epoch_counter(INDEX, b"").unwrap();
+    let ak = AuthorizeKey {
+        key: key.to_public_key(),
+        pcrs: vec![11],
+    };
+    let vals = t.read_pcrs(&[(HashAlg::Sha256, 7)]).unwrap();
+    let req = SealRequest {
+        authorize: Some(&ak),
+        ..seal_request(&[7], &vals)
+    };
+    let env = seal::seal(&mut t, &req, b"root key").unwrap();
+    let v = pcr11(&mut t);
+    (
+        Sealed {
+            _d: d,
+            sw,
+            t,
+            key,
+            env,
+            v,
+        },
+        e1,
+    )
+}
+
+/// The acceptance path: epoch-1 signature unseals; after the bump it is refused (by the TPM's
+/// PolicyNV, reported naming the index, epoch and counter); the epoch-2 signature unseals the
+/// same envelope; a `.pcrsig` with both picks the valid one.
+#[test]
+fn bump_revokes_old_signatures_without_resealing() {
+    let (mut s, e1) = sealed();
+    // The Name computed in software (TPMA_NV_WRITTEN set) is what the TPM and tpm2-tools read.
+    let name = policy::epoch_counter_name(INDEX);
+    assert_eq!(s.t.nv_name(INDEX).unwrap(), Some(name.clone()));
+    assert_eq!(tools_name(&s.sw, INDEX), hex::encode(&name));
+    assert_eq!(s.t.nv_read_counter(INDEX).unwrap(), e1);
+
+    let sigs1 = sign_pcr11(&s.key, &s.v, Some(&NvEpoch::counter(INDEX, e1)));
+    let entry = &sigs1[0].1[0];
+    assert_eq!(entry.nv_index, Some(INDEX));
+    assert_eq!(entry.epoch, Some(e1));
+    // Unsealing replays PolicyPCR, PolicyNV and checks the session digest against `pol`
+    // (PolicyGetDigest), so success shows the software PolicyNV digest is the TPM's.
+    assert_eq!(unseal(&mut s.t, &s.env, &sigs1).unwrap(), b"root key");
+
+    let e2 = s.t.nv_bump(INDEX, b"").unwrap();
+    assert_eq!(e2, e1 + 1);
+    let err = unseal(&mut s.t, &s.env, &sigs1).unwrap_err();
+    match &err {
+        SealError::Unseal(UnsealError::Revoked {
+            index,
+            epoch,
+            counter,
+        }) => assert_eq!((*index, *epoch, *counter), (INDEX, e1, e2)),
+        other => panic!("expected a revoked signature, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("0x01800b0c") && msg.contains("revoked"),
+        "{msg}"
+    );
+
+    let sigs2 = sign_pcr11(&s.key, &s.v, Some(&NvEpoch::counter(INDEX, e2)));
+    assert_eq!(unseal(&mut s.t, &s.env, &sigs2).unwrap(), b"root key");
+    let mut both = sigs1.clone();
+    measure::merge_signatures(&mut both, sigs2.clone());
+    assert_eq!(unseal(&mut s.t, &s.env, &both).unwrap(), b"root key");
+
+    // An epoch-2 signature over other PCR 11 values is still no signature for this boot.
+    let other = sign_pcr11(
+        &s.key,
+        &HashAlg::Sha256.digest(b"other"),
+        Some(&NvEpoch::counter(INDEX, e2)),
+    );
+    assert!(matches!(
+        unseal(&mut s.t, &s.env, &other),
+        Err(SealError::NotSigned { .. })
+    ));
+}
+
+/// tpm2-tools' PolicyNV over the counter (trial session, TPM-computed digest) gives the digest
+/// computed in software.
+#[test]
+fn policy_nv_digest_matches_tpm2_tools() {
+    require_tool("tpm2_policynv");
+    let (s, e1) = sealed();
+    let dir = tempfile::tempdir().unwrap();
+    let f = |n: &str| dir.path().join(n);
+    std::fs::write(f("operand"), e1.to_be_bytes()).unwrap();
+    run_ok(
+        s.sw.tool("tpm2_startauthsession")
+            .arg("-S")
+            .arg(f("session")),
+    );
+    run_ok(
+        s.sw.tool("tpm2_policynv")
+            .args(["-S"])
+            .arg(f("session"))
+            .arg("-i")
+            .arg(f("operand"))
+            .arg("-L")
+            .arg(f("policy"))
+            .args([&format!("{INDEX:#x}"), "ule"]),
+    );
+    let got = std::fs::read(f("policy")).unwrap();
+    let want = NvEpoch::counter(INDEX, e1).extend(&policy::zero_policy());
+    assert_eq!(hex::encode(got), want.to_hex());
+}
+
+/// A deleted index is named as missing; a counter redefined with the same attributes has the
+/// same Name but did not go back (the old signature stays revoked); an index redefined with
+/// other attributes is named as changed.
+#[test]
+fn missing_redefined_and_changed_index() {
+    let (mut s, e1) = sealed();
+    let sigs1 = sign_pcr11(&s.key, &s.v, Some(&NvEpoch::counter(INDEX, e1)));
+    s.t.nv_undefine(INDEX, b"").unwrap();
+    let err = unseal(&mut s.t, &s.env, &sigs1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SealError::Unseal(UnsealError::NvIndexMissing { index: INDEX })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("the policy NV index 0x01800b0c does not exist"),
+        "{err}"
+    );
+
+    // Same attributes, same Name: TPM 2.0 Part 1 §37.2.5 — a new counter starts at the
+    // highest value any counter has had, so the define's first increment passes epoch 1.
+    let again = s.t.nv_define_epoch_counter(INDEX, b"").unwrap();
+    assert!(again > e1, "counter went back: {again} <= {e1}");
+    assert!(matches!(
+        unseal(&mut s.t, &s.env, &sigs1),
+        Err(SealError::Unseal(UnsealError::Revoked { .. }))
+    ));
+
+    // Other attributes (ownerread added): another Name.
+    s.t.nv_undefine(INDEX, b"").unwrap();
+    run_ok(s.sw.tool("tpm2_nvdefine").args([
+        &format!("{INDEX:#x}"),
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "ownerwrite|ownerread|authread|nt=counter|no_da",
+    ]));
+    run_ok(
+        s.sw.tool("tpm2_nvincrement")
+            .args([&format!("{INDEX:#x}"), "-C", "o"]),
+    );
+    let err = unseal(&mut s.t, &s.env, &sigs1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SealError::Unseal(UnsealError::NvIndexChanged { index: INDEX, .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("the policy NV index 0x01800b0c was changed"),
+        "{err}"
+    );
+}
