@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod policy_cmd;
 mod refvals_cmd;
 mod snp_cmd;
 mod tpm_cmd;
@@ -69,6 +70,10 @@ enum Cmd {
     /// The TPM: the SRK's public area for offline sealing.
     #[command(subcommand)]
     Tpm(tpm_cmd::TpmCmd),
+    /// The epoch counter signed PCR policies are bound to: define, bump (revoke older
+    /// signatures), show.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// AMD SEV/SEV-ES/SEV-SNP: launch digests of OVMF guests.
     #[command(subcommand)]
     Snp(snp_cmd::SnpCmd),
@@ -395,6 +400,8 @@ enum MeasureCmd {
         /// Merge into this existing .pcrsig JSON.
         #[arg(long)]
         append: Option<PathBuf>,
+        #[command(flatten)]
+        epoch: policy_cmd::EpochArgs,
         /// JSON output (short unless stdout is a terminal).
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
@@ -413,6 +420,8 @@ enum MeasureCmd {
         /// Merge into this existing JSON.
         #[arg(long)]
         append: Option<PathBuf>,
+        #[command(flatten)]
+        epoch: policy_cmd::EpochArgs,
         /// JSON output (short unless stdout is a terminal).
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
@@ -857,6 +866,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             private_key,
             public_key,
             append,
+            epoch,
             json,
         }) => {
             let key =
@@ -870,7 +880,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             bootchain::measure::merge_signatures(
                 &mut sigs,
-                bootchain::measure::sign_policies(&pred, &key)?,
+                bootchain::measure::sign_policies_bound(&pred, &key, epoch.binding()?.as_ref())?,
             );
             let v = bootchain::measure::signatures_json(&sigs);
             use std::io::IsTerminal;
@@ -890,6 +900,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             public_key,
             certificate,
             append,
+            epoch,
             json,
         }) => {
             let key = match public_key.as_ref().or(certificate.as_ref()) {
@@ -907,7 +918,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             bootchain::measure::merge_signatures(
                 &mut sigs,
-                bootchain::measure::policy_digests(&pred, key.as_ref())?,
+                bootchain::measure::policy_digests_bound(
+                    &pred,
+                    key.as_ref(),
+                    epoch.binding()?.as_ref(),
+                )?,
             );
             print_measure_json(&bootchain::measure::signatures_json(&sigs), json);
             Ok(ExitCode::SUCCESS)
@@ -1025,6 +1040,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Unseal(a) => tpm_cmd::unseal(a),
         Cmd::Luks(c) => tpm_cmd::luks(c),
         Cmd::Tpm(c) => tpm_cmd::tpm(c),
+        Cmd::Policy(c) => policy_cmd::policy(c),
         Cmd::Snp(c) => snp_cmd::snp(c),
         Cmd::ReferenceValues(a) => refvals_cmd::reference_values(*a),
         Cmd::Attest(AttestCmd::Verify(a)) => attest_verify(*a),
