@@ -241,3 +241,106 @@ fn missing_redefined_and_changed_index() {
         "{err}"
     );
 }
+
+/// The commands: `policy nv-define`/`show`/`bump`, `measure sign --policy-nv` (epoch read from
+/// the TPM, the same bytes as `--epoch` given offline), and `bootchain-unseal` on an envelope
+/// sealed once by `bootchain seal`: the epoch-1 `.pcrsig` unseals, after `policy bump` it is
+/// refused naming the index, the epoch-2 one unseals.
+#[test]
+fn commands_and_initramfs_unseal() {
+    let d = tempfile::tempdir().unwrap();
+    let (private, public) = make_rsa_keypair(d.path(), "pcr");
+    let key = measure::load_pcr_signing_key(&private, None).unwrap();
+    let sw = Swtpm::start();
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(bootchain_bin());
+        c.env("BOOTCHAIN_TCTI", sw.tcti()).args(args);
+        c
+    };
+    let e1: u64 = run_ok(&mut cli(&["policy", "nv-define"]))
+        .trim()
+        .parse()
+        .unwrap();
+    let show = run_ok(&mut cli(&["policy", "show"]));
+    assert!(show.contains(&format!("epoch {e1}")), "{show}");
+    assert!(
+        show.contains(&hex::encode(policy::epoch_counter_name(INDEX))),
+        "{show}"
+    );
+    let out = run(&mut cli(&["policy", "nv-define"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already defined"));
+
+    // measure sign: online (epoch from the TPM) and offline give the same document.
+    let linux = d.path().join("linux");
+    std::fs::write(&linux, b"kernel").unwrap();
+    let sign = |extra: &[&str]| {
+        let mut c = cli(&["measure", "sign", "--json=short", "--private-key"]);
+        c.arg(&private).arg("--linux").arg(&linux).args(extra);
+        run_ok(&mut c)
+    };
+    let online = sign(&["--policy-nv", "0x01800b0c"]);
+    let offline = sign(&["--policy-nv", "0x01800b0c", "--epoch", &e1.to_string()]);
+    assert_eq!(online, offline);
+    let v: serde_json::Value = serde_json::from_str(online.trim()).unwrap();
+    let entry = &v["sha256"][0];
+    assert_eq!(entry["nvIndex"], INDEX);
+    assert_eq!(entry["epoch"], e1);
+    assert_eq!(
+        entry["nvName"],
+        hex::encode(policy::epoch_counter_name(INDEX))
+    );
+
+    // Seal once; the initramfs binary unseals with NV-bound signatures.
+    let env = d.path().join("root.sealed");
+    run_ok(
+        &mut cli(&["seal", "--pcrs", "7", "--random", "--pcr-public-key"])
+            .arg(&public)
+            .arg("-o")
+            .arg(&env),
+    );
+    let v11 = pcr11(&mut Tpm::open(&sw.tcti()).unwrap());
+    let write_sig = |epoch: u64| {
+        let p = d.path().join(format!("sig{epoch}.json"));
+        let s = sign_pcr11(&key, &v11, Some(&NvEpoch::counter(INDEX, epoch)));
+        std::fs::write(&p, measure::signatures_json(&s).to_string()).unwrap();
+        p
+    };
+    let unseal = |sig: &std::path::Path| {
+        run(
+            std::process::Command::new(bootchain_bin().with_file_name("bootchain-unseal"))
+                .args(["--tcti", &sw.tcti(), "--no-lock", "--pcrsig"])
+                .arg(sig)
+                .arg(&env),
+        )
+    };
+    let sig1 = write_sig(e1);
+    let out = unseal(&sig1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key1 = out.stdout;
+    let e2: u64 = run_ok(&mut cli(&["policy", "bump"]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(e2, e1 + 1);
+    let out = unseal(&sig1);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("revoked")
+            && err.contains("0x01800b0c")
+            && err.contains(&format!("counter is at {e2}")),
+        "{err}"
+    );
+    let out = unseal(&write_sig(e2));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, key1);
+}

@@ -682,6 +682,8 @@ struct BuildArgs {
     /// offline signing; needs one --pcr-public-key or --pcr-certificate (ukify 258).
     #[arg(long = "policy-digest", conflicts_with = "pcr_private_key")]
     policy_digest: bool,
+    #[command(flatten)]
+    epoch: policy_cmd::EpochArgs,
     /// A UKI built with --policy-digest to attach --pcrsig to (ukify 258); the signatures are
     /// checked against its predicted PCR 11 policies and its .pcrpkey first.
     #[arg(long = "join-pcrsig", requires = "pcrsig")]
@@ -1342,6 +1344,9 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         bail!("--pcr-public-key needs --pcr-private-key (or --policy-digest)");
     }
     let mut b = UkiBuilder::new();
+    if let Some(nv) = a.epoch.binding()? {
+        b = b.bind_pcr_policies(nv);
+    }
     if let Some(t) = bootchain::uki::source_date_epoch()? {
         b = b.timestamp(t);
     }

@@ -124,7 +124,7 @@ fn current_epoch(tpm: &mut Tpm, index: u32) -> Result<NvEpoch> {
 }
 
 /// `--policy-nv`/`--epoch` of the signing commands.
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct EpochArgs {
     /// Bind the signed policies to the epoch counter at this NV index (see `policy
     /// nv-define`): they stop unsealing once the counter is bumped past the epoch. Without
