@@ -203,8 +203,9 @@ fn missing_redefined_and_changed_index() {
         "{err}"
     );
 
-    // Same attributes, same Name: TPM 2.0 Part 1 §37.2.5 — a new counter starts at the
-    // highest value any counter has had, so the define's first increment passes epoch 1.
+    // Same attributes, same Name; but the first NV_Increment of a new counter starts from
+    // the highest value any counter on the TPM has had (TPM 2.0 Part 3, NV_Increment), so
+    // the counter does not go back and the epoch-1 signature stays revoked.
     let again = s.t.nv_define_epoch_counter(INDEX, b"").unwrap();
     assert!(again > e1, "counter went back: {again} <= {e1}");
     assert!(matches!(
