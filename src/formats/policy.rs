@@ -438,4 +438,35 @@ mod tests {
         m.extend_from_slice(&name);
         assert_eq!(policy_authorize_nv(&name), HashAlg::Sha256.digest(&m));
     }
+
+    /// systemd-pcrlock 257 `make-policy` on swtpm (debug log and policy.json `nvPublic`): its
+    /// NV index (0x01800c00, policyWrite|writeAll|ownerRead, authPolicy = its PolicySigned
+    /// digest, 34 bytes for a TPMT_HA) has, written, the Name it logs, and PolicyAuthorizeNV
+    /// over it gives the digest it logs.
+    #[test]
+    fn pcrlock_nv_index_vectors() {
+        let auth_policy =
+            hex::decode("16a90c82a5a5e803d26f41e684020cf7fdf86fc0406f2bfea5567bd4b0b7539a")
+                .unwrap();
+        let area = nv_public_area(0x0180_0c00, 0x0002_1008, &auth_policy, 34);
+        assert_eq!(
+            hex::encode(&area),
+            "01800c00000b00021008002016a90c82a5a5e803d26f41e684020cf7fdf86fc0406f2bfea5567bd4b0b7539a0022"
+        );
+        let written = nv_public_area(
+            0x0180_0c00,
+            0x0002_1008 | tpma_nv::WRITTEN,
+            &auth_policy,
+            34,
+        );
+        let name = object_name(&written);
+        assert_eq!(
+            hex::encode(&name),
+            "000ba70f95ed08f739d16c0ab926601d3e256bd865072c2f28273a05a45537a24a4d"
+        );
+        assert_eq!(
+            policy_authorize_nv(&name).to_hex(),
+            "7ffb7d270b215d04be9ed17fcbcb309f157127d320c7c2e59ca6c7263752cef3"
+        );
+    }
 }
