@@ -295,7 +295,7 @@ fn commands_and_initramfs_unseal() {
     // Seal once; the initramfs binary unseals with NV-bound signatures.
     let env = d.path().join("root.sealed");
     run_ok(
-        &mut cli(&["seal", "--pcrs", "7", "--random", "--pcr-public-key"])
+        cli(&["seal", "--pcrs", "7", "--random", "--pcr-public-key"])
             .arg(&public)
             .arg("-o")
             .arg(&env),
