@@ -756,21 +756,33 @@ pub fn esys_tr_serialization(
 }
 
 impl Tpm {
+    /// An ESYS handle for the TPM entity `h` (its public area read with `command`), `None`
+    /// when the TPM answers TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits):
+    /// nothing there.
+    fn tr_from_public(
+        &mut self,
+        h: tss_esapi::handles::TpmHandle,
+        command: &'static str,
+    ) -> Result<Option<tss_esapi::handles::ObjectHandle>, TpmError> {
+        match self.ctx.tr_from_tpm_public(h) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => {
+                let e = cmd_err(command)(e);
+                match fmt1(&e) {
+                    Some(RC_HANDLE) => Ok(None),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
     fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
         let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(structure("conversion"))?;
-        let obj = match self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
-            Ok(o) => o,
-            // TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits): nothing persisted
-            // there. Any other failure is reported, not taken as "no SRK" (which would
-            // silently switch parents).
-            Err(e) => {
-                let e = cmd_err("ReadPublic")(e);
-                return match fmt1(&e) {
-                    Some(RC_HANDLE) => Ok(None),
-                    _ => Err(e),
-                };
-            }
+        // Nothing persisted there is "no SRK"; any other failure is reported, not taken as
+        // "no SRK" (which would silently switch parents).
+        let Some(obj) = self.tr_from_public(TpmHandle::Persistent(h), "ReadPublic")? else {
+            return Ok(None);
         };
         let name = self
             .ctx
@@ -1325,15 +1337,8 @@ impl Tpm {
     ) -> Result<Option<(tss_esapi::handles::NvIndexHandle, Vec<u8>)>, TpmError> {
         use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
         let h = NvIndexTpmHandle::new(index).map_err(structure("NV index handle"))?;
-        let obj = match self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(h)) {
-            Ok(o) => o,
-            Err(e) => {
-                let e = cmd_err("NV_ReadPublic")(e);
-                return match fmt1(&e) {
-                    Some(RC_HANDLE) => Ok(None),
-                    _ => Err(e),
-                };
-            }
+        let Some(obj) = self.tr_from_public(TpmHandle::NvIndex(h), "NV_ReadPublic")? else {
+            return Ok(None);
         };
         let handle = NvIndexHandle::from(obj);
         let name = self
