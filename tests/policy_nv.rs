@@ -345,3 +345,57 @@ fn commands_and_initramfs_unseal() {
     );
     assert_eq!(out.stdout, key1);
 }
+
+/// systemd-pcrlock 257 `make-policy` (Debian 13 chroot, `scripts/trixie-tools`) driven against
+/// swtpm (`SYSTEMD_TPM2_DEVICE=swtpm:…`, the firmware log from `SYSTEMD_MEASURE_LOG_FIRMWARE`):
+/// without `.pcrlock` components its policy predicts no PCRs and writes the zero policy to its
+/// NV index. That index has the Name bootchain computes from the policy's `nvPublic` (with
+/// TPMA_NV_WRITTEN), and PolicyAuthorizeNV over it (the vendored tss-esapi wrapper) gives
+/// the digest bootchain computes in software.
+#[test]
+fn pcrlock_make_policy_index_and_policy_authorize_nv() {
+    use base64::Engine as _;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("test-vectors/boots/sb-on/eventlog.bin"),
+        d.path().join("eventlog.bin"),
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("comp")).unwrap();
+    let sw = Swtpm::start();
+    let tcti = sw.tcti();
+    run_ok(&mut trixie_tools(
+        d.path(),
+        &[
+            ("SYSTEMD_TPM2_DEVICE", &tcti),
+            ("SYSTEMD_MEASURE_LOG_FIRMWARE", "/w/eventlog.bin"),
+        ],
+        &[
+            "/usr/lib/systemd/systemd-pcrlock",
+            "make-policy",
+            "--pcr=7",
+            "--components=/w/comp",
+            "--policy=/w/policy.json",
+            "--recovery-pin=hide",
+            "--nv-index=0x01800c00",
+        ],
+    ));
+    let p: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("policy.json")).unwrap()).unwrap();
+    assert_eq!(p["nvIndex"], 0x0180_0c00);
+    assert_eq!(p["pcrValues"], serde_json::json!([]));
+    let tpm2b = base64::engine::general_purpose::STANDARD
+        .decode(p["nvPublic"].as_str().unwrap())
+        .unwrap();
+    // TPM2B_NV_PUBLIC: size, then TPMS_NV_PUBLIC with the attributes at bytes 6..10.
+    let mut area = tpm2b[2..].to_vec();
+    let attrs = u32::from_be_bytes(area[6..10].try_into().unwrap()) | policy::tpma_nv::WRITTEN;
+    area[6..10].copy_from_slice(&attrs.to_be_bytes());
+    let name = policy::object_name(&area);
+    let mut t = Tpm::open(&tcti).unwrap();
+    assert_eq!(t.nv_name(0x0180_0c00).unwrap(), Some(name.clone()));
+    assert_eq!(
+        t.policy_authorize_nv_trial(0x0180_0c00).unwrap(),
+        policy::policy_authorize_nv(&name)
+    );
+}

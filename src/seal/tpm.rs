@@ -1377,6 +1377,43 @@ impl Tpm {
         Ok(u64::from_be_bytes(bytes))
     }
 
+    /// The digest PolicyAuthorizeNV gives in a fresh trial session over the NV index `index`
+    /// (read with owner authorization, empty: systemd-pcrlock's index is ownerRead): the
+    /// index must hold the zero policy (a TPMT_HA over no policy), else the TPM refuses.
+    /// Checks an index against [`crate::policy::policy_authorize_nv`] of its Name.
+    pub fn policy_authorize_nv_trial(&mut self, index: u32) -> Result<Digest, TpmError> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::handles::AuthHandle;
+        use tss_esapi::interface_types::session_handles::PolicySession;
+        use tss_esapi::structures::SymmetricDefinition;
+        let (handle, _) = self
+            .nv_open(index)?
+            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Trial,
+                SymmetricDefinition::Null,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(cmd_err("StartAuthSession"))?
+            .ok_or(TpmError::Data(TpmDataError::NoSession))?;
+        let r = (|| {
+            let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
+            self.ctx
+                .execute_with_nullauth_session(|ctx| {
+                    ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+                })
+                .map_err(cmd_err("PolicyAuthorizeNV"))?;
+            self.session_digest(ps)
+        })();
+        self.flush_session(session);
+        r
+    }
+
     /// Run `f` with the owner hierarchy's authValue set to `owner_auth` (a password session),
     /// then clear it again.
     fn with_owner_auth<T>(
