@@ -1354,6 +1354,13 @@ impl Tpm {
         }
     }
 
+    /// An ESYS handle for the NV index `index`, which must exist.
+    fn nv_handle(&mut self, index: u32) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
+        self.nv_open(index)?
+            .map(|(h, _)| h)
+            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))
+    }
+
     /// The Name of the NV index `index` as the TPM reports it (NV_ReadPublic), `None` if it is
     /// not defined.
     pub fn nv_name(&mut self, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
@@ -1363,9 +1370,7 @@ impl Tpm {
     /// The value of the epoch counter at `index` (NV_Read with its empty authValue).
     pub fn nv_read_counter(&mut self, index: u32) -> Result<u64, TpmError> {
         use tss_esapi::interface_types::resource_handles::NvAuth;
-        let (handle, _) = self
-            .nv_open(index)?
-            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let handle = self.nv_handle(index)?;
         let data = self
             .ctx
             .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::NvIndex(handle), handle, 8, 0))
@@ -1386,9 +1391,7 @@ impl Tpm {
         use tss_esapi::handles::AuthHandle;
         use tss_esapi::interface_types::session_handles::PolicySession;
         use tss_esapi::structures::SymmetricDefinition;
-        let (handle, _) = self
-            .nv_open(index)?
-            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let handle = self.nv_handle(index)?;
         let session = self
             .ctx
             .start_auth_session(
@@ -1465,9 +1468,7 @@ impl Tpm {
     /// Increment the epoch counter at `index` with owner authorization; returns the new epoch.
     pub fn nv_bump(&mut self, index: u32, owner_auth: &[u8]) -> Result<u64, TpmError> {
         use tss_esapi::interface_types::resource_handles::NvAuth;
-        let (handle, _) = self
-            .nv_open(index)?
-            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let handle = self.nv_handle(index)?;
         self.with_owner_auth(owner_auth, |ctx| ctx.nv_increment(NvAuth::Owner, handle))
             .map_err(cmd_err("NV_Increment"))?;
         self.nv_read_counter(index)
@@ -1476,9 +1477,7 @@ impl Tpm {
     /// Delete the NV index `index` with owner authorization.
     pub fn nv_undefine(&mut self, index: u32, owner_auth: &[u8]) -> Result<(), TpmError> {
         use tss_esapi::interface_types::resource_handles::Provision;
-        let (handle, _) = self
-            .nv_open(index)?
-            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let handle = self.nv_handle(index)?;
         self.with_owner_auth(owner_auth, |ctx| {
             ctx.nv_undefine_space(Provision::Owner, handle)
         })
