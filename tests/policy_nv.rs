@@ -350,8 +350,9 @@ fn commands_and_initramfs_unseal() {
 /// swtpm (`SYSTEMD_TPM2_DEVICE=swtpm:…`, the firmware log from `SYSTEMD_MEASURE_LOG_FIRMWARE`):
 /// without `.pcrlock` components its policy predicts no PCRs and writes the zero policy to its
 /// NV index. That index has the Name bootchain computes from the policy's `nvPublic` (with
-/// TPMA_NV_WRITTEN), and PolicyAuthorizeNV over it (the vendored tss-esapi wrapper) gives
-/// the digest bootchain computes in software.
+/// TPMA_NV_WRITTEN), PolicyAuthorizeNV over it (the vendored tss-esapi wrapper) gives the
+/// digest bootchain computes in software, and a LUKS token systemd-cryptenroll 257 binds to it
+/// (`--tpm2-pcrlock`) unlocks with bootchain.
 #[test]
 fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     use base64::Engine as _;
@@ -397,5 +398,42 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     assert_eq!(
         t.policy_authorize_nv_trial(0x0180_0c00).unwrap(),
         policy::policy_authorize_nv(&name)
+    );
+    drop(t);
+
+    // systemd-cryptenroll 257 --tpm2-pcrlock enrolls a token bound to that index;
+    // `bootchain luks unlock` opens it (PolicyAuthorizeNV in the unseal session), and names
+    // the index once it is deleted.
+    let (img, _) = luks_image(d.path());
+    run_ok(&mut trixie_tools(
+        d.path(),
+        &[],
+        &[
+            "systemd-cryptenroll",
+            "--unlock-key-file=/w/pass",
+            &format!("--tpm2-device={tcti}"),
+            "--tpm2-pcrlock=/w/policy.json",
+            "/w/disk.img",
+        ],
+    ));
+    let unlock = || {
+        run(std::process::Command::new(bootchain_bin())
+            .env("BOOTCHAIN_TCTI", &tcti)
+            .args(["luks", "unlock", "--test"])
+            .arg(&img))
+    };
+    let out = unlock();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(sw.tool("tpm2_nvundefine").args(["-C", "o", "0x01800c00"]));
+    let out = unlock();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the policy NV index 0x01800c00 does not exist"),
+        "{err}"
     );
 }

@@ -954,6 +954,7 @@ impl PreparedUnseal {
 
     fn steps(&self) -> PolicySteps<'_> {
         PolicySteps {
+            authorize_nv: None,
             authorize: self
                 .authorize
                 .as_ref()

@@ -516,6 +516,8 @@ impl SignedPolicy {
 /// The policy to replay at unseal, in systemd's order. Its `Debug` never shows the authValue.
 #[derive(Clone, Default)]
 pub struct PolicySteps<'a> {
+    /// PolicyAuthorizeNV over this NV index (handle, Name): systemd-pcrlock's policy.
+    pub authorize_nv: Option<(u32, &'a [u8])>,
     /// PolicyAuthorize over a signed PolicyPCR.
     pub authorize: Option<AuthorizeStep<'a>>,
     /// PolicyPCR over literal values: bank and PCRs (empty: none).
@@ -527,6 +529,7 @@ pub struct PolicySteps<'a> {
 impl std::fmt::Debug for PolicySteps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicySteps")
+            .field("authorize_nv", &self.authorize_nv)
             .field("authorize", &self.authorize)
             .field("pcrs", &self.pcrs)
             .field("auth_value", &self.auth_value.map(|_| "<redacted>"))
@@ -613,6 +616,12 @@ pub enum UnsealError {
         epoch: u64,
         /// The counter.
         counter: u64,
+    },
+    /// systemd-pcrlock's NV index holds a policy over predicted PCR values.
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} does not match this session: it predicts PCR values (a PolicyOR per PCR from pcrlock.json), which bootchain does not evaluate yet")]
+    PcrlockPrediction {
+        /// The index.
+        index: u32,
     },
     /// The TPM rejected the signature (wrong key or corrupted signature).
     #[error("the TPM rejected the PCR policy signature: {0}")]
@@ -1225,6 +1234,9 @@ impl Tpm {
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
         use tss_esapi::interface_types::session_handles::PolicySession;
         let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
+        if let Some((index, name)) = steps.authorize_nv {
+            self.policy_authorize_nv_step(ps, index, name)?;
+        }
         if let Some(a) = &steps.authorize {
             self.policy_authorize(ps, a)?;
         }
@@ -1294,17 +1306,7 @@ impl Tpm {
         nv: &crate::policy::NvEpoch,
     ) -> Result<(), UnsealError> {
         use tss_esapi::handles::AuthHandle;
-        let (handle, name) = match self.nv_open(nv.index)? {
-            Some(h) => h,
-            None => return Err(UnsealError::NvIndexMissing { index: nv.index }),
-        };
-        if name != nv.name {
-            return Err(UnsealError::NvIndexChanged {
-                index: nv.index,
-                expected: hex::encode(&nv.name),
-                actual: hex::encode(&name),
-            });
-        }
+        let handle = self.nv_expected(nv.index, &nv.name)?;
         let operand = tss_esapi::structures::Digest::try_from(nv.epoch.to_be_bytes().to_vec())
             .map_err(structure("conversion"))?;
         let r = self.ctx.execute_with_nullauth_session(|ctx| {
@@ -1327,6 +1329,59 @@ impl Tpm {
                 })
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An ESYS handle for the NV index `index` a policy is bound to, which must exist and have
+    /// the Name `name` (checked with NV_ReadPublic before any policy command).
+    fn nv_expected(
+        &mut self,
+        index: u32,
+        name: &[u8],
+    ) -> Result<tss_esapi::handles::NvIndexHandle, UnsealError> {
+        match self.nv_open(index)? {
+            None => Err(UnsealError::NvIndexMissing { index }),
+            Some((_, actual)) if actual != name => Err(UnsealError::NvIndexChanged {
+                index,
+                expected: hex::encode(name),
+                actual: hex::encode(&actual),
+            }),
+            Some((handle, _)) => Ok(handle),
+        }
+    }
+
+    /// PolicyAuthorizeNV over systemd-pcrlock's index (read with owner authorization, empty,
+    /// as systemd does). Only a policy that predicts no PCRs (the index holds the zero
+    /// digest) can match a session bootchain starts; any other is reported as
+    /// [`UnsealError::PcrlockPrediction`].
+    fn policy_authorize_nv_step(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+        index: u32,
+        name: &[u8],
+    ) -> Result<(), UnsealError> {
+        use tss_esapi::handles::AuthHandle;
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let handle = self.nv_expected(index, name)?;
+        let r = self.ctx.execute_with_nullauth_session(|ctx| {
+            ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+        });
+        let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
+            return Ok(());
+        };
+        // The index holds a TPMT_HA: hashAlg, then the approved policy.
+        let held = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0));
+        match held {
+            Ok(d)
+                if d.value()
+                    .get(2..)
+                    .is_some_and(|p| p.iter().any(|b| *b != 0)) =>
+            {
+                Err(UnsealError::PcrlockPrediction { index })
+            }
+            _ => Err(e.into()),
         }
     }
 
