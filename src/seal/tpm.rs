@@ -1306,18 +1306,20 @@ impl Tpm {
         nv: &crate::policy::NvEpoch,
     ) -> Result<(), UnsealError> {
         use tss_esapi::handles::AuthHandle;
-        let handle = self.nv_expected(nv.index, &nv.name)?;
         let operand = tss_esapi::structures::Digest::try_from(nv.epoch.to_be_bytes().to_vec())
             .map_err(structure("conversion"))?;
-        let r = self.ctx.execute_with_nullauth_session(|ctx| {
-            ctx.policy_nv(
-                ps,
-                AuthHandle::from(handle),
-                handle,
-                operand,
-                0,
-                tss_esapi::constants::tss::TPM2_EO_UNSIGNED_LE,
-            )
+        let handle = self.nv_expected(nv.index, &nv.name)?;
+        let r = self.using_nv(handle, |s, handle| {
+            s.ctx.execute_with_nullauth_session(|ctx| {
+                ctx.policy_nv(
+                    ps,
+                    AuthHandle::from(handle),
+                    handle,
+                    operand,
+                    0,
+                    tss_esapi::constants::tss::TPM2_EO_UNSIGNED_LE,
+                )
+            })
         });
         match r.map_err(cmd_err("PolicyNV")) {
             Ok(()) => Ok(()),
@@ -1341,11 +1343,14 @@ impl Tpm {
     ) -> Result<tss_esapi::handles::NvIndexHandle, UnsealError> {
         match self.nv_open(index)? {
             None => Err(UnsealError::NvIndexMissing { index }),
-            Some((_, actual)) if actual != name => Err(UnsealError::NvIndexChanged {
-                index,
-                expected: hex::encode(name),
-                actual: hex::encode(&actual),
-            }),
+            Some((handle, actual)) if actual != name => {
+                self.nv_close(handle);
+                Err(UnsealError::NvIndexChanged {
+                    index,
+                    expected: hex::encode(name),
+                    actual: hex::encode(&actual),
+                })
+            }
             Some((handle, _)) => Ok(handle),
         }
     }
@@ -1363,18 +1368,22 @@ impl Tpm {
         use tss_esapi::handles::AuthHandle;
         use tss_esapi::interface_types::resource_handles::NvAuth;
         let handle = self.nv_expected(index, name)?;
-        let r = self.ctx.execute_with_nullauth_session(|ctx| {
-            ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+        let (r, held) = self.using_nv(handle, |s, handle| {
+            let r = s.ctx.execute_with_nullauth_session(|ctx| {
+                ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+            });
+            // On failure: the index holds a TPMT_HA, hashAlg then the approved policy.
+            let held = r.is_err().then(|| {
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0))
+            });
+            (r, held)
         });
         let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
             return Ok(());
         };
-        // The index holds a TPMT_HA: hashAlg, then the approved policy.
-        let held = self
-            .ctx
-            .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0));
         match held {
-            Ok(d)
+            Some(Ok(d))
                 if d.value()
                     .get(2..)
                     .is_some_and(|p| p.iter().any(|b| *b != 0)) =>
@@ -1416,10 +1425,32 @@ impl Tpm {
             .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))
     }
 
+    /// Release the ESYS object of an NV index handle (the index stays).
+    fn nv_close(&mut self, handle: tss_esapi::handles::NvIndexHandle) {
+        let _ = self.ctx.tr_close(&mut handle.into());
+    }
+
+    /// Run `f` with `handle`, then release it.
+    fn using_nv<T>(
+        &mut self,
+        handle: tss_esapi::handles::NvIndexHandle,
+        f: impl FnOnce(&mut Self, tss_esapi::handles::NvIndexHandle) -> T,
+    ) -> T {
+        let r = f(self, handle);
+        self.nv_close(handle);
+        r
+    }
+
     /// The Name of the NV index `index` as the TPM reports it (NV_ReadPublic), `None` if it is
     /// not defined.
     pub fn nv_name(&mut self, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
-        Ok(self.nv_open(index)?.map(|(_, n)| n))
+        Ok(match self.nv_open(index)? {
+            Some((h, n)) => {
+                self.nv_close(h);
+                Some(n)
+            }
+            None => None,
+        })
     }
 
     /// The value of the epoch counter at `index` (NV_Read with its empty authValue).
@@ -1427,8 +1458,10 @@ impl Tpm {
         use tss_esapi::interface_types::resource_handles::NvAuth;
         let handle = self.nv_handle(index)?;
         let data = self
-            .ctx
-            .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::NvIndex(handle), handle, 8, 0))
+            .using_nv(handle, |s, h| {
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::NvIndex(h), h, 8, 0))
+            })
             .map_err(cmd_err("NV_Read"))?;
         let bytes: [u8; 8] = data
             .value()
@@ -1447,29 +1480,31 @@ impl Tpm {
         use tss_esapi::interface_types::session_handles::PolicySession;
         use tss_esapi::structures::SymmetricDefinition;
         let handle = self.nv_handle(index)?;
-        let session = self
-            .ctx
-            .start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Trial,
-                SymmetricDefinition::Null,
-                HashingAlgorithm::Sha256,
-            )
-            .map_err(cmd_err("StartAuthSession"))?
-            .ok_or(TpmError::Data(TpmDataError::NoSession))?;
-        let r = (|| {
-            let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
-            self.ctx
-                .execute_with_nullauth_session(|ctx| {
-                    ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
-                })
-                .map_err(cmd_err("PolicyAuthorizeNV"))?;
-            self.session_digest(ps)
-        })();
-        self.flush_session(session);
-        r
+        self.using_nv(handle, |s, handle| {
+            let session = s
+                .ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Trial,
+                    SymmetricDefinition::Null,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(cmd_err("StartAuthSession"))?
+                .ok_or(TpmError::Data(TpmDataError::NoSession))?;
+            let r = (|| {
+                let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| {
+                        ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+                    })
+                    .map_err(cmd_err("PolicyAuthorizeNV"))?;
+                s.session_digest(ps)
+            })();
+            s.flush_session(session);
+            r
+        })
     }
 
     /// Run `f` with the owner hierarchy's authValue set to `owner_auth` (a password session),
@@ -1524,8 +1559,10 @@ impl Tpm {
     pub fn nv_bump(&mut self, index: u32, owner_auth: &[u8]) -> Result<u64, TpmError> {
         use tss_esapi::interface_types::resource_handles::NvAuth;
         let handle = self.nv_handle(index)?;
-        self.with_owner_auth(owner_auth, |ctx| ctx.nv_increment(NvAuth::Owner, handle))
-            .map_err(cmd_err("NV_Increment"))?;
+        self.using_nv(handle, |s, h| {
+            s.with_owner_auth(owner_auth, |ctx| ctx.nv_increment(NvAuth::Owner, h))
+        })
+        .map_err(cmd_err("NV_Increment"))?;
         self.nv_read_counter(index)
     }
 
