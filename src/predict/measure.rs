@@ -652,6 +652,24 @@ impl PcrSignature {
         }
     }
 
+    /// Whether `pol` is one of the `predicted` PolicyPCR digests of `bank`, extended by the
+    /// entry's epoch binding when it has one. A malformed `pol` is not predicted.
+    pub fn is_predicted(
+        &self,
+        bank: HashAlg,
+        predicted: &[(HashAlg, Vec<Digest>)],
+    ) -> Result<bool, NvMembersError> {
+        let nv = self.nv_epoch()?;
+        let Ok(d) = Digest::from_hex(HashAlg::Sha256, &self.pol) else {
+            return Ok(false);
+        };
+        Ok(predicted
+            .iter()
+            .filter(|(b, _)| *b == bank)
+            .flat_map(|(_, pols)| pols)
+            .any(|p| nv.as_ref().map_or(p.clone(), |n| n.extend(p)) == d))
+    }
+
     fn set_nv_epoch(&mut self, nv: Option<&NvEpoch>) {
         self.nv_index = nv.map(|n| n.index);
         self.nv_name = nv.map(|n| hex::encode(&n.name));
@@ -969,7 +987,8 @@ pub enum PcrSigVerifyError {
 }
 
 /// Check `.pcrsig` entries made elsewhere before they are embedded: every entry names `key`
-/// (when it has `pkfp`), its `pol` is one of `predicted` for its bank, its `tbs` (when given) is
+/// (when it has `pkfp`), its `pol` is one of `predicted` for its bank (extended by its epoch
+/// binding, [`PcrSignature::is_predicted`]), its `tbs` (when given) is
 /// the to-be-signed bytes of `pol`/`ref`, and its `sig` verifies with `key` — RSASSA-PKCS1-v1_5
 /// over the to-be-signed bytes hashed with the bank's algorithm (systemd-measure 258) or with
 /// SHA-256 (later systemd); both agree for sha256.
@@ -1001,15 +1020,12 @@ pub fn verify_signatures(
                     pol: pol.clone(),
                 }
             })?;
-            let nv = e.nv_epoch().map_err(|_| PcrSigVerifyError::Malformed {
-                bank,
-                pol: pol.clone(),
-            })?;
-            let known = predicted
-                .iter()
-                .filter(|(b, _)| *b == bank)
-                .flat_map(|(_, pols)| pols)
-                .any(|p| nv.as_ref().map_or(p.clone(), |n| n.extend(p)) == d);
+            let known =
+                e.is_predicted(bank, predicted)
+                    .map_err(|_| PcrSigVerifyError::Malformed {
+                        bank,
+                        pol: pol.clone(),
+                    })?;
             if !known || e.pcrs != [PCR_KERNEL_BOOT] {
                 return Err(PcrSigVerifyError::OtherPolicy { bank, pol });
             }
