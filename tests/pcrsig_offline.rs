@@ -80,6 +80,13 @@ fn sign_offline(f: &Fixture, digests: &str, key: &Path) -> String {
     format!("@{}", p.display())
 }
 
+/// Sign `printed` offline with the fixture's key and join it to digest.efi as joined.efi.
+fn sign_and_join(f: &Fixture, printed: &str) {
+    let signed = sign_offline(f, printed, &f.private);
+    let o = join(f, "digest.efi", &signed, "joined.efi");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn pcrsig_of(p: &Path) -> String {
     bootchain::uki::inspect(p)
         .unwrap()
@@ -127,9 +134,7 @@ fn offline_signature_joins_to_the_directly_signed_pcrsig() {
         "the UKI holds what was printed (padded with spaces for the signatures)"
     );
 
-    let signed = sign_offline(&f, &printed, &f.private);
-    let o = join(&f, "digest.efi", &signed, "joined.efi");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sign_and_join(&f, &printed);
 
     build(
         &f,
@@ -331,9 +336,7 @@ fn epoch_bound_policies_offline_and_direct() {
         .unwrap();
         assert_eq!(e["pol"], binding.extend(&pcr_policy).to_hex());
     }
-    let signed = sign_offline(&f, &printed, &f.private);
-    let o = join(&f, "digest.efi", &signed, "joined.efi");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sign_and_join(&f, &printed);
     build(
         &f,
         "console=ttyS0 panic=-1",
