@@ -80,6 +80,13 @@ fn sign_offline(f: &Fixture, digests: &str, key: &Path) -> String {
     format!("@{}", p.display())
 }
 
+/// Sign `printed` offline with the fixture's key and join it to digest.efi as joined.efi.
+fn sign_and_join(f: &Fixture, printed: &str) {
+    let signed = sign_offline(f, printed, &f.private);
+    let o = join(f, "digest.efi", &signed, "joined.efi");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn pcrsig_of(p: &Path) -> String {
     bootchain::uki::inspect(p)
         .unwrap()
@@ -127,9 +134,7 @@ fn offline_signature_joins_to_the_directly_signed_pcrsig() {
         "the UKI holds what was printed (padded with spaces for the signatures)"
     );
 
-    let signed = sign_offline(&f, &printed, &f.private);
-    let o = join(&f, "digest.efi", &signed, "joined.efi");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sign_and_join(&f, &printed);
 
     build(
         &f,
@@ -283,4 +288,63 @@ fn policy_digest_matches_systemd_measure_262() {
         "--json=short",
     ]));
     assert_eq!(ours.trim(), String::from_utf8_lossy(&sid.stdout).trim());
+}
+
+/// `--policy-nv INDEX --epoch N` binds the policies to the epoch counter: printed (with
+/// `nvIndex`, `nvName`, `epoch`, and `tbs` = the combined `pol`), signed offline and joined
+/// (the join checks them against the UKI's PCR 11 extended by PolicyNV), they give the same
+/// `.pcrsig` as `--pcr-private-key` with the same binding; the `pol`s are PolicyNV over the
+/// unbound build's.
+#[test]
+fn epoch_bound_policies_offline_and_direct() {
+    let f = fixture();
+    let public = f.public.to_str().unwrap();
+    let nv = ["--policy-nv", "0x01800b0c", "--epoch", "5"];
+    let printed = build(
+        &f,
+        "console=ttyS0 panic=-1",
+        "digest.efi",
+        &[&["--policy-digest", "--pcr-public-key", public][..], &nv].concat(),
+    );
+    let digests: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    let plain: serde_json::Value = serde_json::from_str(
+        build(
+            &f,
+            "console=ttyS0 panic=-1",
+            "plain.efi",
+            &["--policy-digest", "--pcr-public-key", public],
+        )
+        .trim(),
+    )
+    .unwrap();
+    let binding = bootchain::policy::NvEpoch::counter(0x0180_0b0c, 5);
+    for (e, p) in digests["sha256"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(plain["sha256"].as_array().unwrap())
+    {
+        assert_eq!(
+            (e["nvIndex"].as_u64(), e["epoch"].as_u64()),
+            (Some(0x0180_0b0c), Some(5))
+        );
+        assert_eq!(e["tbs"], e["pol"]);
+        let pcr_policy = bootchain::hash::Digest::from_hex(
+            bootchain::hash::HashAlg::Sha256,
+            p["pol"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(e["pol"], binding.extend(&pcr_policy).to_hex());
+    }
+    sign_and_join(&f, &printed);
+    build(
+        &f,
+        "console=ttyS0 panic=-1",
+        "direct.efi",
+        &[&["--pcr-private-key", f.private.to_str().unwrap()][..], &nv].concat(),
+    );
+    assert_eq!(
+        pcrsig_of(&f.dir.join("joined.efi")),
+        pcrsig_of(&f.dir.join("direct.efi"))
+    );
 }

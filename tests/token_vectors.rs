@@ -204,4 +204,13 @@ fn sharded_and_pcrlock_tokens_of_257() {
         TokenError::Unsupported(UnsupportedToken::Pcrlock)
     ));
     assert!(bootchain::error::Chain(&e).to_string().contains("pcrlock"));
+    // systemd 257 names the index in tpm2_pcrlock_nv (an ESYS_TR serialization): read, and a
+    // truncated one is refused as such.
+    lock["tpm2_pcrlock_nv"] = serde_json::json!("AYAMAAAi");
+    let t = SystemdTpm2Token::from_json(&lock).unwrap();
+    let e = bootchain::error::Chain(&t.pcrlock_nv().unwrap_err()).to_string();
+    assert!(
+        e.contains("tpm2_pcrlock_nv is not a serialized ESYS_TR"),
+        "{e}"
+    );
 }

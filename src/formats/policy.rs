@@ -1,5 +1,6 @@
 //! TPM 2.0 policy digests computed in software (no TPM needed): PolicyPCR, PolicyAuthorize,
-//! PolicyAuthValue, and the TPM Name of an external RSA public key.
+//! PolicyAuthValue, PolicyNV, PolicyAuthorizeNV, the TPM Name of an external RSA public key
+//! and of an NV index, and the epoch binding of signed policies ([`NvEpoch`]).
 //!
 //! Formulas: TPM 2.0 Part 3 §23 ("Enhanced Authorization"): a policy command extends the
 //! session digest as `policyDigest' = H(policyDigest || commandCode || parameters)`.
@@ -17,6 +18,12 @@ pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 pub const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
 /// TPM_CC_PolicyAuthValue.
 pub const TPM_CC_POLICY_AUTH_VALUE: u32 = 0x0000_016B;
+/// TPM_CC_PolicyNV.
+pub const TPM_CC_POLICY_NV: u32 = 0x0000_0149;
+/// TPM_CC_PolicyAuthorizeNV.
+pub const TPM_CC_POLICY_AUTHORIZE_NV: u32 = 0x0000_0192;
+/// TPM_EO_UNSIGNED_LE (Part 2 §6.8): `A <= B`, unsigned, A the NV contents.
+pub const TPM_EO_UNSIGNED_LE: u16 = 0x0009;
 /// Size of the PCR select bitmap systemd and tpm2-tools use (TPM2_PCRS_MAX / 8).
 pub const PCR_SELECT_SIZE: usize = 3;
 
@@ -236,6 +243,117 @@ pub fn object_name(public_area: &[u8]) -> Vec<u8> {
     v
 }
 
+/// TPMA_NV bits (Part 2 §13.4) that bootchain's epoch counter uses.
+pub mod tpma_nv {
+    /// TPMA_NV_OWNERWRITE: written (incremented) with owner authorization.
+    pub const OWNERWRITE: u32 = 1 << 1;
+    /// TPM_NT_COUNTER in TPMA_NV_TPM_NT (bits 7:4).
+    pub const COUNTER: u32 = 1 << 4;
+    /// TPMA_NV_AUTHREAD: read with the index's authValue.
+    pub const AUTHREAD: u32 = 1 << 18;
+    /// TPMA_NV_NO_DA.
+    pub const NO_DA: u32 = 1 << 25;
+    /// TPMA_NV_WRITTEN: set by the TPM on the first write; part of the Name.
+    pub const WRITTEN: u32 = 1 << 29;
+}
+
+/// The attributes of bootchain's epoch counter as defined (without TPMA_NV_WRITTEN): a
+/// counter, incremented with owner authorization, read (by PolicyNV) with its own empty
+/// authValue, outside dictionary-attack protection.
+pub const EPOCH_COUNTER_ATTRIBUTES: u32 =
+    tpma_nv::OWNERWRITE | tpma_nv::COUNTER | tpma_nv::AUTHREAD | tpma_nv::NO_DA;
+
+/// Marshal a TPMS_NV_PUBLIC (Part 2 §13.5): nvIndex, nameAlg SHA-256, attributes, authPolicy
+/// (TPM2B), dataSize.
+pub fn nv_public_area(index: u32, attributes: u32, auth_policy: &[u8], data_size: u16) -> Vec<u8> {
+    let mut v = Vec::with_capacity(14 + auth_policy.len());
+    v.extend_from_slice(&index.to_be_bytes());
+    v.extend_from_slice(&HashAlg::Sha256.tpm_alg_id().to_be_bytes());
+    v.extend_from_slice(&attributes.to_be_bytes());
+    v.extend_from_slice(&(auth_policy.len() as u16).to_be_bytes());
+    v.extend_from_slice(auth_policy);
+    v.extend_from_slice(&data_size.to_be_bytes());
+    v
+}
+
+/// The Name of bootchain's epoch counter at `index` once written (incremented at least once,
+/// as `policy nv-define` leaves it): `nameAlg || H(TPMS_NV_PUBLIC)` with TPMA_NV_WRITTEN set.
+pub fn epoch_counter_name(index: u32) -> Vec<u8> {
+    object_name(&nv_public_area(
+        index,
+        EPOCH_COUNTER_ATTRIBUTES | tpma_nv::WRITTEN,
+        &[],
+        8,
+    ))
+}
+
+/// PolicyNV (Part 3 §23.9): `args = H(operandB || offset || operation)`, then
+/// `H(prev || TPM_CC_PolicyNV || args || nvIndexName)`.
+pub fn policy_nv(
+    prev: &Digest,
+    operand_b: &[u8],
+    offset: u16,
+    operation: u16,
+    nv_name: &[u8],
+) -> Digest {
+    let mut h = HashAlg::Sha256.hasher();
+    h.update(operand_b);
+    h.update(&offset.to_be_bytes());
+    h.update(&operation.to_be_bytes());
+    let args = h.finalize();
+    let mut h = HashAlg::Sha256.hasher();
+    h.update(prev.as_bytes());
+    h.update(&TPM_CC_POLICY_NV.to_be_bytes());
+    h.update(args.as_bytes());
+    h.update(nv_name);
+    h.finalize()
+}
+
+/// PolicyAuthorizeNV (Part 3 §23.22): the digest is reset, then
+/// `H(0 || TPM_CC_PolicyAuthorizeNV || nvIndexName)`.
+pub fn policy_authorize_nv(nv_name: &[u8]) -> Digest {
+    let mut h = HashAlg::Sha256.hasher();
+    h.update(zero_policy().as_bytes());
+    h.update(&TPM_CC_POLICY_AUTHORIZE_NV.to_be_bytes());
+    h.update(nv_name);
+    h.finalize()
+}
+
+/// A signed policy's binding to an epoch counter: the signature approves PolicyPCR ∧
+/// PolicyNV(counter at `index` ≤ `epoch`), so it stops working once the counter is bumped
+/// past `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NvEpoch {
+    /// The NV index handle (0x01xxxxxx).
+    pub index: u32,
+    /// The index's Name (as NV_ReadPublic returns it, written).
+    pub name: Vec<u8>,
+    /// The highest counter value the signature is valid for.
+    pub epoch: u64,
+}
+
+impl NvEpoch {
+    /// The binding to bootchain's epoch counter at `index` ([`epoch_counter_name`]).
+    pub fn counter(index: u32, epoch: u64) -> Self {
+        NvEpoch {
+            index,
+            name: epoch_counter_name(index),
+            epoch,
+        }
+    }
+
+    /// `prev` extended by PolicyNV(NV[0..8] ≤ epoch, unsigned, 8 bytes big-endian).
+    pub fn extend(&self, prev: &Digest) -> Digest {
+        policy_nv(
+            prev,
+            &self.epoch.to_be_bytes(),
+            0,
+            TPM_EO_UNSIGNED_LE,
+            &self.name,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +402,71 @@ mod tests {
         assert_eq!(parse_pcr_list("7+11").unwrap().len(), 2);
         assert!(parse_pcr_list("24").is_err());
         assert!(parse_pcr_list("x").is_err());
+    }
+
+    /// Name of a written counter, checked against tpm2-tools on swtpm
+    /// (`tpm2_nvdefine 0x01800b0c -s 8 -a "ownerwrite|nt=counter|authread|no_da"`,
+    /// `tpm2_nvincrement`, `tpm2_nvreadpublic`), and PolicyNV against `tpm2_policynv`.
+    #[test]
+    fn nv_counter_name_and_policy_nv() {
+        assert_eq!(EPOCH_COUNTER_ATTRIBUTES, 0x0204_0012);
+        let area = nv_public_area(
+            0x0180_0b0c,
+            EPOCH_COUNTER_ATTRIBUTES | tpma_nv::WRITTEN,
+            &[],
+            8,
+        );
+        assert_eq!(hex::encode(&area), "01800b0c000b2204001200000008");
+        let name = epoch_counter_name(0x0180_0b0c);
+        assert_eq!(name.len(), 34);
+        assert_eq!(&name[..2], &[0x00, 0x0b]);
+        let e = NvEpoch::counter(0x0180_0b0c, 3);
+        let d = e.extend(&zero_policy());
+        // Manual recomputation from Part 3 §23.9.
+        let mut args = Vec::new();
+        args.extend_from_slice(&3u64.to_be_bytes());
+        args.extend_from_slice(&[0, 0, 0, 9]);
+        let args = HashAlg::Sha256.digest(&args);
+        let mut m = vec![0u8; 32];
+        m.extend_from_slice(&[0, 0, 1, 0x49]);
+        m.extend_from_slice(args.as_bytes());
+        m.extend_from_slice(&name);
+        assert_eq!(d, HashAlg::Sha256.digest(&m));
+        assert_ne!(d, NvEpoch::counter(0x0180_0b0c, 4).extend(&zero_policy()));
+        let mut m = vec![0u8; 32];
+        m.extend_from_slice(&[0, 0, 1, 0x92]);
+        m.extend_from_slice(&name);
+        assert_eq!(policy_authorize_nv(&name), HashAlg::Sha256.digest(&m));
+    }
+
+    /// systemd-pcrlock 257 `make-policy` on swtpm (debug log and policy.json `nvPublic`): its
+    /// NV index (0x01800c00, policyWrite|writeAll|ownerRead, authPolicy = its PolicySigned
+    /// digest, 34 bytes for a TPMT_HA) has, written, the Name it logs, and PolicyAuthorizeNV
+    /// over it gives the digest it logs.
+    #[test]
+    fn pcrlock_nv_index_vectors() {
+        let auth_policy =
+            hex::decode("16a90c82a5a5e803d26f41e684020cf7fdf86fc0406f2bfea5567bd4b0b7539a")
+                .unwrap();
+        let area = nv_public_area(0x0180_0c00, 0x0002_1008, &auth_policy, 34);
+        assert_eq!(
+            hex::encode(&area),
+            "01800c00000b00021008002016a90c82a5a5e803d26f41e684020cf7fdf86fc0406f2bfea5567bd4b0b7539a0022"
+        );
+        let written = nv_public_area(
+            0x0180_0c00,
+            0x0002_1008 | tpma_nv::WRITTEN,
+            &auth_policy,
+            34,
+        );
+        let name = object_name(&written);
+        assert_eq!(
+            hex::encode(&name),
+            "000ba70f95ed08f739d16c0ab926601d3e256bd865072c2f28273a05a45537a24a4d"
+        );
+        assert_eq!(
+            policy_authorize_nv(&name).to_hex(),
+            "7ffb7d270b215d04be9ed17fcbcb309f157127d320c7c2e59ca6c7263752cef3"
+        );
     }
 }

@@ -58,8 +58,9 @@ pub enum UnsupportedToken {
         /// How many entries it has.
         shards: usize,
     },
-    /// A systemd-pcrlock policy (PolicyAuthorizeNV over the pcrlock NV index).
-    #[error("the token uses a systemd-pcrlock policy (tpm2_pcrlock), which bootchain does not evaluate yet")]
+    /// A systemd-pcrlock policy (PolicyAuthorizeNV over the pcrlock NV index) without the
+    /// index in `tpm2_pcrlock_nv` (systemd < 257), or combined with a signed policy.
+    #[error("the token uses a systemd-pcrlock policy (tpm2_pcrlock) without tpm2_pcrlock_nv or together with a signed policy, which bootchain does not evaluate")]
     Pcrlock,
 }
 
@@ -118,6 +119,9 @@ pub enum MalformedToken {
     /// `tpm2_srk` is not a serialized ESYS_TR.
     #[error("tpm2_srk is not a serialized ESYS_TR")]
     SrkNotEsysTr,
+    /// `tpm2_pcrlock_nv` is not a serialized ESYS_TR.
+    #[error("tpm2_pcrlock_nv is not a serialized ESYS_TR")]
+    PcrlockNvNotEsysTr,
     /// `tpm2_srk` names another handle.
     #[error("tpm2_srk names handle {0:#x}, only {SRK_HANDLE:#x} is supported")]
     SrkHandle(u32),
@@ -273,13 +277,17 @@ pub fn unmarshal_blob(b: &[u8]) -> Result<BlobParts, TokenError> {
 /// `u32 handle || TPM2B_NAME || u32 IESYSC_KEY_RSRC(1) || TPM2B_PUBLIC`. We read the handle and
 /// the Name.
 fn parse_srk_tr(b: &[u8]) -> Result<(u32, Vec<u8>), TokenError> {
-    let bad = || TokenError::Malformed(MalformedToken::SrkNotEsysTr);
-    let handle = u32::from_be_bytes(b.get(0..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let n = usize::from(u16::from_be_bytes(
-        b.get(4..6).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
-    ));
-    let name = b.get(6..6 + n).ok_or_else(bad)?.to_vec();
-    Ok((handle, name))
+    parse_esys_tr(b, MalformedToken::SrkNotEsysTr)
+}
+
+/// The handle and Name of any ESYS_TR serialization (they start alike); `err` if too short.
+fn parse_esys_tr(b: &[u8], err: MalformedToken) -> Result<(u32, Vec<u8>), TokenError> {
+    let parsed = (|| {
+        let handle = u32::from_be_bytes(b.get(0..4)?.try_into().ok()?);
+        let n = usize::from(u16::from_be_bytes(b.get(4..6)?.try_into().ok()?));
+        Some((handle, b.get(6..6 + n)?.to_vec()))
+    })();
+    parsed.ok_or(TokenError::Malformed(err))
 }
 
 impl SystemdTpm2Token {
@@ -288,7 +296,9 @@ impl SystemdTpm2Token {
     /// pcrlock policies are refused with [`UnsupportedToken`] before anything else.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
         let mut v = v.clone();
-        if v.get("tpm2_pcrlock").and_then(serde_json::Value::as_bool) == Some(true) {
+        if v.get("tpm2_pcrlock").and_then(serde_json::Value::as_bool) == Some(true)
+            && (v.get("tpm2_pcrlock_nv").is_none() || v.get("tpm2_pubkey").is_some())
+        {
             return Err(UnsupportedToken::Pcrlock.into());
         }
         for member in ["tpm2-blob", "tpm2-policy-hash"] {
@@ -316,6 +326,31 @@ impl SystemdTpm2Token {
             return Err(MalformedToken::EmptyBlob.into());
         }
         Ok(t)
+    }
+
+    /// systemd-pcrlock's NV index (handle, Name) from `tpm2_pcrlock_nv` (systemd 257: the
+    /// index's ESYS_TR serialization), for a token with `tpm2_pcrlock`.
+    pub fn pcrlock_nv(&self) -> Result<Option<(u32, Vec<u8>)>, TokenError> {
+        if self
+            .other
+            .get("tpm2_pcrlock")
+            .and_then(serde_json::Value::as_bool)
+            != Some(true)
+        {
+            return Ok(None);
+        }
+        let Some(text) = self
+            .other
+            .get("tpm2_pcrlock_nv")
+            .and_then(serde_json::Value::as_str)
+        else {
+            return Err(UnsupportedToken::Pcrlock.into());
+        };
+        let raw = B64.decode(text).map_err(|source| MalformedToken::Base64 {
+            field: "tpm2_pcrlock_nv",
+            source,
+        })?;
+        parse_esys_tr(&raw, MalformedToken::PcrlockNvNotEsysTr).map(Some)
     }
 
     /// The bank (systemd's default before `tpm2-pcr-bank` existed: SHA-256).
@@ -524,7 +559,8 @@ pub struct PreparedToken {
     pcrs: Vec<u32>,
     expected: Digest,
     authorize: Option<(Vec<u8>, Vec<u32>)>,
-    candidates: Vec<(Digest, Vec<u8>)>,
+    pcrlock_nv: Option<(u32, Vec<u8>)>,
+    candidates: Vec<crate::tpm::SignedPolicy>,
     auth: Option<Zeroizing<Vec<u8>>>,
 }
 
@@ -577,6 +613,7 @@ pub fn prepare(
         .transpose()
         .map_err(SealError::from)?;
     let signed_pcrs = t.pubkey_pcrs.clone().unwrap_or_default();
+    let pcrlock_nv = t.pcrlock_nv()?;
     let candidates = match &key {
         Some(k) => {
             let sigs = signatures.ok_or(SealError::SignaturesRequired)?;
@@ -613,6 +650,7 @@ pub fn prepare(
         pcrs: t.pcrs.clone(),
         expected,
         authorize: area.map(|a| (a, signed_pcrs)),
+        pcrlock_nv,
         candidates,
         auth,
     })
@@ -629,6 +667,7 @@ pub fn unseal(
 ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let p = prepare(t, signatures, pin)?;
     let steps = PolicySteps {
+        authorize_nv: p.pcrlock_nv.as_ref().map(|(i, n)| (*i, n.as_slice())),
         authorize: p.authorize.as_ref().map(|(a, pcrs)| AuthorizeStep {
             public_area: a,
             bank: p.bank,

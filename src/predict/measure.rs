@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::eventlog::{extend, EventType};
 use crate::hash::{Digest, HashAlg, MultiHasher};
 use crate::pe::PeHeaders;
-use crate::policy::{self, PcrIndex, PcrSelection};
+use crate::policy::{self, NvEpoch, PcrIndex, PcrSelection};
 use crate::ukiread::UkiSection;
 
 /// The PCR the stub measures UKI sections into (systemd `TPM2_PCR_KERNEL_BOOT`).
@@ -617,6 +617,64 @@ pub struct PcrSignature {
     /// The RSASSA-PKCS1-v1_5 signature over the to-be-signed bytes, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// bootchain's epoch binding (not systemd's): the NV counter index the policy is bound
+    /// to. With `nvName` and `epoch`, `pol` is PolicyPCR followed by PolicyNV(counter ≤
+    /// epoch) ([`crate::policy::NvEpoch`]); systemd ignores these members and finds no use for
+    /// such an entry (its `pol` is not a plain PolicyPCR digest).
+    #[serde(rename = "nvIndex", default, skip_serializing_if = "Option::is_none")]
+    pub nv_index: Option<u32>,
+    /// The NV index's Name, hex.
+    #[serde(rename = "nvName", default, skip_serializing_if = "Option::is_none")]
+    pub nv_name: Option<String>,
+    /// The highest counter value this signature is valid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `nvIndex`, `nvName` and `epoch` of a `.pcrsig` entry are not all given, or `nvName` is not
+/// hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nvIndex, nvName and epoch must be given together (nvName as hex)")]
+#[non_exhaustive]
+pub struct NvMembersError;
+
+impl PcrSignature {
+    /// The epoch binding of this entry, if it has one.
+    pub fn nv_epoch(&self) -> Result<Option<NvEpoch>, NvMembersError> {
+        match (self.nv_index, &self.nv_name, self.epoch) {
+            (None, None, None) => Ok(None),
+            (Some(index), Some(name), Some(epoch)) => Ok(Some(NvEpoch {
+                index,
+                name: hex::decode(name).map_err(|_| NvMembersError)?,
+                epoch,
+            })),
+            _ => Err(NvMembersError),
+        }
+    }
+
+    /// Whether `pol` is one of the `predicted` PolicyPCR digests of `bank`, extended by the
+    /// entry's epoch binding when it has one. A malformed `pol` is not predicted.
+    pub fn is_predicted(
+        &self,
+        bank: HashAlg,
+        predicted: &[(HashAlg, Vec<Digest>)],
+    ) -> Result<bool, NvMembersError> {
+        let nv = self.nv_epoch()?;
+        let Ok(d) = Digest::from_hex(HashAlg::Sha256, &self.pol) else {
+            return Ok(false);
+        };
+        Ok(predicted
+            .iter()
+            .filter(|(b, _)| *b == bank)
+            .flat_map(|(_, pols)| pols)
+            .any(|p| nv.as_ref().map_or(p.clone(), |n| n.extend(p)) == d))
+    }
+
+    fn set_nv_epoch(&mut self, nv: Option<&NvEpoch>) {
+        self.nv_index = nv.map(|n| n.index);
+        self.nv_name = nv.map(|n| hex::encode(&n.name));
+        self.epoch = nv.map(|n| n.epoch);
+    }
 }
 
 /// Why a PCR signing key or PCR public key is refused.
@@ -743,26 +801,59 @@ pub fn policy_digests(
     pred: &Pcr11Prediction,
     public: Option<&rsa::RsaPublicKey>,
 ) -> Result<PcrSignatures, MeasureError> {
+    policy_digests_bound(pred, public, None)
+}
+
+/// [`policy_digests`], each policy bound to the epoch `nv` when given (`pol` is then PolicyPCR
+/// ∧ PolicyNV, and the entries carry `nvIndex`, `nvName`, `epoch`).
+pub fn policy_digests_bound(
+    pred: &Pcr11Prediction,
+    public: Option<&rsa::RsaPublicKey>,
+    nv: Option<&NvEpoch>,
+) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public
         .map(|k| public_key_fingerprint(k).map(|d| d.to_hex()))
         .transpose()?;
-    Ok(pcr11_policies(pred)?
+    Ok(pcr11_policies_bound(pred, nv)?
         .into_iter()
         .map(|(bank, pols)| {
             let entries = pols
                 .iter()
-                .map(|pol| PcrSignature {
-                    pcrs: vec![PCR_KERNEL_BOOT],
-                    pkfp: pkfp.clone(),
-                    policy_ref: None,
-                    pol: pol.to_hex(),
-                    tbs: Some(hex::encode(to_be_signed(pol, None))),
-                    sig: None,
+                .map(|pol| {
+                    let mut e = PcrSignature {
+                        pcrs: vec![PCR_KERNEL_BOOT],
+                        pkfp: pkfp.clone(),
+                        policy_ref: None,
+                        pol: pol.to_hex(),
+                        tbs: Some(hex::encode(to_be_signed(pol, None))),
+                        sig: None,
+                        nv_index: None,
+                        nv_name: None,
+                        epoch: None,
+                    };
+                    e.set_nv_epoch(nv);
+                    e
                 })
                 .collect();
             (bank, entries)
         })
         .collect())
+}
+
+/// [`pcr11_policies`], each extended by `nv`'s PolicyNV when given.
+fn pcr11_policies_bound(
+    pred: &Pcr11Prediction,
+    nv: Option<&NvEpoch>,
+) -> Result<Vec<(HashAlg, Vec<Digest>)>, MeasureError> {
+    let mut pols = pcr11_policies(pred)?;
+    if let Some(nv) = nv {
+        for (_, p) in pols.iter_mut() {
+            for d in p.iter_mut() {
+                *d = nv.extend(d);
+            }
+        }
+    }
+    Ok(pols)
 }
 
 /// The RSA public key of a PCR policy signer, refusing other keys ([`PcrKeyError::NotRsa`]:
@@ -804,22 +895,38 @@ pub fn sign_policies(
     pred: &Pcr11Prediction,
     key: &dyn crate::signer::Signer,
 ) -> Result<PcrSignatures, MeasureError> {
+    sign_policies_bound(pred, key, None)
+}
+
+/// [`sign_policies`], each policy bound to the epoch `nv` when given: the signature approves
+/// PolicyPCR ∧ PolicyNV(counter ≤ epoch) and stops unsealing once the counter is bumped past
+/// the epoch ([`crate::policy::NvEpoch`]).
+pub fn sign_policies_bound(
+    pred: &Pcr11Prediction,
+    key: &dyn crate::signer::Signer,
+    nv: Option<&NvEpoch>,
+) -> Result<PcrSignatures, MeasureError> {
     let pkfp = public_key_fingerprint(&pcr_signer_public(key)?)?.to_hex();
     let mut out: PcrSignatures = Vec::new();
-    for (bank, pols) in pcr11_policies(pred)? {
+    for (bank, pols) in pcr11_policies_bound(pred, nv)? {
         let mut entries = Vec::new();
         for pol in pols {
             let sig = key
                 .sign(bank, &to_be_signed(&pol, None))
                 .map_err(|e| PcrKeyError::Signer(Box::new(e)))?;
-            entries.push(PcrSignature {
+            let mut e = PcrSignature {
                 pcrs: vec![PCR_KERNEL_BOOT],
                 pkfp: Some(pkfp.clone()),
                 policy_ref: None,
                 pol: pol.to_hex(),
                 tbs: None,
                 sig: Some(base64::engine::general_purpose::STANDARD.encode(sig)),
-            });
+                nv_index: None,
+                nv_name: None,
+                epoch: None,
+            };
+            e.set_nv_epoch(nv);
+            entries.push(e);
         }
         out.push((bank, entries));
     }
@@ -894,7 +1001,8 @@ pub enum PcrSigVerifyError {
 }
 
 /// Check `.pcrsig` entries made elsewhere before they are embedded: every entry names `key`
-/// (when it has `pkfp`), its `pol` is one of `predicted` for its bank, its `tbs` (when given) is
+/// (when it has `pkfp`), its `pol` is one of `predicted` for its bank (extended by its epoch
+/// binding, [`PcrSignature::is_predicted`]), its `tbs` (when given) is
 /// the to-be-signed bytes of `pol`/`ref`, and its `sig` verifies with `key` — RSASSA-PKCS1-v1_5
 /// over the to-be-signed bytes hashed with the bank's algorithm (systemd-measure 258) or with
 /// SHA-256 (later systemd); both agree for sha256.
@@ -926,10 +1034,12 @@ pub fn verify_signatures(
                     pol: pol.clone(),
                 }
             })?;
-            let known = predicted
-                .iter()
-                .filter(|(b, _)| *b == bank)
-                .any(|(_, pols)| pols.contains(&d));
+            let known =
+                e.is_predicted(bank, predicted)
+                    .map_err(|_| PcrSigVerifyError::Malformed {
+                        bank,
+                        pol: pol.clone(),
+                    })?;
             if !known || e.pcrs != [PCR_KERNEL_BOOT] {
                 return Err(PcrSigVerifyError::OtherPolicy { bank, pol });
             }

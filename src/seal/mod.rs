@@ -38,7 +38,8 @@ use crate::hash::{Digest, HashAlg};
 use crate::measure::PcrSignatures;
 use crate::policy::{self, PcrBinding, PcrIndex, PcrSelection};
 use crate::tpm::{
-    AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, Tpm, TpmError, UnsealError,
+    AuthorizeStep, ParentChoice, ParentKind, PolicySteps, SealedObject, SignedPolicy, Tpm,
+    TpmError, UnsealError,
 };
 
 /// Envelope format name.
@@ -889,14 +890,15 @@ pub struct UnsealOptions<'a> {
     pub pin: Option<&'a [u8]>,
 }
 
-/// The (policy digest, signature) candidates of `sigs` for `key` over `pcrs` in `bank`
-/// (systemd's `find_signature`: same PCR set and key fingerprint, no policy reference).
+/// The signed-policy candidates of `sigs` for `key` over `pcrs` in `bank` (systemd's
+/// `find_signature`: same PCR set and key fingerprint, no policy reference), with their epoch
+/// binding when they have one. Entries with malformed members are skipped.
 pub fn signature_candidates(
     sigs: &PcrSignatures,
     key: &rsa::RsaPublicKey,
     bank: HashAlg,
     pcrs: &[u32],
-) -> Result<Vec<(Digest, Vec<u8>)>, SealError> {
+) -> Result<Vec<SignedPolicy>, SealError> {
     let fp = crate::measure::public_key_fingerprint(key)
         .map_err(|e| RequestError::PcrKey(Box::new(e)))?
         .to_hex();
@@ -917,7 +919,8 @@ pub fn signature_candidates(
         .filter_map(|e| {
             let pol = Digest::from_hex(HashAlg::Sha256, &e.pol).ok()?;
             let sig = B64.decode(e.sig.as_deref()?).ok()?;
-            Some((pol, sig))
+            let nv = e.nv_epoch().ok()?;
+            Some(SignedPolicy { pol, sig, nv })
         })
         .collect())
 }
@@ -933,7 +936,7 @@ pub struct PreparedUnseal {
     literal: Vec<u32>,
     recorded: Vec<Digest>,
     authorize: Option<(Vec<u8>, HashAlg, Vec<u32>)>,
-    candidates: Vec<(Digest, Vec<u8>)>,
+    candidates: Vec<SignedPolicy>,
     auth: Option<Zeroizing<Vec<u8>>>,
 }
 
@@ -962,6 +965,7 @@ impl PreparedUnseal {
 
     fn steps(&self) -> PolicySteps<'_> {
         PolicySteps {
+            authorize_nv: None,
             authorize: self
                 .authorize
                 .as_ref()

@@ -147,6 +147,12 @@ pub enum TpmDataError {
     /// GetCapability(TPM_PROPERTIES) answered with something else.
     #[error("GetCapability returned no properties")]
     NoProperties,
+    /// No NV index at this handle.
+    #[error("the NV index {0:#010x} does not exist")]
+    NoNvIndex(u32),
+    /// NV_Read returned other than 8 bytes for a counter.
+    #[error("the NV counter read as {0} bytes, not 8")]
+    NvSize(usize),
     /// A TPM property missing from GetCapability's answer.
     #[error("the TPM did not report {0:?}")]
     MissingProperty(tss_esapi::constants::PropertyTag),
@@ -492,13 +498,37 @@ pub struct AuthorizeStep<'a> {
     pub bank: HashAlg,
     /// PCRs of the signed PolicyPCR.
     pub pcrs: &'a [u32],
-    /// Candidate (policy digest, RSASSA-SHA256 signature over it) pairs.
-    pub candidates: &'a [(Digest, Vec<u8>)],
+    /// Candidate signed policies.
+    pub candidates: &'a [SignedPolicy],
+}
+
+/// A `.pcrsig` entry as unsealing uses it: the approved policy, the RSASSA-SHA256 signature
+/// over it, and the epoch it is bound to (if any: `pol` is then PolicyPCR ∧ PolicyNV).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedPolicy {
+    /// The approved policy digest.
+    pub pol: Digest,
+    /// The signature.
+    pub sig: Vec<u8>,
+    /// The epoch binding.
+    pub nv: Option<crate::policy::NvEpoch>,
+}
+
+impl SignedPolicy {
+    /// Whether this entry approves the session after PolicyPCR gave `pcr_policy`.
+    fn approves(&self, pcr_policy: &Digest) -> bool {
+        match &self.nv {
+            None => self.pol == *pcr_policy,
+            Some(nv) => self.pol == nv.extend(pcr_policy),
+        }
+    }
 }
 
 /// The policy to replay at unseal, in systemd's order. Its `Debug` never shows the authValue.
 #[derive(Clone, Default)]
 pub struct PolicySteps<'a> {
+    /// PolicyAuthorizeNV over this NV index (handle, Name): systemd-pcrlock's policy.
+    pub authorize_nv: Option<(u32, &'a [u8])>,
     /// PolicyAuthorize over a signed PolicyPCR.
     pub authorize: Option<AuthorizeStep<'a>>,
     /// PolicyPCR over literal values: bank and PCRs (empty: none).
@@ -510,6 +540,7 @@ pub struct PolicySteps<'a> {
 impl std::fmt::Debug for PolicySteps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicySteps")
+            .field("authorize_nv", &self.authorize_nv)
             .field("authorize", &self.authorize)
             .field("pcrs", &self.pcrs)
             .field("auth_value", &self.auth_value.map(|_| "<redacted>"))
@@ -571,6 +602,38 @@ pub enum UnsealError {
         /// The PolicyPCR digest of the current values.
         approved: String,
     },
+    /// The signed policies are bound to an NV index that does not exist.
+    #[error("the policy NV index {index:#010x} does not exist: the signed PCR policies are bound to it (was it deleted, or is this another TPM? `bootchain policy nv-define` creates it)")]
+    NvIndexMissing {
+        /// The index.
+        index: u32,
+    },
+    /// The NV index exists but is not the one the signed policies are bound to.
+    #[error("the policy NV index {index:#010x} was changed: its Name is {actual}, the signed PCR policies expect {expected} (deleted and redefined with other attributes)")]
+    NvIndexChanged {
+        /// The index.
+        index: u32,
+        /// The Name the signatures name.
+        expected: String,
+        /// The Name the TPM reports.
+        actual: String,
+    },
+    /// Every signature for the current PCR values is for an epoch the counter has passed.
+    #[error("the PCR policy signature is revoked: it is valid up to epoch {epoch}, but the policy NV index {index:#010x} counter is at {counter} (sign the policy for the current epoch)")]
+    Revoked {
+        /// The index.
+        index: u32,
+        /// The newest epoch signed for.
+        epoch: u64,
+        /// The counter.
+        counter: u64,
+    },
+    /// systemd-pcrlock's NV index holds a policy over predicted PCR values.
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} does not match this session: it predicts PCR values (a PolicyOR per PCR from pcrlock.json), which bootchain does not evaluate yet")]
+    PcrlockPrediction {
+        /// The index.
+        index: u32,
+    },
     /// The TPM rejected the signature (wrong key or corrupted signature).
     #[error("the TPM rejected the PCR policy signature: {0}")]
     SignatureRejected(TpmError),
@@ -610,6 +673,8 @@ const RC_VALUE: u32 = 0x004;
 const RC_ECC_POINT: u32 = 0x027;
 /// TPM_RC_HANDLE (RC_FMT1 + 0x00B): the handle is not loaded / does not exist.
 const RC_HANDLE: u32 = 0x00B;
+/// TPM_RC_POLICY (RC_VER1 + 0x026): PolicyNV's comparison failed.
+const RC_POLICY: u32 = 0x126;
 /// TPM_RC_LOCKOUT (RC_WARN + 0x021).
 const RC_LOCKOUT: u32 = 0x921;
 /// TPM_RC_PCR_CHANGED (RC_VER1 + 0x028): a PCR changed after PolicyPCR in this session.
@@ -772,21 +837,33 @@ pub fn esys_tr_serialization(
 }
 
 impl Tpm {
+    /// An ESYS handle for the TPM entity `h` (its public area read with `command`), `None`
+    /// when the TPM answers TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits):
+    /// nothing there.
+    fn tr_from_public(
+        &mut self,
+        h: tss_esapi::handles::TpmHandle,
+        command: &'static str,
+    ) -> Result<Option<tss_esapi::handles::ObjectHandle>, TpmError> {
+        match self.ctx.tr_from_tpm_public(h) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => {
+                let e = cmd_err(command)(e);
+                match fmt1(&e) {
+                    Some(RC_HANDLE) => Ok(None),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
     fn persistent_srk(&mut self) -> Result<Option<Parent>, TpmError> {
         use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
         let h = PersistentTpmHandle::new(SRK_HANDLE).map_err(structure("conversion"))?;
-        let obj = match self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)) {
-            Ok(o) => o,
-            // TPM_RC_HANDLE (Part 2 §6.6.3, 0x08B with its parameter bits): nothing persisted
-            // there. Any other failure is reported, not taken as "no SRK" (which would
-            // silently switch parents).
-            Err(e) => {
-                let e = cmd_err("ReadPublic")(e);
-                return match fmt1(&e) {
-                    Some(RC_HANDLE) => Ok(None),
-                    _ => Err(e),
-                };
-            }
+        // Nothing persisted there is "no SRK"; any other failure is reported, not taken as
+        // "no SRK" (which would silently switch parents).
+        let Some(obj) = self.tr_from_public(TpmHandle::Persistent(h), "ReadPublic")? else {
+            return Ok(None);
         };
         let name = self
             .ctx
@@ -1297,6 +1374,9 @@ impl Tpm {
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
         use tss_esapi::interface_types::session_handles::PolicySession;
         let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
+        if let Some((index, name)) = steps.authorize_nv {
+            self.policy_authorize_nv_step(ps, index, name)?;
+        }
         if let Some(a) = &steps.authorize {
             self.policy_authorize(ps, a)?;
         }
@@ -1345,6 +1425,301 @@ impl Tpm {
         }
     }
 
+    /// The session's policy digest (PolicyGetDigest).
+    fn session_digest(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+    ) -> Result<Digest, TpmError> {
+        let d = self
+            .ctx
+            .policy_get_digest(ps)
+            .map_err(cmd_err("PolicyGetDigest"))?;
+        Digest::new(HashAlg::Sha256, d.value().to_vec()).map_err(|source| TpmError::DigestLength {
+            bank: HashAlg::Sha256,
+            pcr: u32::MAX,
+            source,
+        })
+    }
+
+    /// PolicyNV(counter ≤ epoch) for `nv`, after checking that the index exists and has the
+    /// Name the signature names; a counter past the epoch is reported as
+    /// [`UnsealError::Revoked`] (the TPM refuses it: PolicyNV fails with TPM_RC_POLICY).
+    fn policy_nv_epoch(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+        nv: &crate::policy::NvEpoch,
+    ) -> Result<(), UnsealError> {
+        use tss_esapi::handles::AuthHandle;
+        let operand = tss_esapi::structures::Digest::try_from(nv.epoch.to_be_bytes().to_vec())
+            .map_err(structure("conversion"))?;
+        let handle = self.nv_expected(nv.index, &nv.name)?;
+        let r = self.using_nv(handle, |s, handle| {
+            s.ctx.execute_with_nullauth_session(|ctx| {
+                ctx.policy_nv(
+                    ps,
+                    AuthHandle::from(handle),
+                    handle,
+                    operand,
+                    0,
+                    tss_esapi::constants::tss::TPM2_EO_UNSIGNED_LE,
+                )
+            })
+        });
+        match r.map_err(cmd_err("PolicyNV")) {
+            Ok(()) => Ok(()),
+            Err(e) if command_code(&e).map(|c| c & 0xFFF) == Some(RC_POLICY) => {
+                Err(UnsealError::Revoked {
+                    index: nv.index,
+                    epoch: nv.epoch,
+                    counter: self.nv_read_counter(nv.index)?,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An ESYS handle for the NV index `index` a policy is bound to, which must exist and have
+    /// the Name `name` (checked with NV_ReadPublic before any policy command).
+    fn nv_expected(
+        &mut self,
+        index: u32,
+        name: &[u8],
+    ) -> Result<tss_esapi::handles::NvIndexHandle, UnsealError> {
+        match self.nv_open(index)? {
+            None => Err(UnsealError::NvIndexMissing { index }),
+            Some((handle, actual)) if actual != name => {
+                self.nv_close(handle);
+                Err(UnsealError::NvIndexChanged {
+                    index,
+                    expected: hex::encode(name),
+                    actual: hex::encode(&actual),
+                })
+            }
+            Some((handle, _)) => Ok(handle),
+        }
+    }
+
+    /// PolicyAuthorizeNV over systemd-pcrlock's index (read with owner authorization, empty,
+    /// as systemd does). Only a policy that predicts no PCRs (the index holds the zero
+    /// digest) can match a session bootchain starts; any other is reported as
+    /// [`UnsealError::PcrlockPrediction`].
+    fn policy_authorize_nv_step(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+        index: u32,
+        name: &[u8],
+    ) -> Result<(), UnsealError> {
+        use tss_esapi::handles::AuthHandle;
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let handle = self.nv_expected(index, name)?;
+        let (r, held) = self.using_nv(handle, |s, handle| {
+            let r = s.ctx.execute_with_nullauth_session(|ctx| {
+                ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+            });
+            // On failure: the index holds a TPMT_HA, hashAlg then the approved policy.
+            let held = r.is_err().then(|| {
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0))
+            });
+            (r, held)
+        });
+        let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
+            return Ok(());
+        };
+        match held {
+            Some(Ok(d))
+                if d.value()
+                    .get(2..)
+                    .is_some_and(|p| p.iter().any(|b| *b != 0)) =>
+            {
+                Err(UnsealError::PcrlockPrediction { index })
+            }
+            _ => Err(e.into()),
+        }
+    }
+
+    /// An ESYS handle for the NV index `index` and its Name, or `None` if it is not defined.
+    fn nv_open(
+        &mut self,
+        index: u32,
+    ) -> Result<Option<(tss_esapi::handles::NvIndexHandle, Vec<u8>)>, TpmError> {
+        use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
+        let h = NvIndexTpmHandle::new(index).map_err(structure("NV index handle"))?;
+        let Some(obj) = self.tr_from_public(TpmHandle::NvIndex(h), "NV_ReadPublic")? else {
+            return Ok(None);
+        };
+        let handle = NvIndexHandle::from(obj);
+        let name = self
+            .ctx
+            .nv_read_public(handle)
+            .map_err(cmd_err("NV_ReadPublic"));
+        match name {
+            Ok((_, name)) => Ok(Some((handle, name.value().to_vec()))),
+            Err(e) => {
+                let _ = self.ctx.tr_close(&mut obj.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// An ESYS handle for the NV index `index`, which must exist.
+    fn nv_handle(&mut self, index: u32) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
+        self.nv_open(index)?
+            .map(|(h, _)| h)
+            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))
+    }
+
+    /// Release the ESYS object of an NV index handle (the index stays).
+    fn nv_close(&mut self, handle: tss_esapi::handles::NvIndexHandle) {
+        let _ = self.ctx.tr_close(&mut handle.into());
+    }
+
+    /// Run `f` with `handle`, then release it.
+    fn using_nv<T>(
+        &mut self,
+        handle: tss_esapi::handles::NvIndexHandle,
+        f: impl FnOnce(&mut Self, tss_esapi::handles::NvIndexHandle) -> T,
+    ) -> T {
+        let r = f(self, handle);
+        self.nv_close(handle);
+        r
+    }
+
+    /// The Name of the NV index `index` as the TPM reports it (NV_ReadPublic), `None` if it is
+    /// not defined.
+    pub fn nv_name(&mut self, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
+        Ok(match self.nv_open(index)? {
+            Some((h, n)) => {
+                self.nv_close(h);
+                Some(n)
+            }
+            None => None,
+        })
+    }
+
+    /// The value of the epoch counter at `index` (NV_Read with its empty authValue).
+    pub fn nv_read_counter(&mut self, index: u32) -> Result<u64, TpmError> {
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let handle = self.nv_handle(index)?;
+        let data = self
+            .using_nv(handle, |s, h| {
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::NvIndex(h), h, 8, 0))
+            })
+            .map_err(cmd_err("NV_Read"))?;
+        let bytes: [u8; 8] = data
+            .value()
+            .try_into()
+            .map_err(|_| TpmError::Data(TpmDataError::NvSize(data.value().len())))?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// The digest PolicyAuthorizeNV gives in a fresh trial session over the NV index `index`
+    /// (read with owner authorization, empty: systemd-pcrlock's index is ownerRead): the
+    /// index must hold the zero policy (a TPMT_HA over no policy), else the TPM refuses.
+    /// Checks an index against [`crate::policy::policy_authorize_nv`] of its Name.
+    pub fn policy_authorize_nv_trial(&mut self, index: u32) -> Result<Digest, TpmError> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::handles::AuthHandle;
+        use tss_esapi::interface_types::session_handles::PolicySession;
+        use tss_esapi::structures::SymmetricDefinition;
+        let handle = self.nv_handle(index)?;
+        self.using_nv(handle, |s, handle| {
+            let session = s
+                .ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Trial,
+                    SymmetricDefinition::Null,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(cmd_err("StartAuthSession"))?
+                .ok_or(TpmError::Data(TpmDataError::NoSession))?;
+            let r = (|| {
+                let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| {
+                        ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
+                    })
+                    .map_err(cmd_err("PolicyAuthorizeNV"))?;
+                s.session_digest(ps)
+            })();
+            s.flush_session(session);
+            r
+        })
+    }
+
+    /// Run `f` with the owner hierarchy's authValue set to `owner_auth` (a password session),
+    /// then clear it again.
+    fn with_owner_auth<T>(
+        &mut self,
+        owner_auth: &[u8],
+        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
+    ) -> tss_esapi::Result<T> {
+        use tss_esapi::handles::ObjectHandle;
+        use tss_esapi::structures::Auth;
+        self.ctx
+            .tr_set_auth(ObjectHandle::Owner, Auth::try_from(owner_auth.to_vec())?)?;
+        let r = self.ctx.execute_with_nullauth_session(f);
+        let _ = self.ctx.tr_set_auth(ObjectHandle::Owner, Auth::default());
+        r
+    }
+
+    /// Define bootchain's epoch counter at `index` ([`crate::policy::EPOCH_COUNTER_ATTRIBUTES`],
+    /// empty authValue) with owner authorization, and increment it once (a counter reads only
+    /// once written, and a new counter starts at the highest value any counter on this TPM
+    /// has had). Returns the first epoch.
+    pub fn nv_define_epoch_counter(
+        &mut self,
+        index: u32,
+        owner_auth: &[u8],
+    ) -> Result<u64, TpmError> {
+        use tss_esapi::attributes::NvIndexAttributes;
+        use tss_esapi::handles::NvIndexTpmHandle;
+        use tss_esapi::interface_types::resource_handles::Provision;
+        use tss_esapi::structures::NvPublicBuilder;
+        let public = NvPublicBuilder::new()
+            .with_nv_index(NvIndexTpmHandle::new(index).map_err(structure("NV index handle"))?)
+            .with_index_name_algorithm(HashingAlgorithm::Sha256)
+            .with_index_attributes(
+                NvIndexAttributes::try_from(crate::policy::EPOCH_COUNTER_ATTRIBUTES)
+                    .map_err(structure("NV attributes"))?,
+            )
+            .with_data_area_size(8)
+            .build()
+            .map_err(structure("NV public area"))?;
+        let handle = self
+            .with_owner_auth(owner_auth, |ctx| {
+                ctx.nv_define_space(Provision::Owner, None, public)
+            })
+            .map_err(cmd_err("NV_DefineSpace"))?;
+        let _ = self.ctx.tr_close(&mut handle.into());
+        self.nv_bump(index, owner_auth)
+    }
+
+    /// Increment the epoch counter at `index` with owner authorization; returns the new epoch.
+    pub fn nv_bump(&mut self, index: u32, owner_auth: &[u8]) -> Result<u64, TpmError> {
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let handle = self.nv_handle(index)?;
+        self.using_nv(handle, |s, h| {
+            s.with_owner_auth(owner_auth, |ctx| ctx.nv_increment(NvAuth::Owner, h))
+        })
+        .map_err(cmd_err("NV_Increment"))?;
+        self.nv_read_counter(index)
+    }
+
+    /// Delete the NV index `index` with owner authorization.
+    pub fn nv_undefine(&mut self, index: u32, owner_auth: &[u8]) -> Result<(), TpmError> {
+        use tss_esapi::interface_types::resource_handles::Provision;
+        let handle = self.nv_handle(index)?;
+        self.with_owner_auth(owner_auth, |ctx| {
+            ctx.nv_undefine_space(Provision::Owner, handle)
+        })
+        .map_err(cmd_err("NV_UndefineSpace"))
+    }
+
     /// PolicyPCR over the signed PCRs, find the signature of the resulting digest, have the
     /// TPM verify it (VerifySignature → ticket), then PolicyAuthorize (Part 3 §23.16).
     fn policy_authorize(
@@ -1359,21 +1734,45 @@ impl Tpm {
         self.ctx
             .policy_pcr(ps, Default::default(), sel)
             .map_err(cmd_err("PolicyPCR"))?;
-        let approved = self
-            .ctx
-            .policy_get_digest(ps)
-            .map_err(cmd_err("PolicyGetDigest"))?;
-        let Some((_, sig)) = a
+        let pcr_policy = self.session_digest(ps)?;
+        let matching: Vec<&SignedPolicy> = a
             .candidates
             .iter()
-            .find(|(pol, _)| pol.as_bytes() == approved.value())
-        else {
-            return Err(UnsealError::NoSignature {
-                bank: a.bank,
-                pcrs: a.pcrs.to_vec(),
-                approved: hex::encode(approved.value()),
-            });
+            .filter(|c| c.approves(&pcr_policy))
+            .collect();
+        // A plain signature needs nothing more; else the newest epoch-bound one.
+        let chosen = match matching.iter().find(|c| c.nv.is_none()) {
+            Some(c) => *c,
+            None => match matching
+                .iter()
+                .filter_map(|c| c.nv.as_ref().map(|nv| (*c, nv)))
+                .max_by_key(|(_, nv)| nv.epoch)
+            {
+                Some((c, nv)) => {
+                    self.policy_nv_epoch(ps, nv)?;
+                    // The TPM's PolicyNV must have given the digest computed in software
+                    // (Name with TPMA_NV_WRITTEN, operand, operation).
+                    let got = self.session_digest(ps)?;
+                    if got != c.pol {
+                        return Err(UnsealError::PolicyMismatch {
+                            expected: c.pol.to_hex(),
+                            actual: got.to_hex(),
+                        });
+                    }
+                    c
+                }
+                None => {
+                    return Err(UnsealError::NoSignature {
+                        bank: a.bank,
+                        pcrs: a.pcrs.to_vec(),
+                        approved: pcr_policy.to_hex(),
+                    })
+                }
+            },
         };
+        let sig = &chosen.sig;
+        let approved = tss_esapi::structures::Digest::try_from(chosen.pol.as_bytes().to_vec())
+            .map_err(structure("conversion"))?;
         let key_public = tss_esapi::structures::Public::unmarshall(a.public_area)
             .map_err(structure("PCR public key"))?;
         // Owner hierarchy: a key loaded in the Null hierarchy yields a NULL ticket.
@@ -1386,16 +1785,7 @@ impl Tpm {
                 .ctx
                 .tr_get_name(key.into())
                 .map_err(cmd_err("TR_GetName"))?;
-            let a_hash = crate::policy::authorize_signed_hash(
-                &Digest::new(HashAlg::Sha256, approved.value().to_vec()).map_err(|source| {
-                    TpmError::DigestLength {
-                        bank: HashAlg::Sha256,
-                        pcr: u32::MAX,
-                        source,
-                    }
-                })?,
-                b"",
-            );
+            let a_hash = crate::policy::authorize_signed_hash(&chosen.pol, b"");
             let sig = RsaSignature::create(
                 HashingAlgorithm::Sha256,
                 PublicKeyRsa::try_from(sig.clone()).map_err(structure("conversion"))?,

@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod generate;
+mod policy_cmd;
 mod refvals_cmd;
 mod signing;
 mod snp_cmd;
@@ -71,6 +72,10 @@ enum Cmd {
     /// The TPM: the SRK's public area for offline sealing.
     #[command(subcommand)]
     Tpm(tpm_cmd::TpmCmd),
+    /// The epoch counter signed PCR policies are bound to: define, bump (revoke older
+    /// signatures), show.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// AMD SEV/SEV-ES/SEV-SNP: launch digests of OVMF guests.
     #[command(subcommand)]
     Snp(snp_cmd::SnpCmd),
@@ -404,6 +409,8 @@ enum MeasureCmd {
         /// Merge into this existing .pcrsig JSON.
         #[arg(long)]
         append: Option<PathBuf>,
+        #[command(flatten)]
+        epoch: policy_cmd::EpochArgs,
         /// JSON output (short unless stdout is a terminal).
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
@@ -422,6 +429,8 @@ enum MeasureCmd {
         /// Merge into this existing JSON.
         #[arg(long)]
         append: Option<PathBuf>,
+        #[command(flatten)]
+        epoch: policy_cmd::EpochArgs,
         /// JSON output (short unless stdout is a terminal).
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pretty", require_equals = true)]
         json: Option<JsonMode>,
@@ -684,6 +693,8 @@ struct BuildArgs {
     /// offline signing; needs one --pcr-public-key or --pcr-certificate (ukify 258).
     #[arg(long = "policy-digest", conflicts_with = "pcr_private_key")]
     policy_digest: bool,
+    #[command(flatten)]
+    epoch: policy_cmd::EpochArgs,
     /// A UKI built with --policy-digest to attach --pcrsig to (ukify 258); the signatures are
     /// checked against its predicted PCR 11 policies and its .pcrpkey first.
     #[arg(long = "join-pcrsig", requires = "pcrsig")]
@@ -889,32 +900,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             private_key: Some(private_key),
             public_key,
             append,
+            epoch,
             json,
             prepare: false,
         }) => {
             let key = signing::pcr_signer(&private_key, public_key.as_deref())?;
             let pred = predict_parts(&parts)?;
-            let sigs = bootchain::measure::sign_policies(&pred, &*key)?;
+            let sigs =
+                bootchain::measure::sign_policies_bound(&pred, &*key, epoch.binding()?.as_ref())?;
             print_merged_policies(sigs, append.as_deref(), json)
         }
         Cmd::Measure(MeasureCmd::Sign {
             parts,
             public_key,
             append,
+            epoch,
             json,
             ..
-        }) => policy_digest_cmd(&parts, public_key.as_deref(), append.as_deref(), json),
+        }) => policy_digest_cmd(
+            &parts,
+            public_key.as_deref(),
+            append.as_deref(),
+            json,
+            epoch.binding()?.as_ref(),
+        ),
         Cmd::Measure(MeasureCmd::PolicyDigest {
             parts,
             public_key,
             certificate,
             append,
+            epoch,
             json,
         }) => policy_digest_cmd(
             &parts,
             public_key.or(certificate).as_deref(),
             append.as_deref(),
             json,
+            epoch.binding()?.as_ref(),
         ),
         Cmd::Pcr(PcrCmd::Predict {
             uki,
@@ -1029,6 +1051,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Unseal(a) => tpm_cmd::unseal(a),
         Cmd::Luks(c) => tpm_cmd::luks(c),
         Cmd::Tpm(c) => tpm_cmd::tpm(c),
+        Cmd::Policy(c) => policy_cmd::policy(c),
         Cmd::Snp(c) => snp_cmd::snp(c),
         Cmd::ReferenceValues(a) => refvals_cmd::reference_values(*a),
         Cmd::Attest(AttestCmd::Verify(a)) => attest_verify(*a),
@@ -1348,6 +1371,9 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
         bail!("--pcr-public-key needs --pcr-private-key (or --policy-digest)");
     }
     let mut b = UkiBuilder::new();
+    if let Some(nv) = a.epoch.binding()? {
+        b = b.bind_pcr_policies(nv);
+    }
     if let Some(t) = bootchain::uki::source_date_epoch()? {
         b = b.timestamp(t);
     }
@@ -1554,6 +1580,7 @@ fn policy_digest_cmd(
     public: Option<&std::path::Path>,
     append: Option<&std::path::Path>,
     json: Option<JsonMode>,
+    nv: Option<&bootchain::policy::NvEpoch>,
 ) -> Result<ExitCode> {
     let key = match public {
         Some(p) => Some(bootchain::measure::rsa_public_key_from_pem(
@@ -1562,7 +1589,7 @@ fn policy_digest_cmd(
         None => None,
     };
     let pred = predict_parts(parts)?;
-    let sigs = bootchain::measure::policy_digests(&pred, key.as_ref())?;
+    let sigs = bootchain::measure::policy_digests_bound(&pred, key.as_ref(), nv)?;
     print_merged_policies(sigs, append, json)
 }
 

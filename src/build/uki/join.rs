@@ -18,7 +18,7 @@ use serde::Serialize;
 use x509_cert::Certificate;
 
 use super::{pcrsig_text, Layout};
-use crate::hash::{Digest, HashAlg};
+use crate::hash::HashAlg;
 use crate::measure::{self, MeasureError, PcrSigVerifyError, PcrSignatures, Phase, StubRules};
 use crate::pe::{self, PeHeaders, SECTION_HEADER_LEN};
 use crate::sign::{SignError, SignOptions};
@@ -227,11 +227,7 @@ pub fn join_pcrsig(
     // What the UKI lists must be its own policies too (its .pcrsig is not measured).
     for (bank, entries) in &listed {
         for e in entries {
-            let ok = Digest::from_hex(HashAlg::Sha256, &e.pol).is_ok_and(|d| {
-                predicted
-                    .iter()
-                    .any(|(b, pols)| b == bank && pols.contains(&d))
-            });
+            let ok = e.is_predicted(*bank, &predicted).unwrap_or(false);
             if !ok {
                 return Err(PcrSigVerifyError::OtherPolicy {
                     bank: *bank,

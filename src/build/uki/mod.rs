@@ -410,6 +410,7 @@ pub struct UkiBuilder {
     signer: Option<(Box<dyn Signer>, Certificate, SignOptions)>,
     pcr_signers: Vec<PcrPolicySigner>,
     policy_digests: Option<PcrPolicyDigests>,
+    policy_nv: Option<crate::policy::NvEpoch>,
     measure: Option<(Vec<HashAlg>, Vec<Phase>)>,
     sign_kernel: Option<bool>,
 }
@@ -672,6 +673,14 @@ impl UkiBuilder {
     /// [`UkiError::PolicyDigestWithKey`] if a signer is given too (ukify refuses both).
     pub fn pcr_policy_digests(mut self, d: PcrPolicyDigests) -> Self {
         self.policy_digests = Some(d);
+        self
+    }
+
+    /// Bind the signed (or printed) PCR 11 policies to an epoch counter: each approves
+    /// PolicyPCR ∧ PolicyNV(counter ≤ epoch) ([`crate::policy::NvEpoch`]), so bumping the
+    /// counter revokes them.
+    pub fn bind_pcr_policies(mut self, nv: crate::policy::NvEpoch) -> Self {
+        self.policy_nv = Some(nv);
         self
     }
 
@@ -1499,8 +1508,12 @@ impl UkiBuilder {
         {
             let prediction = measure::predict_pcr11(sections, Some(rules), banks, phases);
             let sigs = match key {
-                Some(k) => measure::sign_policies(&prediction, k),
-                None => measure::policy_digests(&prediction, Some(&public)),
+                Some(k) => measure::sign_policies_bound(&prediction, k, self.policy_nv.as_ref()),
+                None => measure::policy_digests_bound(
+                    &prediction,
+                    Some(&public),
+                    self.policy_nv.as_ref(),
+                ),
             }
             .map_err(UkiError::Measure)?;
             merge_signatures(&mut all, sigs);
