@@ -444,7 +444,7 @@ fn seal_and_luks_bad_input() {
     std::fs::write(&not_luks, vec![0u8; 1 << 20]).unwrap();
     expect_failure(
         bin().args(["luks", "list"]).arg(&not_luks),
-        "is not a valid LUKS device",
+        "no LUKS2 header",
         &e.out,
         &[],
     );
