@@ -497,5 +497,20 @@ mod tests {
             ParentPublic::from_tpm2b_public(&b),
             Err(ImportError::NotStorageKey)
         ));
+        // A storage key usable only through a policy that is not the endorsement key's: the
+        // unseal side could not authorize Import under it.
+        let mut t = vec![0x00, 0x23, 0x00, 0x0B];
+        t.extend_from_slice(
+            &(ATTR_RESTRICTED | ATTR_DECRYPT | ATTR_FIXED_TPM | ATTR_ADMIN_WITH_POLICY)
+                .to_be_bytes(),
+        );
+        t.extend_from_slice(&[0, 32]);
+        t.extend_from_slice(&[0x11; 32]);
+        let mut b = (t.len() as u16).to_be_bytes().to_vec();
+        b.extend_from_slice(&t);
+        assert!(matches!(
+            ParentPublic::from_tpm2b_public(&b),
+            Err(ImportError::Unsupported(m)) if m.contains("endorsement key")
+        ));
     }
 }
