@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (id, slot) = token::enroll_luks(&mut tpm, &luks, key_file.as_ref(), &req)?;
     println!("token {id} for keyslot {slot}");
-    let unlocked = token::unlock_luks(&mut tpm, &luks, Some(id), None, None)?;
+    let unlocked = token::unlock_luks(&mut tpm, &luks, Some(id), &Default::default())?;
     luks.test_passphrase(unlocked.keyslot, unlocked.passphrase.as_bytes())?;
     println!("keyslot {slot} opens with the unsealed passphrase");
     Ok(())

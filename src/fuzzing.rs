@@ -141,8 +141,18 @@ const FUZZ_PIN: &[u8] = b"1234";
 /// Every check `unlock` makes on a systemd-tpm2 token before the TPM.
 fn prepare_token(t: &crate::token::SystemdTpm2Token) {
     let sigs = crate::measure::PcrSignatures::new();
-    let _ = crate::token::prepare(t, Some(&sigs), Some(FUZZ_PIN));
-    let _ = crate::token::prepare(t, None, None);
+    // systemd-pcrlock 257's policy file, so pcrlock tokens get as far as they can.
+    let pcrlock = crate::pcrlock::PcrlockPolicy::from_json(include_bytes!(
+        "../test-vectors/pcrlock/policy-pcr12-pcr13.json"
+    ))
+    .ok();
+    let with = crate::seal::UnsealOptions {
+        signatures: Some(&sigs),
+        pin: Some(FUZZ_PIN),
+        pcrlock: pcrlock.as_ref(),
+    };
+    let _ = crate::token::prepare(t, &with);
+    let _ = crate::token::prepare(t, &crate::seal::UnsealOptions::default());
 }
 
 #[cfg(feature = "tpm")]
@@ -152,6 +162,7 @@ fn prepare_envelope(env: &crate::seal::Envelope) {
     let with = crate::seal::UnsealOptions {
         signatures: Some(&sigs),
         pin: Some(FUZZ_PIN),
+        pcrlock: None,
     };
     let _ = crate::seal::prepare_unseal(env, &with);
     let _ = crate::seal::prepare_unseal(env, &crate::seal::UnsealOptions::default());
@@ -168,6 +179,11 @@ pub fn token(data: &[u8]) {
         return;
     };
     let _ = crate::token::token_policy_pcrs(&v);
+    // systemd-pcrlock's policy file (read from /run or /var/lib in the initramfs).
+    if let Ok(p) = crate::pcrlock::PcrlockPolicy::from_json(data) {
+        let _ = p.super_pcr();
+        let _ = p.nv_name();
+    }
     let Ok(t) = crate::token::SystemdTpm2Token::from_json(&v) else {
         return;
     };

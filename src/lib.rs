@@ -48,8 +48,8 @@ pub use base::{efi, error, fsutil, hash, pcr};
 #[cfg(feature = "build")]
 pub use build::uki;
 pub use formats::{
-    authenticode, ccel, eventlog, keys, ovmf, pe, pkcs11, policy, quote, sign, signer, tpm_import,
-    ukiread,
+    authenticode, ccel, eventlog, keys, ovmf, pcrlock, pe, pkcs11, policy, quote, sign, signer,
+    tpm_import, ukiread,
 };
 #[cfg(feature = "build")]
 pub use formats::{genkey, hwids};

@@ -35,6 +35,7 @@ fn unseal(t: &mut Tpm, env: &Envelope, sigs: &PcrSignatures) -> Result<Vec<u8>, 
         &UnsealOptions {
             signatures: Some(sigs),
             pin: None,
+            pcrlock: None,
         },
     )
     .map(|k| k.to_vec())
@@ -346,6 +347,46 @@ fn commands_and_initramfs_unseal() {
     assert_eq!(out.stdout, key1);
 }
 
+/// `systemd-pcrlock make-policy` 257 (trixie chroot) against the swtpm at `tcti` for `pcrs`,
+/// with the components in `dir/comp` and the firmware log `dir/eventlog.bin`: writes
+/// `dir/policy.json` and NV index 0x01800c00.
+fn make_policy(dir: &std::path::Path, tcti: &str, pcrs: &str) {
+    run_ok(&mut trixie_tools(
+        dir,
+        &[
+            ("SYSTEMD_TPM2_DEVICE", tcti),
+            ("SYSTEMD_MEASURE_LOG_FIRMWARE", "/w/eventlog.bin"),
+        ],
+        &[
+            "/usr/lib/systemd/systemd-pcrlock",
+            "make-policy",
+            &format!("--pcr={pcrs}"),
+            "--components=/w/comp",
+            "--policy=/w/policy.json",
+            "--recovery-pin=hide",
+            "--nv-index=0x01800c00",
+        ],
+    ));
+}
+
+/// A LUKS2 image in `dir` with a token `systemd-cryptenroll` 257 `--tpm2-pcrlock` binds to
+/// `dir/policy.json`.
+fn enroll_pcrlock(dir: &std::path::Path, tcti: &str) -> std::path::PathBuf {
+    let (img, _) = luks_image(dir);
+    run_ok(&mut trixie_tools(
+        dir,
+        &[],
+        &[
+            "systemd-cryptenroll",
+            "--unlock-key-file=/w/pass",
+            &format!("--tpm2-device={tcti}"),
+            "--tpm2-pcrlock=/w/policy.json",
+            "/w/disk.img",
+        ],
+    ));
+    img
+}
+
 /// systemd-pcrlock 257 `make-policy` (Debian 13 chroot, `scripts/trixie-tools`) driven against
 /// swtpm (`SYSTEMD_TPM2_DEVICE=swtpm:…`, the firmware log from `SYSTEMD_MEASURE_LOG_FIRMWARE`):
 /// without `.pcrlock` components its policy predicts no PCRs and writes the zero policy to its
@@ -365,22 +406,7 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     std::fs::create_dir(d.path().join("comp")).unwrap();
     let sw = Swtpm::start();
     let tcti = sw.tcti();
-    run_ok(&mut trixie_tools(
-        d.path(),
-        &[
-            ("SYSTEMD_TPM2_DEVICE", &tcti),
-            ("SYSTEMD_MEASURE_LOG_FIRMWARE", "/w/eventlog.bin"),
-        ],
-        &[
-            "/usr/lib/systemd/systemd-pcrlock",
-            "make-policy",
-            "--pcr=7",
-            "--components=/w/comp",
-            "--policy=/w/policy.json",
-            "--recovery-pin=hide",
-            "--nv-index=0x01800c00",
-        ],
-    ));
+    make_policy(d.path(), &tcti, "7");
     let p: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("policy.json")).unwrap()).unwrap();
     assert_eq!(p["nvIndex"], 0x0180_0c00);
@@ -404,18 +430,7 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     // systemd-cryptenroll 257 --tpm2-pcrlock enrolls a token bound to that index;
     // `bootchain luks unlock` opens it (PolicyAuthorizeNV in the unseal session), and names
     // the index once it is deleted.
-    let (img, _) = luks_image(d.path());
-    run_ok(&mut trixie_tools(
-        d.path(),
-        &[],
-        &[
-            "systemd-cryptenroll",
-            "--unlock-key-file=/w/pass",
-            &format!("--tpm2-device={tcti}"),
-            "--tpm2-pcrlock=/w/policy.json",
-            "/w/disk.img",
-        ],
-    ));
+    let img = enroll_pcrlock(d.path(), &tcti);
     let unlock = || {
         run(std::process::Command::new(bootchain_bin())
             .env("BOOTCHAIN_TCTI", &tcti)
@@ -434,6 +449,219 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("the policy NV index 0x01800c00 does not exist"),
+        "{err}"
+    );
+}
+
+/// The sb-on firmware log with one more event: `data` measured into `pcr` (EV_IPL) in every
+/// bank of the log; the same digests are extended into swtpm so log and TPM agree.
+fn log_with_event(sw: &Swtpm, pcr: u32, data: &[u8]) -> Vec<u8> {
+    let mut log = std::fs::read(repo_root().join("test-vectors/boots/sb-on/eventlog.bin")).unwrap();
+    let parsed = bootchain::eventlog::EventLog::parse(&log).unwrap();
+    let banks: Vec<HashAlg> = parsed
+        .spec_id
+        .algorithms
+        .iter()
+        .map(|a| HashAlg::from_tpm_alg_id(a.alg_id).unwrap())
+        .collect();
+    log.extend_from_slice(&pcr.to_le_bytes());
+    log.extend_from_slice(&0x0Du32.to_le_bytes());
+    log.extend_from_slice(&(banks.len() as u32).to_le_bytes());
+    let mut extend = Vec::new();
+    for b in &banks {
+        log.extend_from_slice(&b.tpm_alg_id().to_le_bytes());
+        let d = b.digest(data);
+        log.extend_from_slice(d.as_bytes());
+        extend.push(format!("{b}={}", d.to_hex()));
+    }
+    log.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    log.extend_from_slice(data);
+    run_ok(
+        sw.tool("tpm2_pcrextend")
+            .arg(format!("{pcr}:{}", extend.join(","))),
+    );
+    log
+}
+
+/// systemd-pcrlock 257 `make-policy` over predicted PCRs, against swtpm: the firmware log has
+/// one event in PCR 12 that a `.pcrlock` component with two variants (`lock-raw` of "a" and
+/// "b") recognizes, so pcrlock predicts two values for PCR 12 and one (nothing measured) for
+/// PCR 13. The digest it writes to its NV index is the super-PCR policy bootchain computes
+/// from `pcrlock.json`; a `systemd-cryptenroll --tpm2-pcrlock` token unlocks with
+/// `bootchain luks unlock` and `bootchain-unseal` given that file, and — like a token of
+/// systemd 255/256, which does not name the index — through the library. Without the file,
+/// with a PCR outside the prediction, or with a forged file, the reason is named.
+#[test]
+fn pcrlock_policy_over_predicted_pcrs_unlocks() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let sw = Swtpm::start();
+    let tcti = sw.tcti();
+    std::fs::write(w.join("eventlog.bin"), log_with_event(&sw, 12, b"a")).unwrap();
+    let comp = w.join("comp/250-test.pcrlock.d");
+    std::fs::create_dir_all(&comp).unwrap();
+    for v in ["a", "b"] {
+        std::fs::write(w.join(v), v).unwrap();
+        run_ok(&mut trixie_tools(
+            w,
+            &[],
+            &[
+                "/usr/lib/systemd/systemd-pcrlock",
+                "lock-raw",
+                "--pcr=12",
+                &format!("--pcrlock=/w/comp/250-test.pcrlock.d/{v}.pcrlock"),
+                &format!("/w/{v}"),
+            ],
+        ));
+    }
+    make_policy(w, &tcti, "12,13");
+    let policy_file = w.join("policy.json");
+    let file = bootchain::pcrlock::PcrlockPolicy::load(&policy_file).unwrap();
+    let sp = file.super_pcr().unwrap();
+    assert_eq!(
+        sp.single.iter().map(|(p, _)| p.get()).collect::<Vec<_>>(),
+        [13]
+    );
+    assert_eq!(sp.or_steps.len(), 1);
+    assert_eq!(sp.or_steps[0].pcr.get(), 12);
+    assert_eq!(sp.or_steps[0].values.len(), 2);
+    // The NV index holds a TPMT_HA: SHA-256, then the super-PCR digest.
+    let held = sw
+        .tool("tpm2_nvread")
+        .args(["-C", "o", "0x01800c00"])
+        .output()
+        .unwrap();
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert_eq!(&held.stdout[..2], &[0x00, 0x0b]);
+    assert_eq!(&held.stdout[2..], sp.digest.as_bytes());
+    let mut t = Tpm::open(&tcti).unwrap();
+    assert_eq!(t.nv_name(0x0180_0c00).unwrap(), Some(file.nv_name()));
+    drop(t);
+
+    let img = enroll_pcrlock(w, &tcti);
+    let unlock = |policy: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(bootchain_bin());
+        c.env("BOOTCHAIN_TCTI", &tcti)
+            .args(["luks", "unlock", "--passphrase-output"])
+            .arg(w.join("passphrase"))
+            .arg(&img);
+        if let Some(p) = policy {
+            c.arg("--pcrlock-policy").arg(p);
+        }
+        run(&mut c)
+    };
+    let out = unlock(Some(&policy_file));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passphrase = std::fs::read(w.join("passphrase")).unwrap();
+    run_ok(
+        std::process::Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file", "-"])
+            .arg(&img)
+            .stdin(std::fs::File::open(w.join("passphrase")).unwrap()),
+    );
+
+    // bootchain-unseal, as in the initramfs (without locking, so the TPM stays as it is).
+    let out = run(
+        std::process::Command::new(bootchain_bin().with_file_name("bootchain-unseal"))
+            .args(["--tcti", &tcti, "--no-lock", "--pcrlock-policy"])
+            .arg(&policy_file)
+            .arg("--luks")
+            .arg(&img),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, passphrase);
+
+    // A token of systemd 255/256 does not name the index (no tpm2_pcrlock_nv): pcrlock.json
+    // does. Through the library, with and without the file.
+    let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
+    let (_, v) = md
+        .tokens_of_type(bootchain::token::TOKEN_TYPE)
+        .next()
+        .unwrap();
+    let mut old = v.clone();
+    old.as_object_mut().unwrap().remove("tpm2_pcrlock_nv");
+    let old = bootchain::token::SystemdTpm2Token::from_json(&old).unwrap();
+    let mut t = Tpm::open(&tcti).unwrap();
+    let opts = UnsealOptions {
+        pcrlock: Some(&file),
+        ..Default::default()
+    };
+    let secret = bootchain::token::unseal(&mut t, &old, &opts).unwrap();
+    assert_eq!(bootchain::token::passphrase(&secret).as_bytes(), passphrase);
+    let e = bootchain::token::unseal(&mut t, &old, &UnsealOptions::default()).unwrap_err();
+    assert!(
+        bootchain::error::Chain(&e)
+            .to_string()
+            .contains("named only in pcrlock.json"),
+        "{}",
+        bootchain::error::Chain(&e)
+    );
+    drop(t);
+
+    let no_default = bootchain::pcrlock::DEFAULT_PATHS
+        .iter()
+        .all(|p| !std::path::Path::new(p).exists());
+    if no_default {
+        let out = unlock(None);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("NV index 0x01800c00 predicts PCR values")
+                && err.contains("needs the pcrlock.json"),
+            "{err}"
+        );
+    }
+
+    // A forged pcrlock.json that predicts the PCR's current value gets past the PCR check and
+    // PolicyOR, but the TPM compares the session with the NV index: refused, named.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&policy_file).unwrap()).unwrap();
+    let cur12 = {
+        let mut t = Tpm::open(&tcti).unwrap();
+        t.read_pcrs(&[(HashAlg::Sha256, 12)]).unwrap()[&(HashAlg::Sha256, 12)].to_hex()
+    };
+    forged["pcrValues"][0]["values"][1] = "11".repeat(32).into();
+    forged["pcrValues"][0]["values"][0] = cur12.into();
+    forged["pcrValues"][1]["values"][0] = "22".repeat(32).into();
+    let forged_file = w.join("forged.json");
+    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let out = unlock(Some(&forged_file));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PCR 13 (sha256) is 0000"), "{err}");
+    forged["pcrValues"][1]["values"][0] = "00".repeat(32).into();
+    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let out = unlock(Some(&forged_file));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not the one pcrlock.json describes"),
+        "{err}"
+    );
+
+    // This boot measures something pcrlock did not predict into PCR 12: named.
+    run_ok(
+        sw.tool("tpm2_pcrextend")
+            .arg(format!("12:sha256={}", "33".repeat(32))),
+    );
+    let out = unlock(Some(&policy_file));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PCR 12 (sha256) is ")
+            && err.contains("not among the 2 value(s) pcrlock.json predicts"),
         "{err}"
     );
 }

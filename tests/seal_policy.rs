@@ -50,6 +50,7 @@ fn unseal_with(
         &UnsealOptions {
             signatures: sigs,
             pin,
+            pcrlock: None,
         },
     )
 }

@@ -172,9 +172,20 @@ fn malformed_tokens_are_typed_errors() {
     }
 }
 
+/// An ESYS_TR serialization of an NV index as systemd 257 writes `tpm2_pcrlock_nv`, enough of
+/// it for bootchain (handle, then a TPM2B Name): the Name here is a placeholder.
+fn base64_esys_tr(index: u32) -> String {
+    use base64::Engine as _;
+    let mut b = index.to_be_bytes().to_vec();
+    b.extend_from_slice(&34u16.to_be_bytes());
+    b.extend_from_slice(&[0x00, 0x0b]);
+    b.extend_from_slice(&[0x5a; 32]);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 /// systemd 257's array-valued members: a single shard reads as the plain member (and
-/// unlocks as before); several shards and pcrlock policies are refused by name, not as
-/// malformed JSON or a policy mismatch.
+/// unlocks as before); several shards are refused by name, not as malformed JSON or a policy
+/// mismatch; pcrlock tokens of systemd 255–257 are read, and what they lack is named.
 #[test]
 fn sharded_and_pcrlock_tokens_of_257() {
     use bootchain::token::{TokenError, UnsupportedToken};
@@ -196,9 +207,45 @@ fn sharded_and_pcrlock_tokens_of_257() {
         }))
     ));
 
+    // A pcrlock token of systemd 255/256 names no index: it parses, and unsealing without
+    // pcrlock.json says that file is needed, before any TPM command (prepare).
     let mut lock = v.clone();
     lock["tpm2_pcrlock"] = serde_json::json!(true);
-    let e = SystemdTpm2Token::from_json(&lock).unwrap_err();
+    let old = SystemdTpm2Token::from_json(&lock).unwrap();
+    assert!(old.is_pcrlock());
+    assert_eq!(old.pcrlock_nv().unwrap(), None);
+    let e = bootchain::token::prepare(&old, &Default::default()).unwrap_err();
+    assert!(matches!(
+        e,
+        TokenError::Unsupported(UnsupportedToken::PcrlockWithoutPolicyFile)
+    ));
+    // With a pcrlock.json for another index than the token's, the mismatch is named.
+    let file = bootchain::pcrlock::PcrlockPolicy::from_json(
+        &std::fs::read(repo_root().join("test-vectors/pcrlock/policy-pcr12-pcr13.json")).unwrap(),
+    )
+    .unwrap();
+    let mut other = lock.clone();
+    other["tpm2_pcrlock_nv"] = serde_json::json!(base64_esys_tr(0x0180_0c01));
+    let other = SystemdTpm2Token::from_json(&other).unwrap();
+    let opts = bootchain::seal::UnsealOptions {
+        pcrlock: Some(&file),
+        ..Default::default()
+    };
+    let e = bootchain::token::prepare(&other, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TokenError::Unsupported(UnsupportedToken::PcrlockIndex {
+                file: 0x0180_0c00,
+                token: 0x0180_0c01
+            })
+        ),
+        "{e:?}"
+    );
+    // Combined with a signed policy: refused by name.
+    let mut signed = lock.clone();
+    signed["tpm2_pubkey"] = serde_json::json!("");
+    let e = SystemdTpm2Token::from_json(&signed).unwrap_err();
     assert!(matches!(
         e,
         TokenError::Unsupported(UnsupportedToken::Pcrlock)

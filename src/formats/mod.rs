@@ -13,6 +13,7 @@ pub mod genkey;
 pub mod hwids;
 pub mod keys;
 pub mod ovmf;
+pub mod pcrlock;
 pub mod pe;
 pub mod pkcs11;
 pub mod policy;

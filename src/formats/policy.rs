@@ -1,5 +1,5 @@
 //! TPM 2.0 policy digests computed in software (no TPM needed): PolicyPCR, PolicyAuthorize,
-//! PolicyAuthValue, PolicyNV, PolicyAuthorizeNV, the TPM Name of an external RSA public key
+//! PolicyAuthValue, PolicyNV, PolicyOR, PolicyAuthorizeNV, the TPM Name of an external RSA public key
 //! and of an NV index, and the epoch binding of signed policies ([`NvEpoch`]).
 //!
 //! Formulas: TPM 2.0 Part 3 §23 ("Enhanced Authorization"): a policy command extends the
@@ -20,6 +20,8 @@ pub const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
 pub const TPM_CC_POLICY_AUTH_VALUE: u32 = 0x0000_016B;
 /// TPM_CC_PolicyNV.
 pub const TPM_CC_POLICY_NV: u32 = 0x0000_0149;
+/// TPM_CC_PolicyOR.
+pub const TPM_CC_POLICY_OR: u32 = 0x0000_0171;
 /// TPM_CC_PolicyAuthorizeNV.
 pub const TPM_CC_POLICY_AUTHORIZE_NV: u32 = 0x0000_0192;
 /// TPM_EO_UNSIGNED_LE (Part 2 §6.8): `A <= B`, unsigned, A the NV contents.
@@ -306,6 +308,18 @@ pub fn policy_nv(
     h.update(&TPM_CC_POLICY_NV.to_be_bytes());
     h.update(args.as_bytes());
     h.update(nv_name);
+    h.finalize()
+}
+
+/// PolicyOR (Part 3 §23.6): the digest is reset, then
+/// `H(0 || TPM_CC_PolicyOR || branch digests, concatenated in list order)`.
+pub fn policy_or(branches: &[Digest]) -> Digest {
+    let mut h = HashAlg::Sha256.hasher();
+    h.update(zero_policy().as_bytes());
+    h.update(&TPM_CC_POLICY_OR.to_be_bytes());
+    for b in branches {
+        h.update(b.as_bytes());
+    }
     h.finalize()
 }
 

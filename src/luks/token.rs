@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::hash::{Digest, HashAlg};
-use crate::measure::PcrSignatures;
 use crate::policy;
 use crate::seal::{signature_candidates, RequestError, SealError, SealRequest, Sealer};
 use crate::tpm::{
@@ -58,10 +57,27 @@ pub enum UnsupportedToken {
         /// How many entries it has.
         shards: usize,
     },
-    /// A systemd-pcrlock policy (PolicyAuthorizeNV over the pcrlock NV index) without the
-    /// index in `tpm2_pcrlock_nv` (systemd < 257), or combined with a signed policy.
-    #[error("the token uses a systemd-pcrlock policy (tpm2_pcrlock) without tpm2_pcrlock_nv or together with a signed policy, which bootchain does not evaluate")]
+    /// A systemd-pcrlock policy (PolicyAuthorizeNV over the pcrlock NV index) combined with
+    /// a signed policy.
+    #[error("the token combines a systemd-pcrlock policy (tpm2_pcrlock) with a signed policy (tpm2_pubkey), which bootchain does not evaluate")]
     Pcrlock,
+    /// A systemd-pcrlock token of systemd 255/256 names its NV index only in `pcrlock.json`,
+    /// and none was given.
+    #[error("the token uses a systemd-pcrlock policy whose NV index is named only in pcrlock.json (systemd 255/256 write no tpm2_pcrlock_nv), and no pcrlock.json was found in {}", crate::pcrlock::DEFAULT_PATHS.join(", "))]
+    PcrlockWithoutPolicyFile,
+    /// The `pcrlock.json` given is for another NV index than the token's.
+    #[error(
+        "pcrlock.json is for NV index {file:#010x}, the token's policy is bound to {token:#010x}"
+    )]
+    PcrlockIndex {
+        /// The index in `pcrlock.json`.
+        file: u32,
+        /// The index in `tpm2_pcrlock_nv`.
+        token: u32,
+    },
+    /// The `pcrlock.json` given cannot be used.
+    #[error("the pcrlock.json given cannot be used")]
+    PcrlockPolicy(#[source] crate::pcrlock::PcrlockError),
 }
 
 /// Errors with tokens.
@@ -296,9 +312,7 @@ impl SystemdTpm2Token {
     /// pcrlock policies are refused with [`UnsupportedToken`] before anything else.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenError> {
         let mut v = v.clone();
-        if v.get("tpm2_pcrlock").and_then(serde_json::Value::as_bool) == Some(true)
-            && (v.get("tpm2_pcrlock_nv").is_none() || v.get("tpm2_pubkey").is_some())
-        {
+        if is_pcrlock_json(&v) && v.get("tpm2_pubkey").is_some() {
             return Err(UnsupportedToken::Pcrlock.into());
         }
         for member in ["tpm2-blob", "tpm2-policy-hash"] {
@@ -328,15 +342,19 @@ impl SystemdTpm2Token {
         Ok(t)
     }
 
-    /// systemd-pcrlock's NV index (handle, Name) from `tpm2_pcrlock_nv` (systemd 257: the
-    /// index's ESYS_TR serialization), for a token with `tpm2_pcrlock`.
-    pub fn pcrlock_nv(&self) -> Result<Option<(u32, Vec<u8>)>, TokenError> {
-        if self
-            .other
+    /// Whether the token's policy is systemd-pcrlock's (`tpm2_pcrlock`).
+    pub fn is_pcrlock(&self) -> bool {
+        self.other
             .get("tpm2_pcrlock")
             .and_then(serde_json::Value::as_bool)
-            != Some(true)
-        {
+            == Some(true)
+    }
+
+    /// systemd-pcrlock's NV index (handle, Name) from `tpm2_pcrlock_nv` (systemd 257: the
+    /// index's ESYS_TR serialization), for a token with `tpm2_pcrlock`; `None` for other
+    /// tokens and for pcrlock tokens of systemd 255/256, which do not record it.
+    pub fn pcrlock_nv(&self) -> Result<Option<(u32, Vec<u8>)>, TokenError> {
+        if !self.is_pcrlock() {
             return Ok(None);
         }
         let Some(text) = self
@@ -344,7 +362,7 @@ impl SystemdTpm2Token {
             .get("tpm2_pcrlock_nv")
             .and_then(serde_json::Value::as_str)
         else {
-            return Err(UnsupportedToken::Pcrlock.into());
+            return Ok(None);
         };
         let raw = B64.decode(text).map_err(|source| MalformedToken::Base64 {
             field: "tpm2_pcrlock_nv",
@@ -560,6 +578,7 @@ pub struct PreparedToken {
     expected: Digest,
     authorize: Option<(Vec<u8>, Vec<u32>)>,
     pcrlock_nv: Option<(u32, Vec<u8>)>,
+    super_pcr: Option<crate::pcrlock::SuperPcr>,
     candidates: Vec<crate::tpm::SignedPolicy>,
     auth: Option<Zeroizing<Vec<u8>>>,
 }
@@ -589,12 +608,44 @@ impl PreparedToken {
     }
 }
 
+/// systemd-pcrlock's NV index and the predictions its policy is over, for a pcrlock token:
+/// the index from `tpm2_pcrlock_nv` (systemd 257) or else from `pcrlock.json` (systemd
+/// 255/256), which must agree when both name one. Without `pcrlock.json` a 257 token can
+/// still unlock when the index holds the zero policy (no PCRs predicted).
+fn pcrlock_binding(
+    t: &SystemdTpm2Token,
+    file: Option<&crate::pcrlock::PcrlockPolicy>,
+) -> Result<PcrlockBinding, TokenError> {
+    if !t.is_pcrlock() {
+        return Ok((None, None));
+    }
+    let nv = match (t.pcrlock_nv()?, file) {
+        (Some((index, _)), Some(f)) if f.nv_index() != index => {
+            return Err(UnsupportedToken::PcrlockIndex {
+                file: f.nv_index(),
+                token: index,
+            }
+            .into())
+        }
+        (Some(nv), _) => nv,
+        (None, Some(f)) => (f.nv_index(), f.nv_name()),
+        (None, None) => return Err(UnsupportedToken::PcrlockWithoutPolicyFile.into()),
+    };
+    let super_pcr = file
+        .map(|f| f.super_pcr())
+        .transpose()
+        .map_err(UnsupportedToken::PcrlockPolicy)?;
+    Ok((Some(nv), super_pcr))
+}
+
+type PcrlockBinding = (Option<(u32, Vec<u8>)>, Option<crate::pcrlock::SuperPcr>);
+
 /// Check and decode token `t` for unsealing (see [`PreparedToken`]).
 pub fn prepare(
     t: &SystemdTpm2Token,
-    signatures: Option<&PcrSignatures>,
-    pin: Option<&[u8]>,
+    opts: &crate::seal::UnsealOptions<'_>,
 ) -> Result<PreparedToken, TokenError> {
+    let (signatures, pin) = (opts.signatures, opts.pin);
     let raw = B64
         .decode(&t.blob)
         .map_err(|source| MalformedToken::Base64 {
@@ -613,7 +664,7 @@ pub fn prepare(
         .transpose()
         .map_err(SealError::from)?;
     let signed_pcrs = t.pubkey_pcrs.clone().unwrap_or_default();
-    let pcrlock_nv = t.pcrlock_nv()?;
+    let (pcrlock_nv, super_pcr) = pcrlock_binding(t, opts.pcrlock)?;
     let candidates = match &key {
         Some(k) => {
             let sigs = signatures.ok_or(SealError::SignaturesRequired)?;
@@ -651,6 +702,7 @@ pub fn prepare(
         expected,
         authorize: area.map(|a| (a, signed_pcrs)),
         pcrlock_nv,
+        super_pcr,
         candidates,
         auth,
     })
@@ -662,12 +714,12 @@ pub fn prepare(
 pub fn unseal(
     tpm: &mut Tpm,
     t: &SystemdTpm2Token,
-    signatures: Option<&PcrSignatures>,
-    pin: Option<&[u8]>,
+    opts: &crate::seal::UnsealOptions<'_>,
 ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-    let p = prepare(t, signatures, pin)?;
+    let p = prepare(t, opts)?;
     let steps = PolicySteps {
         authorize_nv: p.pcrlock_nv.as_ref().map(|(i, n)| (*i, n.as_slice())),
+        super_pcr: p.super_pcr.as_ref(),
         authorize: p.authorize.as_ref().map(|(a, pcrs)| AuthorizeStep {
             public_area: a,
             bank: p.bank,
@@ -973,6 +1025,11 @@ pub struct Unlocked {
     pub policy_pcrs: Vec<u32>,
 }
 
+/// Whether a token's JSON says it is bound to a systemd-pcrlock policy.
+fn is_pcrlock_json(v: &serde_json::Value) -> bool {
+    v.get("tpm2_pcrlock").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
 /// Every PCR a `systemd-tpm2` or `bootchain-tpm2` token's policy covers, literal or signed;
 /// empty when the token does not say.
 pub fn token_policy_pcrs(v: &serde_json::Value) -> Vec<u32> {
@@ -1011,7 +1068,13 @@ pub fn token_policy_pcrs(v: &serde_json::Value) -> Vec<u32> {
 /// let mut tpm = bootchain::tpm::Tpm::open("device:/dev/tpmrm0")?;
 /// let luks = Luks::new("/dev/vda2".as_ref());
 /// let sigs = bootchain::measure::default_signatures()?; // the booted UKI's .pcrsig
-/// let u = bootchain::token::unlock_luks(&mut tpm, &luks, None, sigs.as_ref(), None)?;
+/// let opts = bootchain::seal::UnsealOptions {
+///     signatures: sigs.as_ref(),
+///     // systemd-pcrlock's policy file, for tokens enrolled with `--tpm2-pcrlock`.
+///     pcrlock: bootchain::pcrlock::default_policy()?.as_ref(),
+///     ..Default::default()
+/// };
+/// let u = bootchain::token::unlock_luks(&mut tpm, &luks, None, &opts)?;
 /// luks.test_passphrase(u.keyslot, u.passphrase.as_bytes())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -1019,8 +1082,7 @@ pub fn unlock_luks(
     tpm: &mut Tpm,
     luks: &crate::luks::Luks,
     token_id: Option<u32>,
-    signatures: Option<&PcrSignatures>,
-    pin: Option<&[u8]>,
+    opts: &crate::seal::UnsealOptions<'_>,
 ) -> Result<Unlocked, LuksTokenError> {
     let md = luks.metadata()?;
     let tokens: Vec<(u32, &serde_json::Value)> = md
@@ -1044,10 +1106,9 @@ pub fn unlock_luks(
     let mut reasons = Vec::new();
     for (id, v) in tokens {
         let r = if v.get("type").and_then(|t| t.as_str()) == Some(BOOTCHAIN_TOKEN_TYPE) {
-            let opts = crate::seal::UnsealOptions { signatures, pin };
-            unseal_envelope(tpm, v, &opts)
+            unseal_envelope(tpm, v, opts)
         } else {
-            SystemdTpm2Token::from_json(v).and_then(|t| unseal(tpm, &t, signatures, pin))
+            SystemdTpm2Token::from_json(v).and_then(|t| unseal(tpm, &t, opts))
         };
         match r {
             Ok(secret) => {
@@ -1059,8 +1120,17 @@ pub fn unlock_luks(
                         .and_then(|k| k.as_str())
                         .and_then(|k| k.parse().ok()),
                     passphrase: passphrase(&secret),
-                    policy_pcrs: token_policy_pcrs(v),
-                })
+                    policy_pcrs: {
+                        let mut pcrs = token_policy_pcrs(v);
+                        // A pcrlock token's PCRs are those of pcrlock.json's predictions.
+                        if let Some(f) = opts.pcrlock.filter(|_| is_pcrlock_json(v)) {
+                            pcrs.extend(f.prediction().keys().map(|p| p.get()));
+                            pcrs.sort_unstable();
+                            pcrs.dedup();
+                        }
+                        pcrs
+                    },
+                });
             }
             Err(e) => {
                 // A wrong PIN counts against the TPM's lockout: do not spend another try on the

@@ -637,6 +637,7 @@ impl std::fmt::Debug for UnsealOptions<'_> {
         f.debug_struct("UnsealOptions")
             .field("signatures", &self.signatures.map(|s| s.len()))
             .field("pin", &self.pin.map(|_| "<redacted>"))
+            .field("pcrlock", &self.pcrlock.map(|p| p.nv_index()))
             .finish()
     }
 }
@@ -888,6 +889,8 @@ pub struct UnsealOptions<'a> {
     pub signatures: Option<&'a PcrSignatures>,
     /// The PIN, for envelopes sealed with one.
     pub pin: Option<&'a [u8]>,
+    /// systemd-pcrlock's policy file, for `systemd-tpm2` tokens bound to a pcrlock policy.
+    pub pcrlock: Option<&'a crate::pcrlock::PcrlockPolicy>,
 }
 
 /// The signed-policy candidates of `sigs` for `key` over `pcrs` in `bank` (systemd's
@@ -966,6 +969,7 @@ impl PreparedUnseal {
     fn steps(&self) -> PolicySteps<'_> {
         PolicySteps {
             authorize_nv: None,
+            super_pcr: None,
             authorize: self
                 .authorize
                 .as_ref()
@@ -1259,6 +1263,7 @@ mod tests {
         let opts = UnsealOptions {
             signatures: None,
             pin: Some(b"secret-pin-4711"),
+            pcrlock: None,
         };
         let shown = format!("{opts:?}");
         assert!(

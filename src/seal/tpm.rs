@@ -529,6 +529,9 @@ impl SignedPolicy {
 pub struct PolicySteps<'a> {
     /// PolicyAuthorizeNV over this NV index (handle, Name): systemd-pcrlock's policy.
     pub authorize_nv: Option<(u32, &'a [u8])>,
+    /// The pcrlock predictions the NV index's policy is over (from `pcrlock.json`), replayed
+    /// before PolicyAuthorizeNV. Without them only an index holding the zero policy matches.
+    pub super_pcr: Option<&'a crate::pcrlock::SuperPcr>,
     /// PolicyAuthorize over a signed PolicyPCR.
     pub authorize: Option<AuthorizeStep<'a>>,
     /// PolicyPCR over literal values: bank and PCRs (empty: none).
@@ -541,6 +544,7 @@ impl std::fmt::Debug for PolicySteps<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicySteps")
             .field("authorize_nv", &self.authorize_nv)
+            .field("super_pcr", &self.super_pcr)
             .field("authorize", &self.authorize)
             .field("pcrs", &self.pcrs)
             .field("auth_value", &self.auth_value.map(|_| "<redacted>"))
@@ -628,11 +632,32 @@ pub enum UnsealError {
         /// The counter.
         counter: u64,
     },
-    /// systemd-pcrlock's NV index holds a policy over predicted PCR values.
-    #[error("the systemd-pcrlock policy in NV index {index:#010x} does not match this session: it predicts PCR values (a PolicyOR per PCR from pcrlock.json), which bootchain does not evaluate yet")]
-    PcrlockPrediction {
+    /// systemd-pcrlock's NV index holds a policy over predicted PCR values, and no
+    /// `pcrlock.json` with those predictions was given.
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} predicts PCR values: unlocking needs the pcrlock.json that `systemd-pcrlock make-policy` wrote (not found in {})", crate::pcrlock::DEFAULT_PATHS.join(", "))]
+    PcrlockPolicyFileNeeded {
         /// The index.
         index: u32,
+    },
+    /// The NV index holds another policy than the `pcrlock.json` given describes.
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} is not the one pcrlock.json describes (policy {expected}): `systemd-pcrlock make-policy` ran again; use the pcrlock.json it wrote")]
+    PcrlockStale {
+        /// The index.
+        index: u32,
+        /// The digest pcrlock.json gives.
+        expected: String,
+    },
+    /// A PCR holds a value the pcrlock policy does not predict.
+    #[error("PCR {pcr} ({bank}) is {actual}, which is not among the {predicted} value(s) pcrlock.json predicts for it: this boot differs from every boot systemd-pcrlock locked")]
+    PcrlockUnpredicted {
+        /// The PCR.
+        pcr: u32,
+        /// The bank.
+        bank: HashAlg,
+        /// Its value.
+        actual: String,
+        /// How many values were predicted.
+        predicted: usize,
     },
     /// The TPM rejected the signature (wrong key or corrupted signature).
     #[error("the TPM rejected the PCR policy signature: {0}")]
@@ -1375,7 +1400,10 @@ impl Tpm {
         use tss_esapi::interface_types::session_handles::PolicySession;
         let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
         if let Some((index, name)) = steps.authorize_nv {
-            self.policy_authorize_nv_step(ps, index, name)?;
+            if let Some(sp) = steps.super_pcr {
+                self.policy_super_pcr(ps, sp)?;
+            }
+            self.policy_authorize_nv_step(ps, index, name, steps.super_pcr)?;
         }
         if let Some(a) = &steps.authorize {
             self.policy_authorize(ps, a)?;
@@ -1499,15 +1527,81 @@ impl Tpm {
         }
     }
 
+    /// The super-PCR policy of systemd-pcrlock ([`crate::pcrlock`]): one PolicyPCR over the
+    /// PCRs with one predicted value, then PolicyPCR and PolicyOR for each PCR with several.
+    /// The PCRs are read first, so that a value outside the prediction is named
+    /// ([`UnsealError::PcrlockUnpredicted`]) rather than left to a failed PolicyOR.
+    fn policy_super_pcr(
+        &mut self,
+        ps: tss_esapi::interface_types::session_handles::PolicySession,
+        sp: &crate::pcrlock::SuperPcr,
+    ) -> Result<(), UnsealError> {
+        use tss_esapi::structures::{Digest as TssDigest, DigestList};
+        let which: Vec<(HashAlg, u32)> = sp
+            .single
+            .iter()
+            .map(|(p, _)| p.get())
+            .chain(sp.or_steps.iter().map(|o| o.pcr.get()))
+            .map(|p| (sp.bank, p))
+            .collect();
+        if which.is_empty() {
+            return Ok(());
+        }
+        let current = self.read_pcrs(&which)?;
+        let checks = sp
+            .single
+            .iter()
+            .map(|(p, v)| (*p, std::slice::from_ref(v)))
+            .chain(sp.or_steps.iter().map(|o| (o.pcr, o.values.as_slice())));
+        for (pcr, values) in checks {
+            let actual = current.get(&(sp.bank, pcr.get())).ok_or(TpmError::Data(
+                TpmDataError::NoValue {
+                    bank: sp.bank,
+                    pcr: pcr.get(),
+                },
+            ))?;
+            if !values.contains(actual) {
+                return Err(UnsealError::PcrlockUnpredicted {
+                    pcr: pcr.get(),
+                    bank: sp.bank,
+                    actual: actual.to_hex(),
+                    predicted: values.len(),
+                });
+            }
+        }
+        if !sp.single.is_empty() {
+            let pcrs: Vec<u32> = sp.single.iter().map(|(p, _)| p.get()).collect();
+            let (_, sel) = selection_list(sp.bank, &pcrs)?;
+            self.ctx
+                .policy_pcr(ps, Default::default(), sel)
+                .map_err(cmd_err("PolicyPCR"))?;
+        }
+        for o in &sp.or_steps {
+            let (_, sel) = selection_list(sp.bank, &[o.pcr.get()])?;
+            self.ctx
+                .policy_pcr(ps, Default::default(), sel)
+                .map_err(cmd_err("PolicyPCR"))?;
+            let mut list = DigestList::new();
+            for b in &o.branches {
+                list.add(TssDigest::try_from(b.as_bytes().to_vec()).map_err(structure("digest"))?)
+                    .map_err(structure("PolicyOR list"))?;
+            }
+            self.ctx.policy_or(ps, list).map_err(cmd_err("PolicyOR"))?;
+        }
+        Ok(())
+    }
+
     /// PolicyAuthorizeNV over systemd-pcrlock's index (read with owner authorization, empty,
-    /// as systemd does). Only a policy that predicts no PCRs (the index holds the zero
-    /// digest) can match a session bootchain starts; any other is reported as
-    /// [`UnsealError::PcrlockPrediction`].
+    /// as systemd does), after [`Self::policy_super_pcr`] when `super_pcr` is given. When the
+    /// TPM refuses, the index is read to say why: it holds a policy over predictions and none
+    /// were given ([`UnsealError::PcrlockPolicyFileNeeded`]), or not the one given
+    /// ([`UnsealError::PcrlockStale`]).
     fn policy_authorize_nv_step(
         &mut self,
         ps: tss_esapi::interface_types::session_handles::PolicySession,
         index: u32,
         name: &[u8],
+        super_pcr: Option<&crate::pcrlock::SuperPcr>,
     ) -> Result<(), UnsealError> {
         use tss_esapi::handles::AuthHandle;
         use tss_esapi::interface_types::resource_handles::NvAuth;
@@ -1526,13 +1620,17 @@ impl Tpm {
         let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
             return Ok(());
         };
-        match held {
-            Some(Ok(d))
-                if d.value()
-                    .get(2..)
-                    .is_some_and(|p| p.iter().any(|b| *b != 0)) =>
-            {
-                Err(UnsealError::PcrlockPrediction { index })
+        let Some(Ok(d)) = held else {
+            return Err(e.into());
+        };
+        let held = d.value().get(2..).unwrap_or_default();
+        match super_pcr {
+            Some(sp) if held != sp.digest.as_bytes() => Err(UnsealError::PcrlockStale {
+                index,
+                expected: sp.digest.to_hex(),
+            }),
+            None if held.iter().any(|b| *b != 0) => {
+                Err(UnsealError::PcrlockPolicyFileNeeded { index })
             }
             _ => Err(e.into()),
         }

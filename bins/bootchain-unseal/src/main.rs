@@ -16,6 +16,9 @@
 //!   --pcrsig FILE      signed PCR policies (default /run/systemd/tpm2-pcr-signature.json,
 //!                      then /.extra/tpm2-pcr-signature.json, where systemd-stub puts .pcrsig)
 //!   --pin-file FILE    PIN (else $BOOTCHAIN_PIN, else --ask-pin)
+//!   --pcrlock-policy FILE
+//!                      systemd-pcrlock's policy, for tokens enrolled with --tpm2-pcrlock
+//!                      (default /run/systemd/pcrlock.json, then /var/lib/systemd/pcrlock.json)
 //!   --ask-pin PROGRAM  ask for a PIN when one is needed: PROGRAM PROMPT prints it on stdout
 //!                      (/lib/cryptsetup/askpass, systemd-ask-password)
 //!   --token-id N       only this LUKS2 token
@@ -49,6 +52,7 @@ struct Opts {
     tcti: Option<String>,
     pcrsig: Option<PathBuf>,
     pin_file: Option<PathBuf>,
+    pcrlock: Option<PathBuf>,
     ask_pin: Option<PathBuf>,
     token_id: Option<u32>,
     output: Option<PathBuf>,
@@ -66,6 +70,7 @@ impl Default for Opts {
             tcti: None,
             pcrsig: None,
             pin_file: None,
+            pcrlock: None,
             ask_pin: None,
             token_id: None,
             output: None,
@@ -77,7 +82,7 @@ impl Default for Opts {
     }
 }
 
-const USAGE: &str = "usage: bootchain-unseal [--tcti T] [--pcrsig FILE] [--pin-file FILE] [--ask-pin PROGRAM] [--tpm-wait SECS] [--no-lock] [-o FILE] (ENVELOPE | --luks DEVICE [--token-id N]) | --lock";
+const USAGE: &str = "usage: bootchain-unseal [--tcti T] [--pcrsig FILE] [--pin-file FILE] [--pcrlock-policy FILE] [--ask-pin PROGRAM] [--tpm-wait SECS] [--no-lock] [-o FILE] (ENVELOPE | --luks DEVICE [--token-id N]) | --lock";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let mut o = Opts::default();
@@ -91,6 +96,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--tcti" => o.tcti = Some(value("--tcti")?),
             "--pcrsig" => o.pcrsig = Some(PathBuf::from(value("--pcrsig")?)),
             "--pin-file" => o.pin_file = Some(PathBuf::from(value("--pin-file")?)),
+            "--pcrlock-policy" => o.pcrlock = Some(PathBuf::from(value("--pcrlock-policy")?)),
             "--ask-pin" => o.ask_pin = Some(PathBuf::from(value("--ask-pin")?)),
             "--token-id" => {
                 let v = value("--token-id")?;
@@ -143,6 +149,21 @@ fn signatures(o: &Opts) -> Result<Option<PcrSignatures>, String> {
     .map_err(|e| chain(&e))
 }
 
+/// systemd-pcrlock's policy file: the one given must parse; a default one that does not is
+/// reported and skipped (only pcrlock tokens need it, and they then say what is missing).
+fn pcrlock(o: &Opts) -> Result<Option<bootchain::pcrlock::PcrlockPolicy>, String> {
+    use bootchain::pcrlock;
+    match &o.pcrlock {
+        Some(p) => pcrlock::PcrlockPolicy::load(p)
+            .map(Some)
+            .map_err(|e| chain(&e)),
+        None => Ok(pcrlock::default_policy().unwrap_or_else(|e| {
+            eprintln!("bootchain-unseal: ignoring {}", chain(&e));
+            None
+        })),
+    }
+}
+
 fn pin(o: &Opts) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     match &o.pin_file {
         Some(f) => bootchain::pin::read_pin_file(f).map(Some),
@@ -192,8 +213,7 @@ fn unseal_with(
     tpm: &mut Tpm,
     o: &Opts,
     env: Option<&bootchain::seal::Envelope>,
-    sigs: Option<&PcrSignatures>,
-    pin: Option<&[u8]>,
+    opts: &bootchain::seal::UnsealOptions<'_>,
 ) -> Result<Unsealed, Refusal> {
     match env {
         None => {
@@ -202,7 +222,7 @@ fn unseal_with(
                 .as_deref()
                 .ok_or(("no target".to_string(), false))?;
             let luks = bootchain::luks::Luks::new(target);
-            match bootchain::token::unlock_luks(tpm, &luks, o.token_id, sigs, pin) {
+            match bootchain::token::unlock_luks(tpm, &luks, o.token_id, opts) {
                 Ok(u) => Ok((
                     Zeroizing::new(u.passphrase.as_bytes().to_vec()),
                     u.policy_pcrs,
@@ -222,19 +242,13 @@ fn unseal_with(
                 }
             }
         }
-        Some(env) => {
-            let opts = bootchain::seal::UnsealOptions {
-                signatures: sigs,
-                pin,
-            };
-            match bootchain::seal::unseal(tpm, env, &opts) {
-                Ok(s) => Ok((s, env.policy_pcrs())),
-                Err(e) => {
-                    let pin_needed = matches!(e, bootchain::seal::SealError::PinRequired);
-                    Err((chain(&e), pin_needed))
-                }
+        Some(env) => match bootchain::seal::unseal(tpm, env, opts) {
+            Ok(s) => Ok((s, env.policy_pcrs())),
+            Err(e) => {
+                let pin_needed = matches!(e, bootchain::seal::SealError::PinRequired);
+                Err((chain(&e), pin_needed))
             }
-        }
+        },
     }
 }
 
@@ -243,6 +257,7 @@ struct Inputs {
     env: Option<bootchain::seal::Envelope>,
     sigs: Option<PcrSignatures>,
     pin: Option<Zeroizing<Vec<u8>>>,
+    pcrlock: Option<bootchain::pcrlock::PcrlockPolicy>,
 }
 
 fn inputs(o: &Opts) -> Result<Inputs, String> {
@@ -259,17 +274,24 @@ fn inputs(o: &Opts) -> Result<Inputs, String> {
         env,
         sigs: signatures(o)?,
         pin: pin(o)?,
+        pcrlock: if o.luks { pcrlock(o)? } else { None },
     })
 }
 
 fn attempt(tpm: &mut Tpm, o: &Opts, i: &Inputs) -> Outcome {
     let given = i.pin.as_ref().map(|p| p.as_slice());
-    match unseal_with(tpm, o, i.env.as_ref(), i.sigs.as_ref(), given) {
+    let mut opts = bootchain::seal::UnsealOptions {
+        signatures: i.sigs.as_ref(),
+        pin: given,
+        pcrlock: i.pcrlock.as_ref(),
+    };
+    match unseal_with(tpm, o, i.env.as_ref(), &opts) {
         Ok(r) => Ok(r),
         Err((_, true)) if given.is_none() && o.ask_pin.is_some() => {
             let program = o.ask_pin.as_deref().ok_or("no PIN program")?;
             let asked = ask_pin(program)?;
-            unseal_with(tpm, o, i.env.as_ref(), i.sigs.as_ref(), Some(&asked)).map_err(|(e, _)| e)
+            opts.pin = Some(&asked);
+            unseal_with(tpm, o, i.env.as_ref(), &opts).map_err(|(e, _)| e)
         }
         Err((e, _)) => Err(e),
     }

@@ -186,6 +186,10 @@ pub struct UnlockArgs {
     /// The PIN, from this file (trailing newline removed); else $BOOTCHAIN_PIN.
     #[arg(long = "pin-file")]
     pin_file: Option<PathBuf>,
+    /// systemd-pcrlock's policy file, for tokens enrolled with --tpm2-pcrlock. Default:
+    /// /run/systemd/pcrlock.json, else /var/lib/systemd/pcrlock.json.
+    #[arg(long = "pcrlock-policy")]
+    pcrlock_policy: Option<PathBuf>,
     /// TPM (default: BOOTCHAIN_TCTI, else device:/dev/tpmrm0).
     #[arg(long, env = "BOOTCHAIN_TCTI", default_value = bootchain::tpm::DEFAULT_TCTI)]
     tcti: String,
@@ -325,6 +329,23 @@ fn unlock_signatures(a: &UnlockArgs) -> Result<Option<PcrSignatures>> {
     })
 }
 
+/// systemd-pcrlock's policy file for unlocking: the one given (which must parse), else the
+/// first of the default paths that exists. A default file that does not parse is reported
+/// and skipped: only pcrlock tokens need it, and they then name what is missing.
+fn unlock_pcrlock(a: &UnlockArgs) -> Result<Option<bootchain::pcrlock::PcrlockPolicy>> {
+    use bootchain::pcrlock;
+    Ok(match &a.pcrlock_policy {
+        Some(p) => Some(pcrlock::PcrlockPolicy::load(p)?),
+        None => match pcrlock::default_policy() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("bootchain: ignoring {}", bootchain::error::Chain(&e));
+                None
+            }
+        },
+    })
+}
+
 /// The policy arguments as a library [`SealPlan`], from files only (checked before any TPM is
 /// opened); [`fill_from_tpm`] adds the rest.
 fn resolve_policy(a: &PolicyArgs) -> Result<SealPlan> {
@@ -458,6 +479,7 @@ pub fn unseal(a: UnsealArgs) -> Result<ExitCode> {
     let opts = bootchain::seal::UnsealOptions {
         signatures: sigs.as_ref(),
         pin: pin.as_ref().map(|p| p.as_slice()),
+        pcrlock: None,
     };
     let secret = bootchain::seal::unseal(&mut tpm, &env, &opts)?;
     write_secret(a.output.as_deref(), &secret)?;
@@ -527,14 +549,14 @@ pub fn luks(cmd: LuksCmd) -> Result<ExitCode> {
             let luks = Luks::new(&device);
             let sigs = unlock_signatures(&unlock)?;
             let pin = unlock_pin(&unlock)?;
+            let pcrlock = unlock_pcrlock(&unlock)?;
             let mut tpm = Tpm::open(&unlock.tcti)?;
-            let u = token::unlock_luks(
-                &mut tpm,
-                &luks,
-                token_id,
-                sigs.as_ref(),
-                pin.as_ref().map(|p| p.as_slice()),
-            )?;
+            let opts = bootchain::seal::UnsealOptions {
+                signatures: sigs.as_ref(),
+                pin: pin.as_ref().map(|p| p.as_slice()),
+                pcrlock: pcrlock.as_ref(),
+            };
+            let u = token::unlock_luks(&mut tpm, &luks, token_id, &opts)?;
             let pass = u.passphrase.as_bytes();
             if test {
                 luks.test_passphrase(u.keyslot, pass)?;

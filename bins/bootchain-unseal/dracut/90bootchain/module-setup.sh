@@ -31,6 +31,11 @@ install() {
     # libtss2-esys/-rc/-mu for its own TPM2 token support (tpm2-device=).
     inst_libdir_file "libtss2-tcti-device.so.0*" "libtss2-esys.so.0*" "libtss2-rc.so.0*" \
         "libtss2-mu.so.0*" "cryptsetup/libcryptsetup-token-systemd-tpm2.so"
+    # systemd-pcrlock's policy file, for tokens enrolled with --tpm2-pcrlock (not secret; the
+    # TPM checks it against its NV index). Rebuild after `systemd-pcrlock make-policy`.
+    if [[ -e /var/lib/systemd/pcrlock.json ]]; then
+        inst_simple /var/lib/systemd/pcrlock.json
+    fi
     inst_multiple cryptsetup sed tr cp mkdir
     inst_multiple -o systemd-ask-password "$systemdutildir/systemd-reply-password"
     inst_script "$moddir/bootchain-askpass.sh" /usr/lib/bootchain/bootchain-askpass
