@@ -379,9 +379,19 @@ impl Luks {
         })?;
         let id_s = id.to_string();
         let json = serde_json::to_vec(token).map_err(LuksError::TokenJson)?;
+        // --disable-external-tokens: cryptsetup would otherwise load the token type's plugin
+        // (systemd's links libsystemd-shared) only to validate JSON bootchain just wrote.
         self.run(
             "token import",
-            &["token", "import", "--json-file", "-", "--token-id", &id_s],
+            &[
+                "token",
+                "import",
+                "--disable-external-tokens",
+                "--json-file",
+                "-",
+                "--token-id",
+                &id_s,
+            ],
             &json,
         )?;
         Ok(id)

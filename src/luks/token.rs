@@ -1068,10 +1068,11 @@ pub fn token_policy_pcrs(v: &serde_json::Value) -> Vec<u32> {
 /// let mut tpm = bootchain::tpm::Tpm::open("device:/dev/tpmrm0")?;
 /// let luks = Luks::new("/dev/vda2".as_ref());
 /// let sigs = bootchain::measure::default_signatures()?; // the booted UKI's .pcrsig
+/// // systemd-pcrlock's policy file, for tokens enrolled with `--tpm2-pcrlock`.
+/// let pcrlock = bootchain::pcrlock::default_policy()?;
 /// let opts = bootchain::seal::UnsealOptions {
 ///     signatures: sigs.as_ref(),
-///     // systemd-pcrlock's policy file, for tokens enrolled with `--tpm2-pcrlock`.
-///     pcrlock: bootchain::pcrlock::default_policy()?.as_ref(),
+///     pcrlock: pcrlock.as_ref(),
 ///     ..Default::default()
 /// };
 /// let u = bootchain::token::unlock_luks(&mut tpm, &luks, None, &opts)?;
