@@ -100,6 +100,9 @@ fn hash_skipping(hasher: &mut MultiHasher, skip: &[(u64, u64)], start: u64, data
     }
 }
 
+/// How much one `copy_file_range` call copies before early writeback is offered more.
+const COPY_PIECE: usize = 16 << 20;
+
 /// Writes at least this large are hashed on a helper thread.
 const PARALLEL_MIN: usize = 256 * 1024;
 
@@ -215,6 +218,7 @@ impl HashingWriter<'_> {
             hasher,
             skip,
             section,
+            syncer,
             ..
         } = self;
         // Reads `len` bytes at `offset` and feeds them to `f`; the count actually read.
@@ -261,12 +265,17 @@ impl HashingWriter<'_> {
                 .map(|h| s.spawn(|| read_into(&mut |_, data| h.update(data))));
             let mut result = Ok(());
             while copied < len && copied > 0 {
+                // In pieces, so that early writeback starts while a large input is still
+                // being copied: the disk works alongside the hashing instead of after it.
                 let want = usize::try_from(len - copied)
                     .unwrap_or(usize::MAX)
-                    .min(1 << 30);
+                    .min(COPY_PIECE);
                 match rustix::fs::copy_file_range(src, Some(&mut off_in), &**inner, None, want) {
                     Ok(0) => break,
-                    Ok(n) => copied += n as u64,
+                    Ok(n) => {
+                        copied += n as u64;
+                        syncer.progress(start + copied);
+                    }
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => {
                         result = Err(io::Error::from(e));
