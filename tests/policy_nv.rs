@@ -434,7 +434,8 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     let unlock = || {
         run(std::process::Command::new(bootchain_bin())
             .env("BOOTCHAIN_TCTI", &tcti)
-            .args(["luks", "unlock", "--test"])
+            .args(["luks", "unlock", "--test", "--pcrlock-policy"])
+            .arg(d.path().join("policy.json"))
             .arg(&img))
     };
     let out = unlock();
@@ -453,9 +454,9 @@ fn pcrlock_make_policy_index_and_policy_authorize_nv() {
     );
 }
 
-/// The sb-on firmware log with one more event: `data` measured into `pcr` (EV_IPL) in every
-/// bank of the log; the same digests are extended into swtpm so log and TPM agree.
-fn log_with_event(sw: &Swtpm, pcr: u32, data: &[u8]) -> Vec<u8> {
+/// The sb-on firmware log with more events: each `data` measured into its `pcr` (EV_IPL) in
+/// every bank of the log; the same digests are extended into swtpm so log and TPM agree.
+fn log_with_events(sw: &Swtpm, events: &[(u32, &[u8])]) -> Vec<u8> {
     let mut log = std::fs::read(repo_root().join("test-vectors/boots/sb-on/eventlog.bin")).unwrap();
     let parsed = bootchain::eventlog::EventLog::parse(&log).unwrap();
     let banks: Vec<HashAlg> = parsed
@@ -464,67 +465,86 @@ fn log_with_event(sw: &Swtpm, pcr: u32, data: &[u8]) -> Vec<u8> {
         .iter()
         .map(|a| HashAlg::from_tpm_alg_id(a.alg_id).unwrap())
         .collect();
-    log.extend_from_slice(&pcr.to_le_bytes());
-    log.extend_from_slice(&0x0Du32.to_le_bytes());
-    log.extend_from_slice(&(banks.len() as u32).to_le_bytes());
-    let mut extend = Vec::new();
-    for b in &banks {
-        log.extend_from_slice(&b.tpm_alg_id().to_le_bytes());
-        let d = b.digest(data);
-        log.extend_from_slice(d.as_bytes());
-        extend.push(format!("{b}={}", d.to_hex()));
+    for (pcr, data) in events {
+        log.extend_from_slice(&pcr.to_le_bytes());
+        log.extend_from_slice(&0x0Du32.to_le_bytes());
+        log.extend_from_slice(&(banks.len() as u32).to_le_bytes());
+        let mut extend = Vec::new();
+        for b in &banks {
+            log.extend_from_slice(&b.tpm_alg_id().to_le_bytes());
+            let d = b.digest(data);
+            log.extend_from_slice(d.as_bytes());
+            extend.push(format!("{b}={}", d.to_hex()));
+        }
+        log.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        log.extend_from_slice(data);
+        run_ok(
+            sw.tool("tpm2_pcrextend")
+                .arg(format!("{pcr}:{}", extend.join(","))),
+        );
     }
-    log.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    log.extend_from_slice(data);
-    run_ok(
-        sw.tool("tpm2_pcrextend")
-            .arg(format!("{pcr}:{}", extend.join(","))),
-    );
     log
 }
 
-/// systemd-pcrlock 257 `make-policy` over predicted PCRs, against swtpm: the firmware log has
-/// one event in PCR 12 that a `.pcrlock` component with two variants (`lock-raw` of "a" and
-/// "b") recognizes, so pcrlock predicts two values for PCR 12 and one (nothing measured) for
-/// PCR 13. The digest it writes to its NV index is the super-PCR policy bootchain computes
-/// from `pcrlock.json`; a `systemd-cryptenroll --tpm2-pcrlock` token unlocks with
-/// `bootchain luks unlock` and `bootchain-unseal` given that file, and — like a token of
-/// systemd 255/256, which does not name the index — through the library. Without the file,
-/// with a PCR outside the prediction, or with a forged file, the reason is named.
+/// `systemd-pcrlock lock-raw` of each of `variants` (file contents) for `pcr`, as variants of
+/// component `name` in `dir/comp`.
+fn lock_raw_variants(dir: &std::path::Path, name: &str, pcr: u32, variants: &[&str]) {
+    let comp = dir.join(format!("comp/{name}.pcrlock.d"));
+    std::fs::create_dir_all(&comp).unwrap();
+    for v in variants {
+        std::fs::write(dir.join(v), v).unwrap();
+        run_ok(&mut trixie_tools(
+            dir,
+            &[],
+            &[
+                "/usr/lib/systemd/systemd-pcrlock",
+                "lock-raw",
+                &format!("--pcr={pcr}"),
+                &format!("--pcrlock=/w/comp/{name}.pcrlock.d/{v}.pcrlock"),
+                &format!("/w/{v}"),
+            ],
+        ));
+    }
+}
+
+/// systemd-pcrlock 257 `make-policy` over predicted PCRs, against swtpm. The firmware log has
+/// one event in PCR 12 and one in PCR 14, each recognized by a `.pcrlock` component with two
+/// variants (`lock-raw` of "a"/"b" and "c"/"d"); PCRs 13 and 15 have nothing measured. So
+/// pcrlock's policy has every shape: one PolicyPCR over two single-value PCRs, then two
+/// chained PolicyOR steps in PCR order. The digest it writes to its NV index is the one
+/// bootchain computes from `pcrlock.json`; a `systemd-cryptenroll --tpm2-pcrlock` token
+/// unlocks with `bootchain luks unlock` and `bootchain-unseal` given that file, and — like a
+/// token of systemd 255/256, which does not name the index — through the library. Without
+/// the file, with a PCR outside the prediction, with a forged file and with a file for a
+/// redefined index, the reason is named.
 #[test]
 fn pcrlock_policy_over_predicted_pcrs_unlocks() {
     let d = tempfile::tempdir().unwrap();
     let w = d.path();
     let sw = Swtpm::start();
     let tcti = sw.tcti();
-    std::fs::write(w.join("eventlog.bin"), log_with_event(&sw, 12, b"a")).unwrap();
-    let comp = w.join("comp/250-test.pcrlock.d");
-    std::fs::create_dir_all(&comp).unwrap();
-    for v in ["a", "b"] {
-        std::fs::write(w.join(v), v).unwrap();
-        run_ok(&mut trixie_tools(
-            w,
-            &[],
-            &[
-                "/usr/lib/systemd/systemd-pcrlock",
-                "lock-raw",
-                "--pcr=12",
-                &format!("--pcrlock=/w/comp/250-test.pcrlock.d/{v}.pcrlock"),
-                &format!("/w/{v}"),
-            ],
-        ));
-    }
-    make_policy(w, &tcti, "12,13");
+    std::fs::write(
+        w.join("eventlog.bin"),
+        log_with_events(&sw, &[(12, b"a"), (14, b"c")]),
+    )
+    .unwrap();
+    lock_raw_variants(w, "250-test", 12, &["a", "b"]);
+    lock_raw_variants(w, "260-other", 14, &["c", "d"]);
+    make_policy(w, &tcti, "12,13,14,15");
     let policy_file = w.join("policy.json");
     let file = bootchain::pcrlock::PcrlockPolicy::load(&policy_file).unwrap();
     let sp = file.super_pcr().unwrap();
     assert_eq!(
         sp.single.iter().map(|(p, _)| p.get()).collect::<Vec<_>>(),
-        [13]
+        [13, 15]
     );
-    assert_eq!(sp.or_steps.len(), 1);
-    assert_eq!(sp.or_steps[0].pcr.get(), 12);
-    assert_eq!(sp.or_steps[0].values.len(), 2);
+    assert_eq!(
+        sp.or_steps
+            .iter()
+            .map(|o| (o.pcr.get(), o.values.len()))
+            .collect::<Vec<_>>(),
+        [(12, 2), (14, 2)]
+    );
     // The NV index holds a TPMT_HA: SHA-256, then the super-PCR digest.
     let held = sw
         .tool("tpm2_nvread")
@@ -543,18 +563,16 @@ fn pcrlock_policy_over_predicted_pcrs_unlocks() {
     drop(t);
 
     let img = enroll_pcrlock(w, &tcti);
-    let unlock = |policy: Option<&std::path::Path>| {
-        let mut c = std::process::Command::new(bootchain_bin());
-        c.env("BOOTCHAIN_TCTI", &tcti)
+    let unlock = |policy: &std::path::Path| {
+        run(std::process::Command::new(bootchain_bin())
+            .env("BOOTCHAIN_TCTI", &tcti)
             .args(["luks", "unlock", "--passphrase-output"])
             .arg(w.join("passphrase"))
-            .arg(&img);
-        if let Some(p) = policy {
-            c.arg("--pcrlock-policy").arg(p);
-        }
-        run(&mut c)
+            .arg("--pcrlock-policy")
+            .arg(policy)
+            .arg(&img))
     };
-    let out = unlock(Some(&policy_file));
+    let out = unlock(&policy_file);
     assert!(
         out.status.success(),
         "{}",
@@ -583,17 +601,28 @@ fn pcrlock_policy_over_predicted_pcrs_unlocks() {
     );
     assert_eq!(out.stdout, passphrase);
 
-    // A token of systemd 255/256 does not name the index (no tpm2_pcrlock_nv): pcrlock.json
-    // does. Through the library, with and without the file.
+    // Through the library: the 257 token without the file (the index holds a policy over
+    // predictions: the file is needed), and the token as systemd 255/256 write it (no
+    // tpm2_pcrlock_nv: the index comes from pcrlock.json), with and without the file.
     let md = bootchain::luks::Luks::new(&img).metadata().unwrap();
     let (_, v) = md
         .tokens_of_type(bootchain::token::TOKEN_TYPE)
         .next()
         .unwrap();
+    let token = bootchain::token::SystemdTpm2Token::from_json(v).unwrap();
     let mut old = v.clone();
     old.as_object_mut().unwrap().remove("tpm2_pcrlock_nv");
     let old = bootchain::token::SystemdTpm2Token::from_json(&old).unwrap();
+    let chain = |e: &dyn std::error::Error| bootchain::error::Chain(e).to_string();
     let mut t = Tpm::open(&tcti).unwrap();
+    let e = bootchain::token::unseal(&mut t, &token, &UnsealOptions::default()).unwrap_err();
+    assert!(
+        chain(&e).contains("NV index 0x01800c00 predicts PCR values")
+            && chain(&e).contains("needs the pcrlock.json")
+            && chain(&e).contains("PolicyAuthorizeNV"),
+        "{}",
+        chain(&e)
+    );
     let opts = UnsealOptions {
         pcrlock: Some(&file),
         ..Default::default()
@@ -602,52 +631,88 @@ fn pcrlock_policy_over_predicted_pcrs_unlocks() {
     assert_eq!(bootchain::token::passphrase(&secret).as_bytes(), passphrase);
     let e = bootchain::token::unseal(&mut t, &old, &UnsealOptions::default()).unwrap_err();
     assert!(
-        bootchain::error::Chain(&e)
-            .to_string()
-            .contains("named only in pcrlock.json"),
+        chain(&e).contains("named only in pcrlock.json"),
         "{}",
-        bootchain::error::Chain(&e)
+        chain(&e)
+    );
+    // A pcrlock.json for a redefined index (another Name): the 255/256 token's policy is
+    // bound to the old one, which is named before any TPM command.
+    let mut redefined: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&policy_file).unwrap()).unwrap();
+    {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut nv = b64.decode(redefined["nvPublic"].as_str().unwrap()).unwrap();
+        // TPM2B size (2), nvIndex (4), nameAlg (2), then the attributes: flip TPMA_NV_NO_DA.
+        nv[2 + 6] ^= 0x02;
+        redefined["nvPublic"] = b64.encode(nv).into();
+    }
+    let redefined =
+        bootchain::pcrlock::PcrlockPolicy::from_json(&serde_json::to_vec(&redefined).unwrap())
+            .unwrap();
+    let opts = UnsealOptions {
+        pcrlock: Some(&redefined),
+        ..Default::default()
+    };
+    let e = bootchain::token::prepare(&old, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            bootchain::token::TokenError::Unsupported(
+                bootchain::token::UnsupportedToken::PcrlockRedefined { index: 0x0180_0c00 }
+            )
+        ),
+        "{e:?}"
     );
     drop(t);
 
-    let no_default = bootchain::pcrlock::DEFAULT_PATHS
-        .iter()
-        .all(|p| !std::path::Path::new(p).exists());
-    if no_default {
-        let out = unlock(None);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("NV index 0x01800c00 predicts PCR values")
-                && err.contains("needs the pcrlock.json"),
-            "{err}"
-        );
-    }
-
-    // A forged pcrlock.json that predicts the PCR's current value gets past the PCR check and
-    // PolicyOR, but the TPM compares the session with the NV index: refused, named.
-    let mut forged: serde_json::Value =
+    // A forged pcrlock.json. One that predicts another value for PCR 13 fails bootchain's own
+    // PCR check, and since the index holds another policy than the file describes, that is
+    // what is reported. One that keeps every current value but changes a branch passes the
+    // PCR check and PolicyOR; the TPM refuses PolicyAuthorizeNV (the session is not the
+    // index's policy): named, with the TPM's refusal.
+    let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&policy_file).unwrap()).unwrap();
-    let cur12 = {
+    let forged_file = w.join("forged.json");
+    let forge = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = original.clone();
+        f(&mut v);
+        std::fs::write(&forged_file, serde_json::to_vec(&v).unwrap()).unwrap();
+        let out = unlock(&forged_file);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let pcr13 = |v: &serde_json::Value| {
+        v["pcrValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|e| e["pcr"] == 13)
+            .unwrap()
+    };
+    let err = forge(&|v| {
+        let i = pcr13(v);
+        v["pcrValues"][i]["values"][0] = "22".repeat(32).into();
+    });
+    assert!(
+        err.contains("is not the one pcrlock.json describes"),
+        "{err}"
+    );
+    let current12 = {
         let mut t = Tpm::open(&tcti).unwrap();
         t.read_pcrs(&[(HashAlg::Sha256, 12)]).unwrap()[&(HashAlg::Sha256, 12)].to_hex()
     };
-    forged["pcrValues"][0]["values"][1] = "11".repeat(32).into();
-    forged["pcrValues"][0]["values"][0] = cur12.into();
-    forged["pcrValues"][1]["values"][0] = "22".repeat(32).into();
-    let forged_file = w.join("forged.json");
-    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
-    let out = unlock(Some(&forged_file));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("PCR 13 (sha256) is 0000"), "{err}");
-    forged["pcrValues"][1]["values"][0] = "00".repeat(32).into();
-    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
-    let out = unlock(Some(&forged_file));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = forge(&|v| {
+        let i = v["pcrValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|e| e["pcr"] == 12)
+            .unwrap();
+        v["pcrValues"][i]["values"] = serde_json::json!([current12, "11".repeat(32)]);
+    });
     assert!(
-        err.contains("is not the one pcrlock.json describes"),
+        err.contains("is not the one pcrlock.json describes") && err.contains("PolicyAuthorizeNV"),
         "{err}"
     );
 
@@ -656,7 +721,7 @@ fn pcrlock_policy_over_predicted_pcrs_unlocks() {
         sw.tool("tpm2_pcrextend")
             .arg(format!("12:sha256={}", "33".repeat(32))),
     );
-    let out = unlock(Some(&policy_file));
+    let out = unlock(&policy_file);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

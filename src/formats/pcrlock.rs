@@ -163,19 +163,24 @@ impl PcrlockPolicy {
                     count: list.len(),
                 });
             }
-            let values = list
-                .iter()
-                .map(|x| {
-                    let hex = x
-                        .as_str()
-                        .ok_or(PcrlockError::Member("pcrValues[].values[]"))?;
-                    Digest::from_hex(bank, hex).map_err(|source| PcrlockError::Value {
-                        pcr: pcr.get(),
-                        bank,
-                        source,
-                    })
+            let mut values: Vec<Digest> = Vec::with_capacity(list.len());
+            for v in list.iter().map(|x| {
+                let hex = x
+                    .as_str()
+                    .ok_or(PcrlockError::Member("pcrValues[].values[]"))?;
+                Digest::from_hex(bank, hex).map_err(|source| PcrlockError::Value {
+                    pcr: pcr.get(),
+                    bank,
+                    source,
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+            }) {
+                // systemd keeps the predictions in an ordered set: a repeat is dropped, and
+                // the first occurrence keeps its place (and PolicyOR branch).
+                let v = v?;
+                if !values.contains(&v) {
+                    values.push(v);
+                }
+            }
             if prediction.insert(pcr, values).is_some() {
                 return Err(PcrlockError::Pcr(n));
             }

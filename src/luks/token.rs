@@ -63,7 +63,7 @@ pub enum UnsupportedToken {
     Pcrlock,
     /// A systemd-pcrlock token of systemd 255/256 names its NV index only in `pcrlock.json`,
     /// and none was given.
-    #[error("the token uses a systemd-pcrlock policy whose NV index is named only in pcrlock.json (systemd 255/256 write no tpm2_pcrlock_nv), and no pcrlock.json was found in {}", crate::pcrlock::DEFAULT_PATHS.join(", "))]
+    #[error("the token uses a systemd-pcrlock policy whose NV index is named only in pcrlock.json (systemd 255/256 write no tpm2_pcrlock_nv), and no usable pcrlock.json was given (the tools look in {})", crate::pcrlock::DEFAULT_PATHS.join(", "))]
     PcrlockWithoutPolicyFile,
     /// The `pcrlock.json` given is for another NV index than the token's.
     #[error(
@@ -74,6 +74,13 @@ pub enum UnsupportedToken {
         file: u32,
         /// The index in `tpm2_pcrlock_nv`.
         token: u32,
+    },
+    /// The token's policy is PolicyAuthorizeNV over another Name of the index than the one
+    /// `pcrlock.json` gives: the index was redefined after the volume was enrolled.
+    #[error("the token's policy is bound to NV index {index:#010x} as it was when the volume was enrolled, and pcrlock.json describes a redefined index (systemd-pcrlock remove-policy/make-policy since): enroll the volume again")]
+    PcrlockRedefined {
+        /// The index.
+        index: u32,
     },
     /// The `pcrlock.json` given cannot be used.
     #[error("the pcrlock.json given cannot be used")]
@@ -665,6 +672,19 @@ pub fn prepare(
         .map_err(SealError::from)?;
     let signed_pcrs = t.pubkey_pcrs.clone().unwrap_or_default();
     let (pcrlock_nv, super_pcr) = pcrlock_binding(t, opts.pcrlock)?;
+    // A pcrlock policy without literal PCRs is known in software: PolicyAuthorizeNV over the
+    // index's Name, then PolicyAuthValue with a PIN. A token whose policy hash differs was
+    // bound to an earlier definition of the index (systemd 255/256 tokens take the Name from
+    // pcrlock.json, which follows the index).
+    if let (Some((index, name)), true) = (&pcrlock_nv, t.pcrs.is_empty()) {
+        let mut want = policy::policy_authorize_nv(name);
+        if t.pin {
+            want = policy::policy_auth_value(&want);
+        }
+        if want != expected {
+            return Err(UnsupportedToken::PcrlockRedefined { index: *index }.into());
+        }
+    }
     let candidates = match &key {
         Some(k) => {
             let sigs = signatures.ok_or(SealError::SignaturesRequired)?;

@@ -607,13 +607,13 @@ pub enum UnsealError {
         approved: String,
     },
     /// The signed policies are bound to an NV index that does not exist.
-    #[error("the policy NV index {index:#010x} does not exist: the signed PCR policies are bound to it (was it deleted, or is this another TPM? `bootchain policy nv-define` creates it)")]
+    #[error("the policy NV index {index:#010x} does not exist: the sealed policy is bound to it (was it deleted, or is this another TPM? bootchain's epoch counter: `bootchain policy nv-define`; systemd-pcrlock's index: `systemd-pcrlock make-policy`, then re-enroll)")]
     NvIndexMissing {
         /// The index.
         index: u32,
     },
     /// The NV index exists but is not the one the signed policies are bound to.
-    #[error("the policy NV index {index:#010x} was changed: its Name is {actual}, the signed PCR policies expect {expected} (deleted and redefined with other attributes)")]
+    #[error("the policy NV index {index:#010x} was changed: its Name is {actual}, the sealed policy expects {expected} (deleted and redefined with other attributes)")]
     NvIndexChanged {
         /// The index.
         index: u32,
@@ -634,18 +634,26 @@ pub enum UnsealError {
     },
     /// systemd-pcrlock's NV index holds a policy over predicted PCR values, and no
     /// `pcrlock.json` with those predictions was given.
-    #[error("the systemd-pcrlock policy in NV index {index:#010x} predicts PCR values: unlocking needs the pcrlock.json that `systemd-pcrlock make-policy` wrote (not found in {})", crate::pcrlock::DEFAULT_PATHS.join(", "))]
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} predicts PCR values: unlocking needs the pcrlock.json that `systemd-pcrlock make-policy` wrote, and none usable was given (the tools look in {})", crate::pcrlock::DEFAULT_PATHS.join(", "))]
     PcrlockPolicyFileNeeded {
         /// The index.
         index: u32,
+        /// The TPM's refusal.
+        #[source]
+        source: TpmError,
     },
     /// The NV index holds another policy than the `pcrlock.json` given describes.
-    #[error("the systemd-pcrlock policy in NV index {index:#010x} is not the one pcrlock.json describes (policy {expected}): `systemd-pcrlock make-policy` ran again; use the pcrlock.json it wrote")]
+    #[error("the systemd-pcrlock policy in NV index {index:#010x} ({held}) is not the one pcrlock.json describes ({expected}): `systemd-pcrlock make-policy` ran again since this pcrlock.json was written (use the new one; a copy in an initramfs needs the initramfs rebuilt), or the file was altered")]
     PcrlockStale {
         /// The index.
         index: u32,
         /// The digest pcrlock.json gives.
         expected: String,
+        /// The digest the index holds.
+        held: String,
+        /// The TPM's refusal, when PolicyAuthorizeNV was sent.
+        #[source]
+        source: Option<TpmError>,
     },
     /// A PCR holds a value the pcrlock policy does not predict.
     #[error("PCR {pcr} ({bank}) is {actual}, which is not among the {predicted} value(s) pcrlock.json predicts for it: this boot differs from every boot systemd-pcrlock locked")]
@@ -1400,9 +1408,6 @@ impl Tpm {
         use tss_esapi::interface_types::session_handles::PolicySession;
         let ps = PolicySession::try_from(session).map_err(structure("conversion"))?;
         if let Some((index, name)) = steps.authorize_nv {
-            if let Some(sp) = steps.super_pcr {
-                self.policy_super_pcr(ps, sp)?;
-            }
             self.policy_authorize_nv_step(ps, index, name, steps.super_pcr)?;
         }
         if let Some(a) = &steps.authorize {
@@ -1592,10 +1597,12 @@ impl Tpm {
     }
 
     /// PolicyAuthorizeNV over systemd-pcrlock's index (read with owner authorization, empty,
-    /// as systemd does), after [`Self::policy_super_pcr`] when `super_pcr` is given. When the
-    /// TPM refuses, the index is read to say why: it holds a policy over predictions and none
-    /// were given ([`UnsealError::PcrlockPolicyFileNeeded`]), or not the one given
-    /// ([`UnsealError::PcrlockStale`]).
+    /// as systemd does), after [`Self::policy_super_pcr`] when `super_pcr` is given. The
+    /// index is checked first (it exists, with the Name the token or pcrlock.json gives).
+    /// When a PCR is outside the prediction or the TPM refuses, the index is read to say
+    /// why: it holds another policy than pcrlock.json describes
+    /// ([`UnsealError::PcrlockStale`], which explains an unpredicted PCR too), or a policy over
+    /// predictions when none were given ([`UnsealError::PcrlockPolicyFileNeeded`]).
     fn policy_authorize_nv_step(
         &mut self,
         ps: tss_esapi::interface_types::session_handles::PolicySession,
@@ -1606,34 +1613,43 @@ impl Tpm {
         use tss_esapi::handles::AuthHandle;
         use tss_esapi::interface_types::resource_handles::NvAuth;
         let handle = self.nv_expected(index, name)?;
-        let (r, held) = self.using_nv(handle, |s, handle| {
+        self.using_nv(handle, |s, handle| {
+            // The TPMT_HA the index holds: hashAlg, then the approved policy.
+            let held = |s: &mut Self| -> Option<Vec<u8>> {
+                s.ctx
+                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0))
+                    .ok()
+                    .and_then(|d| d.value().get(2..).map(<[u8]>::to_vec))
+            };
+            let stale =
+                |held: &[u8], sp: &crate::pcrlock::SuperPcr, source| UnsealError::PcrlockStale {
+                    index,
+                    expected: sp.digest.to_hex(),
+                    held: hex::encode(held),
+                    source,
+                };
+            if let Some(sp) = super_pcr {
+                if let Err(e) = s.policy_super_pcr(ps, sp) {
+                    return Err(match held(s) {
+                        Some(h) if h != sp.digest.as_bytes() => stale(&h, sp, None),
+                        _ => e,
+                    });
+                }
+            }
             let r = s.ctx.execute_with_nullauth_session(|ctx| {
                 ctx.policy_authorize_nv(ps, AuthHandle::Owner, handle)
             });
-            // On failure: the index holds a TPMT_HA, hashAlg then the approved policy.
-            let held = r.is_err().then(|| {
-                s.ctx
-                    .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 34, 0))
-            });
-            (r, held)
-        });
-        let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
-            return Ok(());
-        };
-        let Some(Ok(d)) = held else {
-            return Err(e.into());
-        };
-        let held = d.value().get(2..).unwrap_or_default();
-        match super_pcr {
-            Some(sp) if held != sp.digest.as_bytes() => Err(UnsealError::PcrlockStale {
-                index,
-                expected: sp.digest.to_hex(),
-            }),
-            None if held.iter().any(|b| *b != 0) => {
-                Err(UnsealError::PcrlockPolicyFileNeeded { index })
+            let Err(e) = r.map_err(cmd_err("PolicyAuthorizeNV")) else {
+                return Ok(());
+            };
+            match (held(s), super_pcr) {
+                (Some(h), Some(sp)) if h != sp.digest.as_bytes() => Err(stale(&h, sp, Some(e))),
+                (Some(h), None) if h.iter().any(|b| *b != 0) => {
+                    Err(UnsealError::PcrlockPolicyFileNeeded { index, source: e })
+                }
+                _ => Err(e.into()),
             }
-            _ => Err(e.into()),
-        }
+        })
     }
 
     /// An ESYS handle for the NV index `index` and its Name, or `None` if it is not defined.
