@@ -124,6 +124,9 @@ pub enum UriError {
     /// An attribute without `=`.
     #[error("pkcs11: URI attribute {0:?} has no '='")]
     NoValue(String),
+    /// A query attribute without `=` (not repeated: it may be part of a PIN).
+    #[error("pkcs11: URI query attribute number {0} has no '='")]
+    QueryNoValue(usize),
     /// A path attribute RFC 7512 does not define.
     #[error("pkcs11: URI path attribute {0:?} is not one of RFC 7512's (token, manufacturer, serial, model, slot-id, slot-description, slot-manufacturer, library-*, object, type, id)")]
     UnknownAttribute(String),
@@ -219,10 +222,8 @@ impl Pkcs11Uri {
                 _ => return Err(UriError::UnknownAttribute(k.into())),
             }
         }
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| UriError::NoValue(part.into()))?;
+        for (i, part) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+            let (k, v) = part.split_once('=').ok_or(UriError::QueryNoValue(i + 1))?;
             match k {
                 "pin-value" => set(&mut u.pin_value, k, Pin::new(text(k, v)?))?,
                 "pin-source" => set(&mut u.pin_source, k, text(k, v)?)?,
@@ -347,6 +348,14 @@ pub enum Pkcs11Error {
         /// The token label.
         token: String,
     },
+    /// More than one token matches the URI of a private key.
+    #[error("{uri} matches {} tokens ({}): add token= (or serial=) to name one", tokens.len(), tokens.join(", "))]
+    AmbiguousToken {
+        /// The URI (without PIN).
+        uri: String,
+        /// The labels of the matching tokens.
+        tokens: Vec<String>,
+    },
     /// The `pin-source` file could not be read.
     #[error("cannot read the PIN from {}", path.display())]
     PinSource {
@@ -451,19 +460,26 @@ pub fn resolve_pin(uri: &Pkcs11Uri) -> Result<Option<Pin>, Pkcs11Error> {
         } else {
             PathBuf::from(src)
         };
-        let bytes =
-            Zeroizing::new(
-                std::fs::read(&path).map_err(|source| Pkcs11Error::PinSource {
-                    path: path.clone(),
-                    source,
-                })?,
-            );
-        let text = String::from_utf8_lossy(&bytes);
+        // Bounded (a PIN file is a line; /dev/zero is not), and strictly UTF-8: a lossy
+        // conversion would change the PIN and spend one of the token's tries.
+        let bytes = Zeroizing::new(crate::fsutil::read_bounded(&path, MAX_PIN_FILE).map_err(
+            |source| Pkcs11Error::PinSource {
+                path: path.clone(),
+                source,
+            },
+        )?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| Pkcs11Error::PinSource {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })?;
         let pin = text.trim_end_matches(['\n', '\r']).to_string();
         return Ok(Some(Pin::new(pin)));
     }
     Ok(std::env::var(PIN_ENV).ok().map(Pin::new))
 }
+
+/// A `pin-source` file larger than this is refused (a PIN is one line).
+const MAX_PIN_FILE: u64 = 4096;
 
 /// The module for `uri`: `module-path`, else `BOOTCHAIN_PKCS11_MODULE`.
 pub fn resolve_module(uri: &Pkcs11Uri) -> Result<PathBuf, Pkcs11Error> {
@@ -747,9 +763,11 @@ mod token {
                     }
                 }
             };
-            let k = rsa::RsaPublicKey::new(
+            // The rsa crate's default limit is 4096 bits; bootchain signs with up to 8192.
+            let k = rsa::RsaPublicKey::new_with_max_size(
                 rsa::BigUint::from_bytes_be(&n),
                 rsa::BigUint::from_bytes_be(&e),
+                8192,
             )
             .map_err(|_| bad())?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
@@ -781,9 +799,12 @@ mod token {
             }
             .map_err(|_| bad());
         }
+        if id_sel.is_empty() {
+            return Err(Pkcs11Error::NoPublicKey { uri: uri.into() });
+        }
         match certificate_in(session, &id_sel, uri)? {
-            Some(c) if !id_sel.is_empty() => PublicKey::from_certificate(&c).map_err(|_| bad()),
-            _ => Err(Pkcs11Error::NoPublicKey { uri: uri.into() }),
+            Some(c) => PublicKey::from_certificate(&c).map_err(|_| bad()),
+            None => Err(Pkcs11Error::NoPublicKey { uri: uri.into() }),
         }
     }
 
@@ -827,6 +848,14 @@ mod token {
             let slots = matching_slots(&ctx, uri)?;
             if slots.is_empty() {
                 return Err(Pkcs11Error::NoToken { uri: shown });
+            }
+            // Logging in to each matching token in turn would spend a PIN try on tokens that
+            // do not hold the key, and could pick another token's key: one token only.
+            if slots.len() > 1 {
+                return Err(Pkcs11Error::AmbiguousToken {
+                    uri: shown,
+                    tokens: slots.iter().map(|(_, l)| l.clone()).collect(),
+                });
             }
             let sel = selector(uri);
             let mut not_found = Pkcs11Error::NoSuchKey { uri: shown.clone() };
@@ -988,6 +1017,36 @@ mod token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query part without `=` is not repeated in the error: it may be the tail of a PIN.
+    #[test]
+    fn malformed_query_does_not_echo_a_pin() {
+        let e = Pkcs11Uri::parse("pkcs11:object=db?pin-value=12&3456").unwrap_err();
+        assert!(matches!(e, UriError::QueryNoValue(2)), "{e:?}");
+        assert!(!e.to_string().contains("3456"), "{e}");
+    }
+
+    /// `pin-source` is read bounded and strictly as UTF-8.
+    #[test]
+    fn pin_source_is_bounded_and_utf8() {
+        let d = tempfile::tempdir().unwrap();
+        let uri = |p: &std::path::Path| {
+            Pkcs11Uri::parse(&format!("pkcs11:object=db?pin-source={}", p.display())).unwrap()
+        };
+        let ok = d.path().join("pin");
+        std::fs::write(&ok, "1234\n").unwrap();
+        assert_eq!(resolve_pin(&uri(&ok)).unwrap().unwrap().expose(), "1234");
+        let bad = d.path().join("latin1");
+        std::fs::write(&bad, b"12\xe934").unwrap();
+        assert!(matches!(
+            resolve_pin(&uri(&bad)),
+            Err(Pkcs11Error::PinSource { .. })
+        ));
+        assert!(matches!(
+            resolve_pin(&uri(std::path::Path::new("/dev/zero"))),
+            Err(Pkcs11Error::PinSource { .. })
+        ));
+    }
 
     #[test]
     fn parses_rfc7512_examples() {

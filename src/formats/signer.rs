@@ -273,7 +273,7 @@ pub fn open(spec: &str) -> Result<Box<dyn Signer>, SigningError> {
             return Ok(Box::new(crate::formats::pkcs11::Pkcs11Signer::open(&uri)?));
         }
         #[cfg(not(feature = "pkcs11"))]
-        return Err(SigningError::Pkcs11Disabled(spec.to_string()));
+        return Err(SigningError::Pkcs11Disabled(shown_uri(spec)));
     }
     Ok(Box::new(SigningKey::from_file(Path::new(spec))?))
 }
@@ -289,9 +289,17 @@ pub fn open_certificate(spec: &str) -> Result<Certificate, SigningError> {
             return Ok(crate::formats::pkcs11::load_certificate(&uri)?);
         }
         #[cfg(not(feature = "pkcs11"))]
-        return Err(SigningError::Pkcs11Disabled(spec.to_string()));
+        return Err(SigningError::Pkcs11Disabled(shown_uri(spec)));
     }
     Ok(keys::load_certificate(Path::new(spec))?)
+}
+
+/// A `pkcs11:` URI for messages: without its PIN and module (the URI may carry `pin-value`).
+#[cfg(not(feature = "pkcs11"))]
+fn shown_uri(spec: &str) -> String {
+    crate::formats::pkcs11::Pkcs11Uri::parse(spec)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| "a pkcs11: URI".into())
 }
 
 #[cfg(test)]

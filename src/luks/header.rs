@@ -125,14 +125,6 @@ fn read_copy<R: Read + Seek>(
 /// (the primary when equal), as cryptsetup chooses it.
 pub fn read_json<R: Read + Seek>(r: &mut R) -> Result<Vec<u8>, HeaderError> {
     let primary = read_copy(r, 0, &MAGIC_1ST, None).map_err(HeaderError::Io)?;
-    if let Err("no magic" | "truncated") = primary {
-        // Tell "not LUKS2" from "damaged primary": a secondary copy at the smallest
-        // offset still identifies the device as LUKS2.
-        let second = read_copy(r, HDR_SIZES[0], &MAGIC_2ND, None).map_err(HeaderError::Io)?;
-        if second.is_err() {
-            return Err(HeaderError::NotLuks2);
-        }
-    }
     // The secondary copy sits right after the primary (§2: at hdr_size); with a damaged
     // primary, try every allowed size.
     let secondary = match &primary {
@@ -153,6 +145,11 @@ pub fn read_json<R: Read + Seek>(r: &mut R) -> Result<Vec<u8>, HeaderError> {
         (Ok((p, _)), Ok((s, _))) => Ok(if s.seqid > p.seqid { s.json } else { p.json }),
         (Ok((p, _)), Err(_)) => Ok(p.json),
         (Err(_), Ok((s, _))) => Ok(s.json),
+        // No copy with a LUKS2 magic anywhere a secondary may sit: not LUKS2 at all (told
+        // apart from a damaged primary whose secondary is at any allowed offset).
+        (Err("no magic" | "truncated"), Err("no magic" | "truncated")) => {
+            Err(HeaderError::NotLuks2)
+        }
         (Err(primary), Err(secondary)) => Err(HeaderError::Damaged { primary, secondary }),
     }
 }

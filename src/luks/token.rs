@@ -1143,8 +1143,11 @@ pub fn unlock_luks(
                     passphrase: passphrase(&secret),
                     policy_pcrs: {
                         let mut pcrs = token_policy_pcrs(v);
-                        // A pcrlock token's PCRs are those of pcrlock.json's predictions.
-                        if let Some(f) = opts.pcrlock.filter(|_| is_pcrlock_json(v)) {
+                        // A systemd pcrlock token's PCRs are those of pcrlock.json's
+                        // predictions (its unseal replayed them; a bootchain-tpm2 token's
+                        // `tpm2_pcrlock` member would prove nothing).
+                        let systemd = v.get("type").and_then(|t| t.as_str()) == Some(TOKEN_TYPE);
+                        if let Some(f) = opts.pcrlock.filter(|_| systemd && is_pcrlock_json(v)) {
                             pcrs.extend(f.prediction().keys().map(|p| p.get()));
                             pcrs.sort_unstable();
                             pcrs.dedup();

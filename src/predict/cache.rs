@@ -20,6 +20,30 @@ use crate::measure::Phase;
 use crate::measure::{predict_pcr11, MeasureError, Pcr11Prediction, SectionDigests};
 use crate::ukiread::UkiSection;
 
+/// A file changed less than this long ago is hashed but not cached (see `FileKey::settled`):
+/// on file systems with nanosecond timestamps, which still tick only every few milliseconds.
+const RACY_NS: i128 = 100_000_000;
+/// The same on file systems with whole-second timestamps (vfat, the ESP: 2 s mtime).
+const RACY_NS_COARSE: i128 = 2_000_000_000;
+
+/// Open `path`, which must be a regular file (a FIFO or `/dev/zero` would be read forever),
+/// with its key.
+fn open_regular(path: &Path) -> Result<(File, FileKey), MeasureError> {
+    let err = |source| MeasureError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(err)?;
+    let m = f.metadata().map_err(err)?;
+    if !m.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    Ok((f, FileKey::of(&m)))
+}
+
 /// A file's identity and version, from `stat(2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FileKey {
@@ -31,6 +55,20 @@ struct FileKey {
 }
 
 impl FileKey {
+    /// Whether the file was last changed long enough ago that a further write would show in
+    /// its timestamps (git's "racy" rule): a write within the same timestamp tick, at the same
+    /// size, leaves the key as it was.
+    fn settled(&self) -> bool {
+        let ns = |(s, n): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let coarse = self.mtime.1 == 0 && self.ctime.1 == 0;
+        let window = if coarse { RACY_NS_COARSE } else { RACY_NS };
+        now - ns(self.mtime).max(ns(self.ctime)) > window
+    }
+
     fn of(m: &std::fs::Metadata) -> Self {
         FileKey {
             dev: m.dev(),
@@ -105,15 +143,15 @@ impl DigestCache {
     }
 
     fn store(&self, file: &File, key: FileKey, f: impl FnOnce(&mut Entry)) {
-        // Cache only if the file did not change while it was read.
-        if file.metadata().map(|m| FileKey::of(&m)).ok() == Some(key) {
+        // Cache only if the file did not change while it was read, and is not "racy".
+        if key.settled() && file.metadata().map(|m| FileKey::of(&m)).ok() == Some(key) {
             let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             f(map.entry(key).or_default());
         }
     }
 
-    /// The size and content digests of `path` in `banks` (in that order), hashing only the
-    /// banks this version of the file has not been hashed in.
+    /// The size and content digests of `path` in `banks` (in that order), from the cache when
+    /// this version of the file is known in all of them, else hashing it in `banks`.
     pub fn file_digests(
         &self,
         path: &Path,
@@ -123,8 +161,7 @@ impl DigestCache {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = File::open(path).map_err(err)?;
-        let key = FileKey::of(&f.metadata().map_err(err)?);
+        let (mut f, key) = open_regular(path)?;
         let pick = |e: &Entry| {
             banks
                 .iter()
@@ -153,14 +190,7 @@ impl DigestCache {
         path: &Path,
         banks: &[HashAlg],
     ) -> Result<Vec<Digest>, MeasureError> {
-        let mut f = File::open(path).map_err(|source| MeasureError::Input {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let key = FileKey::of(&f.metadata().map_err(|source| MeasureError::Input {
-            path: path.to_path_buf(),
-            source,
-        })?);
+        let (mut f, key) = open_regular(path)?;
         let pick = |e: &Entry| {
             banks
                 .iter()
@@ -233,11 +263,19 @@ mod tests {
         let kernel = dir.path().join("k");
         std::fs::write(&kernel, vec![7u8; 100_000]).unwrap();
         let cache = DigestCache::new();
+        // Just written: hashed, not cached (a same-size rewrite in the same timestamp tick
+        // would not change its key).
+        cache.file_digests(&kernel, &[HashAlg::Sha256]).unwrap();
+        cache.file_digests(&kernel, &[HashAlg::Sha256]).unwrap();
+        assert_eq!(cache.hashed_bytes(), 2 * 100_000);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let cache = DigestCache::new();
         let banks = [HashAlg::Sha256, HashAlg::Sha384];
         let mut first = None;
         for i in 0..5u8 {
             let initrd = dir.path().join(format!("i{i}"));
             std::fs::write(&initrd, [i; 10]).unwrap();
+            // (Each initrd is used once: that it is too new to cache costs nothing.)
             let phases = crate::measure::phase_list(&["enter-initrd"]).unwrap();
             let parts = [
                 (UkiSection::Linux, kernel.as_path()),

@@ -70,15 +70,17 @@ pub fn add_lock_pcr(bank: HashAlg, pcrs: &mut Vec<u32>, values: &mut PcrValues) 
 }
 
 /// The PCRs to extend after an unlock attempt so that nothing later in this boot can unseal
-/// again. After a success with a policy that covers [`LOCK_PCR`], that PCR; otherwise also
-/// PCR 11 (the UKI PCR that systemd-cryptenroll's signed policies cover), because after a
-/// failure we do not know what the real volume's policy covers — a host that swapped the disk
-/// must not get a second chance at the real one.
+/// again: [`LOCK_PCR`] and PCR 11 (the UKI PCR that systemd-cryptenroll's signed policies
+/// cover), after a success as after a failure. What the token that unsealed covers does not
+/// decide it: the host writes the LUKS header, so it can put first a token of its own making
+/// (imported to the SRK or EK, whose public areas are no secret) whose policy covers PCR 15,
+/// and keep a copy of the real token — if the real one does not cover PCR 15 (a
+/// systemd-cryptenroll token of PCRs 7+11, say), locking only PCR 15 would leave it
+/// unsealable later in this boot. `policy_pcrs` (what the unsealed policy covers) is only
+/// for the caller's warning that none of them was locked.
 pub fn lock_pcrs(policy_pcrs: Option<&[u32]>) -> Vec<u32> {
-    match policy_pcrs {
-        Some(p) if p.contains(&LOCK_PCR) => vec![LOCK_PCR],
-        _ => vec![crate::measure::PCR_KERNEL_BOOT, LOCK_PCR],
-    }
+    let _ = policy_pcrs;
+    vec![crate::measure::PCR_KERNEL_BOOT, LOCK_PCR]
 }
 
 /// Extend `pcrs` with [`LOCK_EVENT`] in every allocated bank (see [`lock_pcrs`]).

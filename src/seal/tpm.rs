@@ -150,6 +150,16 @@ pub enum TpmDataError {
     /// No NV index at this handle.
     #[error("the NV index {0:#010x} does not exist")]
     NoNvIndex(u32),
+    /// The NV index exists but is not bootchain's epoch counter (another Name).
+    #[error("the NV index {index:#010x} is not a bootchain epoch counter (Name {name}, expected {expected})")]
+    NotEpochCounter {
+        /// The index.
+        index: u32,
+        /// Its Name.
+        name: String,
+        /// The Name of bootchain's counter at that index.
+        expected: String,
+    },
     /// NV_Read returned other than 8 bytes for a counter.
     #[error("the NV counter read as {0} bytes, not 8")]
     NvSize(usize),
@@ -774,15 +784,29 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
         PublicRsaParametersBuilder, RsaExponent, SymmetricDefinitionObject,
     };
     let d = |e| structure("primary key template")(e);
+    // Every template here is a restricted decryption key with AES-128-CFB: RSA 2048 (default
+    // exponent) or ECC NIST P-256.
+    let rsa_params = || {
+        PublicRsaParametersBuilder::new_restricted_decryption_key(
+            SymmetricDefinitionObject::AES_128_CFB,
+            RsaKeyBits::Rsa2048,
+            RsaExponent::default(),
+        )
+        .build()
+        .map_err(d)
+    };
+    let ecc_params = || {
+        PublicEccParametersBuilder::new_restricted_decryption_key(
+            SymmetricDefinitionObject::AES_128_CFB,
+            EccCurve::NistP256,
+        )
+        .build()
+        .map_err(d)
+    };
     let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256);
     let public = match kind {
         ParentKind::EccP256 | ParentKind::LegacyEcc => {
-            let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-                SymmetricDefinitionObject::AES_128_CFB,
-                EccCurve::NistP256,
-            )
-            .build()
-            .map_err(d)?;
+            let params = ecc_params()?;
             b.with_public_algorithm(PublicAlgorithm::Ecc)
                 .with_object_attributes(srk_attributes(kind == ParentKind::EccP256)?)
                 .with_ecc_parameters(params)
@@ -790,13 +814,7 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
                 .build()
         }
         ParentKind::Rsa2048 | ParentKind::LegacyRsa => {
-            let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
-                SymmetricDefinitionObject::AES_128_CFB,
-                RsaKeyBits::Rsa2048,
-                RsaExponent::default(),
-            )
-            .build()
-            .map_err(d)?;
+            let params = rsa_params()?;
             b.with_public_algorithm(PublicAlgorithm::Rsa)
                 .with_object_attributes(srk_attributes(kind == ParentKind::Rsa2048)?)
                 .with_rsa_parameters(params)
@@ -814,24 +832,13 @@ fn primary_template(kind: ParentKind) -> Result<tss_esapi::structures::Public, T
             // The templates' unique fields are zeros of the key's size (L-1: 256 bytes; L-2:
             // 32 for x and y), unlike the SRK templates' empty ones.
             if kind == ParentKind::EkRsa {
-                let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    RsaKeyBits::Rsa2048,
-                    RsaExponent::default(),
-                )
-                .build()
-                .map_err(d)?;
+                let params = rsa_params()?;
                 b.with_public_algorithm(PublicAlgorithm::Rsa)
                     .with_rsa_parameters(params)
                     .with_rsa_unique_identifier(PublicKeyRsa::try_from(vec![0u8; 256]).map_err(d)?)
                     .build()
             } else {
-                let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    EccCurve::NistP256,
-                )
-                .build()
-                .map_err(d)?;
+                let params = ecc_params()?;
                 let zero = || tss_esapi::structures::EccParameter::try_from(vec![0u8; 32]);
                 b.with_public_algorithm(PublicAlgorithm::Ecc)
                     .with_ecc_parameters(params)
@@ -1629,11 +1636,16 @@ impl Tpm {
                     source,
                 };
             if let Some(sp) = super_pcr {
-                if let Err(e) = s.policy_super_pcr(ps, sp) {
-                    return Err(match held(s) {
-                        Some(h) if h != sp.digest.as_bytes() => stale(&h, sp, None),
-                        _ => e,
-                    });
+                match s.policy_super_pcr(ps, sp) {
+                    Ok(()) => {}
+                    // A PCR outside a stale file's prediction: the stale file is the reason.
+                    Err(e @ UnsealError::PcrlockUnpredicted { .. }) => {
+                        return Err(match held(s) {
+                            Some(h) if h != sp.digest.as_bytes() => stale(&h, sp, None),
+                            _ => e,
+                        })
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             let r = s.ctx.execute_with_nullauth_session(|ctx| {
@@ -1709,6 +1721,27 @@ impl Tpm {
             }
             None => None,
         })
+    }
+
+    /// bootchain's epoch counter at `index` with its current epoch, what `.pcrsig` entries
+    /// are bound to. The index must exist with the Name [`crate::policy::epoch_counter_name`]
+    /// gives: another index (other attributes, another owner) is refused, not signed for.
+    pub fn current_epoch(&mut self, index: u32) -> Result<crate::policy::NvEpoch, TpmError> {
+        let name = self
+            .nv_name(index)?
+            .ok_or(TpmError::Data(TpmDataError::NoNvIndex(index)))?;
+        let expected = crate::policy::epoch_counter_name(index);
+        if name != expected {
+            return Err(TpmError::Data(TpmDataError::NotEpochCounter {
+                index,
+                name: hex::encode(&name),
+                expected: hex::encode(&expected),
+            }));
+        }
+        Ok(crate::policy::NvEpoch::counter(
+            index,
+            self.nv_read_counter(index)?,
+        ))
     }
 
     /// The value of the epoch counter at `index` (NV_Read with its empty authValue).
@@ -1828,10 +1861,14 @@ impl Tpm {
     pub fn nv_undefine(&mut self, index: u32, owner_auth: &[u8]) -> Result<(), TpmError> {
         use tss_esapi::interface_types::resource_handles::Provision;
         let handle = self.nv_handle(index)?;
-        self.with_owner_auth(owner_auth, |ctx| {
+        let r = self.with_owner_auth(owner_auth, |ctx| {
             ctx.nv_undefine_space(Provision::Owner, handle)
-        })
-        .map_err(cmd_err("NV_UndefineSpace"))
+        });
+        // Undefined, the ESYS object is gone with the index; refused, it is still ours.
+        if r.is_err() {
+            self.nv_close(handle);
+        }
+        r.map_err(cmd_err("NV_UndefineSpace"))
     }
 
     /// PolicyPCR over the signed PCRs, find the signature of the resulting digest, have the

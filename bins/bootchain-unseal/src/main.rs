@@ -4,7 +4,7 @@
 //! to stderr with the reason (which PCRs differ, unsigned PCR values, PIN tries left).
 //!
 //! After every attempt — success or not — it **locks** this boot: it extends the lock PCRs
-//! (`bootchain::seal::lock_pcrs`: PCR 15, and PCR 11 when the policy does not cover 15) so
+//! (`bootchain::seal::lock_pcrs`: PCRs 11 and 15, whatever the token covered) so
 //! that nothing later in this boot (the real root, a rescue shell, an `init` the host put on
 //! a swapped disk) can unseal again. If the lock cannot be made, the secret is withheld.
 //!

@@ -57,6 +57,7 @@ fn write_pages(cmd: &Command, dir: &Path, source: &str) -> Result<()> {
     let mut page = Vec::new();
     man.render(&mut page)
         .with_context(|| format!("rendering {}", path.display()))?;
-    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    bootchain::fsutil::write_atomic(&path, &page, 0o644)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -1077,6 +1077,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             signed_data_signature,
             signed_data,
         }) => {
+            let preparing = prepare.is_some() || prepare_offline_signing;
+            if (preparing || signed_data_signature.is_some())
+                && signing_time.as_deref() == Some("now")
+            {
+                // The attach step rebuilds the signed attributes: both steps need the same time.
+                bail!("offline signing needs --signing-time=SECONDS (the same in both steps), not now");
+            }
             let opts = signing::sign_options(signing_time.as_deref())?;
             if let Some(out) = prepare.or(output.clone().filter(|_| prepare_offline_signing)) {
                 let tbs = sign::prepare_signed_attributes(&file, &opts)?;
@@ -1320,6 +1327,12 @@ fn uki_build(mut a: BuildArgs) -> Result<ExitCode> {
     }
     let file_groups = apply_ukify_config(&mut a)?;
     if a.summary {
+        // Key options may be pkcs11: URIs with a pin-value: never print it.
+        a.secureboot_private_key = a.secureboot_private_key.as_deref().map(signing::shown);
+        a.secureboot_certificate = a.secureboot_certificate.as_deref().map(signing::shown);
+        for k in &mut a.pcr_private_key {
+            *k = signing::shown(k);
+        }
         outln!("{a:#?}");
         return Ok(ExitCode::SUCCESS);
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bootchain::policy::NvEpoch;
 use bootchain::tpm::Tpm;
 use clap::{Args, Subcommand};
@@ -78,7 +78,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<ExitCode> {
                 bail!("the NV index {:#010x} is already defined", a.index);
             }
             let epoch = tpm.nv_define_epoch_counter(a.index, &a.owner_auth()?)?;
-            check_name(&mut tpm, a.index)?;
+            tpm.current_epoch(a.index)?;
             println!("{epoch}");
         }
         PolicyCmd::Bump(a) => {
@@ -88,7 +88,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<ExitCode> {
         }
         PolicyCmd::Show(a) => {
             let mut tpm = Tpm::open(&a.tcti)?;
-            let nv = current_epoch(&mut tpm, a.index)?;
+            let nv = tpm.current_epoch(a.index)?;
             println!("index {:#010x}", nv.index);
             println!("name {}", hex::encode(&nv.name));
             println!("epoch {}", nv.epoch);
@@ -99,28 +99,6 @@ pub fn policy(cmd: PolicyCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The index must have the Name of bootchain's epoch counter (its attributes).
-fn check_name(tpm: &mut Tpm, index: u32) -> Result<()> {
-    let name = tpm
-        .nv_name(index)?
-        .with_context(|| format!("the NV index {index:#010x} does not exist"))?;
-    let want = bootchain::policy::epoch_counter_name(index);
-    if name != want {
-        bail!(
-            "the NV index {index:#010x} is not a bootchain epoch counter (Name {}, expected {})",
-            hex::encode(&name),
-            hex::encode(&want)
-        );
-    }
-    Ok(())
-}
-
-/// The counter's current epoch, its Name checked.
-fn current_epoch(tpm: &mut Tpm, index: u32) -> Result<NvEpoch> {
-    check_name(tpm, index)?;
-    Ok(NvEpoch::counter(index, tpm.nv_read_counter(index)?))
 }
 
 /// `--policy-nv`/`--epoch` of the signing commands.
@@ -144,7 +122,7 @@ impl EpochArgs {
         };
         Ok(Some(match self.epoch {
             Some(e) => NvEpoch::counter(index, e),
-            None => current_epoch(&mut Tpm::open(&Tpm::tcti_from_env())?, index)?,
+            None => Tpm::open(&Tpm::tcti_from_env())?.current_epoch(index)?,
         }))
     }
 }

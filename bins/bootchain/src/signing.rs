@@ -16,8 +16,25 @@ pub fn is_pkcs11(p: &Path) -> bool {
 }
 
 fn spec(p: &Path) -> Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))
+    let s = p
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))?;
+    if bootchain::pkcs11::is_uri(s) && s.contains("pin-value=") {
+        eprintln!(
+            "bootchain: warning: a pin-value in a pkcs11: URI on the command line is visible to every user of this machine (/proc/PID/cmdline) and in shell history; prefer pin-source=FILE or ${}",
+            bootchain::pkcs11::PIN_ENV
+        );
+    }
+    Ok(s)
+}
+
+/// `p` for printing: a `pkcs11:` URI without its PIN and module, other paths as they are.
+pub fn shown(p: &Path) -> std::path::PathBuf {
+    match p.to_str().map(bootchain::pkcs11::Pkcs11Uri::parse) {
+        Some(Ok(u)) => u.to_string().into(),
+        Some(Err(_)) if is_pkcs11(p) => "pkcs11:<malformed>".into(),
+        _ => p.to_path_buf(),
+    }
 }
 
 /// A certificate from a file or a `pkcs11:` URI.
@@ -67,7 +84,11 @@ pub fn sign_options(t: Option<&str>) -> Result<SignOptions> {
             let secs: u64 = s
                 .parse()
                 .with_context(|| format!("--signing-time={s}: not a number of seconds"))?;
-            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            Some(
+                std::time::UNIX_EPOCH
+                    .checked_add(std::time::Duration::from_secs(secs))
+                    .with_context(|| format!("--signing-time={s}: out of range"))?,
+            )
         }
     };
     Ok(SignOptions { signing_time })

@@ -201,8 +201,8 @@ fn copy_file(path: &Path, w: &mut HashingWriter<'_>, buf: &mut [u8]) -> Result<u
 
 impl HashingWriter<'_> {
     /// Copies `len` bytes of `src` from `offset` to the output with `copy_file_range(2)` (no
-    /// user-space round trip), while helper threads read the same range from the page cache
-    /// and hash it. `None` when the kernel cannot copy between these files (other file
+    /// user-space round trip), while helper threads read what was written back from the
+    /// output (page cache) and hash it. `None` when the kernel cannot copy between these files (other file
     /// system type, old kernel) and nothing was written: the caller copies through a buffer.
     fn copy_range(
         &mut self,
@@ -221,13 +221,31 @@ impl HashingWriter<'_> {
             syncer,
             ..
         } = self;
-        // Reads `len` bytes at `offset` and feeds them to `f`; the count actually read.
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        // The hashers read back what the kernel wrote to the output (never the input again):
+        // the signature and the section digests are of the output's bytes, whatever happens to
+        // the input meanwhile. `copied_so_far` is how much of the range is in the output,
+        // `stopped` says the copy will not go further.
+        let out: &File = inner;
+        let copied_so_far = AtomicU64::new(0);
+        let stopped = AtomicBool::new(false);
+        // Reads the range back from the output as it is copied and feeds it to `f`; the count
+        // read.
         let read_into = |f: &mut dyn FnMut(u64, &[u8])| -> io::Result<u64> {
             let mut buf = vec![0u8; COPY_BUF];
             let mut done = 0u64;
             while done < len {
-                let want = (len - done).min(buf.len() as u64) as usize;
-                let n = src.read_at(&mut buf[..want], offset + done)?;
+                let stop = stopped.load(Ordering::Acquire);
+                let avail = copied_so_far.load(Ordering::Acquire);
+                if avail <= done {
+                    if stop {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
+                let want = (avail - done).min(buf.len() as u64) as usize;
+                let n = out.read_at(&mut buf[..want], start + done)?;
                 if n == 0 {
                     break;
                 }
@@ -245,7 +263,9 @@ impl HashingWriter<'_> {
         let mut off_in = offset;
         let first = len.min(COPY_BUF as u64) as usize;
         let mut copied = loop {
-            match rustix::fs::copy_file_range(src, Some(&mut off_in), &**inner, None, first) {
+            match rustix::fs::copy_file_range(src, Some(&mut off_in), out, None, first) {
+                // Nothing copied of a non-empty range: copy through the buffer instead.
+                Ok(0) if len > 0 => return Ok(None),
                 Ok(n) => break n as u64,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(
@@ -257,6 +277,7 @@ impl HashingWriter<'_> {
                 Err(e) => return Err(out_err(e.into())),
             }
         };
+        copied_so_far.store(copied, Ordering::Release);
         let joined = std::thread::scope(|s| {
             let t = s
                 .spawn(|| read_into(&mut |at, data| hash_skipping(hasher, skip, start + at, data)));
@@ -270,10 +291,11 @@ impl HashingWriter<'_> {
                 let want = usize::try_from(len - copied)
                     .unwrap_or(usize::MAX)
                     .min(COPY_PIECE);
-                match rustix::fs::copy_file_range(src, Some(&mut off_in), &**inner, None, want) {
+                match rustix::fs::copy_file_range(src, Some(&mut off_in), out, None, want) {
                     Ok(0) => break,
                     Ok(n) => {
                         copied += n as u64;
+                        copied_so_far.store(copied, Ordering::Release);
                         syncer.progress(start + copied);
                     }
                     Err(rustix::io::Errno::INTR) => {}
@@ -283,6 +305,7 @@ impl HashingWriter<'_> {
                     }
                 }
             }
+            stopped.store(true, Ordering::Release);
             let panicked = || io::Error::other("hashing thread panicked");
             let hashed = t.join().map_err(|_| panicked())?;
             let hashed2 = t2.map(|t| t.join().map_err(|_| panicked())).transpose()?;
